@@ -1,0 +1,13 @@
+"""jaxsolve: learned and classical solvers in JAX.
+
+Pillars: :mod:`jaxsolve.diffusion` (samplers, schedules, oracles), :mod:`jaxsolve.operators`
+(spectral layers, neural operators), :mod:`jaxsolve.implicit` (fixed points, implicit
+differentiation), :mod:`jaxsolve.ode` (neural ODEs). Shared result codes live in :data:`RESULTS`.
+"""
+
+from . import diffusion
+from ._core import RESULTS
+
+__version__ = "0.1.0"
+
+__all__ = ["RESULTS", "__version__", "diffusion"]

@@ -1,0 +1,103 @@
+"""Argument checks that raise at trace time, naming the argument, what was expected and what came.
+
+A value that is concrete (a Python number, a NumPy array, a JAX array outside ``jit``) is checked
+immediately and raises ``ValueError``. A traced value cannot be inspected at trace time; checks that
+matter for traced values use :func:`equinox.error_if`, which raises when the compiled code runs.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(x) -> bool:
+    """True when ``x`` (possibly a pytree) holds no tracers, so its value can be inspected."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+def _describe(x):
+    a = np.asarray(x)
+    if a.ndim == 0:
+        return repr(a.item())
+    return f"array of shape {a.shape}"
+
+
+def check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)!r}; got {value!r}.")
+    return value
+
+
+def check_positive(name, value, *, allow_zero=False):
+    """``value`` > 0 (or >= 0) everywhere; concrete values raise ValueError, traced ones pass."""
+    if is_concrete(value):
+        a = np.asarray(value)
+        bad = (a < 0) if allow_zero else (a <= 0)
+        if np.any(bad) or np.any(np.isnan(a)):
+            what = "non-negative" if allow_zero else "positive"
+            raise ValueError(f"{name} must be {what}; got {_describe(a)}.")
+    return value
+
+
+def check_in_open_interval(name, value, low, high):
+    """``low < value < high`` everywhere, for concrete values."""
+    if is_concrete(value):
+        a = np.asarray(value)
+        if not (np.all(a > low) and np.all(a < high)):
+            bad = a[(a <= low) | (a >= high) | np.isnan(a)] if a.ndim else a
+            raise ValueError(
+                f"{name} must lie in the open interval ({low}, {high}); got {_describe(bad)}"
+                + (f" among {a.shape[0]} entries." if a.ndim else ".")
+            )
+    return value
+
+
+def check_sigma_range(sigma_min, sigma_max, *, names=("sigma_min", "sigma_max")):
+    """0 < sigma_min < sigma_max (for concrete values)."""
+    check_positive(names[0], sigma_min)
+    check_positive(names[1], sigma_max)
+    if is_concrete((sigma_min, sigma_max)) and np.any(
+        np.asarray(sigma_min) >= np.asarray(sigma_max)
+    ):
+        raise ValueError(
+            f"{names[0]} must be smaller than {names[1]}; got {names[0]}={_describe(sigma_min)}, "
+            f"{names[1]}={_describe(sigma_max)}."
+        )
+
+
+def check_integer_count(name, n, *, max_steps=None, minimum=1):
+    """Validate a step count ``n``.
+
+    Without ``max_steps``, ``n`` must be a concrete integer >= ``minimum`` (it fixes an array
+    length). With ``max_steps`` (a static int), ``n`` may be traced; a concrete ``n`` is checked now
+    and a traced one when the compiled code runs. Returns ``n`` (an int, or an int32 array when
+    traced, wrapped in a runtime check).
+    """
+    if max_steps is not None:
+        if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool):
+            raise TypeError(f"max_steps must be a Python int; got {type(max_steps).__name__}.")
+        if max_steps < minimum:
+            raise ValueError(f"max_steps must be >= {minimum}; got {max_steps}.")
+    if is_concrete(n):
+        a = np.asarray(n)
+        if a.ndim != 0 or not (np.issubdtype(a.dtype, np.integer) or float(a) == int(a)):
+            raise ValueError(f"{name} must be an integer; got {_describe(a)}.")
+        value = int(a)
+        if value < minimum:
+            raise ValueError(f"{name} must be >= {minimum}; got {value}.")
+        if max_steps is not None and value > max_steps:
+            raise ValueError(f"{name} must be <= max_steps={max_steps}; got {value}.")
+        return value
+    if max_steps is None:
+        raise TypeError(
+            f"{name} is traced, so it cannot fix an array length: pass a static max_steps= and "
+            f"{name} may then be any traced integer in [{minimum}, max_steps]."
+        )
+    n = jnp.asarray(n)
+    if not jnp.issubdtype(n.dtype, jnp.integer):
+        raise TypeError(f"{name} must have an integer dtype; got {n.dtype}.")
+    if n.ndim != 0:
+        raise ValueError(f"{name} must be a scalar; got shape {n.shape}.")
+    bad = (n < minimum) | (n > max_steps)
+    return eqx.error_if(n, bad, f"{name} must lie in [{minimum}, max_steps={max_steps}].")
