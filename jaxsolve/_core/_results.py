@@ -17,3 +17,4 @@ class RESULTS(eqx.Enumeration):
     linear_solve_failed = "A linear solve did not converge."
     backward_failed = "The backward (adjoint / implicit-gradient) solve did not converge."
     step_size_too_small = "The adaptive step size fell below its minimum."
+    diverged = "The iteration diverged: the residual grew far beyond its initial size."

@@ -1,0 +1,87 @@
+r"""Anderson acceleration (type II, in the difference form of Walker & Ni).
+
+"Anderson Acceleration for Fixed-Point Iterations" (Walker & Ni), after Anderson's "Iterative
+Procedures for Nonlinear Integral Equations".
+With residuals :math:`F_k = f(z_k) - z_k` and the last :math:`m` differences
+:math:`\Delta z_i = z_{i+1} - z_i`, :math:`\Delta F_i = F_{i+1} - F_i` stacked as columns of
+:math:`\Delta Z, \Delta F`:
+
+.. math::
+   \theta_k = \arg\min_\theta \|F_k - \Delta F\,\theta\|_2^2 + \lambda \|D\theta\|_2^2, \qquad
+   z_{k+1} = z_k + \beta F_k - (\Delta Z + \beta\,\Delta F)\,\theta_k,
+
+which equals the mixing :math:`z_{k+1} = \sum_i \gamma_i\,((1-\beta) z_i + \beta f(z_i))` with
+:math:`\sum_i \gamma_i = 1`. ``ridge`` :math:`\lambda` is relative: the normal equations are
+solved with the columns of :math:`\Delta F` scaled to unit length (:math:`D` holds their norms),
+so it does not depend on the size of the residual, and eigenvalues of the scaled Gram matrix
+below a precision-dependent floor are dropped (a pseudo-inverse), which keeps float32 stable when
+the history becomes nearly collinear close to convergence. The first step (no history yet) is
+a damped Picard step.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._core import as_float, check_positive
+from ._base import AbstractSolver
+
+
+def _check_history(name, m):
+    if not isinstance(m, int) or isinstance(m, bool) or m < 1:
+        raise ValueError(f"{name} must be a Python int >= 1; got {m!r}.")
+
+
+class Anderson(AbstractSolver):
+    """Anderson acceleration with ``history`` past differences, ridge regularisation ``ridge``
+    (relative, see the module docstring) and mixing / damping ``damping`` (:math:`\\beta`).
+    """
+
+    history: int = eqx.field(static=True, default=5)
+    ridge: Float[Array, ""] = eqx.field(converter=as_float, default=1e-10)
+    damping: Float[Array, ""] = eqx.field(converter=as_float, default=1.0)
+
+    def __check_init__(self):
+        _check_history("Anderson history", self.history)
+        check_positive("Anderson ridge", self.ridge, allow_zero=True)
+        check_positive("Anderson damping", self.damping)
+
+    def init(self, fn, x, fx, args):
+        m, n = self.history, x.shape[0]
+        return dict(
+            dx=jnp.zeros((m, n), x.dtype),
+            df=jnp.zeros((m, n), x.dtype),
+            x_prev=x,
+            f_prev=fx,
+            k=jnp.zeros((), jnp.int32),
+        )
+
+    def step(self, fn, x, fx, args, state):
+        m = self.history
+        k = state["k"]
+        slot = jnp.maximum(k - 1, 0) % m
+        has_prev = k > 0
+        dx = jnp.where(has_prev, state["dx"].at[slot].set(x - state["x_prev"]), state["dx"])
+        df = jnp.where(has_prev, state["df"].at[slot].set(fx - state["f_prev"]), state["df"])
+        valid = jnp.arange(m) < jnp.minimum(k, m)
+
+        # Normal equations of the least-squares problem with unit-length columns.
+        gram = df @ df.T
+        col = jnp.sqrt(jnp.diagonal(gram))
+        ok = valid & (col > 0)
+        s = jnp.where(ok, col, 1.0)
+        both = ok[:, None] & ok[None, :]
+        g = jnp.where(both, gram / (s[:, None] * s[None, :]), 0.0)
+        ridge = jnp.asarray(self.ridge, x.dtype)
+        g = g + jnp.diag(jnp.where(ok, ridge, 1.0))
+        rhs = jnp.where(ok, (df @ fx) / s, 0.0)
+        evals, evecs = jnp.linalg.eigh(g)
+        floor = 10 * m * jnp.finfo(x.dtype).eps * jnp.max(evals)
+        inv = jnp.where(evals > floor, 1.0 / jnp.where(evals > floor, evals, 1.0), 0.0)
+        theta = jnp.where(ok, (evecs @ (inv * (evecs.T @ rhs))) / s, 0.0)
+
+        beta = jnp.asarray(self.damping, x.dtype)
+        x_new = x + beta * fx - (dx + beta * df).T @ theta
+        return x_new, dict(dx=dx, df=df, x_prev=x, f_prev=fx, k=k + 1)

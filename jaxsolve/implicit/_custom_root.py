@@ -1,0 +1,105 @@
+r"""``custom_root``: implicit differentiation of any solver from its optimality conditions.
+
+"Efficient and Modular Implicit Differentiation" (Blondel, Berthet, Cuturi, Frostig, Hoyer,
+Llinares-López, Pedregosa & Vert). The user states the optimality conditions
+:math:`G(x, \theta) = 0` that the solution satisfies — a gradient that vanishes, a fixed-point
+residual, KKT conditions — and decorates a solver ``solver(x0, *args) -> x`` with
+``custom_root(G)``. The solver runs as written, never differentiated (it may use while loops,
+callbacks, early stopping); derivatives with respect to ``args`` come from
+
+.. math:: \partial_x G\; \dot x = -\,\partial_\theta G\; \dot\theta,
+
+solved matrix-free (:class:`ImplicitDiff`), in forward and reverse mode and to any order.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jax.flatten_util import ravel_pytree
+
+from ._implicit_diff import (
+    AbstractBackward,
+    ImplicitDiff,
+    _BackwardSolve,
+    fresh_scalars,
+    implicit_solution,
+    no_grad,
+)
+from ._norms import max_norm
+from ._solve import check_output
+
+
+class _Optimality(eqx.Module):
+    fn: Callable
+
+    def __call__(self, x, params):
+        out = self.fn(x, params)
+        return jtu.tree_map(lambda o, y: jnp.asarray(o).astype(y.dtype), out, x)
+
+
+class _UserSolver(eqx.Module):
+    fn: Callable
+    has_aux: bool = eqx.field(static=True)
+
+    def __call__(self, residual, params, x0):
+        out = self.fn(x0, params)
+        return out if self.has_aux else (out, None)
+
+
+def custom_root(
+    optimality_fn: Callable,
+    *,
+    backward: ImplicitDiff | None = None,
+    has_aux: bool = False,
+) -> Callable[[Callable], Callable]:
+    """Decorator: ``optimality_fn(x, *args) = 0`` characterises ``solver(x0, *args) -> x``.
+
+    The decorated solver returns the same ``x`` but is differentiable in ``args`` (positional;
+    arrays and pytrees of arrays) by implicit differentiation of ``optimality_fn``, which must
+    return a pytree of the structure and shapes of ``x`` (a square system). With
+    ``has_aux=True`` the solver returns ``(x, aux)``; ``aux`` is passed through without
+    derivatives. The derivative with respect to ``x0`` is zero. ``backward``: an
+    :class:`ImplicitDiff` (default: :class:`GMRES` with ``rtol = atol = eps ** 0.75`` of the
+    solution's dtype and 256 matrix-vector products; :class:`CG` suits symmetric conditions
+    such as the gradient of a convex objective).
+    """
+    backward = ImplicitDiff() if backward is None else backward
+    if not isinstance(backward, AbstractBackward) or not isinstance(backward, ImplicitDiff):
+        raise TypeError(
+            "custom_root: backward must be an ImplicitDiff (the optimality conditions are "
+            f"differentiated implicitly); got {type(backward).__name__}."
+        )
+    if not callable(optimality_fn):
+        raise TypeError(
+            f"custom_root: optimality_fn must be callable; got {type(optimality_fn).__name__}."
+        )
+
+    def decorator(solver: Callable) -> Callable:
+        @functools.wraps(solver)
+        def wrapped(x0, *args):
+            x0, args = fresh_scalars((x0, args))
+            solver_fn = lambda z, a: solver(z, *a)
+            out_struct = jax.eval_shape(solver_fn, x0, args)
+            x_struct = out_struct[0] if has_aux else out_struct
+            x_like = jtu.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), x_struct)
+            opt = lambda x, a: optimality_fn(x, *a)
+            check_output("jaxsolve.implicit.custom_root", "optimality_fn", "x", opt, x_like, args)
+            residual = _Optimality(eqx.filter_closure_convert(opt, x_like, args))
+            primal = no_grad(_UserSolver(eqx.filter_closure_convert(solver_fn, x0, args), has_aux))
+            dtype = ravel_pytree(x_like)[0].dtype
+            default_tol = jnp.asarray(jnp.finfo(dtype).eps ** 0.75, dtype)
+            rtol = default_tol if backward.rtol is None else backward.rtol
+            atol = default_tol if backward.atol is None else backward.atol
+            solve = no_grad(_BackwardSolve(backward, rtol, atol, backward.max_steps, max_norm))
+            x, aux = implicit_solution(residual, args, x0, primal=primal, backward=solve)
+            return (x, aux) if has_aux else x
+
+        return wrapped
+
+    return decorator

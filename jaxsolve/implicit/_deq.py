@@ -1,0 +1,152 @@
+r"""Deep equilibrium layer: the output is the fixed point of a cell, trained implicitly.
+
+"Deep Equilibrium Models" (Bai, Kolter & Koltun): :math:`z^* = f_\theta(z^*, x)`, found by a
+root / fixed-point solver and differentiated by the implicit function theorem (or JFB / phantom
+gradients, see :mod:`._implicit_diff`). Warm start: pass the previous fixed point as ``z0``.
+
+Jacobian regularisation ("Stabilizing Equilibrium Models by Jacobian Regularization", Bai,
+Koltun & Kolter): the Hutchinson estimate
+
+.. math:: \|J_f(z^*)\|_F^2 = \mathbb{E}_{\epsilon \sim \mathcal N(0, I)} \|J_f(z^*)\,\epsilon\|_2^2
+   \approx \frac1M \sum_{m=1}^M \|J_f(z^*)\,\epsilon_m\|_2^2
+
+is returned as ``jacobian_loss`` (unbiased for :math:`\|J\|_F^2`; the paper's code divides by
+the state dimension). It is differentiable, so adding a multiple of it to the loss keeps the
+cell's Jacobian small and the equilibrium easy to find. Jacobian-vector products are used
+(forward mode; same expectation as the paper's vector-Jacobian products).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+
+from ._anderson import Anderson
+from ._base import AbstractSolver, Solution
+from ._implicit_diff import AbstractBackward, ImplicitDiff
+from ._norms import max_norm
+from ._solve import fixed_point
+
+
+class DEQOutput(eqx.Module):
+    """``value`` (the equilibrium), ``solution`` (codes and counts) and ``jacobian_loss``
+    (Hutchinson estimate of :math:`\\|J_f\\|_F^2`, or ``None`` when ``jacobian_samples = 0``)."""
+
+    value: PyTree[Array]
+    solution: Solution
+    jacobian_loss: Float[Array, ""] | None
+
+
+def _call_cell(z, args):
+    cell, x = args
+    return cell(z, x)
+
+
+def hutchinson_frobenius(fn: Callable, z: PyTree[Array], key: PRNGKeyArray, samples: int):
+    """Unbiased estimate of :math:`\\|J_{fn}(z)\\|_F^2` from ``samples`` Gaussian probes."""
+    leaves, treedef = jtu.tree_flatten(z)
+
+    def one(k):
+        probe = [
+            jax.random.normal(jax.random.fold_in(k, i), jnp.shape(leaf), jnp.result_type(leaf))
+            for i, leaf in enumerate(leaves)
+        ]
+        _, jv = jax.jvp(fn, (z,), (jtu.tree_unflatten(treedef, probe),))
+        return sum(jnp.sum(jnp.square(leaf)) for leaf in jtu.tree_leaves(jv))
+
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(samples))
+    return jnp.mean(jax.vmap(one)(keys))
+
+
+class DEQ(eqx.Module):
+    """Equilibrium layer around ``cell(z, x) -> z`` (an Equinox module holding the weights).
+
+    ``__call__(x, z0=None, *, key=None) -> DEQOutput`` solves ``z = cell(z, x)`` from ``z0``
+    (warm start) or from ``state_init(x)`` (default: zeros shaped like ``x``). ``solver``,
+    ``backward``, ``max_steps``, ``rtol``, ``atol``, ``norm`` and ``throw`` are those of
+    :func:`fixed_point` (``throw`` defaults to ``False`` here: an occasional unconverged
+    training step is reported in ``solution.result`` rather than raised). With
+    ``jacobian_samples > 0`` a ``key`` is required and ``jacobian_loss`` is estimated.
+    Single-sample convention: ``jax.vmap`` over a batch. Solver hyper-parameters get zero
+    gradients (exclude them from weight decay).
+    """
+
+    cell: Callable
+    solver: AbstractSolver
+    backward: AbstractBackward
+    max_steps: int = eqx.field(static=True)
+    rtol: float | Array
+    atol: float | Array
+    norm: Callable = eqx.field(static=True)
+    throw: bool = eqx.field(static=True)
+    jacobian_samples: int = eqx.field(static=True)
+    state_init: Callable | None = eqx.field(static=True)
+
+    def __init__(
+        self,
+        cell: Callable,
+        *,
+        solver: AbstractSolver | None = None,
+        backward: AbstractBackward | None = None,
+        max_steps: int = 50,
+        rtol: float | Array = 1e-4,
+        atol: float | Array = 1e-5,
+        norm: Callable = max_norm,
+        throw: bool = False,
+        jacobian_samples: int = 0,
+        state_init: Callable | None = None,
+    ):
+        if not callable(cell):
+            raise TypeError(f"DEQ cell must be callable; got {type(cell).__name__}.")
+        if not isinstance(jacobian_samples, int) or jacobian_samples < 0:
+            raise ValueError(
+                f"DEQ jacobian_samples must be a Python int >= 0; got {jacobian_samples!r}."
+            )
+        self.cell = cell
+        self.solver = Anderson() if solver is None else solver
+        self.backward = ImplicitDiff() if backward is None else backward
+        self.max_steps = max_steps
+        self.rtol = rtol
+        self.atol = atol
+        self.norm = norm
+        self.throw = throw
+        self.jacobian_samples = jacobian_samples
+        self.state_init = state_init
+
+    def __call__(
+        self, x: PyTree[Array], z0: PyTree[Array] | None = None, *, key: PRNGKeyArray | None = None
+    ) -> DEQOutput:
+        if z0 is None:
+            z0 = (
+                self.state_init(x)
+                if self.state_init is not None
+                else jtu.tree_map(jnp.zeros_like, x)
+            )
+        sol = fixed_point(
+            _call_cell,
+            z0,
+            (self.cell, x),
+            solver=self.solver,
+            max_steps=self.max_steps,
+            rtol=self.rtol,
+            atol=self.atol,
+            norm=self.norm,
+            backward=self.backward,
+            throw=self.throw,
+        )
+        jac = None
+        if self.jacobian_samples > 0:
+            if key is None:
+                raise ValueError(
+                    f"DEQ with jacobian_samples={self.jacobian_samples} needs a key= for the "
+                    "Hutchinson probes; got key=None."
+                )
+            jac = hutchinson_frobenius(
+                lambda z: self.cell(z, x), sol.value, key, self.jacobian_samples
+            )
+        return DEQOutput(sol.value, sol, jac)

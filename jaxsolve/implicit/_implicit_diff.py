@@ -1,0 +1,271 @@
+r"""Differentiating through a solution: implicit differentiation and cheaper backward modes.
+
+**Implicit differentiation** ("Efficient and Modular Implicit Differentiation", Blondel et al.;
+"Deep Equilibrium Models", Bai et al.). If :math:`F(z^*, \theta) = 0` defines :math:`z^*(\theta)`
+(for a fixed point :math:`F = f - \mathrm{id}`), the implicit function theorem gives the tangent
+
+.. math:: \partial_z F\; \dot z = -\,\partial_\theta F\; \dot\theta .
+
+It is written as a ``custom_jvp`` whose tangent is a ``lax.custom_linear_solve`` of that system.
+JAX transposes the tangent for reverse mode, so ``jax.grad`` solves the adjoint system
+:math:`(\partial_z F)^\top u = \bar z` and pulls back :math:`-u^\top \partial_\theta F` — and
+``jax.jvp`` / ``jax.jacfwd`` use the tangent system directly. Since the rule calls the solve
+again for its primal, derivatives of any order work (``jax.hessian`` through a fixed point).
+No iteration of the forward solve is stored: memory does not grow with the iteration count.
+
+The linear system is solved by the :class:`ImplicitDiff` ``solver``: a Krylov method
+(:class:`GMRES`, :class:`CG`) or any nonlinear solver (:class:`Picard`, :class:`Anderson`, ...)
+run by the same driver on the linear residual :math:`A x - b` — Picard on it is exactly the
+fixed-point iteration on the adjoint, :math:`u \leftarrow \bar z + (\partial_z f)^\top u`. The
+backward's convergence is checked: with ``throw=True`` a failure raises at run time; with
+``throw=False`` the failed solution is NaN, so the gradient is visibly NaN, never a silent zero.
+
+**Jacobian-free backprop** ("JFB: Jacobian-Free Backpropagation for Implicit Networks", Fung et
+al.) replaces :math:`(I - \partial_z f)^{-1}` by :math:`I`: gradients come from one application
+of :math:`f` at the (non-differentiated) fixed point. **Phantom gradients** ("On Training
+Implicit Models", Geng et al.) backpropagate through :math:`k` damped steps
+:math:`z \leftarrow (1-\lambda) z + \lambda f(z)` started at the fixed point, a truncated Neumann
+series of the exact inverse. Both keep the forward value equal to the solution (the unrolled
+steps only carry derivatives) and work in forward and reverse mode.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jax import lax
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Float
+
+from .._core import RESULTS, as_float, check_positive
+from ._base import AbstractLinearSolver, AbstractSolver
+from ._driver import iterate
+from ._krylov import GMRES
+
+
+class AbstractBackward(eqx.Module):
+    """How a solve is differentiated: :class:`ImplicitDiff`, :class:`JacobianFree` or
+    :class:`PhantomGradient`."""
+
+
+class ImplicitDiff(AbstractBackward):
+    """Exact derivatives by the implicit function theorem (see the module docstring).
+
+    - ``solver``: solves the tangent / adjoint system — :class:`GMRES` (default), :class:`CG`
+      (symmetric systems, e.g. optimality conditions of a convex objective), or a nonlinear
+      solver run on the linear residual (:class:`Picard` = fixed-point iteration on the adjoint,
+      :class:`Anderson`, :class:`Broyden`).
+    - ``rtol``, ``atol``: its tolerances; ``None`` takes those of the forward solve
+      (:func:`custom_root`: ``eps ** 0.75`` of the dtype).
+    - ``max_steps``: its step budget (matrix-vector products for a Krylov solver).
+    - ``throw``: raise when the backward solve fails; ``False`` returns NaN instead.
+    """
+
+    solver: AbstractSolver | AbstractLinearSolver = eqx.field(default_factory=GMRES)
+    rtol: Float[Array, ""] | None = None
+    atol: Float[Array, ""] | None = None
+    max_steps: int = 256
+    throw: bool = eqx.field(static=True, default=True)
+
+    def __check_init__(self):
+        if not isinstance(self.solver, (AbstractSolver, AbstractLinearSolver)):
+            raise TypeError(
+                "ImplicitDiff solver must be a jaxsolve.implicit solver (GMRES, CG, Picard, "
+                f"Anderson, Broyden, Newton); got {type(self.solver).__name__}."
+            )
+        for name in ("rtol", "atol"):
+            if getattr(self, name) is not None:
+                check_positive(f"ImplicitDiff {name}", getattr(self, name))
+        _check_max_steps("ImplicitDiff max_steps", self.max_steps)
+
+
+class JacobianFree(AbstractBackward):
+    """Jacobian-free backpropagation (JFB): derivatives of one step ``f(z*)`` at the solution."""
+
+
+class PhantomGradient(AbstractBackward):
+    """Phantom gradient: derivatives of ``steps`` damped steps (``damping`` = lambda) from ``z*``."""
+
+    steps: int = eqx.field(static=True, default=5)
+    damping: Float[Array, ""] = eqx.field(converter=as_float, default=0.5)
+
+    def __check_init__(self):
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
+            raise ValueError(
+                f"PhantomGradient steps must be a Python int >= 1; got {self.steps!r}."
+            )
+        check_positive("PhantomGradient damping", self.damping)
+
+
+def _check_max_steps(name, max_steps):
+    if isinstance(max_steps, bool):
+        raise TypeError(f"{name} must be an integer; got {max_steps!r}.")
+    if isinstance(max_steps, (int, np.integer)):
+        if max_steps < 1:
+            raise ValueError(f"{name} must be >= 1; got {max_steps}.")
+        return
+    a = jnp.asarray(max_steps)
+    if not jnp.issubdtype(a.dtype, jnp.integer) or a.ndim != 0:
+        raise TypeError(f"{name} must be an integer scalar; got {a.dtype} of shape {a.shape}.")
+
+
+def no_grad(tree):
+    """``stop_gradient`` on every inexact array leaf, other leaves untouched."""
+    return jtu.tree_map(lambda x: lax.stop_gradient(x) if eqx.is_inexact_array(x) else x, tree)
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear solves (the backward systems), with failures raised or turned into NaN.
+
+
+def solve_flat_linear(matvec, b, solver, *, rtol, atol, max_steps, norm, x0=None):
+    """Solve ``matvec(x) = b`` on flat vectors; ``(x, result, num_steps, residual_norm)``."""
+    x0 = jnp.zeros_like(b) if x0 is None else x0
+    if isinstance(solver, AbstractLinearSolver):
+        return solver.solve(matvec, b, x0, rtol, atol, max_steps)
+    return iterate(
+        lambda x, _: matvec(x) - b,
+        x0,
+        None,
+        solver,
+        max_steps=max_steps,
+        rtol=rtol,
+        atol=atol,
+        norm=norm,
+        divergence_factor=1e6,
+    )
+
+
+_FAILURES = ("max_steps_reached", "nonfinite", "diverged")
+
+
+def raise_or_nan(x, result, throw, where):
+    """Raise (``throw``) or NaN-fill ``x`` where ``result`` is not successful."""
+    failed = result != RESULTS.successful
+    if throw:
+        index = sum(
+            jnp.where(result == getattr(RESULTS, name), i, 0) for i, name in enumerate(_FAILURES)
+        )
+        msgs = [f"{where}: {RESULTS[getattr(RESULTS, name)]}" for name in _FAILURES]
+        return eqx.branched_error_if(x, failed, index, msgs)
+    return jtu.tree_map(lambda leaf: jnp.where(failed, jnp.nan, leaf), x)
+
+
+class _BackwardSolve(eqx.Module):
+    """The ``solve`` / ``transpose_solve`` handed to ``lax.custom_linear_solve``."""
+
+    backward: ImplicitDiff
+    rtol: Array
+    atol: Array
+    max_steps: Array | int
+    norm: object = eqx.field(static=True)
+
+    def __call__(self, matvec, b):
+        b_flat, unravel = ravel_pytree(b)
+        mv = lambda x: ravel_pytree(matvec(unravel(x)))[0].astype(b_flat.dtype)
+        x, result, _, _ = solve_flat_linear(
+            mv,
+            b_flat,
+            self.backward.solver,
+            rtol=self.rtol,
+            atol=self.atol,
+            max_steps=self.max_steps,
+            norm=lambda v: jnp.asarray(self.norm(unravel(v)), v.dtype),
+        )
+        where = (
+            "jaxsolve.implicit: the implicit-differentiation (backward/tangent) linear solve "
+            f"with {type(self.backward.solver).__name__} failed ({RESULTS[RESULTS.backward_failed]})"
+        )
+        x = raise_or_nan(x, result, self.backward.throw, where)
+        return unravel(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# The custom_jvp.
+
+
+def _split_perturbed(tree, tangents):
+    """Leaves of ``tree`` that carry a (non-symbolic-zero) tangent, and a rebuild function."""
+    leaves, treedef = jtu.tree_flatten(tree, is_leaf=lambda x: x is None)
+    # The tangents mirror the tree with None for non-arrays and symbolic zeros, so both
+    # flatten to the same number of leaves when None counts as a leaf.
+    t_leaves = jtu.tree_leaves(tangents, is_leaf=lambda x: x is None)
+    idx = [i for i, t in enumerate(t_leaves) if t is not None]
+
+    def rebuild(new):
+        full = list(leaves)
+        for i, leaf in zip(idx, new, strict=True):
+            full[i] = leaf
+        return jtu.tree_unflatten(treedef, full)
+
+    return [leaves[i] for i in idx], [t_leaves[i] for i in idx], rebuild
+
+
+def fresh_scalars(tree):
+    """Python floats become arrays; scalar float tracers get a fresh primal (``x * 1``).
+
+    ``jax.jvp(f, (0.7,), ...)`` keeps the Python float ``0.7`` as the primal of its tracer, and a
+    custom-JVP rule would then see a non-array primal and drop its tangent. Multiplying by one
+    binds a primitive, whose primal output is an array; XLA removes the multiply.
+    """
+
+    def fix(x):
+        if isinstance(x, (float, complex)) and not isinstance(x, bool):
+            return jnp.asarray(x)
+        if isinstance(x, jax.core.Tracer) and jnp.ndim(x) == 0 and eqx.is_inexact_array(x):
+            return x * 1
+        return x
+
+    return jtu.tree_map(fix, tree)
+
+
+@eqx.filter_custom_jvp
+def implicit_solution(residual, params, z0, *, primal, backward):
+    """``primal(residual, params, z0) -> (z, aux)`` with ``residual(z, params) = 0`` at ``z``.
+
+    ``z`` is differentiated implicitly with respect to ``residual``'s and ``params``' arrays;
+    ``aux`` (codes, counts) is not differentiated; ``z0`` has a zero derivative.
+    """
+    return primal(residual, params, z0)
+
+
+@implicit_solution.def_jvp
+def _implicit_solution_jvp(primals, tangents, *, primal, backward):
+    residual, params, z0 = primals
+    t_residual, t_params, _ = tangents
+    out = implicit_solution(residual, params, z0, primal=primal, backward=backward)
+    z, aux = out
+    none_aux = jtu.tree_map(lambda _: None, aux)
+    diff, t_diff, rebuild = _split_perturbed((residual, params), (t_residual, t_params))
+    if not diff:
+        return out, (jtu.tree_map(lambda _: None, z), none_aux)
+
+    def residual_of(leaves):
+        res, par = rebuild(leaves)
+        return res(z, par)
+
+    _, rhs = jax.jvp(residual_of, (diff,), (t_diff,))
+    _, lin = jax.linearize(lambda y: residual(y, params), z)
+    neg_rhs = jtu.tree_map(jnp.negative, rhs)
+    solve = backward
+    z_dot = lax.custom_linear_solve(lin, neg_rhs, solve=solve, transpose_solve=solve)
+    return out, (z_dot, none_aux)
+
+
+def unrolled_steps(residual, params, z_star, steps, damping):
+    """``steps`` damped steps ``z <- z + damping * residual(z, params)`` from ``z_star``."""
+    damping = lax.stop_gradient(damping)
+
+    def body(_, z):
+        r = residual(z, params)
+        return jtu.tree_map(lambda a, b: a + jnp.asarray(damping, a.dtype) * b, z, r)
+
+    return lax.fori_loop(0, steps, body, lax.stop_gradient(z_star))
+
+
+def straight_through(value, carrier):
+    """``value`` in the forward pass, the derivatives of ``carrier`` in both modes."""
+    return jtu.tree_map(lambda v, c: v + (c - lax.stop_gradient(c)), value, carrier)

@@ -1,0 +1,344 @@
+r"""Public entry points: :func:`fixed_point`, :func:`root_find` and :func:`linear_solve`.
+
+They check their arguments, hoist closed-over arrays of ``fn`` into explicit inputs (so
+derivatives with respect to them are implicit too), pick the backward mode and run the one
+driver of :mod:`._driver`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jax import lax
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, ArrayLike, PyTree
+
+from .._core import as_float, is_concrete
+from ._anderson import Anderson
+from ._base import AbstractLinearSolver, AbstractSolver, Solution
+from ._driver import flatten_problem, iterate
+from ._implicit_diff import (
+    AbstractBackward,
+    ImplicitDiff,
+    JacobianFree,
+    PhantomGradient,
+    _BackwardSolve,
+    _check_max_steps,
+    fresh_scalars,
+    implicit_solution,
+    no_grad,
+    raise_or_nan,
+    solve_flat_linear,
+    straight_through,
+    unrolled_steps,
+)
+from ._krylov import GMRES
+from ._newton import Newton
+from ._norms import max_norm
+
+# ----------------------------------------------------------------------------------------------
+# Argument checks.
+
+
+def _describe(tree):
+    def one(leaf):
+        s = jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf))
+        return f"{s.dtype}{list(s.shape)}"
+
+    return str(jtu.tree_map(one, tree))
+
+
+def check_state(name, z0):
+    """``z0`` as a pytree of floating arrays; integer, boolean or empty states raise."""
+    leaves, treedef = jtu.tree_flatten(z0)
+    if not leaves:
+        raise ValueError(f"{name} must be a pytree holding at least one array; got {z0!r}.")
+    out = []
+    for leaf in leaves:
+        if not eqx.is_array_like(leaf):
+            raise TypeError(f"{name} must hold only arrays; got a leaf of type {type(leaf)}.")
+        a = jnp.asarray(leaf)
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(
+                f"{name} must have a real floating dtype (the solution is continuous); got a leaf "
+                f"of dtype {a.dtype} and shape {a.shape}. Pass e.g. jnp.asarray({name}, float)."
+            )
+        out.append(a)
+    return jtu.tree_unflatten(treedef, out)
+
+
+def check_output(where, fn_name, z_name, fn, z0, args):
+    """``fn(z0, args)`` must return the structure and shapes of ``z0``; dtypes are cast."""
+    out = jax.eval_shape(fn, z0, args)
+    same_tree = jtu.tree_structure(out) == jtu.tree_structure(z0)
+    same_shapes = same_tree and all(
+        o.shape == jnp.shape(z)
+        for o, z in zip(jtu.tree_leaves(out), jtu.tree_leaves(z0), strict=True)
+    )
+    floating = all(jnp.issubdtype(o.dtype, jnp.inexact) for o in jtu.tree_leaves(out))
+    if not (same_tree and same_shapes and floating):
+        raise ValueError(
+            f"{where}: {fn_name}(z, args) must return a pytree with the structure and shapes of "
+            f"{z_name} (and floating dtypes); {z_name} is {_describe(z0)} but {fn_name} returned "
+            f"{_describe(out)}."
+        )
+
+
+def check_tolerance(name, value):
+    """A positive scalar tolerance: concrete values are checked now, traced ones at run time."""
+    value = as_float(value)
+    if value.ndim != 0:
+        raise ValueError(f"{name} must be a scalar; got an array of shape {value.shape}.")
+    if is_concrete(value):
+        v = float(np.asarray(value))
+        if not v > 0:
+            raise ValueError(f"{name} must be positive; got {v!r}.")
+        return value
+    return eqx.error_if(value, ~(value > 0), f"{name} must be positive.")
+
+
+def check_options(where, solver, backward, norm, max_steps, divergence_factor):
+    if not isinstance(solver, AbstractSolver):
+        raise TypeError(
+            f"{where}: solver must be a jaxsolve.implicit solver (Picard, Anderson, Broyden, "
+            f"Newton); got {type(solver).__name__}."
+        )
+    if not isinstance(backward, AbstractBackward):
+        raise TypeError(
+            f"{where}: backward must be ImplicitDiff, JacobianFree or PhantomGradient; got "
+            f"{type(backward).__name__}."
+        )
+    if not callable(norm):
+        raise TypeError(f"{where}: norm must be callable; got {type(norm).__name__}.")
+    _check_max_steps(f"{where}: max_steps", max_steps)
+    divergence_factor = as_float(divergence_factor)
+    if is_concrete(divergence_factor) and not float(np.asarray(divergence_factor)) > 1:
+        raise ValueError(
+            f"{where}: divergence_factor must be > 1; got {float(np.asarray(divergence_factor))}."
+        )
+    return divergence_factor
+
+
+# ----------------------------------------------------------------------------------------------
+# The residual and the primal solve.
+
+
+class _Residual(eqx.Module):
+    """``F(z, args)``: ``fn(z, args) - z`` for a fixed point, ``fn(z, args)`` for a root."""
+
+    fn: Callable
+    fixed_point: bool = eqx.field(static=True)
+
+    def __call__(self, z, args):
+        out = self.fn(z, args)
+        out = jtu.tree_map(lambda o, y: jnp.asarray(o).astype(y.dtype), out, z)
+        if self.fixed_point:
+            out = jtu.tree_map(lambda o, y: o - y, out, z)
+        return out
+
+
+class _DriverPrimal(eqx.Module):
+    solver: AbstractSolver
+    max_steps: Any
+    rtol: Array
+    atol: Array
+    divergence_factor: Array
+    norm: Callable = eqx.field(static=True)
+
+    def __call__(self, residual, params, z0):
+        x0, fn_flat, norm_flat, unravel = flatten_problem(residual, z0, self.norm)
+        x, result, k, rnorm = iterate(
+            fn_flat,
+            x0,
+            params,
+            self.solver,
+            max_steps=self.max_steps,
+            rtol=self.rtol,
+            atol=self.atol,
+            norm=norm_flat,
+            divergence_factor=self.divergence_factor,
+        )
+        return unravel(x), (result, k, rnorm)
+
+
+def _solve(
+    where, fixed, fn, z0, args, solver, backward, max_steps, rtol, atol, norm, div, throw
+) -> Solution:
+    z_name = "z0" if fixed else "x0"
+    z0 = check_state(z_name, fresh_scalars(z0))
+    args = fresh_scalars(args)
+    div = check_options(where, solver, backward, norm, max_steps, div)
+    rtol = check_tolerance(f"{where}: rtol", rtol)
+    atol = check_tolerance(f"{where}: atol", atol)
+    check_output(where, "fn", z_name, fn, z0, args)
+    residual = _Residual(eqx.filter_closure_convert(fn, z0, args), fixed)
+    primal = no_grad(_DriverPrimal(solver, max_steps, rtol, atol, div, norm))
+    if isinstance(backward, ImplicitDiff):
+        b_rtol = rtol if backward.rtol is None else as_float(backward.rtol)
+        b_atol = atol if backward.atol is None else as_float(backward.atol)
+        solve = no_grad(_BackwardSolve(backward, b_rtol, b_atol, backward.max_steps, norm))
+        z, (result, k, rnorm) = implicit_solution(residual, args, z0, primal=primal, backward=solve)
+    else:
+        z_star, (result, k, rnorm) = primal(no_grad(residual), no_grad(args), no_grad(z0))
+        if isinstance(backward, JacobianFree):
+            steps, damping = 1, jnp.ones((), jnp.result_type(float))
+        else:
+            assert isinstance(backward, PhantomGradient)
+            steps, damping = backward.steps, backward.damping
+        z = straight_through(z_star, unrolled_steps(residual, args, z_star, steps, damping))
+    if throw:
+        z = raise_or_nan(z, result, True, where)
+    return Solution(z, result, k, rnorm)
+
+
+def fixed_point(
+    fn: Callable[[PyTree[Array], Any], PyTree[Array]],
+    z0: PyTree[ArrayLike],
+    args: Any = None,
+    *,
+    solver: AbstractSolver | None = None,
+    max_steps: int | ArrayLike = 256,
+    rtol: ArrayLike = 1e-5,
+    atol: ArrayLike = 1e-6,
+    norm: Callable[[PyTree[Array]], Array] = max_norm,
+    backward: AbstractBackward | None = None,
+    throw: bool = True,
+    divergence_factor: ArrayLike = 1e6,
+) -> Solution:
+    r"""Solve :math:`z = f(z, \text{args})` for a pytree ``z``, differentiably in ``args``.
+
+    ``fn(z, args)`` must be pure and return the structure and shapes of ``z0`` (floating leaves;
+    other precisions are cast to ``z0``'s). ``solver``: :class:`Picard`, :class:`Anderson`
+    (default), :class:`Broyden` or :class:`Newton`, all on the residual :math:`F = f - z`.
+    Converged when :math:`\|F(z) / (\text{atol} + \text{rtol}|z|)\| \le 1` with ``norm``
+    (default :func:`max_norm`); ``rtol``, ``atol``, ``max_steps`` and ``divergence_factor`` may be
+    traced. A run-time failure is a code in ``Solution.result`` (``max_steps_reached``,
+    ``diverged`` when :math:`\|F\|` exceeds ``divergence_factor`` times its initial value,
+    ``nonfinite``); ``throw=True`` raises it instead (under ``vmap``: if any member fails).
+
+    ``backward`` (default :class:`ImplicitDiff` with :class:`GMRES`) decides the derivatives with
+    respect to ``args`` and to arrays ``fn`` closes over — exact implicit differentiation in both
+    forward and reverse mode, or :class:`JacobianFree` / :class:`PhantomGradient`. The derivative
+    with respect to ``z0`` is zero.
+    """
+    solver = Anderson() if solver is None else solver
+    backward = ImplicitDiff() if backward is None else backward
+    return _solve(
+        "jaxsolve.implicit.fixed_point",
+        True,
+        fn,
+        z0,
+        args,
+        solver,
+        backward,
+        max_steps,
+        rtol,
+        atol,
+        norm,
+        divergence_factor,
+        throw,
+    )
+
+
+def root_find(
+    fn: Callable[[PyTree[Array], Any], PyTree[Array]],
+    x0: PyTree[ArrayLike],
+    args: Any = None,
+    *,
+    solver: AbstractSolver | None = None,
+    max_steps: int | ArrayLike = 256,
+    rtol: ArrayLike = 1e-5,
+    atol: ArrayLike = 1e-6,
+    norm: Callable[[PyTree[Array]], Array] = max_norm,
+    backward: AbstractBackward | None = None,
+    throw: bool = True,
+    divergence_factor: ArrayLike = 1e6,
+) -> Solution:
+    r"""Solve :math:`F(x, \text{args}) = 0` (a square system on a pytree ``x``).
+
+    Same contract as :func:`fixed_point` with ``fn = F`` and the default solver :class:`Newton`.
+    The convergence test scales :math:`F` like :math:`x`,
+    :math:`\|F(x) / (\text{atol} + \text{rtol}|x|)\| \le 1`, so ``F`` should be in the units of
+    ``x`` (as :math:`f(x) - x` or a preconditioned residual is). :class:`Picard` and
+    :class:`Anderson` iterate :math:`x + \alpha F(x)`, i.e. they treat :math:`F` as
+    :math:`g(x) - x`; so do :class:`JacobianFree` and :class:`PhantomGradient`.
+    """
+    solver = Newton() if solver is None else solver
+    backward = ImplicitDiff() if backward is None else backward
+    return _solve(
+        "jaxsolve.implicit.root_find",
+        False,
+        fn,
+        x0,
+        args,
+        solver,
+        backward,
+        max_steps,
+        rtol,
+        atol,
+        norm,
+        divergence_factor,
+        throw,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear solves.
+
+
+def linear_solve(
+    matvec: Callable[[PyTree[Array]], PyTree[Array]],
+    b: PyTree[ArrayLike],
+    *,
+    solver: AbstractLinearSolver | AbstractSolver | None = None,
+    rtol: ArrayLike = 1e-6,
+    atol: ArrayLike = 1e-8,
+    max_steps: int | ArrayLike = 256,
+    norm: Callable[[PyTree[Array]], Array] = max_norm,
+    throw: bool = True,
+) -> Solution:
+    r"""Solve :math:`A x = b` with :math:`A` given as ``matvec`` (linear in its argument).
+
+    ``solver``: :class:`GMRES` (default), :class:`CG` (symmetric definite ``A``) — both stop at
+    :math:`\|b - Ax\|_2 \le \text{atol} + \text{rtol}\|b\|_2` and report that 2-norm — or a
+    nonlinear solver run by the fixed-point driver on :math:`Ax - b` (its convergence test and
+    ``norm``; :class:`Picard` is the Richardson iteration :math:`x + (Ax - b)`, which converges
+    when :math:`\rho(I + A) < 1`). Differentiable with respect to ``b`` and to arrays ``matvec``
+    closes over (``lax.custom_linear_solve``; the transposed system reuses ``solver``).
+    """
+    solver = GMRES() if solver is None else solver
+    if not isinstance(solver, (AbstractLinearSolver, AbstractSolver)):
+        raise TypeError(
+            f"jaxsolve.implicit.linear_solve: solver must be a jaxsolve.implicit solver; got "
+            f"{type(solver).__name__}."
+        )
+    b = check_state("b", b)
+    rtol = check_tolerance("jaxsolve.implicit.linear_solve: rtol", rtol)
+    atol = check_tolerance("jaxsolve.implicit.linear_solve: atol", atol)
+    _check_max_steps("jaxsolve.implicit.linear_solve: max_steps", max_steps)
+    check_output("jaxsolve.implicit.linear_solve", "matvec", "b", lambda x, _: matvec(x), b, None)
+
+    def solve(mv, rhs):
+        flat, unravel = ravel_pytree(rhs)
+        mv_flat = lambda x: ravel_pytree(mv(unravel(x)))[0].astype(flat.dtype)
+        x, result, k, rnorm = solve_flat_linear(
+            mv_flat,
+            flat,
+            solver,
+            rtol=rtol,
+            atol=atol,
+            max_steps=max_steps,
+            norm=lambda v: jnp.asarray(norm(unravel(v)), v.dtype),
+        )
+        return unravel(x), (result, k, rnorm)
+
+    x, (result, k, rnorm) = lax.custom_linear_solve(matvec, b, solve, solve, has_aux=True)
+    if throw:
+        x = raise_or_nan(x, result, True, "jaxsolve.implicit.linear_solve")
+    return Solution(x, result, k, rnorm)
