@@ -1,0 +1,379 @@
+r"""Fourier Neural Operator (FNO) and its Tucker-factorised variant (TFNO).
+
+.. math:: v_0 = P(u \oplus x),\qquad
+   v_{l+1} = \sigma\big(\mathcal K_l v_l + S_l v_l\big),\qquad
+   \mathcal G(u) = Q(v_L)
+
+("Fourier Neural Operator for Parametric Partial Differential Equations", Li et al.): a pointwise
+lifting MLP :math:`P` (on the input and, optionally, the grid coordinates :math:`x`), ``n_layers``
+Fourier blocks of a :class:`SpectralConv` :math:`\mathcal K_l` plus a pointwise skip :math:`S_l`
+(linear, identity or soft-gating), and a pointwise projection MLP :math:`Q`; no activation after
+the last block. Optionally each block also carries a pointwise channel MLP with its own skip, as
+neuraloperator's ``FNOBlocks`` (``channel_mlp_expansion``). TFNO is the same network with Tucker
+weights ("Multi-Grid Tensorized Fourier Neural Operator for High-Resolution PDEs", Kossaifi et al.).
+
+Domain padding extends the box by a fraction of each axis before the Fourier blocks (for
+non-periodic data) and crops it after. The fraction is applied *exactly*: a fraction ``f`` on an
+axis of ``N`` points pads ``f N`` cells, which must be a whole number. Rounding ``f N`` (as
+neuraloperator's ``DomainPadding`` does) changes the padded period from one resolution to the
+next, so the spectral weights would act on different physical frequencies and a model evaluated
+at a higher resolution would no longer be the model that was trained.
+"""
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._core import check_choice
+from ._checks import check_sample
+from ._spectral import periodic_grid
+from ._spectral_conv import SpectralConv
+
+_SKIPS = {"linear", "identity", "soft-gating", None}
+
+
+def channelwise(
+    v: Float[Array, " c"], like: Float[Array, " c2 *spatial"]
+) -> Float[Array, " c *spatial"]:
+    """``v`` broadcast over the spatial axes of ``like``, batched the way ``like`` is.
+
+    ``x + v[:, None]`` with an unbatched ``v`` makes :func:`jax.vmap` move ``x``'s batch axis to
+    the front (a full-size transpose), because broadcasting an unbatched non-scalar operand is
+    only defined with the batch axis first. Under ``vmap`` the FNO keeps its activations as
+    ``(channels, batch, *spatial)`` so that every 1x1 convolution is a plain matrix product;
+    building the broadcast as a rank-one product with a batched row of ones keeps that layout
+    (XLA turns the rank-one product into a fused broadcast).
+    """
+    ones = lax.stop_gradient(like[:1]) * 0 + 1
+    return jnp.tensordot(v[:, None].astype(like.dtype), ones, axes=1)
+
+
+def _uniform(key, shape, bound, dtype):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class ChannelMLP(eqx.Module):
+    """Pointwise MLP over the channel axis of ``(channels, *spatial)``: a 1x1 convolution stack.
+
+    Weights and biases start uniform in :math:`\\pm 1/\\sqrt{\\text{fan-in}}` (PyTorch's default
+    for ``Conv1d``, as neuraloperator's ``ChannelMLP``); ``activation`` between layers, not after
+    the last.
+    """
+
+    weights: tuple[Float[Array, " cout cin"], ...]
+    biases: tuple[Float[Array, " cout"], ...] | None
+    activation: Callable = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden_channels: int | None = None,
+        n_layers: int = 2,
+        *,
+        key: PRNGKeyArray,
+        activation: Callable = jax.nn.gelu,
+        use_bias: bool = True,
+        dtype=None,
+    ):
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1; got {n_layers}.")
+        dtype = dtype or jnp.zeros(()).dtype
+        hidden = in_channels if hidden_channels is None else hidden_channels
+        sizes = [in_channels] + [hidden] * (n_layers - 1) + [out_channels]
+        keys = jax.random.split(key, 2 * n_layers)
+        ws, bs = [], []
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+            bound = 1.0 / math.sqrt(a)
+            ws.append(_uniform(keys[2 * i], (b, a), bound, dtype))
+            bs.append(_uniform(keys[2 * i + 1], (b,), bound, dtype))
+        self.weights = tuple(ws)
+        self.biases = tuple(bs) if use_bias else None
+        self.activation = activation
+
+    def __call__(self, x: Float[Array, " cin *spatial"]) -> Float[Array, " cout *spatial"]:
+        n = len(self.weights)
+        for i, w in enumerate(self.weights):
+            x = jnp.tensordot(w.astype(x.dtype), x, axes=1)
+            if self.biases is not None:
+                x = x + channelwise(self.biases[i], x)
+            if i < n - 1:
+                x = self.activation(x)
+        return x
+
+
+class SoftGating(eqx.Module):
+    """Per-channel scaling ``w_c x_c`` (weights start at one), neuraloperator's soft-gating skip."""
+
+    weight: Float[Array, " c"]
+
+    def __init__(self, channels: int, dtype=None):
+        self.weight = jnp.ones((channels,), dtype or jnp.zeros(()).dtype)
+
+    def __call__(self, x):
+        return channelwise(self.weight, x) * x
+
+
+class _Identity(eqx.Module):
+    def __call__(self, x):
+        return x
+
+
+def _make_skip(kind, channels, key, dtype):
+    check_choice("skip", kind, _SKIPS)
+    if kind == "linear":
+        return ChannelMLP(channels, channels, n_layers=1, key=key, use_bias=False, dtype=dtype)
+    if kind == "soft-gating":
+        return SoftGating(channels, dtype)
+    if kind == "identity":
+        return _Identity()
+    return None
+
+
+class FNOBlock(eqx.Module):
+    """One Fourier block: ``conv(x) + skip(x)``, then (optionally) ``mlp(.) + mlp_skip(x)``."""
+
+    conv: SpectralConv
+    skip: eqx.Module | None
+    mlp: ChannelMLP | None
+    mlp_skip: eqx.Module | None
+    activation: Callable = eqx.field(static=True)
+
+    def __call__(self, x, *, last: bool):
+        y = self.conv(x)
+        if self.skip is not None:
+            y = y + self.skip(x)
+        if not last:
+            y = self.activation(y)
+        if self.mlp is not None:
+            y = self.mlp(y)
+            if self.mlp_skip is not None:
+                # The channel-MLP skip starts from the block input, as in neuraloperator.
+                y = y + self.mlp_skip(x)
+            if not last:
+                y = self.activation(y)
+        return y
+
+
+def _normalize_padding(domain_padding, d):
+    if domain_padding is None:
+        return None
+    if isinstance(domain_padding, (tuple, list)):
+        if len(domain_padding) != d:
+            raise ValueError(
+                f"domain_padding needs one fraction per spatial axis ({d}); got {domain_padding!r}."
+            )
+        fr = tuple(float(f) for f in domain_padding)
+    else:
+        fr = (float(domain_padding),) * d
+    if any(f < 0 for f in fr):
+        raise ValueError(f"domain_padding fractions must be >= 0; got {fr}.")
+    return None if all(f == 0 for f in fr) else fr
+
+
+def padding_cells(fractions: Sequence[float], spatial_shape: Sequence[int]) -> tuple[int, ...]:
+    """Cells ``f N`` added per axis; ``ValueError`` unless each is a whole number.
+
+    A whole number of cells at every resolution is what keeps the padded period a fixed multiple
+    of the box, so that super-resolution evaluates the trained operator.
+    """
+    cells = []
+    for j, (f, n) in enumerate(zip(fractions, spatial_shape, strict=True)):
+        p = f * n
+        q = round(p)
+        if abs(p - q) > 1e-6 * max(1.0, p):
+            lo, hi = math.floor(p), math.ceil(p)
+            raise ValueError(
+                f"domain_padding={f} on spatial axis {j} with {n} points asks for {p:g} cells; the "
+                f"padding must be a whole number of cells so that the padded period is the same "
+                f"fraction of the box at every resolution (rounding would change the operator "
+                f"between resolutions). Use e.g. {lo}/{n}={lo / n:g} or {hi}/{n}={hi / n:g}, or "
+                f"a grid where {f} * N is an integer."
+            )
+        cells.append(int(q))
+    return tuple(cells)
+
+
+class FNO(eqx.Module):
+    r"""Fourier Neural Operator on one sample ``(in_channels, *spatial)``; batch with ``jax.vmap``.
+
+    Parameters
+    ----------
+    width
+        Hidden channels of the Fourier blocks.
+    modes
+        Frequencies kept per sign on each axis (see :class:`SpectralConv` for the conversion from
+        neuraloperator's ``n_modes``).
+    n_layers
+        Number of Fourier blocks.
+    lifting_channels, projection_channels
+        Hidden width of the lifting / projection MLPs (default ``2 * width``; ``0`` makes the
+        MLP a single linear layer).
+    skip
+        ``"linear"`` (default), ``"identity"``, ``"soft-gating"`` or ``None``.
+    activation
+        Pointwise nonlinearity (default :func:`jax.nn.gelu`).
+    channel_mlp_expansion
+        ``None`` (default, the original FNO block) or the hidden ratio of a per-block channel MLP
+        (neuraloperator uses 0.5) with skip ``channel_mlp_skip``.
+    domain_padding, padding_mode
+        Fraction of each axis to pad (a float or one per axis) and ``"symmetric"`` (``f N``
+        cells on both ends) or ``"one-sided"`` (``f N`` cells at the end); see the module doc.
+    positional_embedding
+        Append the periodic grid coordinates :math:`x_n = n / N \in [0, 1)` as extra input
+        channels.
+    factorization, rank
+        Spectral weight factorisation (``None``, ``"tucker"``, ``"cp"``); see
+        :class:`SpectralConv`.
+    """
+
+    lifting: ChannelMLP
+    blocks: tuple[FNOBlock, ...]
+    projection: ChannelMLP
+    num_spatial_dims: int = eqx.field(static=True)
+    in_channels: int = eqx.field(static=True)
+    out_channels: int = eqx.field(static=True)
+    width: int = eqx.field(static=True)
+    modes: tuple[int, ...] = eqx.field(static=True)
+    domain_padding: tuple[float, ...] | None = eqx.field(static=True)
+    padding_mode: str = eqx.field(static=True)
+    positional_embedding: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        num_spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        *,
+        width: int,
+        modes: int | Sequence[int],
+        n_layers: int = 4,
+        key: PRNGKeyArray,
+        lifting_channels: int | None = None,
+        projection_channels: int | None = None,
+        skip: str | None = "linear",
+        activation: Callable = jax.nn.gelu,
+        channel_mlp_expansion: float | None = None,
+        channel_mlp_skip: str | None = "soft-gating",
+        domain_padding: float | Sequence[float] | None = None,
+        padding_mode: str = "symmetric",
+        positional_embedding: bool = True,
+        factorization: str | None = None,
+        rank: float | int | Sequence[int] | None = None,
+        spectral_bias: bool = True,
+        pruned_fft: bool = True,
+        dtype=None,
+    ):
+        for name, v in (
+            ("num_spatial_dims", num_spatial_dims),
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("width", width),
+            ("n_layers", n_layers),
+        ):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int; got {v!r}.")
+        check_choice("padding_mode", padding_mode, {"symmetric", "one-sided"})
+        check_choice("skip", skip, _SKIPS)
+        check_choice("channel_mlp_skip", channel_mlp_skip, _SKIPS)
+        d = int(num_spatial_dims)
+        self.num_spatial_dims = d
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.width = int(width)
+        self.domain_padding = _normalize_padding(domain_padding, d)
+        self.padding_mode = padding_mode
+        self.positional_embedding = bool(positional_embedding)
+        lift_in = self.in_channels + (d if self.positional_embedding else 0)
+        lifting_channels = 2 * width if lifting_channels is None else lifting_channels
+        projection_channels = 2 * width if projection_channels is None else projection_channels
+        k_lift, k_proj, k_blocks = jax.random.split(key, 3)
+
+        def mlp(cin, cout, hidden, k):
+            if hidden:
+                return ChannelMLP(cin, cout, hidden, 2, key=k, activation=activation, dtype=dtype)
+            return ChannelMLP(cin, cout, n_layers=1, key=k, activation=activation, dtype=dtype)
+
+        self.lifting = mlp(lift_in, width, lifting_channels, k_lift)
+        self.projection = mlp(width, out_channels, projection_channels, k_proj)
+        blocks = []
+        for kb in jax.random.split(k_blocks, n_layers):
+            kc, ks, km, kms = jax.random.split(kb, 4)
+            conv = SpectralConv(
+                d,
+                width,
+                width,
+                modes,
+                key=kc,
+                factorization=factorization,
+                rank=rank,
+                use_bias=spectral_bias,
+                pruned_fft=pruned_fft,
+                dtype=dtype,
+            )
+            if channel_mlp_expansion is not None:
+                hidden = round(width * channel_mlp_expansion)
+                cm = ChannelMLP(width, width, hidden, 2, key=km, activation=activation, dtype=dtype)
+                cm_skip = _make_skip(channel_mlp_skip, width, kms, dtype)
+            else:
+                cm, cm_skip = None, None
+            blocks.append(
+                FNOBlock(conv, _make_skip(skip, width, ks, dtype), cm, cm_skip, activation)
+            )
+        self.blocks = tuple(blocks)
+        self.modes = self.blocks[0].conv.modes
+
+    def _pad(self, v):
+        spatial = v.shape[1:]
+        cells = padding_cells(self.domain_padding, spatial)
+        if self.padding_mode == "symmetric":
+            widths = [(0, 0)] + [(p, p) for p in cells]
+        else:
+            widths = [(0, 0)] + [(0, p) for p in cells]
+        return jnp.pad(v, widths), widths
+
+    @staticmethod
+    def _crop(v, widths):
+        index = tuple(slice(lo, v.shape[j] - hi) for j, (lo, hi) in enumerate(widths))
+        return v[index]
+
+    def __call__(self, x: Float[Array, " cin *spatial"]) -> Float[Array, " cout *spatial"]:
+        check_sample(
+            x, channels=self.in_channels, num_spatial_dims=self.num_spatial_dims, where="FNO"
+        )
+        x = jnp.asarray(x)
+        if self.positional_embedding:
+            grid = periodic_grid(
+                x.shape[1:], dtype=x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else None
+            )
+            x = jnp.concatenate([x, grid.astype(x.dtype)], axis=0)
+        v = self.lifting(x)
+        widths = None
+        if self.domain_padding is not None:
+            v, widths = self._pad(v)
+        n = len(self.blocks)
+        for i, block in enumerate(self.blocks):
+            v = block(v, last=i == n - 1)
+        if widths is not None:
+            v = self._crop(v, widths)
+        return self.projection(v)
+
+
+class TFNO(FNO):
+    """FNO with Tucker-factorised spectral weights (default ``rank=0.1``, as neuraloperator)."""
+
+    def __init__(self, *args, factorization: str | None = "tucker", rank=0.1, **kwargs):
+        super().__init__(*args, factorization=factorization, rank=rank, **kwargs)
+
+
+def count_params(model) -> int:
+    """Number of real parameters (inexact array leaves) of a model; complex counts twice."""
+    leaves = jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array))
+    return int(sum(x.size * (2 if jnp.iscomplexobj(x) else 1) for x in leaves))

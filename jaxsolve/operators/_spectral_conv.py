@@ -1,0 +1,344 @@
+r"""Spectral convolution: the Fourier layer of FNO, with dense or factorised (Tucker, CP) weights.
+
+.. math:: (\mathcal K u)(x) = \operatorname{Re} \sum_{k\in K} c_k
+   \Big(\sum_i W_{i o k}\, \hat u_{i k}\Big) e^{2\pi i k\cdot x} + b_o
+
+("Fourier Neural Operator for Parametric Partial Differential Equations", Li et al.), with
+:math:`K` the kept modes (``modes`` per sign on every axis but the last, see
+:mod:`._spectral`), :math:`\hat u` the forward-normalised coefficients and :math:`c_k` the
+Hermitian multiplicity. The complex weights :math:`W` are stored as real arrays with a leading
+axis of two (real, imaginary), so optax and every JAX transformation see ordinary real
+parameters. Factorised weights ("Multi-Grid Tensorized Fourier Neural Operator for
+High-Resolution PDEs", Kossaifi et al.) are contracted with the data factor by factor; the dense
+``(in, out, *modes)`` tensor is never built (:meth:`to_dense` exists for inspection only).
+"""
+
+import math
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Array, Complex, Float, PRNGKeyArray
+
+from .._core import check_choice
+from ._checks import check_sample
+from ._spectral import (
+    check_grid,
+    irdft_modes,
+    irfft_modes,
+    mode_shape,
+    normalize_modes,
+    rdft_modes,
+    rfft_modes,
+)
+
+_MODE_LETTERS = "xyzuvw"
+
+
+def _letters(d: int) -> str:
+    if d > len(_MODE_LETTERS):
+        raise ValueError(f"at most {len(_MODE_LETTERS)} spatial axes are supported; got {d}.")
+    return _MODE_LETTERS[:d]
+
+
+def _complex(w):
+    """Complex array from a real ``(2, ...)`` array holding (real, imaginary) parts."""
+    return lax.complex(w[0], w[1])
+
+
+def _complex_normal(key, shape, var, dtype):
+    """Real ``(2, *shape)`` storage of a circular complex normal with ``E|w|^2 = var``."""
+    std = math.sqrt(var / 2.0)
+    return std * jax.random.normal(key, (2, *shape), dtype)
+
+
+class DenseSpectralWeight(eqx.Module):
+    """Dense complex weight ``W[i, o, *modes]`` stored as a real ``(2, in, out, *modes)`` array."""
+
+    weight: Float[Array, " 2 cin cout *modes"]
+
+    @classmethod
+    def init(cls, dims, key, var, dtype):
+        return cls(_complex_normal(key, dims, var, dtype))
+
+    def contract(self, xh: Complex[Array, " cin *modes"]) -> Complex[Array, " cout *modes"]:
+        k = _letters(xh.ndim - 1)
+        return jnp.einsum(f"i{k},io{k}->o{k}", xh, _complex(self.weight).astype(xh.dtype))
+
+    def to_dense(self) -> Complex[Array, " cin cout *modes"]:
+        return _complex(self.weight)
+
+    @staticmethod
+    def num_params(dims) -> int:
+        return 2 * math.prod(dims)
+
+
+class TuckerSpectralWeight(eqx.Module):
+    r"""Tucker factorisation :math:`W = G \times_1 U_{in} \times_2 U_{out} \times_3 U_1 \cdots`.
+
+    ``core`` is ``(2, r_in, r_out, *r_modes)`` and ``factors`` holds ``(2, n, r)`` arrays for the
+    input channels, output channels and each mode axis. The contraction projects the input
+    channels first, expands the core along the mode axes only (``r_in * r_out * prod(modes)``
+    numbers, computed once per batch under :func:`jax.vmap`), contracts, and lifts to the output
+    channels last.
+    """
+
+    core: Float[Array, " 2 ..."]
+    factors: tuple[Float[Array, " 2 n r"], ...]
+
+    @classmethod
+    def init(cls, dims, ranks, key, var, dtype):
+        keys = jax.random.split(key, len(dims) + 1)
+        # Each factor has E|u|^2 = 1/r, so the reconstructed entries have E|W|^2 = E|G|^2.
+        factors = tuple(
+            _complex_normal(k, (n, r), 1.0 / r, dtype)
+            for k, n, r in zip(keys[1:], dims, ranks, strict=True)
+        )
+        return cls(_complex_normal(keys[0], tuple(ranks), var, dtype), factors)
+
+    def _mode_core(self, dtype):
+        """Core expanded along the mode axes: ``(r_in, r_out, *modes)``."""
+        d = len(self.factors) - 2
+        c = _letters(d).upper()
+        k = _letters(d)
+        ops = [_complex(self.core).astype(dtype)] + [
+            _complex(f).astype(dtype) for f in self.factors[2:]
+        ]
+        spec = f"ab{c}," + ",".join(f"{k[j]}{c[j]}" for j in range(d)) + f"->ab{k}"
+        return jnp.einsum(spec, *ops, optimize="greedy")
+
+    def contract(self, xh: Complex[Array, " cin *modes"]) -> Complex[Array, " cout *modes"]:
+        k = _letters(xh.ndim - 1)
+        u_in, u_out = (_complex(f).astype(xh.dtype) for f in self.factors[:2])
+        z = jnp.einsum(f"i{k},ia->a{k}", xh, u_in)
+        z = jnp.einsum(f"a{k},ab{k}->b{k}", z, self._mode_core(xh.dtype))
+        return jnp.einsum(f"b{k},ob->o{k}", z, u_out)
+
+    def to_dense(self) -> Complex[Array, " cin cout *modes"]:
+        d = len(self.factors) - 2
+        k = _letters(d)
+        u_in, u_out = (_complex(f) for f in self.factors[:2])
+        g = self._mode_core(u_in.dtype)
+        return jnp.einsum(f"ab{k},ia,ob->io{k}", g, u_in, u_out)
+
+    @staticmethod
+    def num_params(dims, ranks) -> int:
+        return 2 * (math.prod(ranks) + sum(n * r for n, r in zip(dims, ranks, strict=True)))
+
+
+class CPSpectralWeight(eqx.Module):
+    r"""CP factorisation :math:`W_{i o k} = \sum_r A_{ir} B_{or} \prod_j C^{(j)}_{k_j r}`.
+
+    ``factors`` holds ``(2, n, R)`` arrays for input channels, output channels and each mode
+    axis. The contraction is ``(R, *modes)``-sized: project the input channels on ``A``, multiply
+    by the mode factors, sum against ``B``.
+    """
+
+    factors: tuple[Float[Array, " 2 n r"], ...]
+
+    @classmethod
+    def init(cls, dims, rank, key, var, dtype):
+        keys = jax.random.split(key, len(dims))
+        # E|W|^2 = R * prod_f E|f|^2: share the variance equally between the factors.
+        fvar = (var / rank) ** (1.0 / len(dims))
+        return cls(
+            tuple(
+                _complex_normal(k, (n, rank), fvar, dtype) for k, n in zip(keys, dims, strict=True)
+            )
+        )
+
+    def _mode_factor(self, dtype):
+        d = len(self.factors) - 2
+        k = _letters(d)
+        ops = [_complex(f).astype(dtype) for f in self.factors[2:]]
+        return jnp.einsum(",".join(f"{k[j]}r" for j in range(d)) + f"->r{k}", *ops)
+
+    def contract(self, xh: Complex[Array, " cin *modes"]) -> Complex[Array, " cout *modes"]:
+        k = _letters(xh.ndim - 1)
+        a, b = (_complex(f).astype(xh.dtype) for f in self.factors[:2])
+        z = jnp.einsum(f"i{k},ir->r{k}", xh, a) * self._mode_factor(xh.dtype)
+        return jnp.einsum(f"r{k},or->o{k}", z, b)
+
+    def to_dense(self) -> Complex[Array, " cin cout *modes"]:
+        a, b = (_complex(f) for f in self.factors[:2])
+        k = _letters(len(self.factors) - 2)
+        return jnp.einsum(f"ir,or,r{k}->io{k}", a, b, self._mode_factor(a.dtype))
+
+    @staticmethod
+    def num_params(dims, rank) -> int:
+        return 2 * rank * sum(dims)
+
+
+def _tucker_ranks(dims, rank) -> tuple[int, ...]:
+    """Tucker ranks from an int (every axis, capped), a tuple, or a float parameter fraction."""
+    if isinstance(rank, (tuple, list)):
+        ranks = tuple(int(r) for r in rank)
+        if len(ranks) != len(dims):
+            raise ValueError(
+                f"a Tucker rank tuple needs one rank per weight axis (in, out, *modes) = "
+                f"{len(dims)}; got {len(ranks)}."
+            )
+        for n, r in zip(dims, ranks, strict=True):
+            if not 1 <= r <= n:
+                raise ValueError(f"Tucker ranks must lie in [1, dim]; got {ranks} for dims {dims}.")
+        return ranks
+    if isinstance(rank, (int, np.integer)) and not isinstance(rank, bool):
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1; got {rank}.")
+        return tuple(min(int(rank), n) for n in dims)
+    frac = float(rank)
+    if not 0.0 < frac:
+        raise ValueError(f"a float rank is a fraction of the dense parameter count; got {rank}.")
+    budget = frac * math.prod(dims)
+
+    def ranks_for(f):
+        return tuple(max(1, min(n, round(f * n))) for n in dims)
+
+    def count(f):
+        r = ranks_for(f)
+        return math.prod(r) + sum(n * q for n, q in zip(dims, r, strict=True))
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if count(mid) <= budget else (lo, mid)
+    return ranks_for(lo)
+
+
+def _cp_rank(dims, rank) -> int:
+    if isinstance(rank, (int, np.integer)) and not isinstance(rank, bool):
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1; got {rank}.")
+        return int(rank)
+    frac = float(rank)
+    if not 0.0 < frac:
+        raise ValueError(f"a float rank is a fraction of the dense parameter count; got {rank}.")
+    return max(1, round(frac * math.prod(dims) / sum(dims)))
+
+
+class SpectralConv(eqx.Module):
+    r"""Fourier layer on one sample ``(in_channels, *spatial) -> (out_channels, *spatial)``.
+
+    Parameters
+    ----------
+    num_spatial_dims, in_channels, out_channels
+        Layer shape; batch with :func:`jax.vmap`.
+    modes
+        An int or one int per spatial axis: frequencies kept **per sign**, as in the original
+        FNO code. Leading axes keep :math:`-m, \dots, m-1`; the last (real-FFT) axis keeps
+        :math:`0, \dots, m-1`. Conversion from neuraloperator 2.0's ``n_modes`` (its
+        ``SpectralConv`` keeps ``n`` centred frequencies on leading axes and ``n // 2 + 1`` on the
+        last): ``modes[j] = n_modes[j] // 2`` on leading axes (for even ``n_modes[j]``) and
+        ``modes[-1] = n_modes[-1] // 2 + 1`` on the last axis; conversely our ``modes`` equal its
+        ``n_modes = (2*m_1, ..., 2*m_{d-1}, 2*m_d - 2)``. With ``n_modes = 2*m`` on the last axis
+        too, neuraloperator keeps one more frequency (``m``) there.
+    factorization
+        ``None`` (dense), ``"tucker"`` or ``"cp"``.
+    rank
+        Factorisation rank: a float is a fraction of the dense parameter count (default 0.5);
+        an int is the CP rank / the Tucker rank of every axis (capped at the axis size); a
+        tuple gives the Tucker ranks of ``(in, out, *modes)``.
+    use_bias
+        Adds a per-output-channel constant (neuraloperator puts the FNO block's bias here).
+    pruned_fft
+        Transform the leading axes on the already truncated last axis (less FFT work on large
+        grids). The result is identical; see :func:`rfft_modes`.
+
+    The same weights evaluate on any grid that holds the modes (see :func:`check_grid`), and a
+    band-limited input gives the same continuous output function on every such grid.
+    """
+
+    weights: DenseSpectralWeight | TuckerSpectralWeight | CPSpectralWeight
+    bias: Float[Array, " cout"] | None
+    num_spatial_dims: int = eqx.field(static=True)
+    in_channels: int = eqx.field(static=True)
+    out_channels: int = eqx.field(static=True)
+    modes: tuple[int, ...] = eqx.field(static=True)
+    factorization: str | None = eqx.field(static=True)
+    pruned_fft: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        num_spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        modes: int | Sequence[int],
+        *,
+        key: PRNGKeyArray,
+        factorization: str | None = None,
+        rank: float | int | Sequence[int] | None = None,
+        use_bias: bool = False,
+        pruned_fft: bool = True,
+        dtype=None,
+    ):
+        for name, v in (
+            ("num_spatial_dims", num_spatial_dims),
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+        ):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int; got {v!r}.")
+        check_choice("factorization", factorization, {None, "tucker", "cp", "dense"})
+        factorization = None if factorization == "dense" else factorization
+        self.num_spatial_dims = int(num_spatial_dims)
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.modes = normalize_modes(modes, self.num_spatial_dims)
+        self.factorization = factorization
+        self.pruned_fft = pruned_fft
+        dtype = dtype or jnp.zeros(()).dtype
+        wkey, bkey = jax.random.split(key)
+        dims = (self.in_channels, self.out_channels, *mode_shape(self.modes))
+        # Glorot-like variance of the complex entries, E|W|^2 = 2 / (in + out), as neuraloperator.
+        var = 2.0 / (self.in_channels + self.out_channels)
+        if factorization is None:
+            if rank is not None:
+                raise ValueError("rank is only used with factorization='tucker' or 'cp'.")
+            self.weights = DenseSpectralWeight.init(dims, wkey, var, dtype)
+        elif factorization == "tucker":
+            ranks = _tucker_ranks(dims, 0.5 if rank is None else rank)
+            self.weights = TuckerSpectralWeight.init(dims, ranks, wkey, var, dtype)
+        else:
+            self.weights = CPSpectralWeight.init(
+                dims, _cp_rank(dims, 0.5 if rank is None else rank), wkey, var, dtype
+            )
+        if use_bias:
+            std = math.sqrt(var / 2.0)
+            self.bias = std * jax.random.normal(bkey, (self.out_channels,), dtype)
+        else:
+            self.bias = None
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        """Shape of the (complex) dense weight this layer represents: ``(in, out, *mode_shape)``."""
+        return (self.in_channels, self.out_channels, *mode_shape(self.modes))
+
+    def to_dense(self) -> Complex[Array, " cin cout *modes"]:
+        """The dense complex weight (for inspection and tests; the forward pass never builds it)."""
+        return self.weights.to_dense()
+
+    def spectral(self, xh: Complex[Array, " cin *modes"]) -> Complex[Array, " cout *modes"]:
+        """The layer on a compact block of kept modes (what T1-style models chain)."""
+        return self.weights.contract(xh)
+
+    def __call__(self, x: Float[Array, " cin *spatial"]) -> Float[Array, " cout *spatial"]:
+        check_sample(
+            x,
+            channels=self.in_channels,
+            num_spatial_dims=self.num_spatial_dims,
+            where="SpectralConv",
+        )
+        spatial = x.shape[1:]
+        check_grid(self.modes, spatial)
+        if self.pruned_fft == "dft":
+            y = irdft_modes(self.weights.contract(rdft_modes(x, self.modes)), spatial)
+        else:
+            xh = rfft_modes(x, self.modes, pruned=self.pruned_fft)
+            y = irfft_modes(self.weights.contract(xh), spatial, pruned=self.pruned_fft)
+        if self.bias is not None:
+            ones = lax.stop_gradient(y[:1]) * 0 + 1  # see _fno.channelwise: keeps vmap's layout
+            y = y + jnp.tensordot(self.bias[:, None].astype(y.dtype), ones, axes=1)
+        return y

@@ -1,0 +1,248 @@
+r"""Transform Once (T1): one forward transform, layers on the kept frequencies, one inverse.
+
+"Transform Once: Efficient Operator Learning in Frequency Domain" (Poli, Massaroli, Berto, Park,
+Dao, Ré, Ermon): instead of a forward and an inverse FFT around every Fourier layer, transform
+once, learn directly on a reduced spectrum, and transform back once,
+
+.. math:: \mathcal G(u) = Q\big(\mathcal T^{-1}\, f_\theta\, S_m\, \mathcal T\, P(u)\big),
+
+with :math:`P, Q` pointwise lifting / projection, :math:`\mathcal T` a real FFT (periodic data)
+or a DCT (non-periodic data, no wrap-around discontinuity), :math:`S_m` the selection of the
+kept modes and :math:`f_\theta` a stack of frequency-domain layers. Each layer here is
+
+.. math:: Z \mapsto \sigma\Big( M_d \times_d \cdots M_1 \times_1 \big(\textstyle\sum_i W_{i o k} Z_{i k}\big) + B \Big),
+
+a per-mode channel mixing :math:`W` (an FNO weight), followed by dense mixing across the kept
+frequencies of each axis (:math:`M_j`, which a per-layer-FFT model cannot do) and a learned bias
+spectrum :math:`B`. For the real FFT the coefficients are complex and :math:`\sigma` acts on real
+and imaginary parts separately.
+
+Variance-preserving initialisation (the paper's §3): with :math:`N` grid points and the input
+spectrum truncated to :math:`K` modes, the inverse transform of a spectrum whose coefficients have
+the input's variance returns a field with variance reduced by :math:`K_\text{eff}/N`. Standard
+fan-in initialisation therefore collapses the output. Here every layer preserves coefficient
+variance (:math:`\mathbb E|W|^2 = 1/C_\text{in}`, :math:`\mathbb E|M_j|^2 = 1/m_j`) and the last
+layer's weights are scaled by :math:`N/K_\text{eff}` in variance, so that white noise in gives
+unit-variance-ratio out at the grid given as ``grid_shape``. :math:`K_\text{eff}` counts each
+kept frequency with its weight in Parseval's identity: :math:`\prod_j m_j` for the DCT; for the
+real FFT, 2 per mode with :math:`k_d > 0` and 1/2 per mode of the (Hermitian-projected) zero
+column.
+"""
+
+import math
+from collections.abc import Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .._core import check_choice
+from ._checks import check_sample
+from ._fno import ChannelMLP
+from ._spectral import (
+    _check_dct_grid,
+    check_grid,
+    dct_modes,
+    idct_modes,
+    irfft_modes,
+    mode_shape,
+    normalize_modes,
+    periodic_grid,
+    rfft_modes,
+)
+from ._spectral_conv import _letters
+
+
+def _normal(key, shape, var, dtype, complex_: bool):
+    if complex_:
+        return math.sqrt(var / 2.0) * jax.random.normal(key, (2, *shape), dtype)
+    return math.sqrt(var) * jax.random.normal(key, (1, *shape), dtype)
+
+
+def _as_field(w):
+    """A stored weight ``(2, ...)`` (complex) or ``(1, ...)`` (real) as an array."""
+    return lax.complex(w[0], w[1]) if w.shape[0] == 2 else w[0]
+
+
+class T1Layer(eqx.Module):
+    """One frequency-domain layer of :class:`T1` (see the module doc for the formula)."""
+
+    channel: Float[Array, " p cin cout *modes"]
+    mixers: tuple[Float[Array, " p m m"], ...]
+    bias: Float[Array, " p cout *modes"]
+
+    def __call__(self, z, activation, last: bool):
+        k = _letters(z.ndim - 1)
+        w = _as_field(self.channel).astype(z.dtype)
+        z = jnp.einsum(f"i{k},io{k}->o{k}", z, w)
+        for j, m in enumerate(self.mixers):
+            z = jnp.moveaxis(
+                jnp.tensordot(z, _as_field(m).astype(z.dtype), axes=((j + 1,), (1,))), -1, j + 1
+            )
+        z = z + _as_field(self.bias).astype(z.dtype)
+        if last:
+            return z
+        if jnp.iscomplexobj(z):
+            return lax.complex(activation(jnp.real(z)), activation(jnp.imag(z)))
+        return activation(z)
+
+
+def _k_eff(modes, transform):
+    if transform == "dct":
+        return float(math.prod(modes))
+    lead = math.prod(2 * m for m in modes[:-1])
+    return 2.0 * lead * (modes[-1] - 1) + 0.5 * lead
+
+
+class T1(eqx.Module):
+    r"""Transform-Once neural operator on one sample ``(in_channels, *spatial)``.
+
+    Parameters
+    ----------
+    width
+        Channels of the frequency-domain layers.
+    modes
+        For ``transform="rfft"``: frequencies per sign as in :class:`SpectralConv`. For
+        ``transform="dct"``: the cosine modes ``0..m-1`` kept on each axis.
+    n_layers
+        Number of frequency-domain layers.
+    grid_shape
+        The training grid; the variance-preserving initialisation depends on its size. The model
+        evaluates on any grid that holds the modes.
+    transform
+        ``"rfft"`` (periodic grid ``x_n = n/N``) or ``"dct"`` (cell centres ``(n + 1/2)/N``).
+    init
+        ``"vp"`` (the paper's variance-preserving rule, default) or ``"standard"`` (fan-in only).
+    activation
+        Applied in frequency space (to real and imaginary parts for the FFT).
+    lifting_channels, projection_channels
+        Hidden width of the pointwise lifting / projection (``0``, the default, is one linear
+        map, which keeps the initialisation exactly variance-preserving).
+    positional_embedding
+        Append the grid coordinates (periodic or cell-centred, as the transform) as channels.
+
+    Exactly one forward and one inverse transform appear in the computation, whatever
+    ``n_layers`` is.
+    """
+
+    lifting: ChannelMLP
+    layers: tuple[T1Layer, ...]
+    projection: ChannelMLP
+    num_spatial_dims: int = eqx.field(static=True)
+    in_channels: int = eqx.field(static=True)
+    out_channels: int = eqx.field(static=True)
+    modes: tuple[int, ...] = eqx.field(static=True)
+    transform: str = eqx.field(static=True)
+    activation: Callable = eqx.field(static=True)
+    positional_embedding: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        num_spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        *,
+        width: int,
+        modes: int | Sequence[int],
+        grid_shape: int | Sequence[int],
+        key: PRNGKeyArray,
+        n_layers: int = 4,
+        transform: str = "rfft",
+        init: str = "vp",
+        activation: Callable = jax.nn.gelu,
+        lifting_channels: int = 0,
+        projection_channels: int = 0,
+        positional_embedding: bool = False,
+        dtype=None,
+    ):
+        for name, v in (
+            ("num_spatial_dims", num_spatial_dims),
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("width", width),
+            ("n_layers", n_layers),
+        ):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be a positive int; got {v!r}.")
+        check_choice("transform", transform, {"rfft", "dct"})
+        check_choice("init", init, {"vp", "standard"})
+        d = int(num_spatial_dims)
+        dtype = dtype or jnp.zeros(()).dtype
+        self.num_spatial_dims = d
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.modes = normalize_modes(modes, d)
+        self.transform = transform
+        self.activation = activation
+        self.positional_embedding = bool(positional_embedding)
+        grid_shape = normalize_modes(grid_shape, d, name="grid_shape")
+        if transform == "rfft":
+            check_grid(self.modes, grid_shape)
+            kshape = mode_shape(self.modes)
+        else:
+            _check_dct_grid(self.modes, grid_shape)
+            kshape = self.modes
+        cplx = transform == "rfft"
+        k_lift, k_proj, k_layers = jax.random.split(key, 3)
+        lift_in = self.in_channels + (d if self.positional_embedding else 0)
+        self.lifting = self._pointwise(lift_in, width, lifting_channels, k_lift, dtype)
+        self.projection = self._pointwise(width, out_channels, projection_channels, k_proj, dtype)
+        gain = math.prod(grid_shape) / _k_eff(self.modes, transform) if init == "vp" else 1.0
+        layers = []
+        for i, kl in enumerate(jax.random.split(k_layers, n_layers)):
+            kc, *km = jax.random.split(kl, d + 1)
+            # Coefficient variance is preserved layer by layer; the last layer also makes up
+            # for the K_eff / N that the inverse transform of a truncated spectrum loses.
+            var = (gain if i == n_layers - 1 else 1.0) / width
+            channel = _normal(kc, (width, width, *kshape), var, dtype, cplx)
+            mixers = tuple(
+                _normal(k, (n, n), 1.0 / n, dtype, cplx) for k, n in zip(km, kshape, strict=True)
+            )
+            bias = jnp.zeros((2 if cplx else 1, width, *kshape), dtype)
+            layers.append(T1Layer(channel, mixers, bias))
+        self.layers = tuple(layers)
+
+    def _pointwise(self, cin, cout, hidden, key, dtype):
+        """Pointwise map with N(0, 1/fan-in) weights and zero biases (variance-preserving)."""
+        n = 2 if hidden else 1
+        mlp = ChannelMLP(
+            cin, cout, hidden or None, n, key=key, activation=self.activation, dtype=dtype
+        )
+        keys = jax.random.split(key, n)
+        ws = tuple(
+            jax.random.normal(k, w.shape, w.dtype) / math.sqrt(w.shape[1])
+            for k, w in zip(keys, mlp.weights, strict=True)
+        )
+        bs = tuple(jnp.zeros_like(b) for b in mlp.biases)
+        return eqx.tree_at(lambda m: (m.weights, m.biases), mlp, (ws, bs))
+
+    def __call__(self, x: Float[Array, " cin *spatial"]) -> Float[Array, " cout *spatial"]:
+        check_sample(
+            x, channels=self.in_channels, num_spatial_dims=self.num_spatial_dims, where="T1"
+        )
+        spatial = x.shape[1:]
+        x = jnp.asarray(x)
+        if self.transform == "rfft":
+            check_grid(self.modes, spatial)
+        else:
+            _check_dct_grid(self.modes, spatial)
+        if self.positional_embedding:
+            grid = periodic_grid(spatial, dtype=x.dtype)
+            if self.transform == "dct":
+                grid = grid + jnp.stack(
+                    [jnp.full(spatial, 0.5 / n, x.dtype) for n in spatial], axis=0
+                )
+            x = jnp.concatenate([x, grid], axis=0)
+        v = self.lifting(x)
+        if self.transform == "rfft":
+            z = rfft_modes(v, self.modes)
+        else:
+            z = dct_modes(v, self.modes)
+        n = len(self.layers)
+        for i, layer in enumerate(self.layers):
+            z = layer(z, self.activation, i == n - 1)
+        v = irfft_modes(z, spatial) if self.transform == "rfft" else idct_modes(z, spatial)
+        return self.projection(v)
