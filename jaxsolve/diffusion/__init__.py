@@ -1,8 +1,9 @@
 """Pillar 1 — diffusion and flow models in the denoiser form.
 
 Schedules map a model's time to the VE noise level; grids choose the levels a sampler visits;
-adapters turn any parameterisation into ``denoiser(x, sigma) -> x0_hat``; :mod:`.analytic` holds
-exact oracles for measuring sampler error.
+adapters turn any parameterisation into ``denoiser(x, sigma) -> x0_hat``; :func:`sample` is the one
+driver that runs every solver as a step of a ``lax.scan``; :mod:`.analytic` holds exact oracles for
+measuring sampler error.
 """
 
 from . import analytic
@@ -35,6 +36,7 @@ from ._grids import (
     time_uniform_sigmas,
 )
 from ._guidance import ClassifierFreeGuidance, DynamicThreshold, cfg, dynamic_threshold
+from ._sample import SampleSolution, sample
 from ._schedules import (
     AbstractSchedule,
     CosineVPSchedule,
@@ -45,18 +47,72 @@ from ._schedules import (
     VPSchedule,
     ddpm_betas,
 )
+from ._solvers import (
+    DDIM,
+    DEIS,
+    DPM2,
+    IPNDM,
+    LMS,
+    AbstractSolver,
+    ButcherTableau,
+    DPMAdaptive,
+    DPMSolver,
+    DPMSolverPP,
+    DPMSolverPPSDE,
+    EDMStochastic,
+    Euler,
+    EulerAncestral,
+    EulerMaruyama,
+    ExplicitRK,
+    FlowEuler,
+    FlowHeun,
+    FlowMidpoint,
+    FlowRK,
+    Heun,
+    PredictorCorrector,
+    Restart,
+    StepContext,
+    UniPC,
+    restart_sigmas,
+)
 
 __all__ = [
+    "DDIM",
+    "DEIS",
+    "DPM2",
+    "IPNDM",
+    "LMS",
     "PREDICTIONS",
     "AbstractSchedule",
+    "AbstractSolver",
+    "ButcherTableau",
     "ClassifierFreeGuidance",
     "CosineVPSchedule",
+    "DPMAdaptive",
+    "DPMSolver",
+    "DPMSolverPP",
+    "DPMSolverPPSDE",
     "DenoiserModel",
     "DiscreteVPSchedule",
     "DynamicThreshold",
+    "EDMStochastic",
+    "Euler",
+    "EulerAncestral",
+    "EulerMaruyama",
+    "ExplicitRK",
+    "FlowEuler",
+    "FlowHeun",
+    "FlowMidpoint",
+    "FlowRK",
     "FlowSchedule",
+    "Heun",
     "LinearVPSchedule",
     "ModelDenoiser",
+    "PredictorCorrector",
+    "Restart",
+    "SampleSolution",
+    "StepContext",
+    "UniPC",
     "VESchedule",
     "VPSchedule",
     "analytic",
@@ -76,6 +132,8 @@ __all__ = [
     "karras_sigmas",
     "logsnr_sigmas",
     "polyexponential_sigmas",
+    "restart_sigmas",
+    "sample",
     "score_from_denoised",
     "time_quadratic_sigmas",
     "time_uniform_sigmas",

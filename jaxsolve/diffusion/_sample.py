@@ -1,0 +1,276 @@
+r"""The one sampling driver: a ``lax.scan`` over a sigma grid, each iteration one solver step.
+
+Every solver in :mod:`jaxsolve.diffusion` is a ``step`` this driver calls; the driver owns
+
+* **masking** — iterations past the number of steps (a ``max_steps``-padded grid, or ``n_steps``)
+  leave the state untouched, so ``jax.vmap`` over step counts compiles once;
+* **the final step** into :math:`\sigma = 0`, which lands on the denoiser output;
+* **noise** — draw ``k`` of step ``i`` for sample ``b`` is
+  ``normal(fold_in(fold_in(fold_in(key, b), i), k))``, so a sample does not depend on the batch
+  size;
+* **NFE counting** (static per branch) and **error reporting**: a NaN or infinity in the state is
+  the result code ``RESULTS.nonfinite``; ``throw=True`` (the default) raises it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+
+from .._core import RESULTS, as_float, check_choice, is_concrete
+from ._solvers._base import FINAL, SKIP, STEP, AbstractSolver, StepContext
+
+
+class SampleSolution(eqx.Module):
+    """What :func:`sample` returns with ``full_output=True``.
+
+    ``trajectory`` has the state before the first and after every iteration (``None`` unless
+    ``save_trajectory=True``); ``nfe`` counts denoiser evaluations; ``num_steps`` the iterations
+    that did work; ``result`` is a :data:`~jaxsolve.RESULTS` code.
+    """
+
+    value: Float[Array, "..."]
+    trajectory: Float[Array, "steps ..."] | None
+    nfe: Int[Array, ""]
+    num_steps: Int[Array, ""]
+    result: RESULTS
+
+
+def sample(
+    denoiser: Callable,
+    x: Float[ArrayLike, "*batch ..."],
+    sigmas: Float[ArrayLike, " L"],
+    solver: AbstractSolver,
+    *,
+    key: PRNGKeyArray | None = None,
+    n_steps: int | Int[Array, ""] | None = None,
+    max_steps: int | None = None,
+    noise: Callable | None = None,
+    batch_ndim: int = 1,
+    full_output: bool = False,
+    save_trajectory: bool = False,
+    progress: bool = False,
+    throw: bool = True,
+    adjoint: str = "backprop",
+) -> Float[Array, "*batch ..."] | SampleSolution:
+    r"""Sample by integrating from ``sigmas[0]`` down the grid with ``solver``.
+
+    Args:
+        denoiser: ``denoiser(x, sigma) -> x0_hat`` in VE scale, :math:`x = x_0 + \sigma\epsilon`
+            (wrap other parameterisations with :func:`from_eps` and friends). Called with the whole
+            state ``x`` and a scalar ``sigma``.
+        x: the initial state at noise level ``sigmas[0]`` (e.g. ``sigmas[0] * normal``), with
+            ``batch_ndim`` leading batch axes.
+        sigmas: decreasing noise levels ending in 0 (any grid of :mod:`jaxsolve.diffusion`; a
+            ``max_steps``-padded grid has zeros after its first 0).
+        solver: an :class:`AbstractSolver`, e.g. ``DPMSolverPP(order=2)``.
+        key: PRNG key, required by stochastic solvers.
+        n_steps: take only this many steps (a traced integer is fine). Defaults to the number of
+            steps in the grid (the index of its first 0); fewer stops early, without the final
+            denoising.
+        max_steps: the number of attempted steps for adaptive solvers (:class:`DPMAdaptive`).
+        noise: optional ``noise(i, k) -> array like x`` replacing the key-based draws (e.g. to
+            replay recorded noise or use a Brownian tree).
+        batch_ndim: number of leading batch axes of ``x`` for per-sample noise.
+        full_output: return a :class:`SampleSolution` instead of the final state.
+        save_trajectory: keep every intermediate state (with ``full_output``).
+        progress: show a tqdm progress bar; works under ``jit`` (host callbacks).
+        throw: raise if the state became non-finite (else report it in ``result``).
+        adjoint: ``"backprop"`` (reverse mode through the scan) or ``"checkpoint"`` (recompute each
+            step in the backward pass: memory independent of the number of steps' activations).
+    """
+    if not isinstance(solver, AbstractSolver):
+        raise TypeError(
+            f"solver must be a jaxsolve sampler (AbstractSolver); got {type(solver).__name__}."
+        )
+    check_choice("adjoint", adjoint, {"backprop", "checkpoint"})
+    x = as_float(x)
+    sigmas = _check_grid(sigmas, solver, x.dtype)
+    if not 0 <= batch_ndim <= x.ndim:
+        raise ValueError(f"batch_ndim must lie in [0, x.ndim={x.ndim}]; got {batch_ndim}.")
+    if solver.stochastic and key is None and noise is None:
+        raise ValueError(f"{type(solver).__name__} is stochastic: pass key= (or noise=).")
+
+    grid_steps = sigmas.shape[0] - 1
+    n_grid = jnp.argmax(sigmas == 0).astype(jnp.int32)  # index of the first 0 = number of steps
+    n = n_grid if n_steps is None else _check_n_steps(n_steps, n_grid, sigmas)
+    iterations = solver.num_iterations(grid_steps, max_steps)
+    draw = _noise_source(x, key, noise, batch_ndim)
+
+    def body(carry, i):
+        x, state, nfe, taken, result = carry
+        ctx = StepContext(
+            denoise=None,
+            noise=lambda k: draw(i, k),
+            sigmas=sigmas,
+            i=i,
+            n=n,
+            sigma=sigmas[jnp.minimum(i, grid_steps)],
+            sigma_next=sigmas[jnp.minimum(i + 1, grid_steps)],
+        )
+        phase = solver.phase(ctx, state)
+        # Branches not taken may still be evaluated (under vmap a switch becomes a select), so
+        # each gets noise levels it can use safely: no denoiser call at sigma = 0, no log(0).
+        step_ctx = ctx.replace(
+            sigma=jnp.where(phase == STEP, ctx.sigma, 1.0),
+            sigma_next=jnp.where(phase == STEP, ctx.sigma_next, 0.5),
+        )
+        final_ctx = ctx.replace(sigma=jnp.where(phase == FINAL, ctx.sigma, 1.0))
+
+        def skip_branch(x, state):
+            return x, state, jnp.zeros((), jnp.int32)
+
+        def final_branch(x, state):
+            return _counted(solver.final_step, final_ctx, x, state, denoiser)
+
+        def step_branch(x, state):
+            return _counted(solver.step, step_ctx, x, state, denoiser)
+
+        x_new, state_new, used = jax.lax.switch(
+            phase, [skip_branch, final_branch, step_branch], x, state
+        )
+        finite = jnp.all(jnp.isfinite(x_new))
+        result = RESULTS.where((result == RESULTS.successful) & ~finite, RESULTS.nonfinite, result)
+        if progress:
+            jax.debug.callback(_progress_update, i, iterations)
+        carry = (x_new, state_new, nfe + used, taken + (phase != SKIP), result)
+        return carry, (x_new if save_trajectory else None)
+
+    if adjoint == "checkpoint":
+        body = jax.checkpoint(body)
+    init = (
+        x,
+        solver.init(x, sigmas),
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), jnp.int32),
+        RESULTS.successful,
+    )
+    (x_out, state, nfe, taken, result), path = jax.lax.scan(body, init, jnp.arange(iterations))
+    result = RESULTS.where(result == RESULTS.successful, solver.terminal_result(state), result)
+    if throw:
+        x_out = result.error_if(x_out, result != RESULTS.successful)
+    if not full_output:
+        return x_out
+    trajectory = jnp.concatenate([x[None], path]) if save_trajectory else None
+    return SampleSolution(
+        value=x_out, trajectory=trajectory, nfe=nfe, num_steps=taken, result=result
+    )
+
+
+def _counted(method, ctx, x, state, denoiser):
+    """Call a solver method with a denoiser that counts its calls while being traced."""
+    calls = [0]
+
+    def denoise(y, s):
+        calls[0] += 1
+        return jnp.asarray(denoiser(y, s)).astype(y.dtype)
+
+    out = method(ctx.replace(denoise=denoise), x, state)
+    if len(out) == 3:
+        x_new, state_new, used = out
+        used = jnp.asarray(used, jnp.int32)
+    else:
+        (x_new, state_new), used = out, jnp.asarray(calls[0], jnp.int32)
+    return x_new.astype(x.dtype), state_new, used
+
+
+def _noise_source(x, key, noise, batch_ndim):
+    if noise is not None:
+        return lambda i, k: jnp.asarray(noise(i, k), x.dtype).reshape(x.shape)
+    if key is None:
+
+        def missing(i, k):
+            raise ValueError("this solver draws noise: pass key= to sample().")
+
+        return missing
+    batch_shape = x.shape[:batch_ndim]
+    event_shape = x.shape[batch_ndim:]
+    count = int(np.prod(batch_shape, dtype=np.int64))
+    sample_keys = jax.vmap(lambda b: jax.random.fold_in(key, b))(jnp.arange(count))
+
+    def draw(i, k):
+        def one(sk):
+            return jax.random.normal(
+                jax.random.fold_in(jax.random.fold_in(sk, i), k), event_shape, x.dtype
+            )
+
+        return jax.vmap(one)(sample_keys).reshape(x.shape)
+
+    return draw
+
+
+def _check_grid(sigmas, solver, dtype):
+    sigmas = as_float(sigmas).astype(dtype)
+    if sigmas.ndim != 1 or sigmas.shape[0] < 2:
+        raise ValueError(
+            f"sigmas must be a 1-D grid with at least 2 entries; got shape {sigmas.shape}."
+        )
+    if not is_concrete(sigmas):
+        return sigmas
+    s = np.asarray(sigmas, dtype=np.float64)
+    if not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise ValueError("sigmas must be finite and non-negative.")
+    zeros = np.nonzero(s == 0)[0]
+    if zeros.size == 0:
+        raise ValueError(
+            f"sigmas must end in 0 (the last step lands on the denoised sample); last entry {s[-1]:.4g}."
+        )
+    first_zero = int(zeros[0])
+    if first_zero == 0:
+        raise ValueError("sigmas[0] must be positive.")
+    if np.any(s[first_zero:] != 0):
+        raise ValueError("sigmas must be all zeros after its first 0 (a max_steps-padded grid).")
+    head = s[: first_zero + 1]
+    if not solver.allows_increasing_grid and np.any(np.diff(head) >= 0):
+        bad = int(np.nonzero(np.diff(head) >= 0)[0][0])
+        raise ValueError(
+            f"sigmas must be strictly decreasing until its first 0; sigmas[{bad}]={head[bad]:.6g} "
+            f"<= sigmas[{bad + 1}]={head[bad + 1]:.6g}."
+        )
+    return sigmas
+
+
+def _check_n_steps(n_steps, n_grid, sigmas):
+    if is_concrete(n_steps) and is_concrete(sigmas):
+        k = int(np.asarray(n_steps))
+        if k < 1 or k > int(n_grid):
+            raise ValueError(
+                f"n_steps must lie in [1, {int(n_grid)}] (the steps this grid allows); got {k}."
+            )
+        return jnp.asarray(k, jnp.int32)
+    n_steps = jnp.asarray(n_steps, jnp.int32)
+    return eqx.error_if(
+        n_steps, (n_steps < 1) | (n_steps > n_grid), "n_steps is larger than the grid allows."
+    )
+
+
+# Progress bars from inside compiled code: host callbacks keyed by the iteration index.
+_BARS: dict[int, Any] = {}
+_LOCK = threading.Lock()
+
+
+def _progress_update(i, total):
+    from tqdm.auto import tqdm
+
+    i, total = int(i), int(total)
+    with _LOCK:
+        bar = _BARS.get(total)
+        if bar is None or i == 0:
+            if bar is not None:
+                bar.close()
+            bar = _BARS[total] = tqdm(total=total, desc="sampling", unit="step", leave=False)
+        bar.n = max(bar.n, i + 1)
+        bar.refresh()
+        if bar.n >= total:
+            bar.close()
+            del _BARS[total]
+
+
+__all__ = ["SKIP", "SampleSolution", "sample"]

@@ -1,0 +1,21 @@
+"""One file per sampler family; every solver is a step on :func:`jaxsolve.diffusion.sample`."""
+
+from ._base import AbstractSolver, StepContext
+from .adaptive import DPMAdaptive
+from .ancestral import DDIM, EulerAncestral
+from .dpm_solver import DPMSolver, DPMSolverPP, DPMSolverPPSDE
+from .linear_multistep import DEIS, IPNDM, LMS
+from .restart import Restart, restart_sigmas
+from .runge_kutta import (
+    DPM2,
+    ButcherTableau,
+    Euler,
+    ExplicitRK,
+    FlowEuler,
+    FlowHeun,
+    FlowMidpoint,
+    FlowRK,
+    Heun,
+)
+from .stochastic import EDMStochastic, EulerMaruyama, PredictorCorrector
+from .unipc import UniPC
