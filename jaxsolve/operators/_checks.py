@@ -27,3 +27,10 @@ def check_sample(x, *, channels: int, num_spatial_dims: int, where: str) -> None
             f"{where} expects {channels} input channels, shape {expected}; got shape {shape} "
             f"with {shape[0]} channels."
         )
+
+
+def check_option(name: str, value, choices) -> None:
+    """``ValueError`` unless ``value`` is one of ``choices`` (which may include ``None``)."""
+    if value not in choices:
+        shown = ", ".join(repr(c) for c in sorted(choices, key=lambda c: (c is not None, str(c))))
+        raise ValueError(f"{name} must be one of {shown}; got {value!r}.")

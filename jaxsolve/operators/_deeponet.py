@@ -27,6 +27,8 @@ Both take one input function ``u`` of shape ``in_shape`` and query points ``y`` 
 n_queries)`` (or ``(out_channels,)``). The branch runs once; the trunk is vmapped over queries.
 """
 
+import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
@@ -34,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._init import draw
 
 
 def _shape_tuple(in_shape):
@@ -64,19 +68,30 @@ def _check_inputs(u, y, in_shape, coord_dim, where):
     return u.reshape(-1), y, single
 
 
+class _Linear(eqx.Module):
+    """``W x + b`` with PyTorch's default ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` start."""
+
+    weight: Float[Array, "out in"]
+    bias: Float[Array, " out"]
+
+    def __call__(self, x):
+        return self.weight @ x + self.bias
+
+
 def _linears(sizes, key, dtype):
-    keys = jax.random.split(key, len(sizes) - 1)
-    return tuple(
-        eqx.nn.Linear(a, b, key=k, dtype=dtype)
-        for a, b, k in zip(sizes[:-1], sizes[1:], keys, strict=True)
-    )
+    specs = []
+    for a, b in itertools.pairwise(sizes):
+        bound = 1.0 / math.sqrt(a)
+        specs += [("uniform", (b, a), bound), ("uniform", (b,), bound)]
+    arrays = draw(key, specs, dtype)
+    return tuple(_Linear(w, b) for w, b in zip(arrays[0::2], arrays[1::2], strict=True))
 
 
 class DeepONet(eqx.Module):
     """Unstacked DeepONet with ``latent`` basis functions per output channel (see module doc)."""
 
-    branch: tuple[eqx.nn.Linear, ...]
-    trunk: tuple[eqx.nn.Linear, ...]
+    branch: tuple[_Linear, ...]
+    trunk: tuple[_Linear, ...]
     bias: Float[Array, " cout"]
     in_shape: tuple[int, ...] = eqx.field(static=True)
     coord_dim: int = eqx.field(static=True)
@@ -114,7 +129,7 @@ class DeepONet(eqx.Module):
         p = self.out_channels * self.latent
         self.branch = _linears([int(np.prod(self.in_shape)), *branch_widths, p], kb, dtype)
         self.trunk = _linears([self.coord_dim, *trunk_widths, p], kt, dtype)
-        self.bias = jnp.zeros((self.out_channels,), dtype)
+        self.bias = jnp.asarray(np.zeros((self.out_channels,)), dtype)
 
     def _branch(self, u):
         for i, lin in enumerate(self.branch):
@@ -142,8 +157,8 @@ class DeepONet(eqx.Module):
 class MultiONet(eqx.Module):
     """MultiONet: sum of inner products over the last ``n_sum`` hidden layers (see module doc)."""
 
-    branch: tuple[eqx.nn.Linear, ...]
-    trunk: tuple[eqx.nn.Linear, ...]
+    branch: tuple[_Linear, ...]
+    trunk: tuple[_Linear, ...]
     layer_weights: Float[Array, " n_sum"]
     bias: Float[Array, " cout"]
     in_shape: tuple[int, ...] = eqx.field(static=True)
@@ -187,8 +202,8 @@ class MultiONet(eqx.Module):
         kb, kt = jax.random.split(key)
         self.branch = _linears([int(np.prod(self.in_shape))] + [width] * depth, kb, dtype)
         self.trunk = _linears([self.coord_dim] + [width] * depth, kt, dtype)
-        self.layer_weights = jnp.ones((n_sum,), dtype)
-        self.bias = jnp.zeros((self.out_channels,), dtype)
+        self.layer_weights = jnp.asarray(np.ones((n_sum,)), dtype)
+        self.bias = jnp.asarray(np.zeros((self.out_channels,)), dtype)
 
     @staticmethod
     def _hidden(layers, x, activation):

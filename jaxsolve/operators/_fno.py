@@ -32,7 +32,8 @@ from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core import check_choice
-from ._checks import check_sample
+from ._checks import check_option, check_sample
+from ._init import draw
 from ._spectral import periodic_grid
 from ._spectral_conv import SpectralConv
 
@@ -55,16 +56,13 @@ def channelwise(
     return jnp.tensordot(v[:, None].astype(like.dtype), ones, axes=1)
 
 
-def _uniform(key, shape, bound, dtype):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
 class ChannelMLP(eqx.Module):
     """Pointwise MLP over the channel axis of ``(channels, *spatial)``: a 1x1 convolution stack.
 
-    Weights and biases start uniform in :math:`\\pm 1/\\sqrt{\\text{fan-in}}` (PyTorch's default
-    for ``Conv1d``, as neuraloperator's ``ChannelMLP``); ``activation`` between layers, not after
-    the last.
+    With ``init="uniform"`` weights and biases start uniform in :math:`\\pm 1/\\sqrt{\\text{fan-in}}`
+    (PyTorch's default for ``Conv1d``, as neuraloperator's ``ChannelMLP``); ``init="normal"`` draws
+    weights from :math:`N(0, 1/\\text{fan-in})` with zero biases (variance-preserving for linear
+    maps). ``activation`` between layers, not after the last.
     """
 
     weights: tuple[Float[Array, " cout cin"], ...]
@@ -81,21 +79,24 @@ class ChannelMLP(eqx.Module):
         key: PRNGKeyArray,
         activation: Callable = jax.nn.gelu,
         use_bias: bool = True,
+        init: str = "uniform",
         dtype=None,
     ):
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1; got {n_layers}.")
-        dtype = dtype or jnp.zeros(()).dtype
+        check_choice("init", init, {"uniform", "normal"})
         hidden = in_channels if hidden_channels is None else hidden_channels
         sizes = [in_channels] + [hidden] * (n_layers - 1) + [out_channels]
-        keys = jax.random.split(key, 2 * n_layers)
-        ws, bs = [], []
-        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-            bound = 1.0 / math.sqrt(a)
-            ws.append(_uniform(keys[2 * i], (b, a), bound, dtype))
-            bs.append(_uniform(keys[2 * i + 1], (b,), bound, dtype))
-        self.weights = tuple(ws)
-        self.biases = tuple(bs) if use_bias else None
+        specs = []
+        for a, b in itertools.pairwise(sizes):
+            if init == "uniform":
+                bound = 1.0 / math.sqrt(a)
+                specs += [("uniform", (b, a), bound), ("uniform", (b,), bound)]
+            else:
+                specs += [("normal", (b, a), 1.0 / math.sqrt(a)), ("zeros", (b,), 0.0)]
+        arrays = draw(key, specs, dtype)
+        self.weights = tuple(arrays[0::2])
+        self.biases = tuple(arrays[1::2]) if use_bias else None
         self.activation = activation
 
     def __call__(self, x: Float[Array, " cin *spatial"]) -> Float[Array, " cout *spatial"]:
@@ -115,7 +116,7 @@ class SoftGating(eqx.Module):
     weight: Float[Array, " c"]
 
     def __init__(self, channels: int, dtype=None):
-        self.weight = jnp.ones((channels,), dtype or jnp.zeros(()).dtype)
+        self.weight = jnp.asarray(np.ones((channels,)), dtype or jnp.zeros(()).dtype)
 
     def __call__(self, x):
         return channelwise(self.weight, x) * x
@@ -127,7 +128,7 @@ class _Identity(eqx.Module):
 
 
 def _make_skip(kind, channels, key, dtype):
-    check_choice("skip", kind, _SKIPS)
+    check_option("skip", kind, _SKIPS)
     if kind == "linear":
         return ChannelMLP(channels, channels, n_layers=1, key=key, use_bias=False, dtype=dtype)
     if kind == "soft-gating":
@@ -281,8 +282,8 @@ class FNO(eqx.Module):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int; got {v!r}.")
         check_choice("padding_mode", padding_mode, {"symmetric", "one-sided"})
-        check_choice("skip", skip, _SKIPS)
-        check_choice("channel_mlp_skip", channel_mlp_skip, _SKIPS)
+        check_option("skip", skip, _SKIPS)
+        check_option("channel_mlp_skip", channel_mlp_skip, _SKIPS)
         d = int(num_spatial_dims)
         self.num_spatial_dims = d
         self.in_channels = int(in_channels)

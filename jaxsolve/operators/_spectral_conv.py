@@ -17,14 +17,13 @@ import math
 from collections.abc import Sequence
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jaxtyping import Array, Complex, Float, PRNGKeyArray
 
-from .._core import check_choice
-from ._checks import check_sample
+from ._checks import check_option, check_sample
+from ._init import draw
 from ._spectral import (
     check_grid,
     irdft_modes,
@@ -49,10 +48,9 @@ def _complex(w):
     return lax.complex(w[0], w[1])
 
 
-def _complex_normal(key, shape, var, dtype):
-    """Real ``(2, *shape)`` storage of a circular complex normal with ``E|w|^2 = var``."""
-    std = math.sqrt(var / 2.0)
-    return std * jax.random.normal(key, (2, *shape), dtype)
+def _complex_normal_spec(shape, var):
+    """Spec of a real ``(2, *shape)`` storage of a circular complex normal, ``E|w|^2 = var``."""
+    return ("normal", (2, *shape), math.sqrt(var / 2.0))
 
 
 class DenseSpectralWeight(eqx.Module):
@@ -60,9 +58,13 @@ class DenseSpectralWeight(eqx.Module):
 
     weight: Float[Array, " 2 cin cout *modes"]
 
+    @staticmethod
+    def specs(dims, var):
+        return [_complex_normal_spec(dims, var)]
+
     @classmethod
-    def init(cls, dims, key, var, dtype):
-        return cls(_complex_normal(key, dims, var, dtype))
+    def from_arrays(cls, arrays):
+        return cls(arrays[0])
 
     def contract(self, xh: Complex[Array, " cin *modes"]) -> Complex[Array, " cout *modes"]:
         k = _letters(xh.ndim - 1)
@@ -89,15 +91,16 @@ class TuckerSpectralWeight(eqx.Module):
     core: Float[Array, " 2 ..."]
     factors: tuple[Float[Array, " 2 n r"], ...]
 
+    @staticmethod
+    def specs(dims, ranks, var):
+        # Each factor has E|u|^2 = 1/r, so the reconstructed entries have E|W|^2 = E|G|^2 = var.
+        return [_complex_normal_spec(tuple(ranks), var)] + [
+            _complex_normal_spec((n, r), 1.0 / r) for n, r in zip(dims, ranks, strict=True)
+        ]
+
     @classmethod
-    def init(cls, dims, ranks, key, var, dtype):
-        keys = jax.random.split(key, len(dims) + 1)
-        # Each factor has E|u|^2 = 1/r, so the reconstructed entries have E|W|^2 = E|G|^2.
-        factors = tuple(
-            _complex_normal(k, (n, r), 1.0 / r, dtype)
-            for k, n, r in zip(keys[1:], dims, ranks, strict=True)
-        )
-        return cls(_complex_normal(keys[0], tuple(ranks), var, dtype), factors)
+    def from_arrays(cls, arrays):
+        return cls(arrays[0], tuple(arrays[1:]))
 
     def _mode_core(self, dtype):
         """Core expanded along the mode axes: ``(r_in, r_out, *modes)``."""
@@ -139,16 +142,15 @@ class CPSpectralWeight(eqx.Module):
 
     factors: tuple[Float[Array, " 2 n r"], ...]
 
-    @classmethod
-    def init(cls, dims, rank, key, var, dtype):
-        keys = jax.random.split(key, len(dims))
+    @staticmethod
+    def specs(dims, rank, var):
         # E|W|^2 = R * prod_f E|f|^2: share the variance equally between the factors.
         fvar = (var / rank) ** (1.0 / len(dims))
-        return cls(
-            tuple(
-                _complex_normal(k, (n, rank), fvar, dtype) for k, n in zip(keys, dims, strict=True)
-            )
-        )
+        return [_complex_normal_spec((n, rank), fvar) for n in dims]
+
+    @classmethod
+    def from_arrays(cls, arrays):
+        return cls(tuple(arrays))
 
     def _mode_factor(self, dtype):
         d = len(self.factors) - 2
@@ -281,7 +283,7 @@ class SpectralConv(eqx.Module):
         ):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive int; got {v!r}.")
-        check_choice("factorization", factorization, {None, "tucker", "cp", "dense"})
+        check_option("factorization", factorization, {None, "tucker", "cp", "dense"})
         factorization = None if factorization == "dense" else factorization
         self.num_spatial_dims = int(num_spatial_dims)
         self.in_channels = int(in_channels)
@@ -290,26 +292,26 @@ class SpectralConv(eqx.Module):
         self.factorization = factorization
         self.pruned_fft = pruned_fft
         dtype = dtype or jnp.zeros(()).dtype
-        wkey, bkey = jax.random.split(key)
         dims = (self.in_channels, self.out_channels, *mode_shape(self.modes))
         # Glorot-like variance of the complex entries, E|W|^2 = 2 / (in + out), as neuraloperator.
         var = 2.0 / (self.in_channels + self.out_channels)
         if factorization is None:
             if rank is not None:
                 raise ValueError("rank is only used with factorization='tucker' or 'cp'.")
-            self.weights = DenseSpectralWeight.init(dims, wkey, var, dtype)
+            cls, specs = DenseSpectralWeight, DenseSpectralWeight.specs(dims, var)
         elif factorization == "tucker":
             ranks = _tucker_ranks(dims, 0.5 if rank is None else rank)
-            self.weights = TuckerSpectralWeight.init(dims, ranks, wkey, var, dtype)
+            cls, specs = TuckerSpectralWeight, TuckerSpectralWeight.specs(dims, ranks, var)
         else:
-            self.weights = CPSpectralWeight.init(
-                dims, _cp_rank(dims, 0.5 if rank is None else rank), wkey, var, dtype
-            )
+            r = _cp_rank(dims, 0.5 if rank is None else rank)
+            cls, specs = CPSpectralWeight, CPSpectralWeight.specs(dims, r, var)
         if use_bias:
-            std = math.sqrt(var / 2.0)
-            self.bias = std * jax.random.normal(bkey, (self.out_channels,), dtype)
+            specs = [*specs, ("normal", (self.out_channels,), math.sqrt(var / 2.0))]
+        arrays = draw(key, specs, dtype)
+        if use_bias:
+            self.weights, self.bias = cls.from_arrays(arrays[:-1]), arrays[-1]
         else:
-            self.bias = None
+            self.weights, self.bias = cls.from_arrays(arrays), None
 
     @property
     def weight_shape(self) -> tuple[int, ...]:

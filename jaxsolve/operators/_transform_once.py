@@ -42,6 +42,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._core import check_choice
 from ._checks import check_sample
 from ._fno import ChannelMLP
+from ._init import draw
 from ._spectral import (
     _check_dct_grid,
     check_grid,
@@ -56,10 +57,11 @@ from ._spectral import (
 from ._spectral_conv import _letters
 
 
-def _normal(key, shape, var, dtype, complex_: bool):
+def _normal_spec(shape, var, complex_: bool):
+    """``(2, *shape)`` complex (E|w|^2 = var) or ``(1, *shape)`` real normal weights."""
     if complex_:
-        return math.sqrt(var / 2.0) * jax.random.normal(key, (2, *shape), dtype)
-    return math.sqrt(var) * jax.random.normal(key, (1, *shape), dtype)
+        return ("normal", (2, *shape), math.sqrt(var / 2.0))
+    return ("normal", (1, *shape), math.sqrt(var))
 
 
 def _as_field(w):
@@ -191,33 +193,32 @@ class T1(eqx.Module):
         self.lifting = self._pointwise(lift_in, width, lifting_channels, k_lift, dtype)
         self.projection = self._pointwise(width, out_channels, projection_channels, k_proj, dtype)
         gain = math.prod(grid_shape) / _k_eff(self.modes, transform) if init == "vp" else 1.0
+        p = 2 if cplx else 1
         layers = []
         for i, kl in enumerate(jax.random.split(k_layers, n_layers)):
-            kc, *km = jax.random.split(kl, d + 1)
             # Coefficient variance is preserved layer by layer; the last layer also makes up
             # for the K_eff / N that the inverse transform of a truncated spectrum loses.
             var = (gain if i == n_layers - 1 else 1.0) / width
-            channel = _normal(kc, (width, width, *kshape), var, dtype, cplx)
-            mixers = tuple(
-                _normal(k, (n, n), 1.0 / n, dtype, cplx) for k, n in zip(km, kshape, strict=True)
-            )
-            bias = jnp.zeros((2 if cplx else 1, width, *kshape), dtype)
-            layers.append(T1Layer(channel, mixers, bias))
+            specs = [_normal_spec((width, width, *kshape), var, cplx)]
+            specs += [_normal_spec((n, n), 1.0 / n, cplx) for n in kshape]
+            specs += [("zeros", (p, width, *kshape), 0.0)]
+            arrays = draw(kl, specs, dtype)
+            layers.append(T1Layer(arrays[0], tuple(arrays[1:-1]), arrays[-1]))
         self.layers = tuple(layers)
 
     def _pointwise(self, cin, cout, hidden, key, dtype):
         """Pointwise map with N(0, 1/fan-in) weights and zero biases (variance-preserving)."""
         n = 2 if hidden else 1
-        mlp = ChannelMLP(
-            cin, cout, hidden or None, n, key=key, activation=self.activation, dtype=dtype
+        return ChannelMLP(
+            cin,
+            cout,
+            hidden or None,
+            n,
+            key=key,
+            activation=self.activation,
+            init="normal",
+            dtype=dtype,
         )
-        keys = jax.random.split(key, n)
-        ws = tuple(
-            jax.random.normal(k, w.shape, w.dtype) / math.sqrt(w.shape[1])
-            for k, w in zip(keys, mlp.weights, strict=True)
-        )
-        bs = tuple(jnp.zeros_like(b) for b in mlp.biases)
-        return eqx.tree_at(lambda m: (m.weights, m.biases), mlp, (ws, bs))
 
     def __call__(self, x: Float[Array, " cin *spatial"]) -> Float[Array, " cout *spatial"]:
         check_sample(

@@ -1,0 +1,53 @@
+"""Random initial weights for the operator layers, cheap to construct.
+
+Every new array shape costs a compilation when drawn with its own ``jax.random`` call, and fusing
+all draws of a layer into one jitted program is slower still (XLA compiles the unrolled
+generators). A layer therefore draws one flat normal and one flat uniform vector and cuts its
+arrays out of them; with a concrete key the cutting happens in NumPy (no compilation at all),
+with a traced key (construction under ``jax.vmap`` over keys, e.g. ensembles) in ``jax.numpy``.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._core import is_concrete
+
+
+def draw(key, specs, dtype=None):
+    """Arrays for ``specs = [(kind, shape, scale), ...]``.
+
+    ``kind`` is ``"normal"`` (``scale * N(0, 1)``), ``"uniform"`` (``U(-scale, scale)``),
+    ``"zeros"`` or ``"ones"``.
+    """
+    dtype = jnp.dtype(dtype or jnp.zeros(()).dtype)
+    specs = [(kind, tuple(int(n) for n in shape), float(scale)) for kind, shape, scale in specs]
+    n_normal = sum(math.prod(s) for k, s, _ in specs if k == "normal")
+    n_uniform = sum(math.prod(s) for k, s, _ in specs if k == "uniform")
+    k_normal, k_uniform = jax.random.split(key)
+    concrete = is_concrete(key)
+    xp = np if concrete else jnp
+    normal = jax.random.normal(k_normal, (n_normal,), dtype) if n_normal else None
+    uniform = jax.random.uniform(k_uniform, (n_uniform,), dtype, -1.0, 1.0) if n_uniform else None
+    if concrete:
+        normal = None if normal is None else np.asarray(normal)
+        uniform = None if uniform is None else np.asarray(uniform)
+    out, i_n, i_u = [], 0, 0
+    for kind, shape, scale in specs:
+        size = math.prod(shape)
+        if kind == "normal":
+            a = scale * normal[i_n : i_n + size].reshape(shape)
+            i_n += size
+        elif kind == "uniform":
+            a = scale * uniform[i_u : i_u + size].reshape(shape)
+            i_u += size
+        elif kind == "zeros":
+            a = xp.zeros(shape)
+        elif kind == "ones":
+            a = xp.ones(shape)
+        else:
+            raise ValueError(f"unknown initialiser {kind!r}")
+        out.append(jnp.asarray(a, dtype))
+    return tuple(out)
