@@ -19,3 +19,32 @@ from .runge_kutta import (
 )
 from .stochastic import EDMStochastic, EulerMaruyama, PredictorCorrector
 from .unipc import UniPC
+
+__all__ = [
+    "DDIM",
+    "DEIS",
+    "DPM2",
+    "IPNDM",
+    "LMS",
+    "AbstractSolver",
+    "ButcherTableau",
+    "DPMAdaptive",
+    "DPMSolver",
+    "DPMSolverPP",
+    "DPMSolverPPSDE",
+    "EDMStochastic",
+    "Euler",
+    "EulerAncestral",
+    "EulerMaruyama",
+    "ExplicitRK",
+    "FlowEuler",
+    "FlowHeun",
+    "FlowMidpoint",
+    "FlowRK",
+    "Heun",
+    "PredictorCorrector",
+    "Restart",
+    "StepContext",
+    "UniPC",
+    "restart_sigmas",
+]

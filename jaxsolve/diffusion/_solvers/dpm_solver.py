@@ -170,7 +170,7 @@ class _DPMSolverFamily(AbstractSolver):
         history = hist.push(history, m0, ctx.sigma)
         sn = ctx.sigma_next
         h = jnp.log(s_start / sn)
-        (m_1, s_1), (m_2, s_2) = hist.recent(history, 1), hist.recent(history, 2)
+        (m_1, s_1), (m_2, _) = hist.recent(history, 1), hist.recent(history, 2)
 
         def update(k):
             def branch(m0, m_1, m_2):

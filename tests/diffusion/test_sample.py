@@ -1,0 +1,356 @@
+"""The sampling driver: masking, sweeps as data, NFE, noise, errors, stochastic samplers' moments."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsolve import RESULTS
+from jaxsolve import diffusion as jd
+from jaxsolve.diffusion.analytic import Gaussian, GaussianMixture
+
+
+def _mixture():
+    angles = np.linspace(0, 2 * np.pi, 4, endpoint=False)
+    means = 2.0 * np.stack([np.cos(angles), np.sin(angles)], 1)
+    return GaussianMixture(np.full(4, 0.25), means, np.full((4, 2), 0.1))
+
+
+SOLVERS = {
+    "euler": jd.Euler(),
+    "heun": jd.Heun(),
+    "dpm2": jd.DPM2(),
+    "dpmpp_2m": jd.DPMSolverPP(order=2),
+    "dpmpp_3m": jd.DPMSolverPP(order=3),
+    "dpm_3s": jd.DPMSolver(order=3),
+    "unipc_2": jd.UniPC(order=2),
+    "deis_3": jd.DEIS(order=3),
+    "lms": jd.LMS(),
+    "ipndm": jd.IPNDM(),
+}
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_padded_grid_equals_unpadded(name):
+    m = _mixture()
+    x0 = m.sample(jax.random.PRNGKey(0), 16, sigma=20.0)
+    ref = jd.sample(m, x0, jd.karras_sigmas(7, 0.01, 20.0), SOLVERS[name])
+    padded = jd.sample(m, x0, jd.karras_sigmas(7, 0.01, 20.0, max_steps=12), SOLVERS[name])
+    np.testing.assert_allclose(padded, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_vmap_over_step_counts_compiles_once_and_equals_separate_runs():
+    m = _mixture()
+    x0 = m.sample(jax.random.PRNGKey(1), 32, sigma=20.0)
+    traces = []
+
+    def run(n):
+        traces.append(1)
+        sig = jd.karras_sigmas(n, 0.01, 20.0, max_steps=40)
+        return jd.sample(m, x0, sig, jd.DPMSolverPP(order=2))
+
+    ns = jnp.array([5, 10, 20, 40])
+    swept = jax.jit(jax.vmap(run))(ns)
+    assert len(traces) == 1
+    # Each separate run compiles anew; two of them pin the sweep down.
+    for i, n in [(0, 5), (2, 20)]:
+        ref = jd.sample(m, x0, jd.karras_sigmas(n, 0.01, 20.0), jd.DPMSolverPP(order=2))
+        np.testing.assert_allclose(swept[i], ref, rtol=2e-5, atol=2e-5)
+
+
+def test_vmap_over_steps_and_guidance_scales_in_one_compile():
+    cond = Gaussian(jnp.array([1.5, 0.0]), 0.2 * jnp.eye(2))
+    uncond = _mixture()
+    x0 = uncond.sample(jax.random.PRNGKey(2), 16, sigma=20.0)
+    traces = []
+
+    def run(n, w):
+        traces.append(1)
+        sig = jd.karras_sigmas(n, 0.01, 20.0, max_steps=20)
+        return jd.sample(jd.cfg(cond, uncond, w), x0, sig, jd.UniPC(order=2))
+
+    ns, ws = jnp.meshgrid(jnp.array([5, 10, 20]), jnp.array([1.0, 2.0, 4.0]), indexing="ij")
+    swept = jax.jit(jax.vmap(jax.vmap(run)))(ns, ws)
+    assert len(traces) == 1
+    separate = jax.jit(
+        lambda w: jd.sample(
+            jd.cfg(cond, uncond, w), x0, jd.karras_sigmas(10, 0.01, 20.0), jd.UniPC(order=2)
+        )
+    )
+    for j, w in enumerate([1.0, 2.0, 4.0]):
+        np.testing.assert_allclose(swept[1, j], separate(w), rtol=2e-5, atol=2e-5)
+    assert not np.allclose(swept[1, 0], swept[1, 2])  # the scale matters
+
+
+@pytest.mark.parametrize(
+    "solver, nfe",
+    [
+        (jd.Euler(), lambda n: n),
+        (jd.Heun(), lambda n: 2 * n - 1),
+        (jd.DPM2(), lambda n: 2 * n - 1),
+        (jd.DPMSolverPP(order=3), lambda n: n),
+        (jd.DPMSolver(order=3), lambda n: n),
+        (jd.UniPC(order=3), lambda n: n),
+        (jd.DEIS(order=3), lambda n: n),
+        (jd.EDMStochastic(churn=10.0), lambda n: 2 * n - 1),
+        (jd.PredictorCorrector(n_corrector=2), lambda n: 3 * n),
+        (jd.FlowHeun(), lambda n: 2 * n - 1),
+    ],
+)
+def test_nfe_counts(solver, nfe):
+    m = _mixture()
+    x0 = m.sample(jax.random.PRNGKey(3), 4, sigma=20.0)
+    out = jd.sample(
+        m,
+        x0,
+        jd.karras_sigmas(9, 0.01, 20.0, max_steps=15),
+        solver,
+        key=jax.random.PRNGKey(0),
+        full_output=True,
+    )
+    assert int(out.nfe) == nfe(9)
+    assert int(out.num_steps) == 9
+
+
+def test_restart_grid_and_nfe():
+    base = jd.karras_sigmas(10, 0.01, 20.0)
+    grid = jd.restart_sigmas(base, [(0.3, 2.0, 3, 2)])
+    # 10 main levels, plus 2 restarts of (1 jump + 3 steps): 10 + 8 steps.
+    assert grid.shape == (19,)
+    m = _mixture()
+    x0 = m.sample(jax.random.PRNGKey(4), 4, sigma=20.0)
+    out = jd.sample(m, x0, grid, jd.Restart(), key=jax.random.PRNGKey(1), full_output=True)
+    # Heun: 2 NFE per ODE step, jumps are free, the final step 1 NFE.
+    assert int(out.nfe) == 2 * (9 + 2 * 3) + 1
+
+
+def test_n_steps_stops_early():
+    m = _mixture()
+    x0 = m.sample(jax.random.PRNGKey(5), 8, sigma=20.0)
+    sig = jd.karras_sigmas(10, 0.01, 20.0)
+    full = jd.sample(m, x0, sig, jd.Heun(), full_output=True, save_trajectory=True)
+    part = jd.sample(m, x0, sig, jd.Heun(), n_steps=4)
+    np.testing.assert_allclose(part, full.trajectory[4], rtol=1e-6)
+    assert full.trajectory.shape == (11, 8, 2)
+
+
+STOCHASTIC = {
+    "euler_ancestral": (jd.EulerAncestral(), 1000),
+    "ddim_eta": (jd.DDIM(eta=0.5), 1000),
+    "euler_maruyama": (jd.EulerMaruyama(), 1000),
+    "edm": (jd.EDMStochastic(churn=40.0, s_tmin=0.05, s_tmax=10.0), 400),
+    "sde_dpmpp_2m": (jd.DPMSolverPPSDE(order=2), 200),
+    "sde_dpmpp_3m": (jd.DPMSolverPPSDE(order=3, eta=0.7), 200),
+    "predictor_corrector": (jd.PredictorCorrector(), 1000),
+}
+
+
+@pytest.mark.parametrize("name", list(STOCHASTIC))
+def test_stochastic_sampler_moments_match_the_gaussian(name):
+    solver, steps = STOCHASTIC[name]
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    cov = q @ np.diag([0.3, 1.0, 3.0]) @ q.T
+    g = Gaussian(np.array([0.5, -1.0, 0.25]), cov)
+    n = 20_000
+    x0 = g.sample(jax.random.PRNGKey(7), n, sigma=20.0)
+    x = np.asarray(
+        jd.sample(g, x0, jd.karras_sigmas(steps, 0.002, 20.0), solver, key=jax.random.PRNGKey(8)),
+        np.float64,
+    )
+    se_mean = np.sqrt(np.diag(cov) / n)
+    np.testing.assert_array_less(np.abs(x.mean(0) - g.mean()), 5 * se_mean)
+    se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
+    np.testing.assert_array_less(np.abs(np.cov(x.T) - cov), 5 * se_cov)
+
+
+def test_restart_moments_match_the_gaussian():
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(2, 2)))
+    cov = q @ np.diag([0.5, 2.0]) @ q.T
+    g = Gaussian(np.array([0.3, -0.2]), cov)
+    n = 20_000
+    grid = jd.restart_sigmas(jd.karras_sigmas(60, 0.002, 20.0), [(0.2, 2.0, 20, 3)])
+    x = np.asarray(
+        jd.sample(
+            g,
+            g.sample(jax.random.PRNGKey(9), n, sigma=20.0),
+            grid,
+            jd.Restart(),
+            key=jax.random.PRNGKey(10),
+        )
+    )
+    se_cov = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / n)
+    np.testing.assert_array_less(np.abs(x.mean(0) - g.mean()), 5 * np.sqrt(np.diag(cov) / n))
+    np.testing.assert_array_less(np.abs(np.cov(x.T) - cov), 5 * se_cov)
+
+
+@pytest.mark.parametrize(
+    "solver",
+    [
+        jd.EulerAncestral(),
+        jd.DPMSolverPPSDE(order=2),
+        jd.EDMStochastic(churn=20.0),
+        jd.PredictorCorrector(),
+        jd.EulerMaruyama(),
+    ],
+    ids=lambda s: type(s).__name__,
+)
+def test_stochastic_sample_does_not_depend_on_batch_size(solver):
+    m = _mixture()
+    key = jax.random.PRNGKey(11)
+    x0 = m.sample(jax.random.PRNGKey(12), 20, sigma=20.0)
+    sig = jd.karras_sigmas(8, 0.01, 20.0)
+    big = jd.sample(m, x0, sig, solver, key=key)
+    small = jd.sample(m, x0[:5], sig, solver, key=key)
+    np.testing.assert_allclose(big[:5], small, rtol=1e-5, atol=1e-6)
+    other = jd.sample(m, x0[:5], sig, solver, key=jax.random.PRNGKey(13))
+    assert not np.allclose(other, small)
+
+
+def test_recorded_noise_replaces_the_key():
+    m = _mixture()
+    x0 = m.sample(jax.random.PRNGKey(14), 3, sigma=20.0)
+    sig = jd.karras_sigmas(5, 0.01, 20.0)
+    table = jax.random.normal(jax.random.PRNGKey(15), (5, 3, 2))
+    out = jd.sample(m, x0, sig, jd.EulerAncestral(), noise=lambda i, k: table[i])
+    # By hand: the first ancestral step with that noise.
+    s0, s1 = float(sig[0]), float(sig[1])
+    down, up = jd._solvers.ancestral.ancestral_levels(s0, s1, 1.0)
+    d = m(x0, s0)
+    x1 = d + down * (x0 - d) / s0 + up * table[0]
+    np.testing.assert_allclose(
+        jd.sample(m, x1, sig[1:], jd.EulerAncestral(), noise=lambda i, k: table[i + 1]),
+        out,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_nonfinite_denoiser_is_reported_not_propagated_silently():
+    m = _mixture()
+    bad = lambda x, s: jnp.where(s < 1.0, jnp.nan, m(x, s))
+    x0 = m.sample(jax.random.PRNGKey(16), 4, sigma=20.0)
+    sig = jd.karras_sigmas(10, 0.01, 20.0)
+    out = jd.sample(bad, x0, sig, jd.DPMSolverPP(), full_output=True, throw=False)
+    assert bool(out.result == RESULTS.nonfinite)
+    with pytest.raises(Exception, match="NaN or infinity"):
+        jax.block_until_ready(jd.sample(bad, x0, sig, jd.DPMSolverPP()))
+    ok = jd.sample(m, x0, sig, jd.DPMSolverPP(), full_output=True)
+    assert bool(ok.result == RESULTS.successful)
+
+
+def test_half_precision_denoiser_is_cast_back():
+    m = _mixture()
+    half = lambda x, s: m(x, s).astype(jnp.bfloat16)
+    out = jd.sample(
+        half,
+        m.sample(jax.random.PRNGKey(17), 4, sigma=20.0),
+        jd.karras_sigmas(5, 0.01, 20.0),
+        jd.Heun(),
+    )
+    assert out.dtype == jnp.float32
+
+
+def test_checkpointed_gradient_equals_backprop():
+    m = _mixture()
+    x0 = m.sample(jax.random.PRNGKey(18), 4, sigma=20.0)
+    sig = jd.karras_sigmas(6, 0.01, 20.0)
+
+    def loss(x, adjoint):
+        return jnp.sum(jd.sample(m, x, sig, jd.DPMSolverPP(order=2), adjoint=adjoint) ** 2)
+
+    g1 = jax.jit(jax.grad(loss), static_argnums=1)(x0, "backprop")
+    g2 = jax.jit(jax.grad(loss), static_argnums=1)(x0, "checkpoint")
+    np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(g1))
+
+
+def test_gradient_with_respect_to_guidance_scale_is_finite_with_padding():
+    cond = Gaussian(jnp.array([1.5, 0.0]), 0.2 * jnp.eye(2))
+    uncond = _mixture()
+    x0 = uncond.sample(jax.random.PRNGKey(19), 4, sigma=20.0)
+    sig = jd.karras_sigmas(jnp.int32(6), 0.01, 20.0, max_steps=10)
+
+    @jax.jit
+    def loss(w):
+        return jnp.sum(jd.sample(jd.cfg(cond, uncond, w), x0, sig, jd.UniPC(order=3)))
+
+    g = jax.jit(jax.grad(loss))(2.0)
+    eps = 1e-2
+    fd = (loss(2.0 + eps) - loss(2.0 - eps)) / (2 * eps)
+    assert np.isfinite(g) and abs(g - fd) <= 1e-2 * max(1.0, abs(fd))
+
+
+def test_progress_bar_under_jit(capfd):
+    m = _mixture()
+    x0 = m.sample(jax.random.PRNGKey(20), 4, sigma=20.0)
+    f = eqx.filter_jit(
+        lambda x: jd.sample(m, x, jd.karras_sigmas(5, 0.01, 20.0), jd.Euler(), progress=True)
+    )
+    jax.block_until_ready(f(x0))
+    jax.effects_barrier()
+    assert "sampling" in capfd.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.mark.parametrize(
+    "sigmas, match",
+    [
+        (jnp.array([10.0, 5.0, 7.0, 0.0]), "strictly decreasing"),
+        (jnp.array([10.0, 5.0, 1.0]), "must end in 0"),
+        (jnp.array([0.0, 0.0]), "sigmas\\[0\\] must be positive"),
+        (jnp.array([10.0, -1.0, 0.0]), "non-negative"),
+        (jnp.array([10.0, 0.0, 1.0, 0.0]), "all zeros after"),
+        (jnp.ones((2, 2)), "1-D grid"),
+    ],
+)
+def test_bad_grids(sigmas, match):
+    with pytest.raises(ValueError, match=match):
+        jd.sample(_mixture(), jnp.zeros((2, 2)), sigmas, jd.Euler())
+
+
+def test_bad_sampler_arguments():
+    m = _mixture()
+    x = jnp.zeros((2, 2))
+    sig = jd.karras_sigmas(5, 0.01, 10.0)
+    with pytest.raises(ValueError, match="n_steps must lie in \\[1, 5\\]"):
+        jd.sample(m, x, sig, jd.Euler(), n_steps=6)
+    with pytest.raises(Exception, match="n_steps is larger than the grid allows"):
+        jax.block_until_ready(jax.jit(lambda k: jd.sample(m, x, sig, jd.Euler(), n_steps=k))(9))
+    with pytest.raises(ValueError, match="stochastic: pass key"):
+        jd.sample(m, x, sig, jd.EulerAncestral())
+    with pytest.raises(TypeError, match="AbstractSolver"):
+        jd.sample(m, x, sig, "euler")
+    with pytest.raises(ValueError, match="adjoint"):
+        jd.sample(m, x, sig, jd.Euler(), adjoint="magic")
+    with pytest.raises(ValueError, match="needs max_steps"):
+        jd.sample(m, x, jnp.array([10.0, 0.1, 0.0]), jd.DPMAdaptive())
+    with pytest.raises(ValueError, match="only for adaptive solvers"):
+        jd.sample(m, x, sig, jd.Euler(), max_steps=20)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: jd.DPMSolverPP(order=4), "order must be one of"),
+        (lambda: jd.DPMSolver(order=0), "order must be one of"),
+        (lambda: jd.UniPC(order=5), "order must be one of"),
+        (lambda: jd.DEIS(order=4), "order must be one of"),
+        (lambda: jd.LMS(order=5), "order must be one of"),
+        (lambda: jd.DPMAdaptive(order=1), "order must be one of"),
+        (lambda: jd.DPMSolverPPSDE(order=2, multistep=False), "multistep only"),
+        (lambda: jd.DPMSolverPP(solver_type="rk4"), "solver_type"),
+        (lambda: jd.UniPC(variant="bh3"), "variant"),
+        (lambda: jd.DEIS(variable="t"), "needs schedule"),
+        (lambda: jd.EDMStochastic(solver=jd.DPMSolverPP()), "single-step"),
+        (lambda: jd.PredictorCorrector(norms="l2"), "norms"),
+    ],
+)
+def test_bad_solver_parameters(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
