@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._init import draw
+from ._init import draw, subkeys
 
 
 def _shape_tuple(in_shape):
@@ -125,7 +125,7 @@ class DeepONet(eqx.Module):
                 raise ValueError(f"{name} must be >= 1; got {v}.")
         self.activation = activation
         dtype = dtype or jnp.zeros(()).dtype
-        kb, kt = jax.random.split(key)
+        kb, kt = subkeys(key, 2)
         p = self.out_channels * self.latent
         self.branch = _linears([int(np.prod(self.in_shape)), *branch_widths, p], kb, dtype)
         self.trunk = _linears([self.coord_dim, *trunk_widths, p], kt, dtype)
@@ -199,7 +199,7 @@ class MultiONet(eqx.Module):
         self.branch_activation = branch_activation
         self.trunk_activation = trunk_activation
         dtype = dtype or jnp.zeros(()).dtype
-        kb, kt = jax.random.split(key)
+        kb, kt = subkeys(key, 2)
         self.branch = _linears([int(np.prod(self.in_shape))] + [width] * depth, kb, dtype)
         self.trunk = _linears([self.coord_dim] + [width] * depth, kt, dtype)
         self.layer_weights = jnp.asarray(np.ones((n_sum,)), dtype)

@@ -33,7 +33,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core import check_choice
 from ._checks import check_option, check_sample
-from ._init import draw
+from ._init import draw, subkeys
 from ._spectral import periodic_grid
 from ._spectral_conv import SpectralConv
 
@@ -295,7 +295,7 @@ class FNO(eqx.Module):
         lift_in = self.in_channels + (d if self.positional_embedding else 0)
         lifting_channels = 2 * width if lifting_channels is None else lifting_channels
         projection_channels = 2 * width if projection_channels is None else projection_channels
-        k_lift, k_proj, k_blocks = jax.random.split(key, 3)
+        k_lift, k_proj, k_blocks = subkeys(key, 3)
 
         def mlp(cin, cout, hidden, k):
             if hidden:
@@ -305,8 +305,8 @@ class FNO(eqx.Module):
         self.lifting = mlp(lift_in, width, lifting_channels, k_lift)
         self.projection = mlp(width, out_channels, projection_channels, k_proj)
         blocks = []
-        for kb in jax.random.split(k_blocks, n_layers):
-            kc, ks, km, kms = jax.random.split(kb, 4)
+        for kb in subkeys(k_blocks, n_layers):
+            kc, ks, km, kms = subkeys(kb, 4)
             conv = SpectralConv(
                 d,
                 width,

@@ -16,6 +16,16 @@ import numpy as np
 from .._core import is_concrete
 
 
+def subkeys(key, n: int):
+    """``n`` independent keys ``fold_in(key, i)`` (one compilation for every ``n``, unlike split)."""
+    return [jax.random.fold_in(key, i) for i in range(n)]
+
+
+def _bucket(n: int) -> int:
+    """Round a draw size up to a power of two (>= 256) so few distinct shapes get compiled."""
+    return max(256, 1 << (n - 1).bit_length()) if n else 0
+
+
 def draw(key, specs, dtype=None):
     """Arrays for ``specs = [(kind, shape, scale), ...]``.
 
@@ -26,11 +36,15 @@ def draw(key, specs, dtype=None):
     specs = [(kind, tuple(int(n) for n in shape), float(scale)) for kind, shape, scale in specs]
     n_normal = sum(math.prod(s) for k, s, _ in specs if k == "normal")
     n_uniform = sum(math.prod(s) for k, s, _ in specs if k == "uniform")
-    k_normal, k_uniform = jax.random.split(key)
+    k_normal, k_uniform = subkeys(key, 2)
     concrete = is_concrete(key)
     xp = np if concrete else jnp
-    normal = jax.random.normal(k_normal, (n_normal,), dtype) if n_normal else None
-    uniform = jax.random.uniform(k_uniform, (n_uniform,), dtype, -1.0, 1.0) if n_uniform else None
+    normal = jax.random.normal(k_normal, (_bucket(n_normal),), dtype) if n_normal else None
+    uniform = (
+        jax.random.uniform(k_uniform, (_bucket(n_uniform),), dtype, -1.0, 1.0)
+        if n_uniform
+        else None
+    )
     if concrete:
         normal = None if normal is None else np.asarray(normal)
         uniform = None if uniform is None else np.asarray(uniform)

@@ -42,7 +42,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._core import check_choice
 from ._checks import check_sample
 from ._fno import ChannelMLP
-from ._init import draw
+from ._init import draw, subkeys
 from ._spectral import (
     _check_dct_grid,
     check_grid,
@@ -188,14 +188,14 @@ class T1(eqx.Module):
             _check_dct_grid(self.modes, grid_shape)
             kshape = self.modes
         cplx = transform == "rfft"
-        k_lift, k_proj, k_layers = jax.random.split(key, 3)
+        k_lift, k_proj, k_layers = subkeys(key, 3)
         lift_in = self.in_channels + (d if self.positional_embedding else 0)
         self.lifting = self._pointwise(lift_in, width, lifting_channels, k_lift, dtype)
         self.projection = self._pointwise(width, out_channels, projection_channels, k_proj, dtype)
         gain = math.prod(grid_shape) / _k_eff(self.modes, transform) if init == "vp" else 1.0
         p = 2 if cplx else 1
         layers = []
-        for i, kl in enumerate(jax.random.split(k_layers, n_layers)):
+        for i, kl in enumerate(subkeys(k_layers, n_layers)):
             # Coefficient variance is preserved layer by layer; the last layer also makes up
             # for the K_eff / N that the inverse transform of a truncated spectrum loses.
             var = (gain if i == n_layers - 1 else 1.0) / width

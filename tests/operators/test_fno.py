@@ -1,0 +1,198 @@
+"""FNO / TFNO: parameter counts, domain padding and super-resolution, a heat-semigroup fit."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxsolve import operators as ops
+
+from ._helpers import apply
+
+
+def _fno_count(d, cin, cout, width, modes, n_layers, *, mlp_ratio=None, embed=True):
+    """Closed-form parameter count of the default FNO configuration."""
+    lift_in = cin + (d if embed else 0)
+    lift = (lift_in * 2 * width + 2 * width) + (2 * width * width + width)
+    proj = (width * 2 * width + 2 * width) + (2 * width * cout + cout)
+    mode_count = int(np.prod([2 * m for m in modes[:-1]])) * modes[-1]
+    block = 2 * width * width * mode_count + width + width * width  # spectral + bias + linear skip
+    if mlp_ratio is not None:
+        h = round(width * mlp_ratio)
+        block += (width * h + h) + (h * width + width) + width  # channel MLP + soft gating
+    return lift + proj + n_layers * block
+
+
+def test_parameter_counts_match_the_formula():
+    key = jax.random.PRNGKey(0)
+    m1 = ops.FNO(1, 1, 1, width=8, modes=5, n_layers=3, key=key)
+    assert ops.count_params(m1) == _fno_count(1, 1, 1, 8, (5,), 3)
+    m2 = ops.FNO(2, 3, 2, width=6, modes=(3, 4), n_layers=2, key=key, channel_mlp_expansion=0.5)
+    assert ops.count_params(m2) == _fno_count(2, 3, 2, 6, (3, 4), 2, mlp_ratio=0.5)
+    m3 = ops.FNO(2, 3, 2, width=6, modes=(3, 4), n_layers=2, key=key, positional_embedding=False)
+    assert ops.count_params(m3) == _fno_count(2, 3, 2, 6, (3, 4), 2, embed=False)
+    # TFNO: the dense spectral weights are replaced by Tucker factors.
+    t = ops.TFNO(2, 3, 2, width=6, modes=(3, 4), n_layers=2, key=key, rank=(2, 3, 4, 2))
+    dense_spec = 2 * 6 * 6 * 6 * 4
+    tucker_spec = 2 * (2 * 3 * 4 * 2 + 6 * 2 + 6 * 3 + 6 * 4 + 4 * 2)
+    assert ops.count_params(t) == _fno_count(2, 3, 2, 6, (3, 4), 2) - 2 * (dense_spec - tucker_spec)
+    assert isinstance(t, ops.FNO) and t.blocks[0].conv.factorization == "tucker"
+
+
+@pytest.mark.slow
+def test_parameter_count_equals_neuraloperator():
+    neuralop = pytest.importorskip("neuralop")
+    from neuralop.utils import count_model_params
+
+    for d, modes in [(1, (16,)), (2, (12, 12))]:
+        n_modes = (*tuple(2 * m for m in modes[:-1]), 2 * modes[-1] - 2)
+        ref = neuralop.models.FNO(
+            n_modes=n_modes, in_channels=1, out_channels=1, hidden_channels=32, n_layers=4
+        )
+        ours = ops.FNO(
+            d,
+            1,
+            1,
+            width=32,
+            modes=modes,
+            n_layers=4,
+            key=jax.random.PRNGKey(0),
+            channel_mlp_expansion=0.5,
+        )
+        assert ops.count_params(ours) == count_model_params(ref)
+
+
+def _linear_unbiased(model):
+    """Zero every bias of a model (so that with identity activations it is a linear operator)."""
+
+    def zero(path, leaf):
+        names = "".join(str(p) for p in path)
+        return jnp.zeros_like(leaf) if "bias" in names else leaf
+
+    return jax.tree_util.tree_map_with_path(zero, model)
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "one-sided"])
+def test_domain_padding_keeps_super_resolution_exact(x64, mode):
+    # A linear FNO (identity activation, no biases, no grid channel) on a smooth bump that vanishes
+    # near the boundary: the padded field is smooth and periodic on the padded box, so the output
+    # at 2N sampled on the N-grid equals the output at N, because the padding is exactly f*N cells
+    # at both resolutions (the padded period is the same physical length).
+    model = ops.FNO(
+        1,
+        1,
+        1,
+        width=6,
+        modes=8,
+        n_layers=2,
+        key=jax.random.PRNGKey(1),
+        activation=lambda v: v,
+        positional_embedding=False,
+        lifting_channels=0,
+        projection_channels=0,
+        domain_padding=0.25,
+        padding_mode=mode,
+    )
+    model = _linear_unbiased(model)
+
+    def bump(n):
+        x = np.arange(n) / n
+        return np.exp(-((x - 0.5) ** 2) / (2 * 0.06**2))[None]
+
+    coarse, fine = apply(model, bump(40)), apply(model, bump(80))
+    assert coarse.shape == (1, 40) and fine.shape == (1, 80)
+    np.testing.assert_allclose(fine[:, ::2], coarse, atol=1e-10)
+    assert float(jnp.max(jnp.abs(coarse))) > 1e-2  # the comparison is not between two zeros
+    assert ops.padding_cells((0.25,), (40,)) == (10,)
+
+
+def test_domain_padding_rejects_fractional_cells():
+    model = ops.FNO(
+        1, 1, 1, width=4, modes=4, n_layers=1, key=jax.random.PRNGKey(0), domain_padding=0.1
+    )
+    with pytest.raises(ValueError, match=r"domain_padding=0\.1.*64 points.*6\.4 cells.*6/64"):
+        apply(model, jnp.zeros((1, 64)))
+    assert apply(model, jnp.zeros((1, 40))).shape == (1, 40)  # 4 cells: fine
+    with pytest.raises(ValueError, match="padding_mode"):
+        ops.FNO(1, 1, 1, width=4, modes=4, key=jax.random.PRNGKey(0), padding_mode="reflect")
+
+
+def test_variants_run_and_differ():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 12))
+    outs = {}
+    for skip in ("linear", "identity", "soft-gating", None):
+        m = ops.FNO(
+            2,
+            2,
+            3,
+            width=4,
+            modes=(3, 3),
+            n_layers=2,
+            key=jax.random.PRNGKey(1),
+            skip=skip,
+            channel_mlp_expansion=0.5 if skip == "identity" else None,
+        )
+        outs[skip] = apply(m, x)
+        assert outs[skip].shape == (3, 16, 12) and bool(jnp.all(jnp.isfinite(outs[skip])))
+    assert float(jnp.max(jnp.abs(outs["linear"] - outs[None]))) > 1e-3
+    with pytest.raises(ValueError, match="skip"):
+        ops.FNO(1, 1, 1, width=4, modes=4, key=jax.random.PRNGKey(0), skip="gated")
+
+
+def test_bad_inputs():
+    model = ops.FNO(2, 3, 1, width=4, modes=(4, 5), n_layers=1, key=jax.random.PRNGKey(0))
+    with pytest.raises(
+        ValueError, match=r"expects 3 input channels, shape \(in_channels=3, n1, n2\)"
+    ):
+        apply(model, jnp.zeros((1, 16, 16)))
+    with pytest.raises(ValueError, match=r"batch of 5 samples.*jax\.vmap"):
+        apply(model, jnp.zeros((5, 3, 16, 16)))
+    with pytest.raises(ValueError, match=r"modes\[1\]=5.*at least 9 points.*has 8"):
+        apply(model, jnp.zeros((3, 16, 8)))
+    with pytest.raises(ValueError, match="width"):
+        ops.FNO(1, 1, 1, width=0, modes=4, key=jax.random.PRNGKey(0))
+
+
+def _heat_data(key, n_samples, n, k_max, nu_t):
+    """Random band-limited initial data and its exact periodic heat-semigroup image."""
+    ka, kb = jax.random.split(key)
+    k = jnp.arange(1, k_max + 1)
+    a = jax.random.normal(ka, (n_samples, k_max)) / k
+    b = jax.random.normal(kb, (n_samples, k_max)) / k
+    x = jnp.arange(n) / n
+    cos, sin = jnp.cos(2 * jnp.pi * k[:, None] * x), jnp.sin(2 * jnp.pi * k[:, None] * x)
+    decay = jnp.exp(-4 * jnp.pi**2 * k**2 * nu_t)
+    return (a @ cos + b @ sin)[:, None], ((a * decay) @ cos + (b * decay) @ sin)[:, None]
+
+
+def test_fno_fits_the_heat_semigroup():
+    # e^{t Laplacian} on the periodic unit interval: a linear, diagonal-in-Fourier operator. A small
+    # FNO (with its GELU nonlinearity) trained with Adam reaches < 1e-2 relative L2 on held-out data.
+    n, k_max, nu_t = 64, 8, 0.002
+    x_train, y_train = _heat_data(jax.random.PRNGKey(0), 64, n, k_max, nu_t)
+    x_test, y_test = _heat_data(jax.random.PRNGKey(1), 64, n, k_max, nu_t)
+    model = ops.FNO(1, 1, 1, width=16, modes=12, n_layers=2, key=jax.random.PRNGKey(2))
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    steps = 400
+    opt = optax.adam(optax.cosine_decay_schedule(3e-3, steps))
+
+    def loss(p, x, y):
+        m = eqx.combine(p, static)
+        return jnp.mean(jax.vmap(ops.relative_lp_loss)(jax.vmap(m)(x), y))
+
+    @jax.jit
+    def train(p):
+        def body(carry, _):
+            p, s = carry
+            val, g = jax.value_and_grad(loss)(p, x_train, y_train)
+            u, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, u), s), val
+
+        (p, _), history = jax.lax.scan(body, (p, opt.init(p)), None, length=steps)
+        return history, loss(p, x_test, y_test)
+
+    history, test_error = train(params)
+    assert float(history[0]) > 0.3  # it starts far away
+    assert float(test_error) < 1e-2
