@@ -18,3 +18,4 @@ class RESULTS(eqx.Enumeration):
     backward_failed = "The backward (adjoint / implicit-gradient) solve did not converge."
     step_size_too_small = "The adaptive step size fell below its minimum."
     diverged = "The iteration diverged: the residual grew far beyond its initial size."
+    solver_step_failed = "A solver step failed (an implicit stage's root find did not converge)."

@@ -1,0 +1,227 @@
+r"""The one driver of the ODE pillar: a diffrax solve with exact statistics and result codes.
+
+Both :class:`~jaxsolve.ode.NeuralODE` and :func:`~jaxsolve.ode.log_likelihood` integrate through
+:func:`integrate`. It wraps the solver in :class:`~._solver_tools.InstrumentedSolver` (exact NFE,
+and optionally the per-step error/stiffness sums of the global regulariser in an extra state
+component), calls :func:`diffrax.diffeqsolve` with ``throw=False`` and maps diffrax's outcome to
+:data:`jaxsolve.RESULTS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import diffrax as dfx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+from .._core import RESULTS, is_concrete
+from ._solver_tools import (
+    AugmentedField,
+    InstrumentedSolver,
+    controller_init_evaluations,
+    error_norm_fn,
+    evaluations_per_step,
+    explicit_tableau,
+    initial_extras,
+    restrict_norm_to_state,
+)
+
+# Adjoints that differentiate the discrete solver itself ("discretise-then-optimise"): the sums in
+# the extra state component are ordinary outputs of the computation for them. A continuous adjoint
+# (BacksolveAdjoint) would try to solve an adjoint ODE for a quantity that is not an ODE solution.
+DISCRETE_ADJOINTS = (dfx.RecursiveCheckpointAdjoint, dfx.DirectAdjoint, dfx.ForwardMode)
+
+
+class RawSolve(NamedTuple):
+    ys: object  # saved states at ts
+    sums: jnp.ndarray | None  # accumulated heuristics at t1, or None
+    pick: tuple | None  # (t, y) at the start of a uniformly random accepted step, or None
+    num_steps: jnp.ndarray
+    num_accepted_steps: jnp.ndarray
+    num_rejected_steps: jnp.ndarray
+    nfe: jnp.ndarray
+    result: RESULTS
+
+
+def map_result(diffrax_result, ys) -> RESULTS:
+    """diffrax's outcome as a jaxsolve code; a non-finite state is flagged even on "success"."""
+    D = dfx.RESULTS
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(y)) for y in jtu.tree_leaves(ys)]))
+    code = RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
+    table = [
+        (("max_steps_reached", "max_steps_rejected"), RESULTS.max_steps_reached),
+        (("dt_min_reached",), RESULTS.step_size_too_small),
+        (("nonfinite", "nonfinite_input"), RESULTS.nonfinite),
+        (("singular", "breakdown", "stagnation", "conlim"), RESULTS.linear_solve_failed),
+        (
+            ("nonlinear_max_steps_reached", "nonlinear_divergence", "internal_error"),
+            RESULTS.solver_step_failed,
+        ),
+    ]
+    for names, ours in table:
+        hit = jnp.zeros((), bool)
+        for name in names:
+            hit = hit | (diffrax_result == getattr(D, name))
+        code = RESULTS.where(hit, ours, code)
+    return code
+
+
+def check_ts(ts):
+    """``ts`` must be a 1-D increasing array of at least two times."""
+    ts = jnp.asarray(ts)
+    if ts.ndim != 1 or ts.shape[0] < 2:
+        raise ValueError(f"ts must be a 1-D array of at least 2 times; got shape {ts.shape}.")
+    if not jnp.issubdtype(ts.dtype, jnp.floating):
+        raise TypeError(f"ts must be a floating array; got dtype {ts.dtype}.")
+    if is_concrete(ts) and np.any(np.diff(np.asarray(ts)) < 0):
+        raise ValueError("ts must be non-decreasing, with ts[-1] > ts[0].")
+    if is_concrete(ts) and not np.asarray(ts)[-1] > np.asarray(ts)[0]:
+        raise ValueError(f"ts[-1] must be larger than ts[0]; got {np.asarray(ts)[[0, -1]]}.")
+    return ts
+
+
+def check_solver_setup(solver, stepsize_controller, adjoint, max_steps):
+    if not isinstance(solver, dfx.AbstractSolver):
+        raise TypeError(f"solver must be a diffrax solver; got {type(solver).__name__}.")
+    if not isinstance(stepsize_controller, dfx.AbstractStepSizeController):
+        raise TypeError(
+            "stepsize_controller must be a diffrax step-size controller; got "
+            f"{type(stepsize_controller).__name__}."
+        )
+    if not isinstance(adjoint, dfx.AbstractAdjoint):
+        raise TypeError(f"adjoint must be a diffrax adjoint; got {type(adjoint).__name__}.")
+    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive Python int; got {max_steps!r}.")
+
+
+def integrate(
+    vector_field: Callable,
+    ts,
+    y0,
+    args,
+    *,
+    solver,
+    stepsize_controller,
+    adjoint,
+    dt0,
+    max_steps: int,
+    error: bool = False,
+    stiffness: bool = False,
+    reservoir_key=None,
+) -> RawSolve:
+    """Solve ``dy/dt = vector_field(t, y, args)`` from ``ts[0]`` to ``ts[-1]``, saving at ``ts``.
+
+    With ``error``/``stiffness`` the global sums :math:`\\sum_n E_n|h_n|` and
+    :math:`\\sum_n h_n|\\hat\\lambda_n|` over accepted steps are returned in ``sums`` (in that
+    order, those requested). With ``reservoir_key``, ``pick`` is the starting point ``(t, y)`` of a
+    uniformly random accepted step (reservoir sampling in the state). NFE counts every vector-field evaluation: the controller's initial-step
+    heuristic (PID without ``dt0``: two), the pre-computed first stage, and every attempted step;
+    it is -1 for solvers whose count is data dependent (implicit methods).
+    """
+    accumulate = error or stiffness or reservoir_key is not None
+    if error and not isinstance(solver, dfx.AbstractAdaptiveSolver):
+        raise TypeError(
+            "the error regulariser needs a solver with an embedded error estimate (a diffrax "
+            f"AbstractAdaptiveSolver such as Tsit5); got {type(solver).__name__}."
+        )
+    if stiffness and (explicit_tableau(solver) is None or solver.tableau.num_stages < 2):
+        raise TypeError(
+            "the stiffness estimate needs an explicit Runge-Kutta solver with at least two stages "
+            f"(Tsit5, Dopri5, Dopri8, Bosh3, Heun, ...); got {type(solver).__name__}."
+        )
+    if accumulate and not isinstance(adjoint, DISCRETE_ADJOINTS):
+        raise TypeError(
+            "quantities gathered over the solver's own steps (the global regulariser's sums, the "
+            "biased local probe point) need a discretise-then-optimise adjoint "
+            "(RecursiveCheckpointAdjoint, DirectAdjoint or ForwardMode); got "
+            f"{type(adjoint).__name__}. LocalRegulariser('unbiased') works with any adjoint."
+        )
+    t0, t1 = ts[0], ts[-1]
+    init_evaluations = controller_init_evaluations(stepsize_controller, dt0)
+    if init_evaluations:
+        # diffrax wraps every term (to normalise the direction of time) before its controller
+        # picks dt0, and its initial-step heuristic only runs on a bare ODETerm: inside
+        # diffeqsolve it silently falls back to dt0 = 0.01 whatever the time scale. Run the
+        # heuristic here, on the bare term, and pass its step on.
+        bare = dfx.ODETerm(vector_field)
+        t_next, _ = stepsize_controller.init(
+            bare, t0, t1, y0, None, args, solver.func, solver.error_order(bare)
+        )
+        dt0 = jax.lax.stop_gradient(t_next - t0)
+    wrapped = InstrumentedSolver(
+        solver,
+        error_norm_fn(stepsize_controller) if error else None,
+        stiffness=stiffness,
+        reservoir_key=reservoir_key,
+    )
+    if accumulate:
+        extras = initial_extras(
+            y0, n_sums=int(error) + int(stiffness), reservoir=reservoir_key is not None
+        )
+        state0 = (y0, extras)
+        term = dfx.ODETerm(AugmentedField(vector_field))
+        controller = restrict_norm_to_state(stepsize_controller)
+        saveat = dfx.SaveAt(
+            subs=[
+                dfx.SubSaveAt(ts=ts, fn=lambda t, y, a: y[0]),
+                # Saved from the final state itself (not interpolated), so the extras are exact.
+                dfx.SubSaveAt(t1=True, fn=lambda t, y, a: y[1]),
+            ]
+        )
+    else:
+        state0 = y0
+        term = dfx.ODETerm(vector_field)
+        controller = stepsize_controller
+        saveat = dfx.SaveAt(ts=ts)
+    sol = dfx.diffeqsolve(
+        term,
+        wrapped,
+        t0,
+        t1,
+        dt0,
+        state0,
+        args,
+        saveat=saveat,
+        stepsize_controller=controller,
+        adjoint=adjoint,
+        max_steps=max_steps,
+        throw=False,
+    )
+    sums = pick = None
+    if accumulate:
+        ys, extras = sol.ys[0], jtu.tree_map(lambda e: e[0], sol.ys[1])
+        sums = extras.get("sums")
+        if "pick_y" in extras:
+            pick = (extras["pick_t"], extras["pick_y"])
+    else:
+        ys = sol.ys
+    stats = sol.stats
+    num_steps = jnp.asarray(stats["num_steps"], jnp.int32)
+    per_step = evaluations_per_step(solver)
+    if per_step is None:
+        nfe = jnp.full((), -1, jnp.int32)
+    else:
+        first = 1 if explicit_tableau(solver) is not None and solver.tableau.fsal else 0
+        init = init_evaluations + first
+        nfe = jnp.asarray(init + per_step * num_steps, jnp.int32)
+    return RawSolve(
+        ys=ys,
+        sums=sums,
+        pick=pick,
+        num_steps=num_steps,
+        num_accepted_steps=jnp.asarray(stats["num_accepted_steps"], jnp.int32),
+        num_rejected_steps=jnp.asarray(stats["num_rejected_steps"], jnp.int32),
+        nfe=nfe,
+        result=map_result(sol.result, ys),
+    )
+
+
+def maybe_throw(result: RESULTS, token, throw: bool):
+    """Raise (at run time) on a non-successful ``result`` when ``throw``; else return ``token``."""
+    if throw:
+        return result.error_if(token, result != RESULTS.successful)
+    return token

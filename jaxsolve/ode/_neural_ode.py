@@ -1,0 +1,253 @@
+r"""Neural ODEs on diffrax, with the statistics and regularisers that control their cost.
+
+A neural ODE ("Neural Ordinary Differential Equations", Chen et al., 2018) defines a model by
+:math:`\mathrm{d}y/\mathrm{d}t = f_\theta(t, y)` and evaluates it with an adaptive solver, whose
+cost — the number of function evaluations (NFE) — is set by the learned dynamics. The regularisers
+of :mod:`._regularisers` add the solver's own error/stiffness heuristics to the loss so that
+training prefers dynamics that are cheap to integrate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+
+from .._core import RESULTS, as_float
+from ._driver import DISCRETE_ADJOINTS, check_solver_setup, check_ts, integrate, maybe_throw
+from ._regularisers import GlobalRegulariser, LocalRegulariser, local_probe
+
+
+class ODESolution(eqx.Module):
+    """What a :class:`NeuralODE` call returns.
+
+    ``ys[i]`` is the state at ``ts[i]``. ``num_steps = num_accepted_steps + num_rejected_steps``.
+    ``nfe`` counts every vector-field evaluation of the call (-1 for implicit solvers, whose count
+    is data dependent); for a local regulariser it includes the probe step. ``error_estimate`` and
+    ``stiffness_estimate`` are the regularisation terms :math:`R_E`, :math:`R_S` (scalars) of the
+    regulariser used, and None when it did not compute them — add ``weight * term`` to the loss.
+    ``probe_time`` is :math:`t_r` of a local regulariser.
+    """
+
+    ts: Float[Array, " n"]
+    ys: Float[Array, "n ..."]
+    num_steps: Int[Array, ""]
+    num_accepted_steps: Int[Array, ""]
+    num_rejected_steps: Int[Array, ""]
+    nfe: Int[Array, ""]
+    result: RESULTS
+    error_estimate: Float[Array, ""] | None = None
+    stiffness_estimate: Float[Array, ""] | None = None
+    probe_time: Float[Array, ""] | None = None
+
+    @property
+    def y1(self):
+        """The state at the final time ``ts[-1]``."""
+        return self.ys[-1]
+
+
+class NeuralODE(eqx.Module):
+    r"""Solve :math:`\mathrm{d}y/\mathrm{d}t = f(t, y, \mathrm{args})` with diffrax.
+
+    ``vector_field`` is an ``eqx.Module`` (its arrays are the trained parameters) called as
+    ``vector_field(t, y, args)``; :class:`MLPField` is a ready one. ``solver``,
+    ``stepsize_controller`` (tolerances may be traced arrays, to sweep them) and ``adjoint`` are
+    diffrax objects; ``dt0`` is the first step (None: chosen by the controller's heuristic).
+    ``max_steps`` bounds the solve (``result`` is then ``max_steps_reached``); ``throw=True``
+    raises on a failed solve instead.
+
+    A call solves one initial condition ``y0`` (any array shape); batch with ``jax.vmap``, which
+    gives every sample its own adaptive steps and statistics.
+    """
+
+    vector_field: Callable
+    solver: dfx.AbstractSolver
+    stepsize_controller: dfx.AbstractStepSizeController
+    adjoint: dfx.AbstractAdjoint
+    dt0: float | None
+    max_steps: int = eqx.field(static=True)
+    throw: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        vector_field: Callable,
+        solver: dfx.AbstractSolver | None = None,
+        stepsize_controller: dfx.AbstractStepSizeController | None = None,
+        adjoint: dfx.AbstractAdjoint | None = None,
+        *,
+        dt0: float | None = None,
+        max_steps: int = 4096,
+        throw: bool = False,
+    ):
+        if not callable(vector_field):
+            raise TypeError(
+                f"vector_field must be callable as f(t, y, args); got {type(vector_field)}."
+            )
+        self.vector_field = vector_field
+        self.solver = dfx.Tsit5() if solver is None else solver
+        self.stepsize_controller = (
+            dfx.PIDController(rtol=1e-3, atol=1e-6)
+            if stepsize_controller is None
+            else stepsize_controller
+        )
+        self.adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+        check_solver_setup(self.solver, self.stepsize_controller, self.adjoint, max_steps)
+        if dt0 is None and isinstance(self.stepsize_controller, dfx.ConstantStepSize):
+            raise ValueError("dt0 must be given with a ConstantStepSize controller; got None.")
+        self.dt0 = dt0
+        self.max_steps = max_steps
+        self.throw = throw
+
+    def __call__(
+        self,
+        ts: Float[ArrayLike, " n"],
+        y0: Float[ArrayLike, "..."],
+        args=None,
+        *,
+        regulariser: GlobalRegulariser | LocalRegulariser | None = None,
+        key: PRNGKeyArray | None = None,
+    ) -> ODESolution:
+        """Solve from ``ts[0]`` to ``ts[-1]`` starting at ``y0``; save at every ``ts``.
+
+        ``regulariser``: None, a :class:`GlobalRegulariser` or a :class:`LocalRegulariser`
+        (which needs ``key``). The returned :class:`ODESolution` carries the regularisation terms.
+        """
+        y0 = as_float(y0)
+        ts = check_ts(as_float(ts).astype(y0.dtype))
+        common = dict(
+            solver=self.solver,
+            stepsize_controller=self.stepsize_controller,
+            adjoint=self.adjoint,
+            dt0=self.dt0,
+            max_steps=self.max_steps,
+        )
+        if regulariser is None:
+            raw = integrate(self.vector_field, ts, y0, args, **common)
+            return self._finish(ts, raw, raw.result)
+        if isinstance(regulariser, GlobalRegulariser):
+            if not isinstance(self.adjoint, DISCRETE_ADJOINTS):
+                raise TypeError(
+                    "GlobalRegulariser needs a discretise-then-optimise adjoint "
+                    "(RecursiveCheckpointAdjoint, DirectAdjoint or ForwardMode); this NeuralODE "
+                    f"has {type(self.adjoint).__name__}. Use LocalRegulariser with it instead."
+                )
+            raw = integrate(
+                self.vector_field,
+                ts,
+                y0,
+                args,
+                error=regulariser.error,
+                stiffness=regulariser.stiffness,
+                **common,
+            )
+            sums = list(raw.sums)
+            error = sums.pop(0) if regulariser.error else None
+            stiff = sums.pop(0) if regulariser.stiffness else None
+            return self._finish(ts, raw, raw.result, error=error, stiffness=stiff)
+        if isinstance(regulariser, LocalRegulariser):
+            return self._local(ts, y0, args, regulariser, key, common)
+        raise TypeError(
+            "regulariser must be None, a GlobalRegulariser or a LocalRegulariser; got "
+            f"{type(regulariser).__name__}."
+        )
+
+    def _local(self, ts, y0, args, regulariser, key, common):
+        if key is None:
+            raise ValueError("LocalRegulariser draws a random time: pass key=.")
+        if regulariser.sampling == "unbiased":
+            u = jax.random.uniform(key, (), ts.dtype)
+            t_r = ts[0] + u * (ts[-1] - ts[0])
+            # Save at t_r as well, at its sorted position, so any adjoint sees an ordinary output.
+            n = ts.shape[0]
+            all_ts = jnp.concatenate([ts, t_r[None]])
+            order = jnp.argsort(all_ts, stable=True)
+            raw = integrate(self.vector_field, all_ts[order], y0, args, **common)
+            inverse = jnp.argsort(order)
+            y_r = raw.ys[inverse[n]]
+            raw = raw._replace(ys=raw.ys[inverse[:n]])
+        else:
+            raw = integrate(self.vector_field, ts, y0, args, reservoir_key=key, **common)
+            t_r, y_r = raw.pick
+        error, stiff, probe_nfe, probe_result = local_probe(
+            self.vector_field,
+            self.solver,
+            self.stepsize_controller,
+            self.dt0,
+            t_r,
+            y_r,
+            args,
+            ts[-1],
+            stiffness=regulariser.stiffness,
+        )
+        raw = raw._replace(nfe=jnp.where(raw.nfe < 0, -1, raw.nfe + probe_nfe))
+        result = RESULTS.where(raw.result == RESULTS.successful, probe_result, raw.result)
+        return self._finish(ts, raw, result, error=error, stiffness=stiff, probe_time=t_r)
+
+    def _finish(self, ts, raw, result, *, error=None, stiffness=None, probe_time=None):
+        ys = maybe_throw(result, raw.ys, self.throw)
+        return ODESolution(
+            ts=ts,
+            ys=ys,
+            num_steps=raw.num_steps,
+            num_accepted_steps=raw.num_accepted_steps,
+            num_rejected_steps=raw.num_rejected_steps,
+            nfe=raw.nfe,
+            result=result,
+            error_estimate=error,
+            stiffness_estimate=stiffness,
+            probe_time=probe_time,
+        )
+
+
+class MLPField(eqx.Module):
+    r"""A multilayer-perceptron vector field :math:`f_\theta(t, y)` for :class:`NeuralODE`.
+
+    ``y`` has shape ``(..., dim)``; leading axes are mapped over (so one field serves a single
+    state or a batch solved jointly). With ``time_dependent`` the input is ``[y, t]``.
+    ``final_activation`` (e.g. ``jnp.tanh``) bounds the field, as in diffrax's neural-ODE example.
+    """
+
+    mlp: eqx.nn.MLP
+    dim: int = eqx.field(static=True)
+    time_dependent: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        dim: int,
+        width: int,
+        depth: int,
+        *,
+        key: PRNGKeyArray,
+        activation: Callable = jax.nn.softplus,
+        final_activation: Callable = lambda x: x,
+        time_dependent: bool = False,
+    ):
+        for name, value in (("dim", dim), ("width", width)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}.")
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
+            raise ValueError(f"depth must be a non-negative int; got {depth!r}.")
+        self.dim = dim
+        self.time_dependent = time_dependent
+        self.mlp = eqx.nn.MLP(
+            dim + int(time_dependent),
+            dim,
+            width,
+            depth,
+            activation=activation,
+            final_activation=final_activation,
+            key=key,
+        )
+
+    def __call__(self, t, y, args=None):
+        if y.shape[-1] != self.dim:
+            raise ValueError(f"y must have last axis {self.dim}; got shape {y.shape}.")
+        flat = y.reshape(-1, self.dim)
+        if self.time_dependent:
+            tt = jnp.broadcast_to(jnp.asarray(t, y.dtype), (flat.shape[0], 1))
+            flat = jnp.concatenate([flat, tt], axis=-1)
+        return jax.vmap(self.mlp)(flat).reshape(y.shape)

@@ -1,0 +1,289 @@
+r"""What a diffrax solver knows internally, made visible: stage counts, error norms, stiffness.
+
+An adaptive Runge–Kutta step over :math:`[t_n, t_n + h_n]` computes stages
+:math:`k_i = h_n f(t_n + c_i h_n, Y_i)`, :math:`Y_i = y_n + \sum_{j<i} a_{ij} k_j`, the solution
+:math:`y_{n+1} = y_n + \sum_i b_i k_i` and the embedded error estimate
+:math:`\tilde e_n = \sum_i \beta_i k_i`. Two internal heuristics drive the solver's cost:
+
+* the **scaled local error** :math:`E_n = \lVert \tilde e_n / (\mathrm{atol} + \mathrm{rtol}
+  \max(|y_n|, |y_{n+1}|)) \rVert` that the PID controller compares against 1 to accept a step
+  and to choose the next one;
+* the **stiffness estimate** of Hairer & Wanner (Solving ODEs II, §IV.2) from the last two
+  stages, :math:`h_n|\hat\lambda_n| = \lVert k_s - k_{s-1}\rVert / \lVert Y_s - Y_{s-1}\rVert`,
+  the step size times the dominant eigenvalue magnitude of :math:`\partial f/\partial y` along the
+  step — the quantity that is compared against the stability region. For Tsit5, Dopri5 and Dopri8
+  both stages sit at :math:`c = 1`, so the quotient is free of :math:`\partial f/\partial t`.
+
+:class:`InstrumentedSolver` wraps any diffrax solver: it pre-computes the first FSAL stage once
+at ``init`` (so every attempted step costs exactly the same number of evaluations and the NFE is
+known exactly from the step counts), and optionally adds :math:`E_n|h_n|` and :math:`h_n|\hat
+\lambda_n|` of each *accepted* step to an extra state component (and can keep a uniformly random
+accepted step there). Because they live in the state, they are saved like ``ys`` and
+differentiate through any discretise-then-optimise adjoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import diffrax as dfx
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+
+def safe_rms(x):
+    """Root-mean-square of all entries, with a finite (zero) gradient at zero."""
+    leaves = jtu.tree_leaves(x)
+    total = sum(jnp.sum(jnp.abs(leaf) ** 2) for leaf in leaves)
+    n = sum(leaf.size for leaf in leaves)
+    mean = total / n
+    positive = mean > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, mean, 1.0)), 0.0)
+
+
+def explicit_tableau(solver):
+    """The explicit Butcher tableau of ``solver``, or None when it has none (Euler, implicit...)."""
+    tableau = getattr(solver, "tableau", None)
+    if isinstance(tableau, dfx.ButcherTableau) and not tableau.implicit:
+        return tableau
+    return None
+
+
+def is_fsal_erk(solver) -> bool:
+    tableau = explicit_tableau(solver)
+    return tableau is not None and tableau.fsal
+
+
+def evaluations_per_step(solver) -> int | None:
+    """Vector-field evaluations per attempted step (accepted or rejected), or None if unknown.
+
+    Explicit Runge–Kutta: the number of stages, less one for first-same-as-last methods whose first
+    stage is the previous step's last (:class:`InstrumentedSolver` pre-computes it at ``init``, so
+    this holds for the first step and after rejections too). Euler: one. Implicit methods spend a
+    data-dependent number of evaluations in their root finds, so their count is unknown (None).
+    """
+    tableau = explicit_tableau(solver)
+    if tableau is not None:
+        return tableau.num_stages - (1 if tableau.fsal else 0)
+    if type(solver) is dfx.Euler:
+        return 1
+    return None
+
+
+def _inner_controller(controller):
+    while isinstance(controller, dfx.ClipStepSizeController):
+        controller = controller.controller
+    return controller
+
+
+def controller_init_evaluations(controller, dt0) -> int:
+    """Evaluations the step-size controller spends choosing the first step.
+
+    A PID controller without ``dt0`` runs the initial-step heuristic of Hairer, Nørsett & Wanner
+    (Solving ODEs I, §II.4), which evaluates :math:`f(t_0, y_0)` and :math:`f(t_0 + h_0, y_0 + h_0
+    f_0)`; with ``dt0`` given, or any other controller, nothing is evaluated.
+    """
+    if dt0 is None and isinstance(_inner_controller(controller), dfx.PIDController):
+        return 2
+    return 0
+
+
+def error_norm_fn(controller) -> Callable:
+    r"""``(y0, y1, y_error) -> E``: the scaled error norm the controller compares against 1.
+
+    PID (also inside a ``ClipStepSizeController``): :math:`\lVert \tilde e / (\mathrm{atol} +
+    \mathrm{rtol}\max(|y_0|, |y_1|))\rVert` with the controller's own norm, exactly diffrax's
+    acceptance test. Constant step sizes have no tolerances: the plain RMS of :math:`\tilde e`.
+    """
+    inner = _inner_controller(controller)
+    if isinstance(inner, dfx.PIDController):
+        return _ScaledErrorNorm(inner.rtol, inner.atol, inner.norm)
+    if isinstance(inner, (dfx.ConstantStepSize, dfx.StepTo)):
+        return _RawErrorNorm()
+    raise TypeError(
+        "stepsize_controller must be a diffrax PIDController, ConstantStepSize or StepTo (or a "
+        f"ClipStepSizeController around one) to define the error regulariser; got "
+        f"{type(controller).__name__}."
+    )
+
+
+class _ScaledErrorNorm(eqx.Module):
+    rtol: jax.Array | float
+    atol: jax.Array | float
+    norm: Callable
+
+    def __call__(self, y0, y1, y_error):
+        def scale(a, b, e):
+            # As diffrax: a NaN candidate falls back to y0 so the scale stays finite.
+            b = jnp.where(jnp.isnan(b).any(), a, b)
+            return e / (self.atol + jnp.maximum(jnp.abs(a), jnp.abs(b)) * self.rtol)
+
+        # diffrax's default norm (optimistix.rms_norm) has a zero gradient at zero error, which
+        # matters: an exactly integrated field has exactly zero error.
+        return self.norm(jtu.tree_map(scale, y0, y1, y_error))
+
+
+class _RawErrorNorm(eqx.Module):
+    def __call__(self, y0, y1, y_error):
+        del y0, y1
+        return safe_rms(y_error)
+
+
+def stiffness_estimate(tableau, ks):
+    r""":math:`h|\hat\lambda| = \lVert k_s - k_{s-1}\rVert / \lVert Y_s - Y_{s-1}\rVert` of one step.
+
+    ``ks`` holds the stage increments :math:`k_i = h f(Y_i)` along a leading axis, as in diffrax's
+    ``dense_info["k"]``; the difference of the stage values comes from the tableau. Zero when the
+    two stage derivatives coincide (a field that does not depend on ``y``).
+    """
+    s = tableau.num_stages
+    dtype = jtu.tree_leaves(ks)[0].dtype
+    # Y_s - Y_{s-1} = sum_j (a_{s,j} - a_{s-1,j}) k_j, formed from the stages directly: rebuilding
+    # both from y0 and subtracting would cancel y0 and lose digits.
+    rows = np.zeros((2, s))
+    for r, i in enumerate((s - 1, s - 2)):
+        if i > 0:
+            rows[r, :i] = np.asarray(tableau.a_lower[i - 1], dtype=float)
+    weights = jnp.asarray(rows[0] - rows[1], dtype=dtype)
+    dy = jtu.tree_map(lambda k: jnp.tensordot(weights, k, axes=1), ks)
+    dk = jtu.tree_map(lambda k: k[s - 1] - k[s - 2], ks)
+    num, den = safe_rms(dk), safe_rms(dy)
+    positive = den > 0
+    return jnp.where(positive, num / jnp.where(positive, den, 1.0), 0.0)
+
+
+class _FirstComponentNorm(eqx.Module):
+    """A controller norm that only looks at ``state[0]`` (the extra components are ignored)."""
+
+    norm: Callable
+
+    def __call__(self, tree):
+        return self.norm(tree[0])
+
+
+def restrict_norm_to_state(controller):
+    """Make the controller measure only ``state[0]``, so step control is unchanged by extras."""
+    if isinstance(controller, dfx.ClipStepSizeController):
+        return eqx.tree_at(
+            lambda c: c.controller, controller, restrict_norm_to_state(controller.controller)
+        )
+    if isinstance(controller, dfx.PIDController):
+        return eqx.tree_at(lambda c: c.norm, controller, _FirstComponentNorm(controller.norm))
+    return controller
+
+
+class AugmentedField(eqx.Module):
+    """``f(t, (y, extras), args) = (f(t, y, args), 0)``: the extras are constant within a step."""
+
+    vector_field: Callable
+
+    def __call__(self, t, state, args):
+        y, extras = state
+        return self.vector_field(t, y, args), jtu.tree_map(jnp.zeros_like, extras)
+
+
+def initial_extras(y0, *, n_sums: int, reservoir: bool):
+    """The extra state component: ``sums`` (the accumulated heuristics) and the reservoir."""
+    dtype = jnp.result_type(*jtu.tree_leaves(y0))
+    extras = {}
+    if n_sums:
+        extras["sums"] = jnp.zeros((n_sums,), dtype)
+    if reservoir:
+        extras["pick_t"] = jnp.zeros((), dtype)
+        extras["pick_y"] = jtu.tree_map(jnp.zeros_like, y0)
+        # A float counter: every leaf of the state goes through the Runge-Kutta arithmetic.
+        extras["count"] = jnp.zeros((), dtype)
+    return extras
+
+
+class InstrumentedSolver(dfx.AbstractWrappedSolver):
+    r"""Wraps a diffrax solver: exact NFE accounting, and per-step information kept in the state.
+
+    Without extras the state is the user's ``y``. With them it is ``(y, extras)`` (use
+    :class:`AugmentedField` as the term and :func:`restrict_norm_to_state` on the controller, so
+    that step control is unchanged). Each accepted step then
+
+    * adds :math:`E_n|h_n|` (when ``error_norm`` is given) and :math:`h_n|\hat\lambda_n|` (when
+      ``stiffness``), in that order, to ``extras["sums"]``;
+    * with a ``reservoir_key``, keeps the start :math:`(t_{n-1}, y_{n-1})` of the ``n``-th accepted
+      step with probability :math:`1/n` (reservoir sampling, uniform ``u`` from
+      ``fold_in(reservoir_key, n)``), so that at the end ``extras["pick_t"], extras["pick_y"]`` is
+      a uniformly random accepted step's starting point, in O(1) memory.
+
+    A rejected step's state is discarded by diffrax, so only accepted steps count.
+    """
+
+    solver: dfx.AbstractSolver
+    error_norm: Callable | None = None
+    stiffness: bool = eqx.field(static=True, default=False)
+    reservoir_key: jax.Array | None = None
+
+    @property
+    def has_extras(self) -> bool:
+        return self.error_norm is not None or self.stiffness or self.reservoir_key is not None
+
+    @property
+    def term_structure(self):
+        return self.solver.term_structure
+
+    @property
+    def interpolation_cls(self):  # pyright: ignore
+        return self.solver.interpolation_cls
+
+    @property
+    def term_compatible_contr_kwargs(self):
+        return self.solver.term_compatible_contr_kwargs
+
+    def order(self, terms):
+        return self.solver.order(terms)
+
+    def strong_order(self, terms):
+        return self.solver.strong_order(terms)
+
+    def error_order(self, terms):
+        return self.solver.error_order(terms)
+
+    def init(self, terms, t0, t1, y0, args):
+        state = self.solver.init(terms, t0, t1, y0, args)
+        if is_fsal_erk(self.solver) and state is not None:
+            # diffrax evaluates f(t0, y0) inside the first step, and again for every rejected
+            # first attempt; computing it once here makes every attempt cost s - 1 evaluations.
+            first_step, _ = state
+            f0 = self.solver.func(terms, t0, y0, args)
+            state = (jnp.zeros_like(first_step), f0)
+        return state
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        y1, y_error, dense_info, solver_state, result = self.solver.step(
+            terms, t0, t1, y0, args, solver_state, made_jump
+        )
+        if not self.has_extras:
+            return y1, y_error, dense_info, solver_state, result
+        (y0_main, _), (y1_main, extras) = y0, y1
+        extras = dict(extras)
+        if "sums" in extras:
+            h = jnp.abs(t1 - t0)
+            increments = []
+            if self.error_norm is not None:
+                increments.append(self.error_norm(y0_main, y1_main, y_error[0]) * h)
+            if self.stiffness:
+                increments.append(stiffness_estimate(self.solver.tableau, dense_info["k"][0]))
+            sums = extras["sums"]
+            extras["sums"] = sums + jnp.stack(increments).astype(sums.dtype)
+        if "count" in extras:
+            n = extras["count"] + 1
+            index = jnp.asarray(n, jnp.int32)
+            u = jax.random.uniform(jax.random.fold_in(self.reservoir_key, index), (), n.dtype)
+            take = u * n < 1
+            extras["pick_t"] = jnp.where(take, t0, extras["pick_t"]).astype(n.dtype)
+            extras["pick_y"] = jtu.tree_map(
+                lambda new, old: jnp.where(take, new, old), y0_main, extras["pick_y"]
+            )
+            extras["count"] = n
+        return (y1_main, extras), y_error, dense_info, solver_state, result
+
+    def func(self, terms, t0, y0, args):
+        return self.solver.func(terms, t0, y0, args)
