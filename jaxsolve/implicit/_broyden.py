@@ -1,19 +1,27 @@
-r"""Limited-memory Broyden's ("good") method on the inverse Jacobian.
+r"""Limited-memory Broyden's ("good") method in compact form.
 
-"A Class of Methods for Solving Nonlinear Simultaneous Equations" (Broyden), in the low-rank,
-limited-memory form used for equilibrium models ("Deep Equilibrium Models", Bai, Kolter & Koltun).
-:math:`H_k \approx J_F(x_k)^{-1}` is kept as :math:`H_0 + \sum_i u_i v_i^\top` with
-:math:`H_0 = I / j_0`. With :math:`s = x_{k} - x_{k-1}` and :math:`y = F_k - F_{k-1}` the secant
-update (Sherman–Morrison on the "good" Broyden Jacobian update) is
+"A Class of Methods for Solving Nonlinear Simultaneous Equations" (Broyden); the compact
+representation is Theorem 6.1 of "Representations of quasi-Newton matrices and their use in
+limited memory methods" (Byrd, Nocedal & Schnabel). Broyden's good update
+:math:`B_{k+1} = B_k + (y_k - B_k s_k)\,s_k^\top / s_k^\top s_k` of the Jacobian
+:math:`B \approx J_F`, started from :math:`B_0 = j_0 I` and applied to the pairs
+:math:`s_i = x_{i+1} - x_i`, :math:`y_i = F_{i+1} - F_i` stacked as columns of :math:`S, Y`, is
 
-.. math:: H_{k} = H_{k-1} + \frac{(s - H_{k-1} y)\, s^\top H_{k-1}}{s^\top H_{k-1} y},
-   \qquad x_{k+1} = x_k - \alpha\, H_k F_k .
+.. math:: B = j_0 I + U N^{-1} S^\top, \qquad U = Y - j_0 S, \qquad
+   N_{ij} = s_i^\top s_j \ \text{for } i \le j \text{ (else 0)},
 
-Only the last ``memory`` rank-one terms are kept (the oldest is overwritten). ``jacobian_init``
-:math:`j_0` is the initial Jacobian guess :math:`J_0 = j_0 I`: the default ``-1`` suits a fixed
-point, where :math:`F = f - \mathrm{id}` has Jacobian :math:`J_f - I \approx -I`, and makes the
-first step a Picard step; use a positive value for roots of increasing maps. Updates whose
-denominator is negligible are skipped.
+and by Sherman–Morrison–Woodbury the step :math:`x_{k+1} = x_k - \alpha B^{-1} F_k` costs one
+``memory x memory`` solve:
+:math:`B^{-1} F = \big(F - U (N + S^\top U / j_0)^{-1} S^\top F / j_0\big) / j_0`.
+The limited-memory method rebuilds :math:`B` from :math:`B_0` and the last ``memory`` pairs at
+every step (as L-BFGS does), which stays a consistent Broyden matrix; overwriting the oldest
+rank-one term of a product-form inverse (as some DEQ codes do) does not, and can diverge.
+With ``memory`` at least the number of steps this is exactly Broyden's method.
+
+``jacobian_init`` :math:`j_0`: the default ``-1`` suits a fixed point, where
+:math:`F = f - \mathrm{id}` has Jacobian :math:`J_f - I \approx -I` (the first step is then a
+Picard step); use a positive value for roots of increasing maps. Pairs with :math:`s = 0` are
+skipped.
 """
 
 from __future__ import annotations
@@ -43,34 +51,34 @@ class Broyden(AbstractSolver):
     def init(self, fn, x, fx, args):
         m, n = self.memory, x.shape[0]
         return dict(
-            u=jnp.zeros((m, n), x.dtype),
-            v=jnp.zeros((m, n), x.dtype),
+            s=jnp.zeros((m, n), x.dtype),
+            y=jnp.zeros((m, n), x.dtype),
+            age=jnp.full((m,), -1, jnp.int32),
             x_prev=x,
             f_prev=fx,
             k=jnp.zeros((), jnp.int32),
-            slot=jnp.zeros((), jnp.int32),
         )
 
     def step(self, fn, x, fx, args, state):
-        u, v = state["u"], state["v"]
-        h0 = 1.0 / jnp.asarray(self.jacobian_init, x.dtype)
-        apply_h = lambda w: h0 * w + u.T @ (v @ w)
-        apply_ht = lambda w: h0 * w + v.T @ (u @ w)
+        m = self.memory
+        k = state["k"]
+        j0 = jnp.asarray(self.jacobian_init, x.dtype)
+        s_new = x - state["x_prev"]
+        store = (k > 0) & (jnp.sum(s_new * s_new) > 0)
+        # Circular buffer: the pair stored at step k goes to slot (k - 1) mod m; its age
+        # orders the pairs chronologically for the triangular matrix N.
+        slot = jnp.maximum(k - 1, 0) % m
+        s = jnp.where(store, state["s"].at[slot].set(s_new), state["s"])
+        y = jnp.where(store, state["y"].at[slot].set(fx - state["f_prev"]), state["y"])
+        age = jnp.where(store, state["age"].at[slot].set(k), state["age"])
+        valid = age >= 0
 
-        s = x - state["x_prev"]
-        y = fx - state["f_prev"]
-        hy = apply_h(y)
-        denom = s @ hy
-        tiny = jnp.finfo(x.dtype).eps * jnp.linalg.norm(s) * jnp.linalg.norm(hy)
-        update = (state["k"] > 0) & (jnp.abs(denom) > tiny) & jnp.isfinite(denom)
-        safe = jnp.where(update, denom, 1.0)
-        new_u = (s - hy) / safe
-        new_v = apply_ht(s)
-        slot = state["slot"]
-        u = jnp.where(update, u.at[slot].set(new_u), u)
-        v = jnp.where(update, v.at[slot].set(new_v), v)
-        slot = jnp.where(update, (slot + 1) % self.memory, slot)
-
-        alpha = jnp.asarray(self.damping, x.dtype)
-        x_new = x - alpha * (h0 * fx + u.T @ (v @ fx))
-        return x_new, dict(u=u, v=v, x_prev=x, f_prev=fx, k=state["k"] + 1, slot=slot)
+        u = y - j0 * s
+        upper = (age[:, None] <= age[None, :]) & valid[:, None] & valid[None, :]
+        n_mat = jnp.where(upper, s @ s.T, 0.0)
+        mid = n_mat + jnp.where(valid[:, None] & valid[None, :], s @ u.T, 0.0) / j0
+        mid = mid + jnp.diag(jnp.where(valid, 0.0, 1.0))
+        coef = jnp.linalg.solve(mid, s @ fx)
+        direction = (fx - u.T @ coef / j0) / j0
+        x_new = x - jnp.asarray(self.damping, x.dtype) * direction
+        return x_new, dict(s=s, y=y, age=age, x_prev=x, f_prev=fx, k=k + 1)

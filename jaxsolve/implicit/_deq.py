@@ -121,6 +121,11 @@ class DEQ(eqx.Module):
     def __call__(
         self, x: PyTree[Array], z0: PyTree[Array] | None = None, *, key: PRNGKeyArray | None = None
     ) -> DEQOutput:
+        if self.jacobian_samples > 0 and key is None:
+            raise ValueError(
+                f"DEQ with jacobian_samples={self.jacobian_samples} needs a key= for the "
+                "Hutchinson probes; got key=None."
+            )
         if z0 is None:
             z0 = (
                 self.state_init(x)
@@ -141,11 +146,6 @@ class DEQ(eqx.Module):
         )
         jac = None
         if self.jacobian_samples > 0:
-            if key is None:
-                raise ValueError(
-                    f"DEQ with jacobian_samples={self.jacobian_samples} needs a key= for the "
-                    "Hutchinson probes; got key=None."
-                )
             jac = hutchinson_frobenius(
                 lambda z: self.cell(z, x), sol.value, key, self.jacobian_samples
             )

@@ -12,7 +12,10 @@ or ``RESULTS.nonfinite``. ``max_steps`` counts matrix-vector products and may be
   Systems" (Saad & Schultz). Arnoldi with classical Gram–Schmidt applied twice (as accurate as
   modified Gram–Schmidt, as two matrix products). The Hessenberg matrix is reduced by Givens
   rotations whose product :math:`Q` is kept as a small dense matrix, so rotating a new column is
-  one product :math:`Q h` and :math:`|(Q \beta e_1)_{j+1}|` is the running residual. A restart
+  one product :math:`Q h` and :math:`|(Q \beta e_1)_{j+1}|` is the running residual. The inverse
+  of the triangular factor grows by one column per step,
+  :math:`R_{j+1}^{-1} = \begin{pmatrix} R_j^{-1} & -R_j^{-1} r / \rho \\ 0 & 1/\rho
+  \end{pmatrix}`, so the iterate :math:`x_0 + V R^{-1} g` needs no triangular solve. A restart
   (after ``restart`` vectors, or when the running residual passes the tolerance) spends its
   product on the true residual :math:`b - A x`, so the driver only ever stops on a true residual.
 - CG: "Methods of Conjugate Gradients for Solving Linear Systems" (Hestenes & Stiefel), for
@@ -26,7 +29,6 @@ import abc
 import equinox as eqx
 import jax.numpy as jnp
 from jax import lax
-from jax.scipy.linalg import solve_triangular
 
 from .._core import RESULTS
 from ._base import AbstractLinearSolver
@@ -79,6 +81,17 @@ class _KrylovMethod(AbstractLinearSolver):
         return krylov_iterate(self, matvec, b, x0, rtol, atol, max_steps)
 
 
+def _mv(mat, v):
+    """``mat @ v`` as a fused multiply-reduce: same arithmetic as a matrix-vector product for
+    these thin matrices, and far cheaper for XLA to compile than a dot per use."""
+    return jnp.sum(mat * v[None, :], axis=1)
+
+
+def _vm(v, mat):
+    """``v @ mat`` as a fused multiply-reduce."""
+    return jnp.sum(v[:, None] * mat, axis=0)
+
+
 def _unit(r):
     rn = jnp.linalg.norm(r)
     return r / jnp.where(rn > 0, rn, 1), rn
@@ -97,12 +110,13 @@ class GMRES(_KrylovMethod):
         """A fresh Arnoldi cycle at ``x`` with residual ``r``."""
         m = min(self.restart, r.shape[0])
         v0, rn = _unit(r)
+        first = jnp.arange(m + 1) == 0
         return dict(
             x=x,
-            basis=jnp.zeros((m + 1, r.shape[0]), r.dtype).at[0].set(v0),
-            upper=jnp.zeros((m + 1, m), r.dtype),
+            basis=jnp.where(first[:, None], v0[None, :], 0.0),
+            rinv=jnp.zeros((m, m), r.dtype),
             rot=jnp.eye(m + 1, dtype=r.dtype),
-            g=jnp.zeros((m + 1,), r.dtype).at[0].set(rn),
+            g=jnp.where(first, rn, 0.0),
             j=jnp.zeros((), jnp.int32),
             rnorm=rn,
             estimate=rn,
@@ -112,55 +126,63 @@ class GMRES(_KrylovMethod):
         return self._cycle(x0, b - matvec(x0))
 
     def value(self, state):
-        m = state["upper"].shape[1]
-        used = jnp.arange(m) < state["j"]
-        upper = jnp.where(used[:, None] & used[None, :], state["upper"][:m], 0.0)
-        upper = upper + jnp.diag(jnp.where(used, 0.0, 1.0))
-        y = solve_triangular(upper, jnp.where(used, state["g"][:m], 0.0), lower=False)
-        return state["x"] + state["basis"][:m].T @ y
+        m = state["rinv"].shape[0]
+        # Columns of R^{-1} beyond the current step are zero, so unused entries of g drop out.
+        return state["x"] + _vm(_mv(state["rinv"], state["g"][:m]), state["basis"][:m])
 
     def residual_norm(self, state):
         return state["rnorm"]
 
     def step(self, matvec, b, tol, state):
-        m = state["upper"].shape[1]
+        # Updates use one-hot masks rather than scatters: same arithmetic, much less to compile.
+        m = state["rinv"].shape[0]
         j = state["j"]
         restart = (j >= m) | (state["estimate"] <= tol)
         x_now = self.value(state)
         basis = state["basis"]
-        product = matvec(jnp.where(restart, x_now, basis[jnp.minimum(j, m)]))
+        rows = jnp.arange(m + 1)
+        jj = jnp.minimum(j, m - 1)
+        at_j, at_next = rows == jj, rows == jj + 1
+        current = jnp.sum(jnp.where((rows == j)[:, None], basis, 0.0), axis=0)
+        product = matvec(jnp.where(restart, x_now, current))
 
         # Arnoldi: orthogonalise A v_j against the basis (twice), rotate the new column.
-        h = basis @ product
-        w = product - basis.T @ h
-        h2 = basis @ w
-        w = w - basis.T @ h2
-        h = h + h2
+        h = _mv(basis, product)
+        w = product - _vm(h, basis)
+        h2 = _mv(basis, w)
+        w = w - _vm(h2, basis)
         v_next, hn = _unit(w)
-        jj = jnp.minimum(j, m - 1)
-        h = h.at[jj + 1].set(hn)
-        hq = state["rot"] @ h
-        a, c = hq[jj], hq[jj + 1]
-        d = jnp.hypot(a, c)
+        h = jnp.where(at_next, hn, h + h2)
+        hq = _mv(state["rot"], h)
+        a = jnp.sum(jnp.where(at_j, hq, 0.0))
+        c = jnp.sum(jnp.where(at_next, hq, 0.0))
+        d = jnp.sqrt(a * a + c * c)
         cs = jnp.where(d > 0, a / jnp.where(d > 0, d, 1), 1.0)
         sn = jnp.where(d > 0, c / jnp.where(d > 0, d, 1), 0.0)
+        # The rotation acts on rows j and j + 1 of Q and of g = Q beta e_1.
         rot, g = state["rot"], state["g"]
-        rot = (
-            rot.at[jj]
-            .set(cs * rot[jj] + sn * rot[jj + 1])
-            .at[jj + 1]
-            .set(-sn * rot[jj] + cs * rot[jj + 1])
-        )
-        g = g.at[jj].set(cs * g[jj] + sn * g[jj + 1]).at[jj + 1].set(-sn * g[jj] + cs * g[jj + 1])
+        rot_j = jnp.sum(jnp.where(at_j[:, None], rot, 0.0), axis=0)
+        rot_n = jnp.sum(jnp.where(at_next[:, None], rot, 0.0), axis=0)
+        rot = jnp.where(at_j[:, None], cs * rot_j + sn * rot_n, rot)
+        rot = jnp.where(at_next[:, None], -sn * rot_j + cs * rot_n, rot)
+        g_j = jnp.sum(jnp.where(at_j, g, 0.0))
+        g_n = jnp.sum(jnp.where(at_next, g, 0.0))
+        g = jnp.where(at_j, cs * g_j + sn * g_n, jnp.where(at_next, -sn * g_j + cs * g_n, g))
+        # New column of R: hq above the diagonal, d on it. A zero d (the Krylov space is
+        # invariant and A singular on it) leaves the column at zero: a minimum-norm choice.
+        cols = jnp.arange(m)
+        above = jnp.where(cols < jj, hq[:m], 0.0)
+        col = ((cols == jj) - _mv(state["rinv"], above)) / jnp.where(d > 0, d, 1)
+        rinv = jnp.where((cols == jj)[None, :] & (d > 0), col[:, None], state["rinv"])
         arnoldi = dict(
             x=state["x"],
-            basis=basis.at[jj + 1].set(v_next),
-            upper=state["upper"].at[:, jj].set(hq.at[jj].set(d).at[jj + 1].set(0.0)),
+            basis=jnp.where(at_next[:, None], v_next[None, :], basis),
+            rinv=rinv,
             rot=rot,
             g=g,
             j=j + 1,
             rnorm=state["rnorm"],
-            estimate=jnp.abs(g[jj + 1]),
+            estimate=jnp.abs(-sn * g_j + cs * g_n),
         )
         fresh = self._cycle(x_now, b - product)
         return {k: jnp.where(restart, fresh[k], arnoldi[k]) for k in fresh}
