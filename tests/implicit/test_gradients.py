@@ -1,0 +1,216 @@
+"""Implicit differentiation through fixed_point: reverse and forward mode, Hessians, vmap, every
+backward solver, JFB and phantom gradients, and a reported (never silent) backward failure."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxsolve import implicit as ji
+
+from ._problems import RUNTIME_ERRORS, linear_map, linear_problem, normal
+
+N = 6
+
+
+def _solve(w, b, backward=None, solver=None):
+    return ji.fixed_point(
+        linear_map,
+        jnp.zeros(N),
+        (w, b),
+        solver=ji.Picard() if solver is None else solver,
+        rtol=1e-12,
+        atol=1e-12,
+        backward=backward,
+    ).value
+
+
+def _loss(w, b, backward=None):
+    return jnp.sum(jnp.sin(_solve(w, b, backward)))
+
+
+def _grads(w, b, backward):
+    return jax.jit(jax.grad(lambda w, b: _loss(w, b, backward), (0, 1)))(w, b)
+
+
+def _closed_form_grads(w, b):
+    """z = (I - W)^{-1} b, L = sum(sin z): dL/db = u, dL/dW = u z^T with u = (I - W)^{-T} cos z."""
+    z = jnp.linalg.solve(jnp.eye(N) - w, b)
+    u = jnp.linalg.solve((jnp.eye(N) - w).T, jnp.cos(z))
+    return jnp.outer(u, z), u
+
+
+def test_gradients_equal_closed_form_unrolled_loop_and_finite_differences(x64):
+    w, b = linear_problem()
+    # Anderson forward, default backward (GMRES on the adjoint system).
+    anderson_loss = lambda w, b: jnp.sum(jnp.sin(_solve(w, b, solver=ji.Anderson())))
+    gw, gb = jax.jit(jax.grad(anderson_loss, (0, 1)))(w, b)
+    cw, cb = _closed_form_grads(w, b)
+    np.testing.assert_allclose(gw, cw, atol=1e-10)
+    np.testing.assert_allclose(gb, cb, atol=1e-10)
+
+    # Backprop through 200 unrolled Picard steps (0.8^200 ~ 1e-20: converged).
+    def unrolled(w, b):
+        z = jax.lax.fori_loop(0, 200, lambda _, z: linear_map(z, (w, b)), jnp.zeros(N))
+        return jnp.sum(jnp.sin(z))
+
+    # Central differences along random directions (error O(h^2) ~ 1e-10), in the same
+    # compiled function as the unrolled gradient.
+    h = 1e-5
+    dws = normal(1, (3, N, N))
+    dbs = normal(2, (3, N))
+
+    @jax.jit
+    def references(w, b):
+        fd = jax.vmap(
+            lambda dw, db: (_loss(w + h * dw, b + h * db) - _loss(w - h * dw, b - h * db)) / (2 * h)
+        )(dws, dbs)
+        return jax.grad(unrolled, (0, 1))(w, b), fd
+
+    (uw, ub), fd = references(w, b)
+    np.testing.assert_allclose(gw, uw, atol=1e-10)
+    np.testing.assert_allclose(gb, ub, atol=1e-10)
+    directional = jnp.sum(gw * dws, axis=(1, 2)) + jnp.sum(gb * dbs, axis=1)
+    np.testing.assert_allclose(fd, directional, rtol=1e-7)
+
+
+def test_forward_mode_jvp_and_jacfwd(x64):
+    w, b = linear_problem()
+    dw = normal(5, (N, N))
+    db = normal(6, (N,))
+    (z, z_dot), jac = jax.jit(
+        lambda *a: (jax.jvp(_solve, a[:2], a[2:]), jax.jacfwd(_solve, argnums=1)(*a[:2]))
+    )(w, b, dw, db)
+    m = jnp.eye(N) - w
+    exact_z = jnp.linalg.solve(m, b)
+    np.testing.assert_allclose(z, exact_z, atol=1e-10)
+    # d z = (I - W)^{-1} (dW z + db)
+    np.testing.assert_allclose(z_dot, jnp.linalg.solve(m, dw @ exact_z + db), atol=1e-10)
+    np.testing.assert_allclose(jac, jnp.linalg.inv(m), atol=1e-10)
+
+
+def test_hessian_through_fixed_point_equals_closed_form(x64):
+    w, b = linear_problem()
+    m_inv = lambda t: jnp.linalg.inv(jnp.eye(N) - t * w)
+
+    # L(t) = 1^T (I - tW)^{-1} b  =>  L''(t) = 2 1^T M W M W M b with M = (I - tW)^{-1}.
+    scalar = lambda t: jnp.sum(_solve(t * w, b))
+    t = 0.9
+    m = m_inv(t)
+    exact = 2 * jnp.ones(N) @ m @ w @ m @ w @ m @ b
+    np.testing.assert_allclose(jax.jit(jax.hessian(scalar))(t), exact, rtol=1e-9)
+
+    # L(b) = sum(sin z(b)) with z = M b  =>  H = M^T diag(-sin z) M. Here the backward systems
+    # are solved by fixed-point iteration on the adjoint instead of GMRES.
+    picard = ji.ImplicitDiff(ji.Picard(), rtol=1e-12, atol=1e-12, max_steps=500)
+    hess = jax.jit(jax.hessian(lambda b: _loss(w, b, picard)))(b)
+    m = m_inv(1.0)
+    z = m @ b
+    np.testing.assert_allclose(hess, m.T @ jnp.diag(-jnp.sin(z)) @ m, atol=1e-9)
+
+
+BACKWARD_SOLVERS = {
+    "gmres": lambda: ji.GMRES(),
+    "gmres_restart2": lambda: ji.GMRES(restart=2),
+    "picard_adjoint": lambda: ji.Picard(),
+    "anderson_adjoint": lambda: ji.Anderson(),
+    "broyden_adjoint": lambda: ji.Broyden(),
+}
+
+
+@pytest.mark.parametrize("name", list(BACKWARD_SOLVERS))
+def test_every_backward_solver_gives_the_closed_form(x64, name):
+    w, b = linear_problem()
+    backward = ji.ImplicitDiff(BACKWARD_SOLVERS[name](), rtol=1e-12, atol=1e-12, max_steps=500)
+    gw, gb = _grads(w, b, backward)
+    cw, cb = _closed_form_grads(w, b)
+    np.testing.assert_allclose(gw, cw, atol=1e-9)
+    np.testing.assert_allclose(gb, cb, atol=1e-9)
+
+
+def test_grad_of_vmap_over_a_batch(x64):
+    w0, b = linear_problem(norm=1.0)
+    scales = jnp.array([0.2, 0.6, 0.95])
+    bs = b[None, :] + jnp.arange(3.0)[:, None]
+
+    def batch_loss(w0):
+        zs = jax.vmap(lambda s, b: _solve(s * w0, b))(scales, bs)
+        return jnp.sum(jnp.sin(zs))
+
+    g = jax.jit(jax.grad(batch_loss))(w0)
+    exact = sum(s * _closed_form_grads(s * w0, bb)[0] for s, bb in zip(scales, bs, strict=True))
+    np.testing.assert_allclose(g, exact, atol=1e-9)
+
+
+def test_jacobian_free_and_phantom_gradients_have_their_closed_forms(x64):
+    w, b = linear_problem()
+    z = jnp.linalg.solve(jnp.eye(N) - w, b)
+    g = jnp.cos(z)
+
+    # JFB: one step z = f(z*) = W z* + b  =>  dL/db = g, dL/dW = g z*^T.
+    jw, jb = _grads(w, b, ji.JacobianFree())
+    np.testing.assert_allclose(jb, g, atol=1e-10)
+    np.testing.assert_allclose(jw, jnp.outer(g, z), atol=1e-10)
+
+    # Phantom gradient with k damped steps: dL/db = lam * sum_{i<k} P^i g, P = (1-lam) I + lam W^T.
+    k, lam = 4, 0.6
+    pw, pb = _grads(w, b, ji.PhantomGradient(steps=k, damping=lam))
+    p = (1 - lam) * jnp.eye(N) + lam * w.T
+    exact_b = lam * sum(jnp.linalg.matrix_power(p, i) @ g for i in range(k))
+    np.testing.assert_allclose(pb, exact_b, atol=1e-10)
+    np.testing.assert_allclose(pw, jnp.outer(exact_b, z), atol=1e-10)
+
+    # The value is the fixed point whatever the backward mode.
+    value = jax.jit(lambda w, b: _solve(w, b, ji.PhantomGradient(steps=k, damping=lam)))(w, b)
+    np.testing.assert_allclose(value, z, atol=1e-10)
+    # Many undamped phantom steps converge to the exact implicit gradient (Neumann series).
+    lw, lb = _grads(w, b, ji.PhantomGradient(steps=150, damping=1.0))
+    cw, cb = _closed_form_grads(w, b)
+    np.testing.assert_allclose(lw, cw, atol=1e-9)
+    np.testing.assert_allclose(lb, cb, atol=1e-9)
+    # and forward mode works for these modes too
+    _, tangent = jax.jit(
+        lambda b: jax.jvp(lambda b: _solve(w, b, ji.JacobianFree()), (b,), (jnp.ones(N),))
+    )(b)
+    np.testing.assert_allclose(tangent, jnp.ones(N), atol=1e-12)
+
+
+def test_non_converged_backward_is_reported_not_silent(x64):
+    # W has an eigenvalue 1.5: Anderson with a full history (GMRES-like on a linear map) finds the
+    # fixed point, but fixed-point iteration on the adjoint u = g + W^T u diverges. GMRES solves
+    # the same backward system.
+    w = jnp.diag(jnp.array([1.5, 0.5, 0.2, -0.3, 0.1, 0.4]))
+    w = w + 0.05 * jnp.triu(jnp.ones((N, N)), 1)
+    b = jnp.arange(1.0, N + 1)
+
+    def grad_with(backward):
+        def loss(b):
+            z = ji.fixed_point(
+                linear_map,
+                jnp.zeros(N),
+                (w, b),
+                solver=ji.Anderson(history=N),
+                rtol=1e-12,
+                atol=1e-12,
+                backward=backward,
+            ).value
+            return jnp.sum(jnp.sin(z))
+
+        return jax.jit(jax.grad(loss))(b)
+
+    exact = _closed_form_grads(w, b)[1]
+    np.testing.assert_allclose(grad_with(ji.ImplicitDiff(ji.GMRES(), rtol=1e-12)), exact, atol=1e-9)
+
+    with pytest.raises(RUNTIME_ERRORS, match=r"backward.*(diverged|maximum number of steps)"):
+        grad_with(ji.ImplicitDiff(ji.Picard(), max_steps=200))
+    quiet = grad_with(ji.ImplicitDiff(ji.Picard(), max_steps=200, throw=False))
+    assert bool(jnp.all(jnp.isnan(quiet))), quiet
+    # Too small a budget for GMRES is reported the same way, here in forward mode.
+    starved = ji.ImplicitDiff(ji.GMRES(restart=2), rtol=1e-12, max_steps=3)
+    forward_mode = lambda b: (
+        ji.fixed_point(
+            linear_map, jnp.zeros(N), (w, b), solver=ji.Anderson(history=N), backward=starved
+        ).value
+    )
+    with pytest.raises(RUNTIME_ERRORS, match="maximum number of steps"):
+        jax.jit(lambda b: jax.jvp(forward_mode, (b,), (jnp.ones(N),)))(b)
