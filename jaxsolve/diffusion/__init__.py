@@ -6,7 +6,7 @@ driver that runs every solver as a step of a ``lax.scan``; :mod:`.analytic` hold
 measuring sampler error.
 """
 
-from . import analytic
+from . import analytic, losses
 from ._adapters import (
     PREDICTIONS,
     DenoiserModel,
@@ -25,6 +25,15 @@ from ._adapters import (
     to_v,
     to_x0,
 )
+from ._flow_matching import (
+    flow_matching_loss,
+    generate,
+    logit_normal_times,
+    pseudo_huber,
+    reflow_pairs,
+    straightness,
+    u_shaped_times,
+)
 from ._grids import (
     discrete_sigmas,
     discrete_timesteps,
@@ -36,6 +45,15 @@ from ._grids import (
     time_uniform_sigmas,
 )
 from ._guidance import ClassifierFreeGuidance, DynamicThreshold, cfg, dynamic_threshold
+from ._interpolants import (
+    InterpolantSolver,
+    StochasticInterpolant,
+    interpolant_grid,
+    interpolant_model,
+)
+from ._losses import Precond, dsm_loss, edm_loss, edm_weight, eps_loss, lognormal_sigmas, v_loss
+from ._metrics import mmd, sliced_wasserstein
+from ._networks import FourierEmbedding, NoiseMLP, UNet2D
 from ._sample import SampleSolution, sample
 from ._schedules import (
     AbstractSchedule,
@@ -105,13 +123,19 @@ __all__ = [
     "FlowMidpoint",
     "FlowRK",
     "FlowSchedule",
+    "FourierEmbedding",
     "Heun",
+    "InterpolantSolver",
     "LinearVPSchedule",
     "ModelDenoiser",
+    "NoiseMLP",
+    "Precond",
     "PredictorCorrector",
     "Restart",
     "SampleSolution",
     "StepContext",
+    "StochasticInterpolant",
+    "UNet2D",
     "UniPC",
     "VESchedule",
     "VPSchedule",
@@ -121,20 +145,36 @@ __all__ = [
     "denoised_from_eps",
     "discrete_sigmas",
     "discrete_timesteps",
+    "dsm_loss",
     "dynamic_threshold",
+    "edm_loss",
+    "edm_weight",
     "eps_from_denoised",
+    "eps_loss",
     "exponential_sigmas",
+    "flow_matching_loss",
     "from_eps",
     "from_flow",
     "from_score",
     "from_v",
     "from_x0",
+    "generate",
+    "interpolant_grid",
+    "interpolant_model",
     "karras_sigmas",
+    "logit_normal_times",
+    "lognormal_sigmas",
     "logsnr_sigmas",
+    "losses",
+    "mmd",
     "polyexponential_sigmas",
+    "pseudo_huber",
+    "reflow_pairs",
     "restart_sigmas",
     "sample",
     "score_from_denoised",
+    "sliced_wasserstein",
+    "straightness",
     "time_quadratic_sigmas",
     "time_uniform_sigmas",
     "to_eps",
@@ -142,4 +182,6 @@ __all__ = [
     "to_score",
     "to_v",
     "to_x0",
+    "u_shaped_times",
+    "v_loss",
 ]

@@ -25,6 +25,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import RESULTS, as_float, check_choice, is_concrete
+from ._adjoint import adjoint_sample
 from ._solvers._base import FINAL, SKIP, STEP, AbstractSolver, StepContext
 
 
@@ -83,14 +84,17 @@ def sample(
         save_trajectory: keep every intermediate state (with ``full_output``).
         progress: show a tqdm progress bar; works under ``jit`` (host callbacks).
         throw: raise if the state became non-finite (else report it in ``result``).
-        adjoint: ``"backprop"`` (reverse mode through the scan) or ``"checkpoint"`` (recompute each
-            step in the backward pass: memory independent of the number of steps' activations).
+        adjoint: how reverse-mode gradients flow through sampling: ``"backprop"`` (through the
+            scan; memory grows with the steps), ``"checkpoint"`` (each step recomputed in the
+            backward pass) or ``"adjoint"`` (AdjointDPM: the continuous adjoint solved backward in
+            exponential-integrator variables, memory independent of the number of steps; ODE
+            solvers only; see :mod:`jaxsolve.diffusion._adjoint`).
     """
     if not isinstance(solver, AbstractSolver):
         raise TypeError(
             f"solver must be a jaxsolve sampler (AbstractSolver); got {type(solver).__name__}."
         )
-    check_choice("adjoint", adjoint, {"backprop", "checkpoint"})
+    check_choice("adjoint", adjoint, {"backprop", "checkpoint", "adjoint"})
     x = as_float(x)
     sigmas = _check_grid(sigmas, solver, x.dtype)
     if not 0 <= batch_ndim <= x.ndim:
@@ -101,6 +105,33 @@ def sample(
     grid_steps = sigmas.shape[0] - 1
     n_grid = jnp.argmax(sigmas == 0).astype(jnp.int32)  # index of the first 0 = number of steps
     n = n_grid if n_steps is None else _check_n_steps(n_steps, n_grid, sigmas)
+    if adjoint == "adjoint":
+        if solver.stochastic or max_steps is not None or noise is not None:
+            raise ValueError(
+                f"adjoint='adjoint' needs a deterministic ODE solver on a fixed grid; got {type(solver).__name__}."
+            )
+        if full_output or save_trajectory:
+            raise ValueError(
+                "adjoint='adjoint' returns the final sample only (full_output is not supported)."
+            )
+        if n_steps is not None:
+            raise ValueError(
+                "adjoint='adjoint' integrates the whole grid; pad the grid instead of passing n_steps."
+            )
+
+        def run_solver(d, y, k):
+            return sample(
+                d,
+                y,
+                sigmas,
+                solver,
+                n_steps=k,
+                batch_ndim=batch_ndim,
+                throw=False,
+                progress=progress,
+            )
+
+        return adjoint_sample(denoiser, x, sigmas, n, run_solver)
     iterations = solver.num_iterations(grid_steps, max_steps)
     draw = _noise_source(x, key, noise, batch_ndim)
 
