@@ -109,7 +109,12 @@ def accuracy(quick):
                 y = jd.sample(mix, x0, jd.karras_sigmas(steps, smin, smax), solver)
                 errs.append(float(jnp.sqrt(jnp.mean(jnp.sum((y - ref) ** 2, -1)))))
             rows[name] = errs
-        out[label] = {"nfe": nfes, "rms_error": rows, "reference_seconds": ref_seconds, "batch": batch}
+        out[label] = {
+            "nfe": nfes,
+            "rms_error": rows,
+            "reference_seconds": ref_seconds,
+            "batch": batch,
+        }
         if label == "2d":
             n = 4000 if quick else 20000
             xs = mix.sample(jax.random.PRNGKey(3), n, sigma=smax)
@@ -119,9 +124,17 @@ def accuracy(quick):
                 errs = []
                 for nfe in nfes:
                     y = np.asarray(
-                        jd.sample(mix, xs, jd.karras_sigmas(nfe, smin, smax), solver, key=jax.random.PRNGKey(4))
+                        jd.sample(
+                            mix,
+                            xs,
+                            jd.karras_sigmas(nfe, smin, smax),
+                            solver,
+                            key=jax.random.PRNGKey(4),
+                        )
                     )
-                    errs.append(float(np.abs(y.mean(0) - mean).max() + np.abs(np.cov(y.T) - cov).max()))
+                    errs.append(
+                        float(np.abs(y.mean(0) - mean).max() + np.abs(np.cov(y.T) - cov).max())
+                    )
                 moments[name] = errs
             out[label]["stochastic_moment_error"] = moments
             out[label]["stochastic_samples"] = n
@@ -189,7 +202,7 @@ def speed(quick):
             out = denoise(x0, s)
         out.block_until_ready()
 
-    calls_median, calls_min = _timeit(twenty_calls, repeats)
+    calls_median, _ = _timeit(twenty_calls, repeats)
     result = {
         "d": d,
         "components": k,
@@ -217,7 +230,9 @@ def speed(quick):
     def torch_denoise(x, sigma):  # the same maths as GaussianMixture.denoise, in float32 torch
         v = lam + sigma**2  # (K, d)
         y = torch.einsum("bi,kij->kbj", x, vecs) - torch.einsum("ki,kij->kj", means, vecs)[:, None]
-        logp = -0.5 * (y * y / v[:, None]).sum(-1) - 0.5 * torch.log(2 * torch.pi * v).sum(-1)[:, None]
+        logp = (
+            -0.5 * (y * y / v[:, None]).sum(-1) - 0.5 * torch.log(2 * torch.pi * v).sum(-1)[:, None]
+        )
         r = torch.softmax(logp + logw[:, None], dim=0)  # (K, B)
         den = means[:, None] + torch.einsum("kbj,kij->kbi", y * (lam / v)[:, None], vecs)
         return torch.einsum("kb,kbi->bi", r, den)
@@ -295,27 +310,40 @@ def compile_times(quick):
         t0 = time.perf_counter()
         g.lower(x0).compile()
         unrolled_s = time.perf_counter() - t0
-        rows.append({"steps": n, "scan_compile_seconds": scan_s, "unrolled_compile_seconds": unrolled_s})
+        rows.append(
+            {"steps": n, "scan_compile_seconds": scan_s, "unrolled_compile_seconds": unrolled_s}
+        )
     # Sweeps as data: one compile for every step count up to the largest.
     nmax = steps_list[-1]
     sweep = jax.jit(
-        jax.vmap(lambda n: jd.sample(mix, x0, jd.karras_sigmas(n, 0.002, 80.0, max_steps=nmax), jd.DPMSolverPP(order=2)))
+        jax.vmap(
+            lambda n: jd.sample(
+                mix, x0, jd.karras_sigmas(n, 0.002, 80.0, max_steps=nmax), jd.DPMSolverPP(order=2)
+            )
+        )
     )
     t0 = time.perf_counter()
     sweep.lower(jnp.asarray(steps_list)).compile()
-    return {"per_step_count": rows, "one_compile_for_all_step_counts_seconds": time.perf_counter() - t0}
+    return {
+        "per_step_count": rows,
+        "one_compile_for_all_step_counts_seconds": time.perf_counter() - t0,
+    }
 
 
 def _table(acc):
     lines = []
     for label in ("2d", "64d"):
         res = acc[label]
-        lines.append(f"\n{label.upper()} mixture, RMS error vs diffrax reference (batch {res['batch']})")
+        lines.append(
+            f"\n{label.upper()} mixture, RMS error vs diffrax reference (batch {res['batch']})"
+        )
         lines.append(f"{'solver':26s}" + "".join(f"{'NFE ' + str(n):>11s}" for n in res["nfe"]))
         for name, errs in res["rms_error"].items():
             lines.append(f"{name:26s}" + "".join(f"{e:11.2e}" for e in errs))
         if "stochastic_moment_error" in res:
-            lines.append(f"\nstochastic samplers, |mean err| + |cov err| (max entries), {res['stochastic_samples']} samples")
+            lines.append(
+                f"\nstochastic samplers, |mean err| + |cov err| (max entries), {res['stochastic_samples']} samples"
+            )
             for name, errs in res["stochastic_moment_error"].items():
                 lines.append(f"{name:26s}" + "".join(f"{e:11.2e}" for e in errs))
     return "\n".join(lines)
@@ -329,7 +357,11 @@ def main():
     os.makedirs(RESULTS_DIR, exist_ok=True)
     path = os.path.join(RESULTS_DIR, "samplers.json")
     results = json.load(open(path)) if (args.only and os.path.exists(path)) else {}
-    results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "jax": jax.__version__}
+    results["machine"] = {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "jax": jax.__version__,
+    }
     results["quick"] = args.quick
     if args.only in (None, "accuracy"):
         results["accuracy"] = accuracy(args.quick)
