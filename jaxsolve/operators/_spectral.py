@@ -297,6 +297,85 @@ def irdft_modes(yh: Complex[ArrayLike, " *batch_and_modes"], spatial_shape: Sequ
     )
 
 
+def _dft_parts(n: int, m: int, dtype):
+    """Real and imaginary parts of the complex DFT rows (forward, ``/n``) and columns (inverse)
+    of a leading axis, frequencies ``0..m-1, -m..-1``."""
+    k = np.concatenate([np.arange(m), np.arange(-m, 0)])
+    t = 2.0 * np.pi * np.outer(k, np.arange(n)) / n
+    fwd_re, fwd_im = np.cos(t) / n, -np.sin(t) / n  # (2m, n)
+    inv_re, inv_im = np.cos(t).T, np.sin(t).T  # (n, 2m)
+    return tuple(jnp.asarray(a, dtype) for a in (fwd_re, fwd_im, inv_re, inv_im))
+
+
+def _contract_axis(a, mat, axis):
+    """``sum_n a[..., n (at axis), ...] * mat[k, n]``, the result's new axis in place of ``axis``."""
+    return jnp.moveaxis(jnp.tensordot(a, mat, axes=((axis,), (1,))), -1, axis)
+
+
+def _complex_axis_product(re, im, mr, mi, axis):
+    """``(mr + i mi) @ (re + i im)`` along ``axis`` as one real product with the block matrix
+    ``[[mr, -mi], [mi, mr]]`` on the stacked ``[re; im]`` (one GEMM instead of four)."""
+    k = mr.shape[0]
+    block = jnp.concatenate(
+        [jnp.concatenate([mr, -mi], axis=1), jnp.concatenate([mi, mr], axis=1)], axis=0
+    )
+    out = _contract_axis(jnp.concatenate([re, im], axis=axis), block, axis)
+    return lax.slice_in_dim(out, 0, k, axis=axis), lax.slice_in_dim(out, k, 2 * k, axis=axis)
+
+
+def rdft_modes_last(
+    x: Float[ArrayLike, "*spatial channels"], modes: Sequence[int]
+) -> tuple[Float[Array, "*modes channels"], Float[Array, "*modes channels"]]:
+    """:func:`rfft_modes` for a channels-last field ``(*spatial, C)``, by matrix products.
+
+    Returns the real and imaginary parts of the compact block ``(2 m_1, ..., m_d, C)``. In this
+    layout every transform is a product with a constant matrix along a spatial axis, which keeps
+    ``jax.vmap``'s batch axis in front (no full-size transposes; see the FNO's notes on layout).
+    """
+    x = as_float(jnp.asarray(x))
+    modes = tuple(int(m) for m in modes)
+    d = len(modes)
+    spatial = x.shape[x.ndim - d - 1 : x.ndim - 1]
+    check_grid(modes, spatial)
+    last = x.ndim - 2
+    fwd, _ = _rdft_matrices(spatial[-1], modes[-1], x.dtype)
+    both = jnp.moveaxis(jnp.tensordot(x, fwd, axes=((last,), (0,))), -1, last)
+    re = lax.slice_in_dim(both, 0, modes[-1], axis=last)
+    im = lax.slice_in_dim(both, modes[-1], 2 * modes[-1], axis=last)
+    for j in range(d - 1):
+        ax = x.ndim - d - 1 + j
+        er, ei, _, _ = _dft_parts(spatial[j], modes[j], x.dtype)
+        re, im = _complex_axis_product(re, im, er, ei, ax)
+    return re, im
+
+
+def irdft_modes_last(
+    re: Float[ArrayLike, "*modes channels"],
+    im: Float[ArrayLike, "*modes channels"],
+    spatial_shape: Sequence[int],
+) -> Float[Array, "*spatial channels"]:
+    """:func:`irfft_modes` for a channels-last block given as real and imaginary parts.
+
+    The last spatial axis is evaluated as ``sum_k c_k (Re Y_k cos - Im Y_k sin)``, so the
+    imaginary part of the zero column multiplies ``sin 0 = 0``: the Hermitian projection is exact
+    by construction.
+    """
+    re, im = jnp.asarray(re), jnp.asarray(im)
+    spatial_shape = tuple(int(n) for n in spatial_shape)
+    d = len(spatial_shape)
+    bshape = re.shape[re.ndim - d - 1 : re.ndim - 1]
+    modes = (*tuple(b // 2 for b in bshape[:-1]), bshape[-1])
+    check_grid(modes, spatial_shape)
+    for j in range(d - 1):
+        ax = re.ndim - d - 1 + j
+        _, _, vr, vi = _dft_parts(spatial_shape[j], modes[j], re.dtype)
+        re, im = _complex_axis_product(re, im, vr, vi, ax)
+    _, inv = _rdft_matrices(spatial_shape[-1], modes[-1], re.dtype)
+    last = re.ndim - 2
+    both = jnp.concatenate([re, im], axis=last)  # one product with the stacked [cos; -sin]
+    return jnp.moveaxis(jnp.tensordot(both, inv, axes=((last,), (0,))), -1, last)
+
+
 # ----------------------------------------------------------------------------------------------
 # Cosine transform restricted to the kept modes, one real FFT each way
 # ----------------------------------------------------------------------------------------------

@@ -26,13 +26,29 @@ from ._checks import check_option, check_sample
 from ._init import draw
 from ._spectral import (
     check_grid,
-    irdft_modes,
+    irdft_modes_last,
     irfft_modes,
     mode_shape,
     normalize_modes,
-    rdft_modes,
+    rdft_modes_last,
     rfft_modes,
 )
+
+_TRANSFORMS = {"auto", "dft", "fft", "pruned-fft"}
+
+
+def _resolve_transform(transform: str, modes, spatial) -> str:
+    """``"auto"``: truncated DFTs as matrix products when the kept modes are few for the grid
+    (cost ``N * 2m`` per row against ``~5 N log2 N`` for an FFT plus the transposes it forces
+    under ``vmap``), else per-axis FFTs on the truncated array."""
+    if transform != "auto":
+        return transform
+    for j, (m, n) in enumerate(zip(modes, spatial, strict=True)):
+        kept = m if j == len(modes) - 1 else 2 * m
+        if 2 * kept > max(48, 6 * math.log2(max(n, 2))):
+            return "pruned-fft"
+    return "dft"
+
 
 _MODE_LETTERS = "xyzuvw"
 
@@ -245,9 +261,13 @@ class SpectralConv(eqx.Module):
         tuple gives the Tucker ranks of ``(in, out, *modes)``.
     use_bias
         Adds a per-output-channel constant (neuraloperator puts the FNO block's bias here).
-    pruned_fft
-        Transform the leading axes on the already truncated last axis (less FFT work on large
-        grids). The result is identical; see :func:`rfft_modes`.
+    transform
+        How the truncated transforms are computed; the result is the same up to rounding.
+        ``"dft"``: products with constant DFT matrices (fastest for few modes, and free of the
+        transposes an FFT forces under ``jax.vmap``); ``"pruned-fft"``: one FFT per axis on the
+        already truncated array; ``"fft"``: one multi-dimensional FFT each way; ``"auto"``
+        (default) picks ``"dft"`` when the kept modes are few for the grid, else
+        ``"pruned-fft"``.
 
     The same weights evaluate on any grid that holds the modes (see :func:`check_grid`), and a
     band-limited input gives the same continuous output function on every such grid.
@@ -260,7 +280,7 @@ class SpectralConv(eqx.Module):
     out_channels: int = eqx.field(static=True)
     modes: tuple[int, ...] = eqx.field(static=True)
     factorization: str | None = eqx.field(static=True)
-    pruned_fft: bool = eqx.field(static=True)
+    transform: str = eqx.field(static=True)
 
     def __init__(
         self,
@@ -273,7 +293,7 @@ class SpectralConv(eqx.Module):
         factorization: str | None = None,
         rank: float | int | Sequence[int] | None = None,
         use_bias: bool = False,
-        pruned_fft: bool = True,
+        transform: str = "auto",
         dtype=None,
     ):
         for name, v in (
@@ -290,7 +310,8 @@ class SpectralConv(eqx.Module):
         self.out_channels = int(out_channels)
         self.modes = normalize_modes(modes, self.num_spatial_dims)
         self.factorization = factorization
-        self.pruned_fft = pruned_fft
+        check_option("transform", transform, _TRANSFORMS)
+        self.transform = transform
         dtype = dtype or jnp.zeros(()).dtype
         dims = (self.in_channels, self.out_channels, *mode_shape(self.modes))
         # Glorot-like variance of the complex entries, E|W|^2 = 2 / (in + out), as neuraloperator.
@@ -326,6 +347,34 @@ class SpectralConv(eqx.Module):
         """The layer on a compact block of kept modes (what T1-style models chain)."""
         return self.weights.contract(xh)
 
+    def _channels_first(self, x, transform):
+        spatial = x.shape[1:]
+        if transform == "dft":
+            y = jnp.moveaxis(self._channels_last(jnp.moveaxis(x, 0, -1), "dft"), -1, 0)
+            return y
+        xh = rfft_modes(x, self.modes, pruned=transform == "pruned-fft")
+        y = irfft_modes(self.weights.contract(xh), spatial, pruned=transform == "pruned-fft")
+        if self.bias is not None:
+            y = y + self.bias.reshape((-1,) + (1,) * self.num_spatial_dims).astype(y.dtype)
+        return y
+
+    def _channels_last(self, x, transform=None):
+        """The layer on a channels-last field ``(*spatial, in_channels)`` (used inside the FNO)."""
+        spatial = x.shape[:-1]
+        check_grid(self.modes, spatial)
+        transform = transform or _resolve_transform(self.transform, self.modes, spatial)
+        if transform != "dft":
+            y = self._channels_first(jnp.moveaxis(x, -1, 0), transform)
+            return jnp.moveaxis(y, 0, -1)
+        re, im = rdft_modes_last(x, self.modes)
+        # The kept block is small: contract it channels-first with the weights' own routine.
+        xh = jnp.moveaxis(lax.complex(re, im), -1, 0)
+        yh = jnp.moveaxis(self.weights.contract(xh), 0, -1)
+        y = irdft_modes_last(jnp.real(yh), jnp.imag(yh), spatial)
+        if self.bias is not None:
+            y = y + self.bias.astype(y.dtype)
+        return y
+
     def __call__(self, x: Float[Array, " cin *spatial"]) -> Float[Array, " cout *spatial"]:
         check_sample(
             x,
@@ -335,12 +384,4 @@ class SpectralConv(eqx.Module):
         )
         spatial = x.shape[1:]
         check_grid(self.modes, spatial)
-        if self.pruned_fft == "dft":
-            y = irdft_modes(self.weights.contract(rdft_modes(x, self.modes)), spatial)
-        else:
-            xh = rfft_modes(x, self.modes, pruned=self.pruned_fft)
-            y = irfft_modes(self.weights.contract(xh), spatial, pruned=self.pruned_fft)
-        if self.bias is not None:
-            ones = lax.stop_gradient(y[:1]) * 0 + 1  # see _fno.channelwise: keeps vmap's layout
-            y = y + jnp.tensordot(self.bias[:, None].astype(y.dtype), ones, axes=1)
-        return y
+        return self._channels_first(x, _resolve_transform(self.transform, self.modes, spatial))

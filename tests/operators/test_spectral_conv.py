@@ -35,12 +35,12 @@ def test_roll_commutes_exactly(x64, shape):
             np.testing.assert_allclose(a, b, atol=1e-12)
 
 
-@pytest.mark.parametrize("pruned", [True, False, "dft"])
-def test_band_limited_input_gives_the_same_function_on_every_grid(x64, pruned):
+@pytest.mark.parametrize("transform", ["pruned-fft", "fft", "dft"])
+def test_band_limited_input_gives_the_same_function_on_every_grid(x64, transform):
     # Input frequencies 0..6 (beyond the 5 kept modes, but resolved without aliasing on all
     # grids): the output is the same trigonometric polynomial sampled on N, 2N and an odd N.
     m = 5
-    layer = ops.SpectralConv(1, 2, 3, m, key=jax.random.PRNGKey(2), pruned_fft=pruned)
+    layer = ops.SpectralConv(1, 2, 3, m, key=jax.random.PRNGKey(2), transform=transform)
     rng = np.random.default_rng(0)
     coefs = rng.normal(size=(2, 7)) + 1j * rng.normal(size=(2, 7))
     coefs[:, 0] = coefs[:, 0].real
@@ -81,14 +81,14 @@ def test_band_limited_resolution_invariance_2d(x64):
         np.testing.assert_allclose(out, ops.irfft_modes(ref, s), atol=1e-12)
 
 
-@pytest.mark.parametrize("pruned", [True, False, "dft"])
-def test_both_sign_modes_are_kept(pruned):
+@pytest.mark.parametrize("transform", ["pruned-fft", "fft", "dft"])
+def test_both_sign_modes_are_kept(transform):
     # cos(2 pi (3x - 2y)) lives at (k1, k2) = (+-3, -+2); in the real-FFT half plane that is
     # (-3, 2): only a layer that keeps negative frequencies on the first axis sees it.
     n = 16
     xx, yy = np.meshgrid(np.arange(n) / n, np.arange(n) / n, indexing="ij")
     layer = _identity_weights(
-        ops.SpectralConv(2, 1, 1, (4, 4), key=jax.random.PRNGKey(0), pruned_fft=pruned)
+        ops.SpectralConv(2, 1, 1, (4, 4), key=jax.random.PRNGKey(0), transform=transform)
     )
     for u in (
         np.cos(2 * np.pi * (3 * xx - 2 * yy)),

@@ -43,9 +43,7 @@ def test_exactly_one_forward_and_one_inverse_transform(transform, d):
     kinds = sorted(jax.lax.FftType(e.params["fft_type"]).name for e in eqns)
     assert kinds == ["IRFFT", "RFFT"]
     # For comparison, an FNO with as many layers transforms once per layer and direction.
-    fno = ops.FNO(
-        d, 2, 1, width=4, modes=4, n_layers=5, key=jax.random.PRNGKey(0), pruned_fft=False
-    )
+    fno = ops.FNO(d, 2, 1, width=4, modes=4, n_layers=5, key=jax.random.PRNGKey(0), transform="fft")
     assert len(_fft_eqns(jax.make_jaxpr(fno)(jnp.zeros((2, *shape))).jaxpr)) == 10
 
 
