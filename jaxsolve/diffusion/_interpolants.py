@@ -159,7 +159,7 @@ class InterpolantSolver(AbstractSolver):
 
     interpolant: StochasticInterpolant
     epsilon: Float[Array, ""] | float = 0.0
-    method: str = "euler"
+    method: str = eqx.field(static=True, default="euler")
 
     def __check_init__(self):
         check_choice("method", self.method, {"euler", "heun"})

@@ -39,7 +39,7 @@ class Precond(eqx.Module):
 
     net: Callable
     sigma_data: float = 0.5
-    batch_ndim: int = 1
+    batch_ndim: int = eqx.field(static=True, default=1)
 
     def coefficients(self, sigma):
         """``(c_skip, c_out, c_in, c_noise)`` at noise level ``sigma``."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
@@ -46,7 +47,7 @@ class _AdaptiveState(NamedTuple):
 class DPMAdaptive(AbstractSolver):
     """Adaptive DPM-Solver-12 (``order=2``) or -23 (``order=3``, default), k-diffusion's defaults."""
 
-    order: int = 3
+    order: int = eqx.field(static=True, default=3)
     rtol: float = 0.05
     atol: float = 0.0078
     h_init: float = 0.05

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -91,11 +92,11 @@ def _check_solver_type(solver_type):
 
 
 class _DPMSolverFamily(AbstractSolver):
-    order: int = 2
-    multistep: bool = True
-    solver_type: str = "midpoint"
-    lower_order_final: bool = True
-    legacy_third_order: bool = False
+    order: int = eqx.field(static=True, default=2)
+    multistep: bool = eqx.field(static=True, default=True)
+    solver_type: str = eqx.field(static=True, default="midpoint")
+    lower_order_final: bool = eqx.field(static=True, default=True)
+    legacy_third_order: bool = eqx.field(static=True, default=False)
     prediction: ClassVar[str]
 
     def __check_init__(self):
@@ -205,7 +206,7 @@ class _DPMSolverFamily(AbstractSolver):
 class DPMSolver(_DPMSolverFamily):
     """DPM-Solver with noise prediction; ``order`` 1-3, singlestep by default (the paper's)."""
 
-    multistep: bool = False
+    multistep: bool = eqx.field(static=True, default=False)
     prediction: ClassVar[str] = "noise"
 
 
@@ -222,7 +223,7 @@ class DPMSolverPPSDE(_DPMSolverFamily):
     :math:`\\sigma_n\\sqrt{1-e^{-2\\eta h}}`.
     """
 
-    order: int = 2
+    order: int = eqx.field(static=True, default=2)
     eta: Float[Array, ""] | float = 1.0
     s_noise: Float[Array, ""] | float = 1.0
     prediction: ClassVar[str] = "data"

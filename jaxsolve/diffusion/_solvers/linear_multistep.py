@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,7 +48,7 @@ _AB = {
 class _AdamsBashforth(AbstractSolver):
     """Engine: history of :math:`\\hat\\epsilon` and ``x_n = x + sum_j w_j eps_j``."""
 
-    order: int
+    order: int = eqx.field(static=True)
     max_order: ClassVar[int] = 4
     diffusers_lower_order_final: ClassVar[bool] = False
 
@@ -106,10 +107,10 @@ class DEIS(_AdamsBashforth):
     than 15 steps).
     """
 
-    order: int = 3
-    variable: str = "log_sigma"
+    order: int = eqx.field(static=True, default=3)
+    variable: str = eqx.field(static=True, default="log_sigma")
     schedule: AbstractSchedule | None = None
-    lower_order_final: bool = True
+    lower_order_final: bool = eqx.field(static=True, default=True)
     max_order: ClassVar[int] = 3
 
     def __check_init__(self):
@@ -152,7 +153,7 @@ def _ve_sigma_derivative(schedule, t):
 class LMS(_AdamsBashforth):
     """Linear multistep in :math:`\\sigma` (k-diffusion ``sample_lms``), ``order`` 1-4 (default 4)."""
 
-    order: int = 4
+    order: int = eqx.field(static=True, default=4)
 
     def weights(self, k, sigmas, sigma_next):
         return _lagrange_weights(sigmas, sigmas[0], sigma_next, jnp.ones_like)
@@ -161,7 +162,7 @@ class LMS(_AdamsBashforth):
 class IPNDM(_AdamsBashforth):
     """Improved PNDM: fixed Adams–Bashforth weights on :math:`\\hat\\epsilon` (order 4 on equal steps)."""
 
-    order: int = 4
+    order: int = eqx.field(static=True, default=4)
 
     def weights(self, k, sigmas, sigma_next):
         return [c * (sigma_next - sigmas[0]) for c in _AB[k]]

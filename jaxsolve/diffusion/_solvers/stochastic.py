@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 
+import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
@@ -103,9 +104,9 @@ class PredictorCorrector(AbstractSolver):
 
     predictor: AbstractSolver = EulerMaruyama()
     snr: Float[Array, ""] | float = 0.16
-    n_corrector: int = 1
-    norms: str = "expected"
-    batch_ndim: int = 1
+    n_corrector: int = eqx.field(static=True, default=1)
+    norms: str = eqx.field(static=True, default="expected")
+    batch_ndim: int = eqx.field(static=True, default=1)
 
     stochastic = True
 

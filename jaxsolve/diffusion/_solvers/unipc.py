@@ -22,6 +22,7 @@ the last steps (:math:`p \le n - i`) follow diffusers' ``UniPCMultistepScheduler
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
 
 from .._adapters import eps_from_denoised
@@ -48,11 +49,11 @@ class UniPC(AbstractSolver):
     With the corrector the method has order ``order + 1``.
     """
 
-    order: int = 2
-    variant: str = "bh2"
-    corrector: bool = True
-    prediction: str = "data"
-    lower_order_final: bool = True
+    order: int = eqx.field(static=True, default=2)
+    variant: str = eqx.field(static=True, default="bh2")
+    corrector: bool = eqx.field(static=True, default=True)
+    prediction: str = eqx.field(static=True, default="data")
+    lower_order_final: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
         check_order("UniPC", self.order, {1, 2, 3})
