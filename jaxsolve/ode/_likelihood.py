@@ -208,48 +208,7 @@ def log_likelihood(
                 f"prior(z, sigma_max) must return one log-density per sample, shape ({n},); got "
                 f"{getattr(out, 'shape', type(out))}."
             )
-    return _log_likelihood(
-        denoiser,
-        x,
-        sigma_min,
-        sigma_max,
-        log_scale,
-        prior,
-        key,
-        solver,
-        stepsize_controller,
-        adjoint,
-        dt0,
-        exact=divergence == "exact",
-        probe=probe,
-        n_probes=n_probes,
-        max_steps=max_steps,
-        throw=throw,
-    )
-
-
-@eqx.filter_jit
-def _log_likelihood(
-    denoiser,
-    x,
-    sigma_min,
-    sigma_max,
-    log_scale,
-    prior,
-    key,
-    solver,
-    stepsize_controller,
-    adjoint,
-    dt0,
-    *,
-    exact,
-    probe,
-    n_probes,
-    max_steps,
-    throw,
-):
-    # One compiled program per configuration: validation happened in log_likelihood.
-    dtype = x.dtype
+    exact = divergence == "exact"
     n, event_shape = x.shape[0], x.shape[1:]
     if exact:
         probes = jnp.zeros((n, 0, *event_shape), dtype)
@@ -257,6 +216,55 @@ def _log_likelihood(
         draw = jax.random.rademacher if probe == "rademacher" else jax.random.normal
         keys = per_sample_keys(key, n)
         probes = jax.vmap(lambda k: draw(k, (n_probes, *event_shape), dtype=dtype))(keys)
+    latent, delta, nfe, num_steps, result = _solve_flows(
+        denoiser,
+        x,
+        probes,
+        sigma_min,
+        sigma_max,
+        solver,
+        stepsize_controller,
+        adjoint,
+        dt0,
+        exact=exact,
+        max_steps=max_steps,
+    )
+    if prior is None:
+        prior_lp = gaussian_prior_log_prob(latent, sigma_max)
+    else:
+        prior_lp = as_float(prior(latent, sigma_max)).astype(dtype)
+    log_prob = maybe_throw(result, prior_lp + delta + log_scale, throw)
+    return LogLikelihood(
+        log_prob=log_prob,
+        prior_log_prob=prior_lp,
+        delta_log_prob=delta,
+        latent=latent,
+        nfe=nfe,
+        num_steps=num_steps,
+        result=result,
+        sigma_min=sigma_min,
+        sigma_max=sigma_max,
+    )
+
+
+@eqx.filter_jit
+def _solve_flows(
+    denoiser,
+    x,
+    probes,
+    sigma_min,
+    sigma_max,
+    solver,
+    stepsize_controller,
+    adjoint,
+    dt0,
+    *,
+    exact,
+    max_steps,
+):
+    """Every sample's augmented probability-flow ODE, each its own adaptive solve (compiled once
+    per configuration; the prior and the probes stay outside so they do not multiply programs)."""
+    dtype = x.dtype
     field = _FlowField(denoiser, exact)
     us = jnp.stack([jnp.log(sigma_min), jnp.log(sigma_max)])
 
@@ -275,20 +283,4 @@ def _log_likelihood(
         z, delta = raw.ys
         return z[-1], delta[-1], raw.nfe, raw.num_steps, raw.result
 
-    latent, delta, nfe, num_steps, result = jax.vmap(solve_one)(x, probes)
-    if prior is None:
-        prior_lp = gaussian_prior_log_prob(latent, sigma_max)
-    else:
-        prior_lp = as_float(prior(latent, sigma_max)).astype(dtype)
-    log_prob = maybe_throw(result, prior_lp + delta + log_scale, throw)
-    return LogLikelihood(
-        log_prob=log_prob,
-        prior_log_prob=prior_lp,
-        delta_log_prob=delta,
-        latent=latent,
-        nfe=nfe,
-        num_steps=num_steps,
-        result=result,
-        sigma_min=sigma_min,
-        sigma_max=sigma_max,
-    )
+    return jax.vmap(solve_one)(x, probes)

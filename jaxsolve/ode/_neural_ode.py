@@ -44,11 +44,6 @@ class ODESolution(eqx.Module):
     stiffness_estimate: Float[Array, ""] | None = None
     probe_time: Float[Array, ""] | None = None
 
-    @property
-    def y1(self):
-        """The state at the final time ``ts[-1]``."""
-        return self.ys[-1]
-
 
 class NeuralODE(eqx.Module):
     r"""Solve :math:`\mathrm{d}y/\mathrm{d}t = f(t, y, \mathrm{args})` with diffrax.

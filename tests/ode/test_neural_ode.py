@@ -87,24 +87,24 @@ def test_nfe_counts_every_evaluation(x64, solver, controller, dt0):
 def test_result_codes_and_throw():
     a = jnp.array([[-0.3, 2.0], [-2.0, -0.3]])
     ts = jnp.linspace(0.0, 5.0, 3)
-
-    class Blowup(eqx.Module):
-        def __call__(self, t, y, args):
-            return jnp.where(t > 1.0, jnp.nan, 1.0) * y
-
-    @jax.jit
-    def codes(y0):
-        short = ode.NeuralODE(LinearSystem(a), max_steps=3)(ts, y0)
-        nan = ode.NeuralODE(Blowup(), dfx.Euler(), dfx.ConstantStepSize(), dt0=0.1)(ts, y0)
-        return short.result, nan.result
-
-    short, nan = codes(jnp.ones(2))
-    assert short == RESULTS.max_steps_reached
-    assert nan == RESULTS.nonfinite
+    short = eqx.filter_jit(ode.NeuralODE(LinearSystem(a), max_steps=3))(ts, jnp.ones(2))
+    assert short.result == RESULTS.max_steps_reached
     with pytest.raises(Exception, match="maximum number of steps"):
         ode.NeuralODE(LinearSystem(a), max_steps=3, throw=True)(ts, jnp.ones(2))
 
 
+@pytest.mark.slow
+def test_nonfinite_state_is_reported():
+    class Blowup(eqx.Module):
+        def __call__(self, t, y, args):
+            return jnp.where(t > 1.0, jnp.nan, 1.0) * y
+
+    node = ode.NeuralODE(Blowup(), dfx.Euler(), dfx.ConstantStepSize(), dt0=0.1)
+    sol = node(jnp.linspace(0.0, 5.0, 3), jnp.ones(2))
+    assert sol.result == RESULTS.nonfinite
+
+
+@pytest.mark.slow  # the default run trains through vmap + grad in test_training.py
 def test_vmap_jit_grad_through_a_batch(x64):
     """Per-sample adaptive solves under vmap; the gradient of a loss by AD and by FD."""
     key = jax.random.PRNGKey(0)
@@ -157,11 +157,16 @@ def test_mlp_field_shapes():
     key = jax.random.PRNGKey(0)
     f = ode.MLPField(3, 16, 2, key=key, time_dependent=True, final_activation=jnp.tanh)
     y = jnp.ones((5, 3))
-    out = f(0.5, y)
-    assert out.shape == (5, 3)
-    np.testing.assert_allclose(out[1], f(0.5, y[1]), rtol=1e-5, atol=1e-6)  # float32 matmuls
-    assert jnp.all(jnp.abs(out) <= 1.0)
-    assert not np.allclose(f(0.0, y[0]), f(1.0, y[0]))  # time enters
+
+    @eqx.filter_jit
+    def evaluate(f, y):
+        return f(0.5, y), f(0.5, y[1]), f(0.0, y[0]), f(1.0, y[0])
+
+    batch, single, at0, at1 = evaluate(f, y)
+    assert batch.shape == (5, 3)
+    np.testing.assert_allclose(batch[1], single, rtol=1e-5, atol=1e-6)  # float32 matmuls
+    assert jnp.all(jnp.abs(batch) <= 1.0)
+    assert not np.allclose(at0, at1)  # time enters
     with pytest.raises(ValueError, match="last axis 3"):
         f(0.0, jnp.ones(4))
     with pytest.raises(ValueError, match="width"):
