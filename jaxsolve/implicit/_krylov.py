@@ -81,15 +81,10 @@ class _KrylovMethod(AbstractLinearSolver):
         return krylov_iterate(self, matvec, b, x0, rtol, atol, max_steps)
 
 
-def _mv(mat, v):
-    """``mat @ v`` as a fused multiply-reduce: same arithmetic as a matrix-vector product for
-    these thin matrices, and far cheaper for XLA to compile than a dot per use."""
+def _small_mv(mat, v):
+    """``mat @ v`` for the small (restart-sized) matrices, as a fused multiply-reduce: XLA
+    compiles a dot per use, which costs more than the work on these sizes."""
     return jnp.sum(mat * v[None, :], axis=1)
-
-
-def _vm(v, mat):
-    """``v @ mat`` as a fused multiply-reduce."""
-    return jnp.sum(v[:, None] * mat, axis=0)
 
 
 def _unit(r):
@@ -106,14 +101,15 @@ class GMRES(_KrylovMethod):
         if not isinstance(self.restart, int) or isinstance(self.restart, bool) or self.restart < 1:
             raise ValueError(f"GMRES restart must be a Python int >= 1; got {self.restart!r}.")
 
-    def _cycle(self, x, r):
-        """A fresh Arnoldi cycle at ``x`` with residual ``r``."""
-        m = min(self.restart, r.shape[0])
+    def _restart(self, x, r, basis):
+        """A fresh Arnoldi cycle at ``x`` with residual ``r``: only row 0 of the basis is set;
+        the rows after the current step are never read (inner products are masked)."""
+        m = basis.shape[0] - 1
         v0, rn = _unit(r)
         first = jnp.arange(m + 1) == 0
         return dict(
             x=x,
-            basis=jnp.where(first[:, None], v0[None, :], 0.0),
+            basis=jnp.where(first[:, None], v0[None, :], basis),
             rinv=jnp.zeros((m, m), r.dtype),
             rot=jnp.eye(m + 1, dtype=r.dtype),
             g=jnp.where(first, rn, 0.0),
@@ -123,18 +119,19 @@ class GMRES(_KrylovMethod):
         )
 
     def init(self, matvec, b, x0):
-        return self._cycle(x0, b - matvec(x0))
+        m = min(self.restart, b.shape[0])
+        return self._restart(x0, b - matvec(x0), jnp.zeros((m + 1, b.shape[0]), b.dtype))
 
     def value(self, state):
         m = state["rinv"].shape[0]
         # Columns of R^{-1} beyond the current step are zero, so unused entries of g drop out.
-        return state["x"] + _vm(_mv(state["rinv"], state["g"][:m]), state["basis"][:m])
+        return state["x"] + _small_mv(state["rinv"], state["g"][:m]) @ state["basis"][:m]
 
     def residual_norm(self, state):
         return state["rnorm"]
 
     def step(self, matvec, b, tol, state):
-        # Updates use one-hot masks rather than scatters: same arithmetic, much less to compile.
+        # Row updates use one-hot masks rather than scatters: much less for XLA to compile.
         m = state["rinv"].shape[0]
         j = state["j"]
         restart = (j >= m) | (state["estimate"] <= tol)
@@ -142,18 +139,17 @@ class GMRES(_KrylovMethod):
         basis = state["basis"]
         rows = jnp.arange(m + 1)
         jj = jnp.minimum(j, m - 1)
-        at_j, at_next = rows == jj, rows == jj + 1
-        current = jnp.sum(jnp.where((rows == j)[:, None], basis, 0.0), axis=0)
-        product = matvec(jnp.where(restart, x_now, current))
+        at_j, at_next, live = rows == jj, rows == jj + 1, rows <= jj
+        product = matvec(jnp.where(restart, x_now, basis[jj]))
 
-        # Arnoldi: orthogonalise A v_j against the basis (twice), rotate the new column.
-        h = _mv(basis, product)
-        w = product - _vm(h, basis)
-        h2 = _mv(basis, w)
-        w = w - _vm(h2, basis)
+        # Arnoldi: orthogonalise A v_j against v_0..v_j (twice), rotate the new column.
+        h = jnp.where(live, basis @ product, 0.0)
+        w = product - h @ basis
+        h2 = jnp.where(live, basis @ w, 0.0)
+        w = w - h2 @ basis
         v_next, hn = _unit(w)
         h = jnp.where(at_next, hn, h + h2)
-        hq = _mv(state["rot"], h)
+        hq = _small_mv(state["rot"], h)
         a = jnp.sum(jnp.where(at_j, hq, 0.0))
         c = jnp.sum(jnp.where(at_next, hq, 0.0))
         d = jnp.sqrt(a * a + c * c)
@@ -172,11 +168,11 @@ class GMRES(_KrylovMethod):
         # invariant and A singular on it) leaves the column at zero: a minimum-norm choice.
         cols = jnp.arange(m)
         above = jnp.where(cols < jj, hq[:m], 0.0)
-        col = ((cols == jj) - _mv(state["rinv"], above)) / jnp.where(d > 0, d, 1)
+        col = ((cols == jj) - _small_mv(state["rinv"], above)) / jnp.where(d > 0, d, 1)
         rinv = jnp.where((cols == jj)[None, :] & (d > 0), col[:, None], state["rinv"])
         arnoldi = dict(
             x=state["x"],
-            basis=jnp.where(at_next[:, None], v_next[None, :], basis),
+            basis=basis,
             rinv=rinv,
             rot=rot,
             g=g,
@@ -184,7 +180,13 @@ class GMRES(_KrylovMethod):
             rnorm=state["rnorm"],
             estimate=jnp.abs(-sn * g_j + cs * g_n),
         )
-        fresh = self._cycle(x_now, b - product)
+        # One pass over the basis writes either the next Arnoldi vector or the restart vector.
+        fresh = self._restart(x_now, b - product, basis)
+        v0 = fresh["basis"][0]
+        new_row = jnp.where(restart, rows == 0, at_next)
+        arnoldi["basis"] = fresh["basis"] = jnp.where(
+            new_row[:, None], jnp.where(restart, v0, v_next)[None, :], basis
+        )
         return {k: jnp.where(restart, fresh[k], arnoldi[k]) for k in fresh}
 
 
