@@ -55,9 +55,8 @@ def test_ridge_derivative_in_regularisation_strength(x64):
     np.testing.assert_allclose(w, w_exact, atol=1e-10)
     np.testing.assert_allclose(w_dot, dw, atol=1e-9)
 
-    # Reverse mode and forward-over-reverse (a Hessian) with the default GMRES backward, on a
-    # scalar projection c . w(lam).
-    solver = ji.custom_root(_ridge_optimality)(_gradient_descent)
+    # Reverse mode and forward-over-reverse (a Hessian), on a scalar projection c . w(lam).
+    solver = cg_solver
     c = jnp.array([0.3, -1.0, 0.5, 2.0, -0.7])
     grad = jax.grad(lambda t: c @ solver(jnp.zeros(5), t, x, y))
     first, second = jax.jit(lambda lam: jax.jvp(grad, (lam,), (1.0,)))(lam)
@@ -73,6 +72,7 @@ def test_derivatives_in_the_data_and_aux_passthrough(x64):
         w = jnp.linalg.solve(x.T @ x + lam * jnp.eye(5), x.T @ y)
         return w, {"gram_trace": jnp.trace(x.T @ x)}
 
+    # Default backward: GMRES.
     solver = ji.custom_root(_ridge_optimality, has_aux=True)(solver_with_aux)
 
     def loss(x, y):

@@ -74,7 +74,9 @@ def test_small_deq_trains_to_target_loss():
 
 def test_warm_start_reuses_the_previous_equilibrium(x64):
     cell = Cell(3, 8, 2, jnp.float64)
-    deq = ji.DEQ(cell, rtol=1e-10, atol=1e-10, state_init=lambda x: jnp.zeros(8))
+    deq = ji.DEQ(
+        cell, solver=ji.Picard(), rtol=1e-10, atol=1e-10, state_init=lambda x: jnp.zeros(8)
+    )
     run = eqx.filter_jit(lambda deq, x, z0: deq(x, z0).solution)
     x = jnp.array([0.3, -1.0, 2.0])
     cold = run(deq, x, jnp.zeros(8))
@@ -104,7 +106,13 @@ def test_hutchinson_estimate_is_unbiased_and_differentiable(x64):
     # The DEQ's auxiliary output is that estimate at its own equilibrium, and it carries
     # gradients to the weights.
     deq = ji.DEQ(
-        cell, jacobian_samples=64, rtol=1e-12, atol=1e-12, state_init=lambda x: jnp.zeros(8)
+        cell,
+        solver=ji.Picard(),
+        backward=ji.ImplicitDiff(ji.Picard()),
+        jacobian_samples=64,
+        rtol=1e-12,
+        atol=1e-12,
+        state_init=lambda x: jnp.zeros(8),
     )
     key = jax.random.PRNGKey(5)
 
@@ -125,7 +133,12 @@ def test_hutchinson_estimate_is_unbiased_and_differentiable(x64):
 def test_hessian_through_deq_equals_the_unrolled_hessian(x64):
     cell = Cell(3, 8, 6, jnp.float64)
     deq = ji.DEQ(
-        cell, solver=ji.Picard(), rtol=1e-12, atol=1e-12, state_init=lambda x: jnp.zeros(8)
+        cell,
+        solver=ji.Picard(),
+        backward=ji.ImplicitDiff(ji.Picard()),
+        rtol=1e-12,
+        atol=1e-12,
+        state_init=lambda x: jnp.zeros(8),
     )
     x = jnp.array([0.2, -0.4, 0.9])
     readout = jnp.linspace(-1.0, 1.0, 8)
