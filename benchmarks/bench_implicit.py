@@ -1,0 +1,363 @@
+"""Implicit layers: jaxsolve.implicit against optimistix and jaxopt, and against backprop through
+the unrolled iterations.
+
+Problem (float32): the equilibrium z = tanh(W z + x) of a weight-tied layer with W symmetric,
+||W||_2 = 0.9, and small inputs (|x| ~ 0.1), so the contraction rate is close to 0.9 and the
+iteration count is large enough to matter. Two sizes: one state of n = 512, and a batch of 64
+states of n = 64 solved under ``jax.vmap`` (each member stops on its own). Loss for the backward:
+L = sum(z**2), gradient with respect to (W, x).
+
+Forward, at equal tolerance (rtol = atol = 1e-5, max-norm of the scaled residual, as optimistix
+tests it): jaxsolve Picard / Anderson / Broyden, optimistix ``fixed_point`` with
+``FixedPointIteration``, jaxopt ``FixedPointIteration`` and ``AndersonAcceleration`` (jaxopt tests
+the 2-norm of the residual against ``tol``; it is given tol = 1e-5 and its final max-norm
+residual is reported next to everyone else's). Wall time is the median of repeated calls of the
+jitted solve, all methods interleaved in one process.
+
+Backward: the jitted forward returns ``jax.vjp``'s pullback (with whatever it stores); the
+backward time is the median wall time of the jitted pullback alone, so it counts exactly the
+backward pass. Rows: jaxsolve ``ImplicitDiff`` (GMRES, and fixed-point iteration / Anderson on the
+adjoint), optimistix ``ImplicitAdjoint`` (its default lineax solver materialises the Jacobian),
+jaxopt's implicit differentiation, and backprop through ``lax.scan`` over as many Picard steps as
+the forward took ("unrolled"). The value-and-gradient time is reported as well. Gradients are
+compared with the unrolled one.
+
+Memory: ``jax.jit(grad).lower(...).compile().memory_analysis()`` temp bytes of the gradient for
+K = 16 ... 1024 iterations (a tolerance too small to reach, so K steps run): implicit
+differentiation keeps nothing per iteration; the unrolled scan stores every iterate.
+
+Targets (issue 6): backward <= 0.5x the unrolled backward; implicit memory flat in K; forward no
+slower than optimistix at equal tolerance.
+
+Run: ``python benchmarks/bench_implicit.py [--quick]``; writes benchmarks/results/implicit.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxsolve import implicit as ji
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOL = 1e-5
+
+try:
+    import optimistix as optx
+except ImportError:  # optional reference
+    optx = None
+    print("optimistix not installed: skipping its rows (pip install optimistix)")
+try:
+    import jaxopt
+except ImportError:  # optional reference
+    jaxopt = None
+    print("jaxopt not installed: skipping its rows (pip install jaxopt)")
+
+
+def cell(z, args):
+    w, x = args
+    return jnp.tanh(w @ z + x)
+
+
+def make_problem(n, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, n))
+    s = a + a.T
+    w = jnp.asarray(0.9 * s / np.linalg.norm(s, 2), jnp.float32)
+    shape = (batch, n) if batch else (n,)
+    x = jnp.asarray(0.1 * rng.standard_normal(shape), jnp.float32)
+    return w, x
+
+
+def residual(z, w, x):
+    return float(jnp.max(jnp.abs(jnp.tanh(z @ w.T + x) - z)))  # z may be a batch of states
+
+
+# ----------------------------------------------------------------------------------------------
+# Solvers: each maps (w, x_single) -> (z, num_steps); batching is a vmap over x.
+
+
+def jaxsolve_forward(solver, backward=None, max_steps=2000, tol=TOL):
+    def solve(w, x):
+        sol = ji.fixed_point(
+            cell,
+            jnp.zeros_like(x),
+            (w, x),
+            solver=solver,
+            rtol=tol,
+            atol=tol,
+            max_steps=max_steps,
+            backward=backward,
+            throw=False,
+        )
+        return sol.value, sol.num_steps
+
+    return solve
+
+
+def optimistix_forward(max_steps=2000, tol=TOL):
+    def solve(w, x):
+        sol = optx.fixed_point(
+            cell,
+            optx.FixedPointIteration(rtol=tol, atol=tol),
+            jnp.zeros_like(x),
+            (w, x),
+            max_steps=max_steps,
+            adjoint=optx.ImplicitAdjoint(),
+            throw=False,
+        )
+        return sol.value, sol.stats["num_steps"]
+
+    return solve
+
+
+def jaxopt_forward(kind, max_steps=2000, tol=TOL):
+    fp = lambda z, w, x: jnp.tanh(w @ z + x)
+    if kind == "anderson":
+        solver = jaxopt.AndersonAcceleration(
+            fp, history_size=5, tol=tol, maxiter=max_steps, implicit_diff=True
+        )
+    else:
+        solver = jaxopt.FixedPointIteration(fp, tol=tol, maxiter=max_steps, implicit_diff=True)
+
+    def solve(w, x):
+        params, state = solver.run(jnp.zeros_like(x), w, x)
+        return params, state.iter_num
+
+    return solve
+
+
+def unrolled_forward(steps):
+    def solve(w, x):
+        z = jax.lax.scan(lambda z, _: (cell(z, (w, x)), None), jnp.zeros_like(x), None, steps)[0]
+        return z, jnp.asarray(steps)
+
+    return solve
+
+
+def batched(solve, batch):
+    return jax.vmap(solve, in_axes=(None, 0)) if batch else solve
+
+
+def loss_of(solve):
+    def loss(w, x):
+        z, _ = solve(w, x)
+        return jnp.sum(z**2)
+
+    return loss
+
+
+def median_time(fn, args, repeats):
+    jax.block_until_ready(fn(*args))  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def temp_bytes(fn, *args):
+    analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
+    if analysis is None:
+        return None
+    return int(analysis.temp_size_in_bytes)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def forward_methods():
+    methods = {
+        "jaxsolve Picard": jaxsolve_forward(ji.Picard()),
+        "jaxsolve Anderson(5)": jaxsolve_forward(ji.Anderson(history=5)),
+        "jaxsolve Broyden(20)": jaxsolve_forward(ji.Broyden(memory=20)),
+    }
+    if optx is not None:
+        methods["optimistix FixedPointIteration"] = optimistix_forward()
+    if jaxopt is not None:
+        methods["jaxopt FixedPointIteration"] = jaxopt_forward("picard")
+        methods["jaxopt AndersonAcceleration(5)"] = jaxopt_forward("anderson")
+    return methods
+
+
+def backward_methods(picard_steps):
+    methods = {
+        "jaxsolve Picard + ImplicitDiff(GMRES)": jaxsolve_forward(ji.Picard(), ji.ImplicitDiff()),
+        "jaxsolve Picard + ImplicitDiff(GMRES(5))": jaxsolve_forward(
+            ji.Picard(), ji.ImplicitDiff(ji.GMRES(restart=5))
+        ),
+        "jaxsolve Picard + ImplicitDiff(Picard)": jaxsolve_forward(
+            ji.Picard(), ji.ImplicitDiff(ji.Picard())
+        ),
+        "jaxsolve Anderson + ImplicitDiff(GMRES)": jaxsolve_forward(
+            ji.Anderson(), ji.ImplicitDiff()
+        ),
+        "jaxsolve Anderson + ImplicitDiff(Anderson)": jaxsolve_forward(
+            ji.Anderson(), ji.ImplicitDiff(ji.Anderson())
+        ),
+    }
+    if optx is not None:
+        methods["optimistix FixedPointIteration + ImplicitAdjoint"] = optimistix_forward()
+    if jaxopt is not None:
+        methods["jaxopt AndersonAcceleration + implicit_diff"] = jaxopt_forward("anderson")
+    methods["unrolled (backprop through Picard steps)"] = unrolled_forward(picard_steps)
+    return methods
+
+
+def run_problem(name, n, batch, repeats):
+    w, x = make_problem(n, batch)
+    print(f"\n== {name}: n={n}, batch={batch or 1}, float32, rtol=atol={TOL} ==")
+    out = {"n": n, "batch": batch or 1, "forward": {}, "backward": {}}
+
+    # Forward.
+    fwd = {k: jax.jit(batched(v, batch)) for k, v in forward_methods().items()}
+    for k, f in fwd.items():
+        z, steps = f(w, x)
+        out["forward"][k] = {
+            "time_s": median_time(f, (w, x), repeats),
+            "iterations_max": int(jnp.max(steps)),
+            "iterations_mean": float(jnp.mean(steps)),
+            "residual_max": residual(z, w, x),
+        }
+    base = out["forward"].get("optimistix FixedPointIteration")
+    print(f"{'forward':48s} {'time [ms]':>10s} {'iters':>7s} {'residual':>10s} {'vs optx':>8s}")
+    for k, r in out["forward"].items():
+        ratio = r["time_s"] / base["time_s"] if base else float("nan")
+        r["time_vs_optimistix"] = ratio if base else None
+        print(
+            f"{k:48s} {1e3 * r['time_s']:10.3f} {r['iterations_max']:7d} "
+            f"{r['residual_max']:10.2e} {ratio:8.2f}"
+        )
+
+    # Backward.
+    picard_steps = out["forward"]["jaxsolve Picard"]["iterations_max"]
+    results = {}
+    for k, solve in backward_methods(picard_steps).items():
+        loss = loss_of(batched(solve, batch))
+        vg = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        forward = jax.jit(lambda w, x, loss=loss: jax.vjp(loss, w, x))
+        value, pullback = forward(w, x)
+        backward = jax.jit(lambda pullback, ct: pullback(ct))
+        t_bwd = median_time(backward, (pullback, jnp.ones_like(value)), repeats)
+        t_vg = median_time(vg, (w, x), repeats)
+        _, (gw, gx) = vg(w, x)
+        results[k] = (t_bwd, t_vg, gw, gx)
+    ref = results["unrolled (backprop through Picard steps)"]
+    print(
+        f"{'backward':48s} {'bwd [ms]':>9s} {'bwd/unrolled':>12s} {'val+grad [ms]':>13s} "
+        f"{'grad rel.err':>12s}"
+    )
+    for k, (t_bwd, t_vg, gw, gx) in results.items():
+        err = float(
+            jnp.sqrt(jnp.sum((gw - ref[2]) ** 2) + jnp.sum((gx - ref[3]) ** 2))
+            / jnp.sqrt(jnp.sum(ref[2] ** 2) + jnp.sum(ref[3] ** 2))
+        )
+        out["backward"][k] = {
+            "backward_time_s": t_bwd,
+            "backward_vs_unrolled": t_bwd / ref[0],
+            "value_and_grad_time_s": t_vg,
+            "value_and_grad_vs_unrolled": t_vg / ref[1],
+            "grad_rel_err_vs_unrolled": err,
+        }
+        print(f"{k:48s} {1e3 * t_bwd:9.3f} {t_bwd / ref[0]:12.2f} {1e3 * t_vg:13.3f} {err:12.2e}")
+    return out
+
+
+def memory_scan(n, ks):
+    """Compiled temp memory of the gradient versus the iteration count K."""
+    w, x = make_problem(n, 0)
+    rows = {}
+    for k in ks:
+        # A tolerance that is never reached, so K forward steps run; the backward solve has its
+        # own (reachable) tolerance.
+        implicit = jaxsolve_forward(
+            ji.Picard(), ji.ImplicitDiff(rtol=1e-5, atol=1e-5, throw=False), max_steps=k, tol=1e-30
+        )
+        row = {
+            "jaxsolve ImplicitDiff(GMRES)": temp_bytes(
+                jax.grad(loss_of(implicit), argnums=(0, 1)), w, x
+            ),
+            "unrolled": temp_bytes(jax.grad(loss_of(unrolled_forward(k)), argnums=(0, 1)), w, x),
+        }
+        if optx is not None:
+            row["optimistix ImplicitAdjoint"] = temp_bytes(
+                jax.grad(loss_of(optimistix_forward(max_steps=k, tol=1e-30)), argnums=(0, 1)), w, x
+            )
+        rows[str(k)] = row
+    print(f"\n== gradient temp memory [KiB] vs iterations K (n={n}) ==")
+    names = list(next(iter(rows.values())))
+    print(f"{'K':>6s} " + " ".join(f"{m:>30s}" for m in names))
+    for k, row in rows.items():
+        cells = " ".join(
+            f"{(row[m] or 0) / 1024:30.1f}" if row[m] is not None else f"{'n/a':>30s}"
+            for m in names
+        )
+        print(f"{k:>6s} {cells}")
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller problems, fewer repeats")
+    args = parser.parse_args()
+    repeats = 5 if args.quick else 20
+    problems = {"single_n512": (512, 0), "batch64_n64": (64, 64)}
+    if args.quick:
+        problems = {"single_n128": (128, 0), "batch16_n32": (32, 16)}
+    results = {
+        "platform": platform.platform(),
+        "device": str(jax.devices()[0]),
+        "jax": jax.__version__,
+        "tolerance": TOL,
+        "problems": {},
+    }
+    for name, (n, batch) in problems.items():
+        results["problems"][name] = run_problem(name, n, batch, repeats)
+    ks = [16, 64, 256, 1024]
+    n_mem = 128 if args.quick else 512
+    results["memory_temp_bytes"] = {"n": n_mem, "by_iterations": memory_scan(n_mem, ks)}
+
+    # Targets.
+    targets = {}
+    for name, r in results["problems"].items():
+        b = r["backward"]
+        for row in (
+            "jaxsolve Picard + ImplicitDiff(GMRES)",
+            "jaxsolve Picard + ImplicitDiff(GMRES(5))",
+            "jaxsolve Picard + ImplicitDiff(Picard)",
+        ):
+            targets[f"{name}: backward <= 0.5x unrolled ({row})"] = (
+                b[row]["backward_vs_unrolled"] <= 0.5
+            )
+        if optx is not None:
+            f = r["forward"]
+            targets[f"{name}: forward Picard no slower than optimistix"] = (
+                f["jaxsolve Picard"]["time_vs_optimistix"] <= 1.0
+            )
+    mem = results["memory_temp_bytes"]["by_iterations"]
+    implicit_mem = [row["jaxsolve ImplicitDiff(GMRES)"] for row in mem.values()]
+    unrolled_mem = [row["unrolled"] for row in mem.values()]
+    targets["implicit memory flat in K"] = max(implicit_mem) <= 1.05 * min(implicit_mem)
+    targets["unrolled memory grows with K (sanity)"] = unrolled_mem[-1] > 4 * unrolled_mem[0]
+    results["targets_met"] = targets
+    print("\n== targets ==")
+    for k, v in targets.items():
+        print(f"{'met ' if v else 'MISSED'}  {k}")
+
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    path = os.path.join(HERE, "results", "implicit.json")
+    with open(path, "w") as fh:
+        json.dump(results, fh, indent=2)
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
