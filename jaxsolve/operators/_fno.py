@@ -234,6 +234,16 @@ class FNO(eqx.Module):
     factorization, rank
         Spectral weight factorisation (``None``, ``"tucker"``, ``"cp"``); see
         :class:`SpectralConv`.
+    spectral_bias
+        A per-channel bias in each spectral convolution (neuraloperator's placement).
+    transform
+        How the truncated Fourier transforms are computed (``"auto"``, ``"dft"``, ``"fft"``,
+        ``"pruned-fft"``; see :class:`SpectralConv`): the same function, different speed.
+
+    With ``channel_mlp_expansion=0.5`` and ``activation=partial(jax.nn.gelu,
+    approximate=False)`` this is neuraloperator 2.0's default ``FNO`` with
+    ``n_modes = (2 m_1, ..., 2 m_{d-1}, 2 m_d - 2)``: same parameter count, and with the same
+    weights the same function (``benchmarks/bench_operators.py`` checks it).
     """
 
     lifting: ChannelMLP

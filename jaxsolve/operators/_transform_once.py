@@ -17,10 +17,11 @@ frequencies of each axis (:math:`M_j`, which a per-layer-FFT model cannot do) an
 spectrum :math:`B`. For the real FFT the coefficients are complex and :math:`\sigma` acts on real
 and imaginary parts separately.
 
-Variance-preserving initialisation (the paper's §3): with :math:`N` grid points and the input
-spectrum truncated to :math:`K` modes, the inverse transform of a spectrum whose coefficients have
-the input's variance returns a field with variance reduced by :math:`K_\text{eff}/N`. Standard
-fan-in initialisation therefore collapses the output. Here every layer preserves coefficient
+Variance-preserving initialisation (the paper derives one for reduced-order frequency-domain
+models; the rule below is our derivation of the same principle for exactly these layers): with
+:math:`N` grid points and the spectrum truncated to :math:`K` modes, the inverse transform of a
+spectrum whose coefficients have the input's variance returns a field whose variance is smaller
+by :math:`K_\text{eff}/N`, so standard fan-in initialisation collapses the output. Here every layer preserves coefficient
 variance (:math:`\mathbb E|W|^2 = 1/C_\text{in}`, :math:`\mathbb E|M_j|^2 = 1/m_j`) and the last
 layer's weights are scaled by :math:`N/K_\text{eff}` in variance, so that white noise in gives
 unit-variance-ratio out at the grid given as ``grid_shape``. :math:`K_\text{eff}` counts each
@@ -117,7 +118,8 @@ class T1(eqx.Module):
     transform
         ``"rfft"`` (periodic grid ``x_n = n/N``) or ``"dct"`` (cell centres ``(n + 1/2)/N``).
     init
-        ``"vp"`` (the paper's variance-preserving rule, default) or ``"standard"`` (fan-in only).
+        ``"vp"`` (variance-preserving, default; see the module doc) or ``"standard"`` (fan-in
+        only, which shrinks the output variance by ``K_eff / N``).
     activation
         Applied in frequency space (to real and imaginary parts for the FFT).
     lifting_channels, projection_channels

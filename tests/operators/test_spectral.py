@@ -11,10 +11,9 @@ from ._helpers import block_frequencies, trig_field
 
 CASES = [
     ((16,), (8,)),  # highest kept frequency 7 < Nyquist 8
-    ((17,), (9,)),  # odd grid: frequencies 0..8, no Nyquist
     ((16, 9), (4, 5)),
     ((8, 7), (4, 4)),  # leading axis exactly 2m: frequency -m sits on the Nyquist index
-    ((15, 20), (3, 6)),  # odd leading axis
+    ((15, 21), (3, 11)),  # odd axes; last axis keeps 0..10 of an odd 21-point grid
     ((6, 7, 7), (2, 3, 4)),
 ]
 

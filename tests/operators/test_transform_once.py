@@ -1,5 +1,6 @@
 """Transform Once (T1): one transform each way, variance-preserving start, resolution invariance."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,34 +48,35 @@ def test_exactly_one_forward_and_one_inverse_transform(transform, d):
     assert len(_fft_eqns(jax.make_jaxpr(fno)(jnp.zeros((2, *shape))).jaxpr)) == 10
 
 
-@pytest.mark.parametrize(("transform", "d", "n", "m"), [("rfft", 1, 128, 8), ("dct", 2, 24, 6)])
+@pytest.mark.parametrize(("transform", "d", "n", "m"), [("dct", 1, 96, 8), ("rfft", 1, 96, 8)])
 def test_variance_preserving_initialisation(transform, d, n, m):
-    # White noise in, output variance over input variance, averaged over 48 random models:
+    # White noise in, output variance over input variance, averaged over 32 random models:
     # about one with the paper's rule, about K_eff / N (the collapse it corrects) without it.
     shape = (n,) * d
-    k_eff = m**d if transform == "dct" else 2 * (m - 1) + 0.5
+    k_eff = m**d if transform == "dct" else (2 * m) ** (d - 1) * (2 * (m - 1) + 0.5)
 
-    def ratio(seed, init):
+    def ratios(seed):
         key = jax.random.PRNGKey(seed)
-        model = ops.T1(
-            d,
-            1,
-            1,
-            width=16,
-            modes=m,
-            grid_shape=shape,
-            n_layers=3,
-            key=key,
-            transform=transform,
-            init=init,
-            activation=lambda z: z,
-        )
-        x = jax.random.normal(jax.random.fold_in(key, 1), (8, 1, *shape))
-        return jnp.mean(jax.vmap(model)(x) ** 2) / jnp.mean(x**2)
+        x = jax.random.normal(jax.random.fold_in(key, 1), (4, 1, *shape))
+        out = []
+        for init in ("vp", "standard"):
+            model = ops.T1(
+                d,
+                1,
+                1,
+                width=16,
+                modes=m,
+                grid_shape=shape,
+                n_layers=3,
+                key=key,
+                transform=transform,
+                init=init,
+                activation=lambda z: z,
+            )
+            out.append(jnp.mean(jax.vmap(model)(x) ** 2) / jnp.mean(x**2))
+        return jnp.stack(out)
 
-    seeds = jnp.arange(48)
-    vp = float(jnp.mean(jax.jit(jax.vmap(lambda s: ratio(s, "vp")))(seeds)))
-    std = float(jnp.mean(jax.jit(jax.vmap(lambda s: ratio(s, "standard")))(seeds)))
+    vp, std = np.mean(np.asarray(jax.jit(jax.vmap(ratios))(jnp.arange(32))), axis=0)
     assert 0.75 < vp < 1.33
     expected = k_eff / n**d
     assert 0.6 * expected < std < 1.6 * expected
@@ -121,35 +123,36 @@ def test_dct_t1_is_resolution_invariant(x64):
     # one cosine series (compare the amplitudes).
     model = _linear(
         ops.T1(
+            1,
             2,
             1,
-            1,
             width=3,
-            modes=(4, 3),
-            grid_shape=(8, 8),
+            modes=5,
+            grid_shape=8,
             n_layers=2,
             transform="dct",
             key=jax.random.PRNGKey(4),
             activation=lambda z: z,
         )
     )
-    rng = np.random.default_rng(1)
-    amp = rng.normal(size=(1, 4, 3))
-    outs = {s: apply(model, ops.idct_modes(amp, s)) for s in [(8, 8), (16, 16), (9, 7)]}
-    ref = ops.dct_modes(outs[(8, 8)], (4, 3))
-    for s, out in outs.items():
-        np.testing.assert_allclose(ops.dct_modes(out, (4, 3)), ref, atol=1e-12)
-        np.testing.assert_allclose(out, ops.idct_modes(ref, s), atol=1e-12)
+    amp = np.random.default_rng(1).normal(size=(2, 5))
+    outs = {n: apply(model, ops.idct_modes(amp, (n,))) for n in (8, 16, 11)}
+    ref = ops.dct_modes(outs[8], 5)
+    for n, out in outs.items():
+        np.testing.assert_allclose(ops.dct_modes(out, 5), ref, atol=1e-12)
+        np.testing.assert_allclose(out, ops.idct_modes(ref, (n,)), atol=1e-12)
 
 
 def test_trains_and_errors():
     model = ops.T1(1, 1, 1, width=4, modes=6, grid_shape=32, key=jax.random.PRNGKey(0))
-    g = jax.grad(lambda m: jnp.sum(m(jnp.ones((1, 32))) ** 2), allow_int=True)(model)
-    assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(g))
+    grad = eqx.filter_jit(eqx.filter_grad(lambda m: jnp.sum(m(jnp.ones((1, 32))) ** 2)))(model)
+    leaves = jax.tree_util.tree_leaves(eqx.filter(grad, eqx.is_inexact_array))
+    assert leaves and all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+    assert any(float(jnp.max(jnp.abs(x))) > 0 for x in leaves)
     with pytest.raises(ValueError, match=r"batch of 3 samples.*jax\.vmap"):
-        apply(model, jnp.zeros((3, 1, 32)))
+        model(jnp.zeros((3, 1, 32)))
     with pytest.raises(ValueError, match=r"modes\[0\]=6.*at least 11 points.*has 8"):
-        apply(model, jnp.zeros((1, 8)))
+        model(jnp.zeros((1, 8)))
     with pytest.raises(ValueError, match="transform"):
         ops.T1(
             1, 1, 1, width=4, modes=6, grid_shape=32, key=jax.random.PRNGKey(0), transform="wavelet"
