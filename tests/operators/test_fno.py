@@ -42,26 +42,49 @@ def test_parameter_counts_match_the_formula():
 
 
 @pytest.mark.slow
-def test_parameter_count_equals_neuraloperator():
-    neuralop = pytest.importorskip("neuralop")
+def test_same_network_as_neuraloperator():
+    # neuraloperator's default FNO with n_modes = (2m, ..., 2m - 2) is our FNO with
+    # channel_mlp_expansion=0.5 and exact GELU: equal parameter counts, and with its weights
+    # copied into ours (benchmarks/bench_operators.py's transplant) the same outputs.
+    pytest.importorskip("neuralop")
+    import importlib.util
+    import os
+    from functools import partial
+
+    import torch
+    from neuralop.models import FNO as NeuralopFNO
     from neuralop.utils import count_model_params
 
-    for d, modes in [(1, (16,)), (2, (12, 12))]:
-        n_modes = (*tuple(2 * m for m in modes[:-1]), 2 * modes[-1] - 2)
-        ref = neuralop.models.FNO(
-            n_modes=n_modes, in_channels=1, out_channels=1, hidden_channels=32, n_layers=4
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "bench_operators.py")
+    spec = importlib.util.spec_from_file_location("bench_operators", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(0)
+    for d, m, s in [(1, 6, 40), (2, 4, 16)]:
+        ref = NeuralopFNO(
+            n_modes=bench.neuralop_n_modes(d, m),
+            in_channels=2,
+            out_channels=3,
+            hidden_channels=8,
+            n_layers=3,
         )
         ours = ops.FNO(
             d,
-            1,
-            1,
-            width=32,
-            modes=modes,
-            n_layers=4,
+            2,
+            3,
+            width=8,
+            modes=m,
+            n_layers=3,
             key=jax.random.PRNGKey(0),
             channel_mlp_expansion=0.5,
+            activation=partial(jax.nn.gelu, approximate=False),
         )
         assert ops.count_params(ours) == count_model_params(ref)
+        ours = bench.transplant(ref, ours)
+        x = np.random.default_rng(0).normal(size=(4, 2) + (s,) * d).astype(np.float32)
+        with torch.no_grad():
+            expected = ref(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(jax.vmap(ours)(jnp.asarray(x)), expected, rtol=1e-4, atol=1e-5)
 
 
 def _linear_unbiased(model):
