@@ -147,7 +147,7 @@ class GHVB(AbstractSolver):
 
     @property
     def k(self) -> int:
-        return int(math.ceil(self.r - 1e-12))
+        return math.ceil(self.r - 1e-12)
 
     @property
     def beta(self) -> float:
@@ -160,9 +160,7 @@ class GHVB(AbstractSolver):
     def step(self, ctx, x, state):
         history, velocity = state
         eps = eps_from_denoised(x, ctx.sigma, ctx.denoise(x, ctx.sigma))
-        velocity = jnp.where(
-            history.count > 0, (1.0 - self.beta) * velocity + self.beta * eps, eps
-        )
+        velocity = jnp.where(history.count > 0, (1.0 - self.beta) * velocity + self.beta * eps, eps)
         history = hist.push(history, velocity, ctx.sigma)
         order = jnp.minimum(history.count, self.k)
         points = [hist.recent(history, j)[0] for j in range(self.k)]

@@ -31,9 +31,7 @@ from .._solvers._base import AbstractSolver
 from ..analytic import Gaussian
 
 
-def gaussian_approximation(
-    data: Float[ArrayLike, "n ..."], *, shrinkage: float = 0.0
-) -> Gaussian:
+def gaussian_approximation(data: Float[ArrayLike, "n ..."], *, shrinkage: float = 0.0) -> Gaussian:
     r"""The Gaussian :math:`\mathcal N(\hat\mu, \hat C)` with the empirical mean and covariance of ``data``.
 
     ``data`` is ``(n, ...)``: samples on the leading axis, flattened to vectors. ``shrinkage``
@@ -105,7 +103,7 @@ class Teleport(AbstractSolver):
         if flat.shape[-1] != self.gaussian.dim:
             raise ValueError(
                 f"the Gaussian has dimension {self.gaussian.dim} but a sample has "
-                f"{flat.shape[-1]} entries (shape {x.shape[self.batch_ndim:]})."
+                f"{flat.shape[-1]} entries (shape {x.shape[self.batch_ndim :]})."
             )
         return self.gaussian.ode_solution(flat, sigma_from, sigma_to).reshape(x.shape)
 
@@ -141,5 +139,3 @@ class Teleport(AbstractSolver):
         return self._dispatch(
             self.solver.final_step, ctx.replace(sigma_next=jnp.zeros_like(ctx.sigma)), x, state
         )
-
-
