@@ -7,15 +7,15 @@ A denoiser :math:`D(x, s) \approx \mathbb E[x_0 \mid x_0 + s\epsilon = x]` (the 
    \quad\Longleftrightarrow\quad
    \frac{\mathrm{d}x}{\mathrm{d}u} = x - D(x, e^u) =: g(x, u), \qquad u = \log s,
 
-("Score-Based Generative Modeling through Stochastic Differential Equations", Song et al., 2021;
-"Elucidating the Design Space of Diffusion-Based Generative Models", Karras et al., 2022).
+("Score-Based Generative Modeling through Stochastic Differential Equations";
+"Elucidating the Design Space of Diffusion-Based Generative Models").
 The flow is integrated in :math:`u = \log s`, where it is well conditioned from
 :math:`s_{\min} = 10^{-3}` to :math:`s_{\max} = 10^2`.
 
 **What is computed.** Push a prior :math:`\pi` at :math:`s_{\max}` backwards through the model's
 flow; the density this induces at :math:`s_{\min}` is the model's *probability-flow density*
 :math:`q_{s_{\min}}`. By the instantaneous change of variables ("Neural Ordinary Differential
-Equations", Chen et al., 2018), along a trajectory
+Equations"), along a trajectory
 :math:`\mathrm{d}\log q_u(x(u))/\mathrm{d}u = -\nabla\!\cdot g = -(d - \nabla\!\cdot D)`, so
 
 .. math:: \log q_{s_{\min}}(x) = \log \pi(x(s_{\max}))
@@ -31,11 +31,14 @@ likelihood; dequantisation for discrete data is the caller's business).
 from :math:`d` Jacobian-vector products (small :math:`d`). ``"hutchinson"``: the unbiased estimate
 :math:`\frac1K\sum_k \varepsilon_k^\top \partial_x D\,\varepsilon_k` with Rademacher or Gaussian
 probes held fixed along the trajectory ("FFJORD: Free-form Continuous Dynamics for Scalable
-Reversible Generative Models", Grathwohl et al., 2019), so the log-likelihood estimate is unbiased.
+Reversible Generative Models"): the log-likelihood estimate is linear in the divergence
+estimates along one fixed trajectory, so it is unbiased (up to the solver's error).
 
 **Flow and VP models.** With a ``schedule`` (from :mod:`jaxsolve.diffusion`), ``x`` is a sample
 in the model's own scale at time ``t_min``, :math:`x_t = \alpha(t) x_{ve}`; the noise range is
 :math:`s(t_{\min})..s(t_{\max})` and :math:`\log q_t(x_t) = \log q_{s}(x_t/\alpha) - d\log\alpha`.
+The default prior :math:`\mathcal N(0, s_{\max}^2 I)` in VE scale is
+:math:`\mathcal N(0, \sigma(t_{\max})^2 I)` in the model's scale (VP: about :math:`\mathcal N(0, I)`).
 """
 
 from __future__ import annotations
@@ -79,7 +82,9 @@ class LogLikelihood(eqx.Module):
     sigma_max: Float[Array, ""]
 
 
-def gaussian_prior_log_prob(z, sigma_max):
+def gaussian_prior_log_prob(
+    z: Float[Array, "n ..."], sigma_max: Float[ArrayLike, ""]
+) -> Float[Array, " n"]:
     r""":math:`\log\mathcal N(z; 0, s_{\max}^2 I)` of each sample ``z[i]``."""
     d = math.prod(z.shape[1:])
     sq = jnp.sum(z.reshape(z.shape[0], -1) ** 2, axis=-1)

@@ -1,6 +1,6 @@
 r"""Neural ODEs on diffrax, with the statistics and regularisers that control their cost.
 
-A neural ODE ("Neural Ordinary Differential Equations", Chen et al., 2018) defines a model by
+A neural ODE ("Neural Ordinary Differential Equations") defines a model by
 :math:`\mathrm{d}y/\mathrm{d}t = f_\theta(t, y)` and evaluates it with an adaptive solver, whose
 cost — the number of function evaluations (NFE) — is set by the learned dynamics. The regularisers
 of :mod:`._regularisers` add the solver's own error/stiffness heuristics to the loss so that
@@ -49,9 +49,12 @@ class NeuralODE(eqx.Module):
     r"""Solve :math:`\mathrm{d}y/\mathrm{d}t = f(t, y, \mathrm{args})` with diffrax.
 
     ``vector_field`` is an ``eqx.Module`` (its arrays are the trained parameters) called as
-    ``vector_field(t, y, args)``; :class:`MLPField` is a ready one. ``solver``,
-    ``stepsize_controller`` (tolerances may be traced arrays, to sweep them) and ``adjoint`` are
-    diffrax objects; ``dt0`` is the first step (None: chosen by the controller's heuristic).
+    ``vector_field(t, y, args)``; :class:`MLPField` is a ready one. ``solver`` (default Tsit5),
+    ``stepsize_controller`` (default ``PIDController(rtol=1e-3, atol=1e-6)``; tolerances may be
+    traced arrays, to sweep them) and ``adjoint`` (default ``RecursiveCheckpointAdjoint``) are
+    diffrax objects. ``dt0`` is the first step; with None and a PID controller it comes from the
+    initial-step heuristic of Hairer, Nørsett & Wanner, run here on the bare vector field (inside
+    ``diffeqsolve`` diffrax 0.7 falls back to a fixed 0.01, whatever the time scale).
     ``max_steps`` bounds the solve (``result`` is then ``max_steps_reached``); ``throw=True``
     raises on a failed solve instead.
 
@@ -238,7 +241,9 @@ class MLPField(eqx.Module):
             key=key,
         )
 
-    def __call__(self, t, y, args=None):
+    def __call__(
+        self, t: Float[ArrayLike, ""], y: Float[Array, "... dim"], args=None
+    ) -> Float[Array, "... dim"]:
         if y.shape[-1] != self.dim:
             raise ValueError(f"y must have last axis {self.dim}; got shape {y.shape}.")
         flat = y.reshape(-1, self.dim)

@@ -5,8 +5,7 @@ estimate :math:`E_n` that decides acceptance and step size, and the stiffness es
 :math:`h_n|\hat\lambda_n|` that is compared against the stability region.
 
 * **Global** — "Opening the Blackbox: Accelerating Neural Differential Equations by Regularizing
-  Internal Solver Heuristics" (Pal, Ma, Shah, Rackauckas, 2021): sum over every accepted step of
-  the adaptive solve,
+  Internal Solver Heuristics": sum over every accepted step of the adaptive solve,
 
   .. math:: R_E = \sum_n E_n |h_n|, \qquad R_S = \sum_n h_n |\hat\lambda_n|,
 
@@ -14,8 +13,7 @@ estimate :math:`E_n` that decides acceptance and step size, and the stiffness es
   constants for differentiation (diffrax stops gradients through the controller), as in the paper.
 
 * **Local** — "Locally Regularized Neural Differential Equations: Some Black Boxes Were Meant to
-  Remain Closed!" (Pal, Edelman, Rackauckas, 2022): the same heuristics of *one* step taken from a
-  random time :math:`t_r`,
+  Remain Closed!": the same heuristics of *one* step taken from a random time :math:`t_r`,
 
   .. math:: R_E^{loc} = E(t_r, y(t_r), h_r)\,|h_r|, \qquad R_S^{loc} = h_r|\hat\lambda(t_r)|,
 

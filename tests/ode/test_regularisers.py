@@ -81,7 +81,9 @@ SOLVERS = [
 def test_error_regularisers_vanish_exactly_on_polynomials_within_order(x64, solver):
     top = quadrature_exact_degree(solver.tableau)
     assert top >= 1
-    t0, h, n_steps = 0.25, 0.125, 16
+    # Large steps keep the error of the first inexact degree far above rounding (Dopri8's error
+    # is O(h^9)).
+    t0, h, n_steps = 0.25, 0.5, 4
     ts = jnp.linspace(t0, t0 + h * n_steps, 5)
     y0 = jnp.array([0.5, -1.0])
     key = jax.random.PRNGKey(0)
@@ -128,13 +130,16 @@ def test_stiffness_estimate_closed_forms(x64, solver):
         return glob.error_estimate, glob.stiffness_estimate
 
     _, glob = run(Linear(jnp.array([-1.7, -1.7])))
-    np.testing.assert_allclose(glob, 1.7 * 3.0, rtol=1e-12)
+    # Y_s - Y_{s-1} is a difference of two approximations of y(t + h); Dopri8's last stages agree
+    # to ~1e-8 relative at these steps, so rounding limits its quotient to ~1e-16 / 1e-8.
+    np.testing.assert_allclose(glob, 1.7 * 3.0, rtol=1e-8 if type(solver) is dfx.Dopri8 else 1e-12)
     _, glob = run(Linear(jnp.array([-0.5, -4.0])))
     assert 0.5 * 3.0 < float(glob) < 4.0 * 3.0  # a quotient between the two rates
     err_exact, stiff_exact = run(Monomial(jnp.array(float(top - 1))))
     err_next, _ = run(Monomial(jnp.array(float(top))))
     assert float(err_exact) < 1e-8 < 1e-3 < float(err_next)
-    if solver.tableau.c[-1] == solver.tableau.c[-2]:
+    c = np.concatenate([[0.0], np.asarray(solver.tableau.c)])
+    if c[-1] == c[-2]:
         assert float(stiff_exact) == 0.0
 
 
