@@ -55,7 +55,11 @@ def _describe(tree):
 
 
 def check_state(name, z0):
-    """``z0`` as a pytree of floating arrays; integer, boolean or empty states raise."""
+    """``z0`` as a pytree of floating arrays; integer, boolean or empty states raise.
+
+    Half-precision leaves are promoted to float32: a tolerance test in 8 bits of mantissa means
+    nothing (a model may still compute in bfloat16; its output is cast back to the state's dtype).
+    """
     leaves, treedef = jtu.tree_flatten(z0)
     if not leaves:
         raise ValueError(f"{name} must be a pytree holding at least one array; got {z0!r}.")
@@ -69,6 +73,8 @@ def check_state(name, z0):
                 f"{name} must have a real floating dtype (the solution is continuous); got a leaf "
                 f"of dtype {a.dtype} and shape {a.shape}. Pass e.g. jnp.asarray({name}, float)."
             )
+        if jnp.finfo(a.dtype).bits < 32:
+            a = a.astype(jnp.float32)
         out.append(a)
     return jtu.tree_unflatten(treedef, out)
 
