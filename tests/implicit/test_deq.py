@@ -63,7 +63,7 @@ def test_small_deq_trains_to_target_loss():
             return (optax.apply_updates(params, updates), state), mse
 
         init = (params, opt.init(params))
-        (params, _), history = jax.lax.scan(one, init, None, length=120)
+        (params, _), history = jax.lax.scan(one, init, None, length=90)
         return params, history, loss_fn(params)
 
     params, history, (mse, sol) = train(params)
@@ -89,7 +89,7 @@ def test_warm_start_reuses_the_previous_equilibrium(x64):
 def test_hutchinson_estimate_is_unbiased_and_differentiable(x64):
     cell = Cell(3, 8, 3, jnp.float64)
     x = jnp.array([0.5, 0.1, -0.7])
-    samples = 4000
+    samples = 2000
 
     @jax.jit
     def estimates(x):

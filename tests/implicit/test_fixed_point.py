@@ -47,6 +47,9 @@ def test_krasnoselskii_mann_damping_converges_where_picard_oscillates(x64):
     averaged = ji.fixed_point(fn, jnp.zeros(()), solver=ji.Picard(damping=0.5), max_steps=20)
     assert plain.result == RESULTS.max_steps_reached
     assert averaged.num_steps == 1 and float(averaged.value) == 1.0
+    # A half-precision state is promoted: the iteration and its tolerance test run in float32.
+    half = ji.fixed_point(fn, jnp.zeros((), jnp.bfloat16), solver=ji.Picard(damping=0.5))
+    assert half.value.dtype == jnp.float32 and float(half.value) == 1.0
 
 
 def test_pytree_state_matches_flat_solve(x64):

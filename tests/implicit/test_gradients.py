@@ -13,6 +13,9 @@ from ._problems import RUNTIME_ERRORS, linear_map, linear_problem, normal
 N = 6
 
 
+_PICARD = ji.ImplicitDiff(ji.Picard(), rtol=1e-12, atol=1e-12, max_steps=1000)
+
+
 def _solve(w, b, backward=None, solver=None):
     return ji.fixed_point(
         linear_map,
@@ -74,6 +77,24 @@ def test_gradients_equal_closed_form_unrolled_loop_and_finite_differences(x64):
     np.testing.assert_allclose(fd, directional, rtol=1e-7)
 
 
+def test_derivatives_flow_to_arrays_the_map_closes_over(x64):
+    # fn closes over W and b instead of taking them as args: they are hoisted into explicit
+    # inputs, so their derivatives are implicit too (no differentiation through the loop).
+    w, b = linear_problem()
+
+    def loss(w, b):
+        fn = lambda z, _: w @ z + b
+        z = ji.fixed_point(
+            fn, jnp.zeros(N), solver=ji.Picard(), rtol=1e-12, atol=1e-12, backward=_PICARD
+        ).value
+        return jnp.sum(jnp.sin(z))
+
+    gw, gb = jax.jit(jax.grad(loss, (0, 1)))(w, b)
+    cw, cb = _closed_form_grads(w, b)
+    np.testing.assert_allclose(gw, cw, atol=1e-10)
+    np.testing.assert_allclose(gb, cb, atol=1e-10)
+
+
 def test_forward_mode_jvp_and_jacfwd(x64):
     w, b = linear_problem()
     dw = normal(5, (N, N))
@@ -130,10 +151,8 @@ def test_grad_of_vmap_over_a_batch(x64):
     scales = jnp.array([0.2, 0.6, 0.95])
     bs = b[None, :] + jnp.arange(3.0)[:, None]
 
-    picard = ji.ImplicitDiff(ji.Picard(), rtol=1e-12, atol=1e-12, max_steps=1000)
-
     def batch_loss(w0):
-        zs = jax.vmap(lambda s, b: _solve(s * w0, b, picard))(scales, bs)
+        zs = jax.vmap(lambda s, b: _solve(s * w0, b, _PICARD))(scales, bs)
         return jnp.sum(jnp.sin(zs))
 
     g = jax.jit(jax.grad(batch_loss))(w0)
