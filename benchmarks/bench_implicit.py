@@ -154,14 +154,18 @@ def loss_of(solve):
     return loss
 
 
-def median_time(fn, args, repeats):
-    jax.block_until_ready(fn(*args))  # compile and warm up
-    times = []
+def interleaved_median_times(calls, repeats):
+    """Median wall time of each ``(fn, args)`` in ``calls``; the calls take turns, so a change
+    in machine load during the run affects every method alike."""
+    for fn, args in calls.values():
+        jax.block_until_ready(fn(*args))  # compile and warm up
+    times = {k: [] for k in calls}
     for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+        for k, (fn, args) in calls.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[k].append(time.perf_counter() - t)
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def temp_bytes(fn, *args):
@@ -219,10 +223,11 @@ def run_problem(name, n, batch, repeats):
 
     # Forward.
     fwd = {k: jax.jit(batched(v, batch)) for k, v in forward_methods().items()}
+    fwd_times = interleaved_median_times({k: (f, (w, x)) for k, f in fwd.items()}, repeats)
     for k, f in fwd.items():
         z, steps = f(w, x)
         out["forward"][k] = {
-            "time_s": median_time(f, (w, x), repeats),
+            "time_s": fwd_times[k],
             "iterations_max": int(jnp.max(steps)),
             "iterations_mean": float(jnp.mean(steps)),
             "residual_max": residual(z, w, x),
@@ -239,17 +244,19 @@ def run_problem(name, n, batch, repeats):
 
     # Backward.
     picard_steps = out["forward"]["jaxsolve Picard"]["iterations_max"]
-    results = {}
+    bwd_calls, vg_calls, grads = {}, {}, {}
     for k, solve in backward_methods(picard_steps).items():
         loss = loss_of(batched(solve, batch))
         vg = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
         forward = jax.jit(lambda w, x, loss=loss: jax.vjp(loss, w, x))
         value, pullback = forward(w, x)
         backward = jax.jit(lambda pullback, ct: pullback(ct))
-        t_bwd = median_time(backward, (pullback, jnp.ones_like(value)), repeats)
-        t_vg = median_time(vg, (w, x), repeats)
-        _, (gw, gx) = vg(w, x)
-        results[k] = (t_bwd, t_vg, gw, gx)
+        bwd_calls[k] = (backward, (pullback, jnp.ones_like(value)))
+        vg_calls[k] = (vg, (w, x))
+        grads[k] = vg(w, x)[1]
+    bwd_times = interleaved_median_times(bwd_calls, repeats)
+    vg_times = interleaved_median_times(vg_calls, repeats)
+    results = {k: (bwd_times[k], vg_times[k], *grads[k]) for k in grads}
     ref = results["unrolled (backprop through Picard steps)"]
     print(
         f"{'backward':48s} {'bwd [ms]':>9s} {'bwd/unrolled':>12s} {'val+grad [ms]':>13s} "
