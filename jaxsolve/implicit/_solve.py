@@ -19,7 +19,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, PyTree
 
-from .._core import as_float, is_concrete
+from .._core import as_float, check_positive, is_concrete
 from ._anderson import Anderson
 from ._base import AbstractLinearSolver, AbstractSolver, Solution
 from ._driver import flatten_problem, iterate
@@ -102,10 +102,7 @@ def check_tolerance(name, value):
     if value.ndim != 0:
         raise ValueError(f"{name} must be a scalar; got an array of shape {value.shape}.")
     if is_concrete(value):
-        v = float(np.asarray(value))
-        if not v > 0:
-            raise ValueError(f"{name} must be positive; got {v!r}.")
-        return value
+        return check_positive(name, value)
     return eqx.error_if(value, ~(value > 0), f"{name} must be positive.")
 
 
