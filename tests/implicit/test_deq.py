@@ -154,3 +154,37 @@ def test_hessian_through_deq_equals_the_unrolled_hessian(x64):
     np.testing.assert_allclose(
         jax.jit(jax.hessian(implicit))(x), jax.jit(jax.hessian(unrolled))(x), atol=1e-9
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backward", ["jfb", "phantom"])
+def test_deq_trains_with_cheap_backward_modes(backward):
+    hidden = 16
+    xs = jnp.asarray(normal(0, (64, 3)), jnp.float32)
+    ys = jnp.sin(xs @ jnp.array([1.0, -2.0, 0.5]))
+    mode = {"jfb": ji.JacobianFree(), "phantom": ji.PhantomGradient(steps=5, damping=0.5)}
+    deq = ji.DEQ(
+        Cell(3, hidden, 0), backward=mode[backward], state_init=lambda x: jnp.zeros(hidden)
+    )
+    model = Regressor(deq, jnp.asarray(normal(1, (hidden,)), jnp.float32) / np.sqrt(hidden))
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    opt = optax.adam(1e-2)
+
+    def loss_fn(params):
+        pred, _ = jax.vmap(eqx.combine(params, static))(xs)
+        return jnp.mean((pred - ys) ** 2)
+
+    @jax.jit
+    def train(params):
+        def one(carry, _):
+            params, state = carry
+            mse, g = jax.value_and_grad(loss_fn)(params)
+            updates, state = opt.update(g, state, params)
+            return (optax.apply_updates(params, updates), state), mse
+
+        (params, _), history = jax.lax.scan(one, (params, opt.init(params)), None, length=200)
+        return history, loss_fn(params)
+
+    history, mse = train(params)
+    assert float(history[0]) > 0.3
+    assert float(mse) < 0.05, history[-10:]
