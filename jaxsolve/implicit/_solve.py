@@ -112,7 +112,7 @@ def check_options(where, solver, backward, norm, max_steps, divergence_factor):
             f"{where}: solver must be a jaxsolve.implicit solver (Picard, Anderson, Broyden, "
             f"Newton); got {type(solver).__name__}."
         )
-    if not isinstance(backward, AbstractBackward):
+    if not isinstance(backward, (ImplicitDiff, JacobianFree, PhantomGradient)):
         raise TypeError(
             f"{where}: backward must be ImplicitDiff, JacobianFree or PhantomGradient; got "
             f"{type(backward).__name__}."
@@ -191,8 +191,7 @@ def _solve(
         z_star, (result, k, rnorm) = primal(no_grad(residual), no_grad(args), no_grad(z0))
         if isinstance(backward, JacobianFree):
             steps, damping = 1, jnp.ones((), jnp.result_type(float))
-        else:
-            assert isinstance(backward, PhantomGradient)
+        else:  # PhantomGradient (check_options admits nothing else)
             steps, damping = backward.steps, backward.damping
         z = straight_through(z_star, unrolled_steps(residual, args, z_star, steps, damping))
     if throw:
