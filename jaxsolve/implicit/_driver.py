@@ -27,8 +27,9 @@ def _status(x, fx, k, r0, norm, rtol, atol, max_steps, divergence_factor):
     scale = atol + rtol * jnp.abs(x)
     scaled = norm(fx / scale)
     rnorm = norm(fx)
-    # A NaN or infinity in the residual makes its norm non-finite, so only x needs a check.
-    finite = jnp.isfinite(rnorm) & jnp.all(jnp.isfinite(x))
+    # A NaN or infinity in the residual makes its norm non-finite, and a NaN in x makes the
+    # scale, hence the scaled norm, NaN: no separate pass over the state is needed.
+    finite = jnp.isfinite(rnorm) & jnp.isfinite(scaled)
     converged = scaled <= 1
     diverged = rnorm > divergence_factor * r0
     out_of_steps = k >= max_steps
