@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from ..._core import as_float, check_positive, is_concrete
@@ -50,7 +51,7 @@ def _eps(ctx, x, sigma):
 
 def _check_gamma(gamma, allow_zero):
     if is_concrete(gamma):
-        g = float(jnp.asarray(gamma))
+        g = float(np.asarray(gamma))
         if not ((0.0 <= g if allow_zero else 0.0 < g) and g <= 1.0):
             lo = "[0, 1]" if allow_zero else "(0, 1]"
             raise ValueError(f"gamma must lie in {lo}; got {g}.")

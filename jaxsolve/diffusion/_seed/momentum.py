@@ -45,6 +45,7 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from ..._core import is_concrete
@@ -73,7 +74,7 @@ def _form(solver) -> str:
 
 def _check_beta(beta):
     if is_concrete(beta):
-        b = float(jnp.asarray(beta))
+        b = float(np.asarray(beta))
         if not 0.0 < b <= 1.0:
             raise ValueError(f"beta must lie in (0, 1]; got {b}.")
 
