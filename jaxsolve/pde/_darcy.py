@@ -1,0 +1,193 @@
+r"""Darcy flow :math:`-\nabla\cdot(a\nabla u) = f` on :math:`[0,1]^2`, :math:`u = 0` on the boundary.
+
+Discretisation (second order for smooth :math:`a`): the node grid of :math:`s \times s` points
+:math:`x_{ij} = (i, j)\,h`, :math:`h = 1/(s-1)`, boundary included; the five-point scheme
+
+.. math:: \frac{1}{h^2}\sum_{\text{4 neighbours } m} a_{\,i m}\,(u_i - u_m) = f_i
+
+on interior nodes, with the coefficient on the face between two nodes the harmonic mean
+:math:`a_{im} = 2 a_i a_m / (a_i + a_m)` (the series conductance of the two half cells, which
+keeps fluxes continuous across a jump in :math:`a`, the FNO paper's piecewise-constant fields).
+
+The symmetric positive definite system is solved by conjugate gradients preconditioned with the
+constant-coefficient Dirichlet Laplacian, inverted exactly by a type-I sine transform (one real
+FFT of the odd extension per axis). Since
+:math:`\min_f a_f\, L \preceq A \preceq \max_f a_f\, L`, the preconditioned condition number is at
+most :math:`\max a / \min a` whatever the grid: for the FNO fields (:math:`a \in \{3, 12\}`) about
+20 iterations reach :math:`10^{-8}` at every resolution ("Methods of Conjugate Gradients for
+Solving Linear Systems", Hestenes & Stiefel; fast Poisson preconditioning as in Concus & Golub).
+
+Derivatives with respect to :math:`a` and :math:`f` come from the implicit function theorem
+(``lax.custom_linear_solve``): the adjoint system is the same symmetric system.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Array, ArrayLike, Float, Int
+
+from .._core import RESULTS, as_float, check_positive, default_float
+
+
+class DarcySolution(eqx.Module):
+    """Solution of :func:`darcy_solve`: ``u`` (same layout as ``a``, zero on the boundary), the
+    :data:`~jaxsolve.RESULTS` code, the number of CG iterations and the final relative residual
+    :math:`\\|f - A u\\|_2 / \\|f\\|_2` on the interior nodes."""
+
+    u: Float[Array, " ..."]
+    result: RESULTS
+    num_steps: Int[Array, ""]
+    residual: Float[Array, ""]
+
+
+def _faces(a):
+    """Harmonic means of nodal ``a`` on the faces along axis 0 and along axis 1."""
+    ax = 2.0 * a[1:, :] * a[:-1, :] / (a[1:, :] + a[:-1, :])
+    ay = 2.0 * a[:, 1:] * a[:, :-1] / (a[:, 1:] + a[:, :-1])
+    return ax, ay
+
+
+def darcy_operator(a: Float[Array, " s s"]):
+    r"""The matrix-free operator :math:`u_{\text{interior}} \mapsto (A u)_{\text{interior}}`."""
+    s = a.shape[-1]
+    h2 = 1.0 / float(s - 1) ** 2
+    ax, ay = _faces(a)
+
+    def matvec(v):
+        u = jnp.pad(v, 1)
+        fx = ax * (u[1:, :] - u[:-1, :])  # flux through the faces along axis 0
+        fy = ay * (u[:, 1:] - u[:, :-1])
+        div = (fx[1:, 1:-1] - fx[:-1, 1:-1]) + (fy[1:-1, 1:] - fy[1:-1, :-1])
+        return -div / h2
+
+    return matvec
+
+
+def _dst1(v, axis):
+    r"""Type-I sine transform :math:`\sum_{j=1}^{n} v_j \sin(\pi j k/(n+1))`, ``k = 1..n``."""
+    v = jnp.moveaxis(v, axis, -1)
+    n = v.shape[-1]
+    zero = jnp.zeros((*v.shape[:-1], 1), v.dtype)
+    ext = jnp.concatenate([zero, v, zero, -jnp.flip(v, axis=-1)], axis=-1)
+    out = -0.5 * jnp.imag(jnp.fft.rfft(ext, axis=-1))[..., 1 : n + 1]
+    return jnp.moveaxis(out.astype(v.dtype), -1, axis)
+
+
+def poisson_inverse(s: int, dtype):
+    r"""Exact inverse of the five-point Dirichlet Laplacian :math:`-\Delta_h` on the interior
+    of the ``s x s`` node grid (the preconditioner)."""
+    n = s - 2
+    h2 = 1.0 / float(s - 1) ** 2
+    k = np.arange(1, n + 1)
+    lam1 = 4.0 * np.sin(np.pi * k / (2.0 * (n + 1))) ** 2 / h2
+    inv = 1.0 / (lam1[:, None] + lam1[None, :])
+    scale = (2.0 / (n + 1)) ** 2  # S @ S = (n + 1)/2 I per axis
+    inv = jnp.asarray(inv * scale, dtype)
+
+    def apply(r):
+        return _dst1(_dst1(_dst1(_dst1(r, 0), 1) * inv, 0), 1)
+
+    return apply
+
+
+def _pcg(matvec, precond, b, rtol, atol, max_steps):
+    """Preconditioned CG from zero; ``(x, iterations, converged)``, the verdict on the
+    recurrence residual (the true one is reported by the caller)."""
+    bnorm = jnp.linalg.norm(b)
+    tol = atol + rtol * bnorm
+    x = jnp.zeros_like(b)
+    r = b
+    z = precond(r)
+    rz = jnp.vdot(r, z)
+
+    def cond(c):
+        _, r, _, _, k = c
+        rn = jnp.linalg.norm(r)
+        return (rn > tol) & (k < max_steps) & jnp.isfinite(rn)
+
+    def body(c):
+        x, r, p, rz, k = c
+        ap = matvec(p)
+        alpha = rz / jnp.vdot(p, ap)
+        x = x + alpha * p
+        r = r - alpha * ap
+        z = precond(r)
+        rz_new = jnp.vdot(r, z)
+        return x, r, z + (rz_new / rz) * p, rz_new, k + 1
+
+    x, r, _, _, k = lax.while_loop(cond, body, (x, r, z, rz, jnp.zeros((), jnp.int32)))
+    return x, k, jnp.linalg.norm(r) <= tol
+
+
+def darcy_solve(
+    a: Float[ArrayLike, " *c s s"],
+    f: Float[ArrayLike, " *c s s"] | float = 1.0,
+    *,
+    rtol: float | None = None,
+    atol: float = 0.0,
+    max_steps: int | Int[ArrayLike, ""] = 500,
+    throw: bool = False,
+) -> DarcySolution:
+    r"""Solve :math:`-\nabla\cdot(a\nabla u) = f` on :math:`[0,1]^2` with :math:`u = 0` on the
+    boundary, on the ``s x s`` node grid of ``a`` (see the module docstring).
+
+    Args:
+        a: positive coefficient at the nodes, shape ``(s, s)`` or one sample ``(1, s, s)``.
+        f: right-hand side, a number or an array like ``a`` (its boundary values are unused).
+        rtol, atol: stop when :math:`\|f - Au\|_2 \le \text{atol} + \text{rtol}\,\|f\|_2` on the
+            interior; ``rtol`` defaults to 1e-5 in float32 and 1e-10 in float64.
+        max_steps: most CG iterations (may be traced).
+        throw: raise if the solve did not converge (else read ``result``).
+
+    One solve; batch with ``jax.vmap``.
+    """
+    a = as_float(a)
+    squeeze = a.ndim == 3
+    if squeeze:
+        if a.shape[0] != 1:
+            raise ValueError(f"a must have shape (s, s) or (1, s, s); got {a.shape}.")
+        a = a[0]
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 3:
+        raise ValueError(f"a must be a square grid (s, s) with s >= 3; got shape {a.shape}.")
+    s = a.shape[0]
+    f = as_float(f)
+    if f.ndim == 0:
+        f = jnp.full((s, s), f, a.dtype)
+    elif f.shape == (1, s, s):
+        f = f[0]
+    if f.shape != (s, s):
+        raise ValueError(f"f must be a number or have the shape of a, {a.shape}; got {f.shape}.")
+    dtype = jnp.result_type(a.dtype, f.dtype)
+    a, f = a.astype(dtype), f.astype(dtype)
+    if rtol is None:
+        rtol = 1e-10 if dtype == jnp.float64 else 1e-5
+    check_positive("rtol", rtol, allow_zero=True)
+    check_positive("atol", atol, allow_zero=True)
+    if isinstance(max_steps, int) and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1; got {max_steps}.")
+
+    matvec = darcy_operator(a)
+    precond = poisson_inverse(s, dtype)
+    b = f[1:-1, 1:-1]
+
+    def solve(mv, rhs):
+        x, k, converged = _pcg(mv, precond, rhs, rtol, atol, max_steps)
+        return x, (k, converged)
+
+    x, (k, converged) = lax.custom_linear_solve(matvec, b, solve, symmetric=True, has_aux=True)
+    true = jnp.linalg.norm(b - matvec(x))
+    finite = jnp.isfinite(true) & jnp.all(jnp.isfinite(x))
+    result = RESULTS.where(
+        finite,
+        RESULTS.where(converged, RESULTS.successful, RESULTS.max_steps_reached),
+        RESULTS.nonfinite,
+    )
+    if throw:
+        x = eqx.error_if(x, result != RESULTS.successful, "darcy_solve: CG did not converge.")
+    u = jnp.pad(x, 1)
+    bnorm = jnp.linalg.norm(b)
+    rel = true / jnp.where(bnorm > 0, bnorm, jnp.ones((), default_float()))
+    return DarcySolution(u[None] if squeeze else u, result, k, rel)
