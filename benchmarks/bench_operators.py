@@ -318,13 +318,24 @@ def main():
     target = 0.7
     summary = {}
     for case, r in results.items():
-        row = {"params_equal": r.get("neuralop_params") == r["ours_params"]}
-        for kind in ("wall", "cpu_1thread"):
-            for variant in ("ours_default", "ours_exact_gelu"):
-                ratio = r.get(kind, {}).get(f"ratio_{variant}")
-                if ratio is not None:
-                    row[f"{kind}_ratio_{variant}"] = round(ratio, 3)
-                    row[f"{kind}_{variant}_meets_0.7x"] = bool(ratio <= target)
+        row = {
+            "params_equal": r.get("neuralop_params") == r["ours_params"],
+            "same_function_max_abs_diff": r.get("same_function_max_abs_diff"),
+        }
+        for variant in ("ours_default", "ours_exact_gelu"):
+            one = r.get("cpu_1thread", {}).get(f"ratio_{variant}")
+            wall = r.get("wall", {})
+            if one is not None:
+                row[f"{variant}_cpu_1thread_ratio"] = round(one, 3)
+            if f"ratio_{variant}" in wall:
+                row[f"{variant}_wall_ratio_median"] = round(wall[f"ratio_{variant}"], 3)
+                row[f"{variant}_wall_ratio_of_minima"] = round(
+                    wall[f"{variant}_ms_min"] / wall["neuralop_ms_min"], 3
+                )
+            if one is not None:
+                # Judged on the load-independent single-thread figure, not on the wall median
+                # (which a busy machine tilts in our favour).
+                row[f"{variant}_meets_0.7x"] = bool(one <= target)
         summary[case] = row
     doc = {
         "benchmark": "FNO Adam train step, jaxsolve vs neuraloperator",
