@@ -15,15 +15,14 @@ ratio* :math:`\rho_i` per step; :math:`\hat m_i` also stays in the history, so t
 uses it. :math:`\rho_i = 1` gives :math:`\hat m_i = m_i` exactly: UniPC. Compensation starts once
 ``dc_order + 1`` outputs exist (the paper's ratios are 1 on the first steps).
 
-**Ratios** (:func:`fit_dc_ratios`) are fitted greedily, step by step, on a few trajectories: the
-ratio of step :math:`i` minimises :math:`\lVert\tilde x_{i+1}(\rho_i) - x^\text{ref}_{i+1}\rVert^2`
-against a many-step reference (:func:`reference_states`). The state after the step is a polynomial
-of degree ``dc_order`` in :math:`\rho_i` (the Lagrange weights are, and UniP is linear in the
-outputs), so the loss is a polynomial of degree ``2 dc_order`` that we recover exactly from
-``dc_order + 1`` runs of the driver and minimise on ``bounds`` — exact where the paper runs
-AdamW. **Our choice:** the target is the predicted state :math:`\tilde x_{i+1}` (the state the
-model is next evaluated at), which the driver exposes; the paper's target is the corrected state,
-which only exists inside the next step (the driver does not return a solver's state).
+**Ratios** (:func:`fit_dc_ratios`) are fitted greedily, step by step, on a few trajectories, as
+in the paper: the ratio of step :math:`i` minimises the squared distance between the *corrected*
+state :math:`x_{i+1}(\rho_i)` (after the predictor of step :math:`i` and the UniC correction that
+opens step :math:`i+1`) and a many-step reference (:func:`reference_states`); for the last
+compensated step, whose next state is the denoised output, the output itself. The corrected state
+lives inside the next step, so the fit runs the driver with a private hook that makes step
+:math:`i+1` return it. The loss is scanned on ``bounds`` (one ``vmap``) and polished by Newton
+steps differentiated through the driver (the paper runs AdamW from 1).
 
 **Cascade polynomial regression** (:class:`CascadeRatioRegression`) predicts ratios for an unseen
 NFE and guidance scale: :math:`\rho(u) = \sum_a c_a u^a` in the step fraction
@@ -96,6 +95,8 @@ class DCSolver(AbstractSolver):
     prediction: str = "data"
     lower_order_final: bool = True
     dc_order: int = 2
+    # Fitting hook (private): step ``_stop_at`` returns its corrected state instead of predicting.
+    _stop_at: Int[Array, ""] | int = -1
 
     def __check_init__(self):
         check_order("DCSolver", self.order, {1, 2, 3})
@@ -163,6 +164,7 @@ class DCSolver(AbstractSolver):
             return branch
 
         x_next = hist.switch_on_order(order, [predict(k) for k in range(1, self.order + 1)], x)
+        x_next = jnp.where(ctx.i == self._stop_at, x, x_next)
         return x_next, (history, x, order)
 
 
@@ -213,7 +215,8 @@ def fit_dc_ratios(
     lower_order_final: bool = True,
     dc_order: int = 2,
     bounds: tuple[float, float] = (0.0, 2.0),
-    resolution: int = 2001,
+    resolution: int = 41,
+    polish: int = 3,
 ) -> Float[Array, " steps"]:
     """Fit DC-Solver's compensation ratios step by step against ``reference`` (see the module).
 
@@ -223,7 +226,8 @@ def fit_dc_ratios(
             (e.g. :func:`reference_states`, or an oracle's exact flow).
         order, variant, prediction, lower_order_final, dc_order: the solver's configuration.
         bounds: the interval the ratios are searched in.
-        resolution: points of the dense search before a Newton polish.
+        resolution: points of the scan over ``bounds``.
+        polish: Newton steps after the scan.
 
     Returns:
         ``ratios`` of shape ``(len(sigmas) - 1,)`` for :class:`DCSolver` (1 where no compensation
@@ -242,41 +246,42 @@ def fit_dc_ratios(
     if not lo < hi:
         raise ValueError(f"bounds must be an increasing pair; got {bounds}.")
     n = int(np.argmax(np.asarray(sigmas) == 0))
-    probe = jnp.arange(dc_order + 1, dtype=x.dtype)  # ratios 0, 1, ..., dc_order
     grid = jnp.linspace(lo, hi, resolution, dtype=x.dtype)
+
+    def loss(ratios, i, r):
+        solver = DCSolver(
+            ratios.at[i].set(r),
+            order=order,
+            variant=variant,
+            prediction=prediction,
+            lower_order_final=lower_order_final,
+            dc_order=dc_order,
+            _stop_at=i + 1,
+        )
+        # Step i + 1 returns the corrected state; if it is the final step, the denoised output.
+        stop = jnp.minimum(i + 2, n)
+        y = sample(denoiser, x, sigmas, solver, n_steps=stop, throw=False)
+        target = reference[jnp.where(i + 2 < n, i + 1, n)]
+        return jnp.mean((y - target) ** 2)
 
     @jax.jit
     def best_ratio(ratios, i):
-        def run(r):
-            solver = DCSolver(
-                ratios.at[i].set(r),
-                order=order,
-                variant=variant,
-                prediction=prediction,
-                lower_order_final=lower_order_final,
-                dc_order=dc_order,
-            )
-            return sample(denoiser, x, sigmas, solver, n_steps=i + 1, throw=False)
-
-        errs = jax.vmap(run)(probe) - reference[i + 1]  # (dc_order + 1, *x.shape)
-        # Exact polynomial in r through the probes (Lagrange -> monomial coefficients).
-        vander = probe[:, None] ** jnp.arange(dc_order + 1)[None, :]
-        coef = jnp.linalg.solve(vander, errs.reshape(dc_order + 1, -1))  # (dc_order + 1, N)
-
-        def loss(r):
-            e = jnp.sum(coef * (r ** jnp.arange(dc_order + 1))[:, None], axis=0)
-            return jnp.mean(e * e)
-
-        values = jax.vmap(loss)(grid)
+        values = jax.vmap(lambda r: loss(ratios, i, r))(grid)
         r = grid[jnp.argmin(values)]
-        for _ in range(3):  # Newton polish of the exact polynomial, kept inside the bounds
-            g, hess = jax.grad(loss)(r), jax.hessian(loss)(r)
-            r = jnp.where(hess > 0, jnp.clip(r - g / hess, lo, hi), r)
+        best = jnp.min(values)
+        grad = jax.grad(loss, argnums=2)
+        hess = jax.grad(grad, argnums=2)
+        for _ in range(polish):  # Newton, kept inside the bounds and only when it helps
+            g, h = grad(ratios, i, r), hess(ratios, i, r)
+            trial = jnp.clip(r - g / jnp.where(h > 0, h, 1.0), lo, hi)
+            value = loss(ratios, i, trial)
+            better = (h > 0) & (value < best)
+            r, best = jnp.where(better, trial, r), jnp.where(better, value, best)
         return r
 
     ratios = jnp.ones((steps,), x.dtype)
     for i in range(dc_order, n - 1):
-        ratios = ratios.at[i].set(best_ratio(ratios, i))
+        ratios = ratios.at[i].set(best_ratio(ratios, jnp.asarray(i)))
     return ratios
 
 
@@ -294,6 +299,7 @@ class CascadeRatioRegression(eqx.Module):
     nfe_scale: float
     guidance_scale: float
     dc_order: int = 2
+    bounds: tuple[float, float] = (0.0, 2.0)
 
     @classmethod
     def fit(
@@ -304,6 +310,7 @@ class CascadeRatioRegression(eqx.Module):
         *,
         degrees: tuple[int, int, int] = (2, 2, 2),
         dc_order: int = 2,
+        bounds: tuple[float, float] = (0.0, 2.0),
     ) -> CascadeRatioRegression:
         """Least squares on the active steps (``dc_order <= i <= NFE - 2``) of each ratio set.
 
@@ -338,6 +345,7 @@ class CascadeRatioRegression(eqx.Module):
             nfe_scale=nfe_scale,
             guidance_scale=g_scale,
             dc_order=dc_order,
+            bounds=bounds,
         )
 
     def __call__(
@@ -360,7 +368,7 @@ class CascadeRatioRegression(eqx.Module):
         pg = g ** jnp.arange(c)
         rho = jnp.einsum("ia,abc,b,c->i", pu, self.weights, pn, pg)
         active = (i >= self.dc_order) & (i <= nfe - 2)
-        return jnp.where(active, rho, 1.0)
+        return jnp.where(active, jnp.clip(rho, *self.bounds), 1.0)
 
 
 def _features(u, nu, g, deg_u, deg_n, deg_g):
