@@ -5,9 +5,19 @@ Pillars: :mod:`jaxsolve.diffusion` (samplers, schedules, oracles), :mod:`jaxsolv
 differentiation), :mod:`jaxsolve.ode` (neural ODEs). Shared result codes live in :data:`RESULTS`.
 """
 
-from . import diffusion, implicit, ode, operators, pde, train
+from . import diffusion, implicit, ode, operators, pde, sharding, train
 from ._core import RESULTS
 
 __version__ = "0.1.0"
 
-__all__ = ["RESULTS", "__version__", "diffusion", "implicit", "ode", "operators", "pde", "train"]
+__all__ = [
+    "RESULTS",
+    "__version__",
+    "diffusion",
+    "implicit",
+    "ode",
+    "operators",
+    "pde",
+    "sharding",
+    "train",
+]

@@ -1,4 +1,4 @@
-"""What every pillar shares: result codes, argument checks, dtype helpers, PRNG helpers."""
+"""What every pillar shares: result codes, argument checks, dtype, PRNG and sharding helpers."""
 
 from ._dtypes import as_float, default_float, expand_to
 from ._errors import (
@@ -11,17 +11,24 @@ from ._errors import (
 )
 from ._prng import per_sample_keys
 from ._results import RESULTS
+from ._sharding import axis_size, check_shardable, data_mesh, replicate, shard_batch, to_host
 
 __all__ = [
     "RESULTS",
     "as_float",
+    "axis_size",
     "check_choice",
     "check_in_open_interval",
     "check_integer_count",
     "check_positive",
+    "check_shardable",
     "check_sigma_range",
+    "data_mesh",
     "default_float",
     "expand_to",
     "is_concrete",
     "per_sample_keys",
+    "replicate",
+    "shard_batch",
+    "to_host",
 ]

@@ -22,9 +22,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from .._core import RESULTS, as_float, check_choice, is_concrete
+from .._core import RESULTS, as_float, check_choice, is_concrete, shard_batch
 from ._adjoint import adjoint_sample
 from ._solvers._base import FINAL, SKIP, STEP, AbstractSolver, StepContext
 
@@ -60,6 +61,8 @@ def sample(
     progress: bool = False,
     throw: bool = True,
     adjoint: str = "backprop",
+    mesh: Mesh | None = None,
+    data_axis: str = "data",
 ) -> Float[Array, "*batch ..."] | SampleSolution:
     r"""Sample by integrating from ``sigmas[0]`` down the grid with ``solver``.
 
@@ -89,6 +92,13 @@ def sample(
             backward pass) or ``"adjoint"`` (AdjointDPM: the continuous adjoint solved backward in
             exponential-integrator variables, memory independent of the number of steps; ODE
             solvers only; see :mod:`jaxsolve.diffusion._adjoint`).
+        mesh: a :class:`jax.sharding.Mesh` (e.g. :func:`jaxsolve.sharding.data_mesh`) to split
+            the samples over: the first batch axis of ``x`` (its size a multiple of the devices
+            on ``data_axis``), the noise and every intermediate state are sharded along it, so
+            each device integrates its own samples. The denoiser must act sample by sample (as
+            every network and oracle does); the samples equal the one-device ones, stochastic
+            solvers included, since each sample's noise is drawn from its own index.
+        data_axis: the mesh axis the samples are split over.
     """
     if not isinstance(solver, AbstractSolver):
         raise TypeError(
@@ -99,6 +109,10 @@ def sample(
     sigmas = _check_grid(sigmas, solver, x.dtype)
     if not 0 <= batch_ndim <= x.ndim:
         raise ValueError(f"batch_ndim must lie in [0, x.ndim={x.ndim}]; got {batch_ndim}.")
+    if mesh is not None:
+        if batch_ndim < 1:
+            raise ValueError("mesh= splits the first batch axis of x; batch_ndim must be >= 1.")
+        x = shard_batch(x, mesh, data_axis)
     if solver.stochastic and key is None and noise is None:
         raise ValueError(f"{type(solver).__name__} is stochastic: pass key= (or noise=).")
 
@@ -134,6 +148,10 @@ def sample(
         return adjoint_sample(denoiser, x, sigmas, n, run_solver)
     iterations = solver.num_iterations(grid_steps, max_steps)
     draw = _noise_source(x, key, noise, batch_ndim)
+    if mesh is not None:
+        # Each device draws only its own samples' noise; the draws do not depend on the split.
+        unsharded_draw = draw
+        draw = lambda i, k: shard_batch(unsharded_draw(i, k), mesh, data_axis)
 
     def body(carry, i):
         x, state, nfe, taken, result = carry
@@ -167,6 +185,8 @@ def sample(
         x_new, state_new, used = jax.lax.switch(
             phase, [skip_branch, final_branch, step_branch], x, state
         )
+        if mesh is not None:
+            x_new = shard_batch(x_new, mesh, data_axis)
         finite = jnp.all(jnp.isfinite(x_new))
         result = RESULTS.where((result == RESULTS.successful) & ~finite, RESULTS.nonfinite, result)
         if progress:
@@ -185,7 +205,19 @@ def sample(
     )
     (x_out, state, nfe, taken, result), path = jax.lax.scan(body, init, jnp.arange(iterations))
     result = RESULTS.where(result == RESULTS.successful, solver.terminal_result(state), result)
-    if throw:
+    if throw and mesh is not None:
+        # An error raised by a host callback inside a multi-device program stops one device
+        # while the others wait for it at their next collective (a hang). So the check runs on
+        # the host, in a one-device program, once the sampling program has finished.
+        if not is_concrete(result):
+            raise ValueError(
+                "sample(mesh=..., throw=True) cannot raise from inside jit/vmap: an error raised "
+                "on one device of a multi-device program leaves the others waiting. Pass "
+                "throw=False and full_output=True, and check the returned result."
+            )
+        host = jax.device_get(result)
+        jax.block_until_ready(host.error_if(np.zeros(()), host != RESULTS.successful))
+    elif throw:
         x_out = result.error_if(x_out, result != RESULTS.successful)
     if not full_output:
         return x_out

@@ -21,9 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
+from .._core import _sharding
 from . import _checkpoint
 
 
@@ -86,6 +88,8 @@ def fit(
     progress: bool = True,
     desc: str = "training",
     opt_state: Any = None,
+    mesh: Mesh | None = None,
+    data_axis: str = "data",
 ) -> FitResult:
     """Train ``model`` to minimise ``loss_fn(model, batch, key)`` (a scalar, or ``(scalar, aux)``).
 
@@ -104,6 +108,14 @@ def fit(
             ``resume=True`` an existing checkpoint at ``checkpoint_path`` is continued exactly.
         steps_per_call: training steps compiled into one call.
         opt_state: an optimiser state to start from (default: ``optimizer.init``).
+        mesh: a :class:`jax.sharding.Mesh` for data-parallel training (e.g.
+            :func:`jaxsolve.sharding.data_mesh`). Every minibatch is split along its leading
+            (sample) axis over the mesh axis ``data_axis``; parameters, optimiser state, EMA and
+            array data are replicated; XLA inserts the all-reduce of the gradient. The result
+            equals the one-device run up to the order of floating-point additions. The batch
+            size must be a multiple of the number of devices on ``data_axis``. Checkpoints are
+            gathered to the host, so a run can resume with or without a mesh.
+        data_axis: the mesh axis the samples are split over.
     """
     if not isinstance(num_steps, int) or num_steps < 0:
         raise ValueError(f"num_steps must be a non-negative int; got {num_steps!r}.")
@@ -125,7 +137,24 @@ def fit(
         (params, opt_state, ema), start = _checkpoint.load(
             checkpoint_path, (params, opt_state, ema)
         )
+    if mesh is not None:
+        _sharding.axis_size(mesh, data_axis)  # a clear error for a wrong mesh or axis name
+        if not callable(data):
+            data = _sharding.replicate(data, mesh)
     get_batch = _batches(data, batch_size, data_key)
+    if mesh is not None:
+        # Checked on shapes alone, before anything compiles.
+        _sharding.check_shardable(jax.eval_shape(get_batch, 0), mesh, data_axis, name="batch")
+        params, opt_state, ema = _sharding.replicate((params, opt_state, ema), mesh)
+
+    def place(batch, carry):
+        # The constraints make GSPMD split each step's work by sample and keep the state whole
+        # on every device; the gradient of the batch mean then needs (and gets) an all-reduce.
+        # That all-reduce adds per-device partial sums, a different order of float additions
+        # from one device's, so results agree to round-off rather than bitwise.
+        if mesh is None:
+            return batch, carry
+        return _sharding.shard_batch(batch, mesh, data_axis), _sharding.replicate(carry, mesh)
 
     def objective(p, batch, k):
         out = loss_fn(eqx.combine(p, static), batch, k)
@@ -136,8 +165,8 @@ def fit(
     @eqx.filter_jit
     def run(params, opt_state, ema, steps):
         def one(carry, s):
-            params, opt_state, ema = carry
-            (loss, _), grads = grad_fn(params, get_batch(s), jax.random.fold_in(loss_key, s))
+            batch, (params, opt_state, ema) = place(get_batch(s), carry)
+            (loss, _), grads = grad_fn(params, batch, jax.random.fold_in(loss_key, s))
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = eqx.apply_updates(params, updates)
             if ema is not None:
@@ -182,7 +211,9 @@ def fit(
         if eval_every is not None and step % eval_every == 0:
             evaluate(step)
         if checkpoint_every is not None and step % checkpoint_every == 0:
-            _checkpoint.save(checkpoint_path, (params, opt_state, ema), step=step)
+            _checkpoint.save(
+                checkpoint_path, _sharding.to_host((params, opt_state, ema)), step=step
+            )
     bar.close()
     if eval_fn is not None and (not history["eval"] or history["eval"][-1][0] != step):
         evaluate(step)
@@ -191,7 +222,7 @@ def fit(
         and checkpoint_every is not None
         and step % checkpoint_every != 0
     ):
-        _checkpoint.save(checkpoint_path, (params, opt_state, ema), step=step)
+        _checkpoint.save(checkpoint_path, _sharding.to_host((params, opt_state, ema)), step=step)
     return FitResult(
         model=eqx.combine(params, static),
         opt_state=opt_state,
