@@ -18,11 +18,10 @@ imported) gives eight CPU devices to try all of this on.
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import PyTree
 
 from ._errors import is_concrete
 
@@ -86,7 +85,7 @@ def _is_array(leaf) -> bool:
     return isinstance(leaf, jax.Array | np.ndarray)
 
 
-def check_shardable(tree: Any, mesh: Mesh, axis: str = "data", *, name: str = "batch") -> int:
+def check_shardable(tree: PyTree, mesh: Mesh, axis: str = "data", *, name: str = "batch") -> int:
     """Check that every array leaf of ``tree`` can be split along its leading axis over ``axis``.
 
     ``tree`` may hold arrays, tracers or :class:`jax.ShapeDtypeStruct`. Returns the number of
@@ -111,7 +110,7 @@ def check_shardable(tree: Any, mesh: Mesh, axis: str = "data", *, name: str = "b
     return size
 
 
-def shard_batch(tree: Any, mesh: Mesh, axis: str = "data") -> Any:
+def shard_batch(tree: PyTree, mesh: Mesh, axis: str = "data") -> PyTree:
     """Split the leading (sample) axis of every array in ``tree`` over mesh axis ``axis``.
 
     Trailing axes, and every other mesh axis, are replicated. Works on concrete arrays
@@ -125,7 +124,7 @@ def shard_batch(tree: Any, mesh: Mesh, axis: str = "data") -> Any:
     return jax.tree_util.tree_map(lambda a: _place(a, sharding) if _is_array(a) else a, tree)
 
 
-def replicate(tree: Any, mesh: Mesh) -> Any:
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     """Put a full copy of every array in ``tree`` on every device of ``mesh``.
 
     Parameters, optimiser states and other values every device needs whole (concrete arrays are
@@ -138,7 +137,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     return jax.tree_util.tree_map(lambda a: _place(a, sharding) if _is_array(a) else a, tree)
 
 
-def to_host(tree: Any) -> Any:
+def to_host(tree: PyTree) -> PyTree:
     """Copy every JAX array in ``tree`` to a NumPy array holding its full (global) value.
 
     A replicated array is read from one local copy; an array sharded over devices of several
