@@ -1,0 +1,94 @@
+"""Execute every notebook in ``notebooks/``; each asserts its own claims in its cells.
+
+A notebook is run top to bottom in a fresh kernel started from *this* interpreter (a kernel spec
+written for the test whose ``argv[0]`` is ``sys.executable``, so a globally installed ``python3``
+kernel is never picked up by mistake), in a temporary working directory, with matplotlib's
+non-interactive Agg backend. A failing assertion or exception in any cell fails the test with
+the cell's traceback. New notebooks are picked up by the glob.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+CELL_TIMEOUT = 300  # seconds per cell; a notebook is meant to finish in well under a minute
+INSTALL_CELL = """\
+# On Colab (or any fresh environment) install jaxsolve first.
+try:
+    import jaxsolve
+except ImportError:
+    %pip install -q jaxsolve"""
+KERNEL_NAME = "jaxsolve-test-python"
+PROBE = "import os, sys\nprint(sys.executable, sys.prefix, os.environ.get('MPLBACKEND'), sep='\\n')"
+
+
+def _ids(paths):
+    return [p.name for p in paths]
+
+
+def _kernel_manager(spec_dir: Path) -> AsyncKernelManager:
+    """A kernel manager whose only kernel is ipykernel on ``sys.executable``."""
+    kernel_dir = spec_dir / KERNEL_NAME
+    kernel_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "jaxsolve test kernel",
+        "language": "python",
+        "env": {"MPLBACKEND": "Agg"},
+    }
+    (kernel_dir / "kernel.json").write_text(json.dumps(spec))
+    specs = KernelSpecManager(kernel_dirs=[str(spec_dir)])
+    return AsyncKernelManager(kernel_name=KERNEL_NAME, kernel_spec_manager=specs)
+
+
+def test_notebooks_are_found():
+    assert len(NOTEBOOKS) >= 3, f"expected the notebooks in {NOTEBOOK_DIR}; found {NOTEBOOKS}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_is_committed_clean_and_opens_with_the_install_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("# ")
+    install = nb.cells[1]
+    assert install.cell_type == "code" and install.source.strip() == INSTALL_CELL, (
+        f"{path.name}: the second cell must be the Colab install cell:\n{INSTALL_CELL}"
+    )
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, (
+                f"{path.name}: cell {i} has stored outputs; commit notebooks without outputs"
+            )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_executes(path, tmp_path, record_property):
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(PROBE))  # which interpreter ran the kernel
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    client = NotebookClient(
+        nb,
+        km=_kernel_manager(tmp_path / "kernels"),
+        timeout=CELL_TIMEOUT,
+        resources={"metadata": {"path": str(workdir)}},
+    )
+    start = time.perf_counter()
+    client.execute(cleanup_kc=True)  # we own the kernel manager, so shut the kernel down
+    seconds = time.perf_counter() - start
+    record_property("seconds", round(seconds, 1))
+    print(f"{path.name}: executed in {seconds:.1f} s")
+
+    probe = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
+    assert probe.splitlines() == [sys.executable, sys.prefix, "Agg"], probe
