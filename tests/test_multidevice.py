@@ -139,14 +139,9 @@ def test_eight_devices_fit_and_sample_equal_one_device(tmp_path):
     assert "MULTIDEVICE-OK" in proc.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="importing jaxsolve starts JAX's backend: jaxsolve/diffusion/_solvers/runge_kutta.py "
-    "builds FlowRK's default FlowSchedule() (arrays) at import. Then XLA_FLAGS set after "
-    "`import jaxsolve` (the notebooks' order) and jax.distributed.initialize() (multi-host) come "
-    "too late. Remove this marker with the fix (eqx.field(default_factory=FlowSchedule)).",
-)
 def test_device_setup_after_importing_jaxsolve():
+    """Importing jaxsolve must not start JAX's backend (no arrays built at import), so that
+    XLA_FLAGS set after it (the notebooks' order) and jax.distributed.initialize() still work."""
     code = (
         "import os, jaxsolve\n"
         "os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'\n"

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import ClassVar, NamedTuple
 
+import equinox as eqx
+
 from .._adapters import PREDICTIONS, _Coefficients
 from .._schedules import AbstractSchedule, FlowSchedule
 from ._base import AbstractSolver
@@ -106,7 +108,9 @@ class FlowRK(AbstractSolver):
     ``t = schedule.from_ve_sigma(sigma)`` to the next level's time and maps back to VE scale.
     """
 
-    schedule: AbstractSchedule = FlowSchedule()
+    # A factory, not an instance: building arrays at import would start JAX's backend before
+    # a user can configure it (XLA_FLAGS, jax.distributed.initialize).
+    schedule: AbstractSchedule = eqx.field(default_factory=FlowSchedule)
     tableau: ClassVar[ButcherTableau]
 
     def step(self, ctx, x, state):
