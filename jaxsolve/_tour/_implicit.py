@@ -53,13 +53,28 @@ def deq_section(ctx: TourContext) -> None:
     x_test = jax.random.uniform(kt, (256, 2), minval=-2.0, maxval=2.0)
     y_train, y_test = _target(x_train), _target(x_test)
 
-    def make(solver, **kw):
+    def make(cell, solver, **kw):
         return ji.DEQ(
             cell, solver=solver, state_init=lambda x: jnp.zeros(hidden), rtol=1e-5, atol=1e-6, **kw
         )
 
-    cell = _Cell(2, hidden, km)
-    model = _Regressor(make(ji.Anderson()), eqx.nn.Linear(hidden, 1, key=kh))
+    def with_solver(m, solver, **kw):
+        return eqx.tree_at(lambda m: m.deq, m, make(m.deq.cell, solver, **kw))
+
+    # Training adds the Jacobian regulariser of "Stabilizing Equilibrium Models by Jacobian
+    # Regularization": without it the cell's Jacobian grows during training until plain
+    # fixed-point iteration stops converging on some inputs (and an unrolled solve with it).
+    gamma = 0.5
+    model = _Regressor(
+        make(_Cell(2, hidden, km), ji.Anderson(), jacobian_samples=1),
+        eqx.nn.Linear(hidden, 1, key=kh),
+    )
+
+    def train_loss(m, batch, key):
+        x, y = batch
+        out = jax.vmap(lambda xi, k: m.deq(xi, key=k))(x, jax.random.split(key, x.shape[0]))
+        pred = jax.vmap(m.head)(out.value)[:, 0]
+        return jnp.mean((pred - y) ** 2) + gamma * jnp.mean(out.jacobian_loss) / hidden
 
     def mse(m, x, y):
         pred, sol = jax.vmap(m)(x)
@@ -67,7 +82,7 @@ def deq_section(ctx: TourContext) -> None:
 
     steps = ctx.pick(200, 1000)
     result = train.fit(
-        lambda m, batch, key: mse(m, *batch)[0],
+        train_loss,
         model,
         (x_train, y_train),
         optimizer=optax.adam(optax.cosine_decay_schedule(1e-2, steps, 0.05)),
@@ -76,12 +91,12 @@ def deq_section(ctx: TourContext) -> None:
         batch_size=128,
         desc="DEQ (Anderson forward, implicit backward)",
     )
-    trained = result.model
+    model, trained = with_solver(model, ji.Anderson()), with_solver(result.model, ji.Anderson())
     before, _ = eqx.filter_jit(mse)(model, x_test, y_test)
     after, _ = eqx.filter_jit(mse)(trained, x_test, y_test)
     ctx.say(
-        f"trained {steps} Adam steps: test MSE {float(before):.3f} -> {float(after):.4f} "
-        f"(target variance {float(jnp.var(y_test)):.3f})"
+        f"trained {steps} Adam steps (MSE + {gamma} ||J||_F^2 / {hidden}): test MSE "
+        f"{float(before):.3f} -> {float(after):.4f} (target variance {float(jnp.var(y_test)):.3f})"
     )
     ctx.check(after < 0.1 * before, "the DEQ did not learn the target")
 
@@ -91,7 +106,7 @@ def deq_section(ctx: TourContext) -> None:
         ("Anderson(5)", ji.Anderson()),
         ("Broyden", ji.Broyden()),
     ):
-        net = eqx.tree_at(lambda m: m.deq, trained, make(solver, max_steps=200))
+        net = with_solver(trained, solver, max_steps=200)
         _, s = eqx.filter_jit(mse)(net, x_test, y_test)
         ctx.say(
             f"  {name:12s} iterations mean {float(jnp.mean(s.num_steps)):5.1f}, "
@@ -101,9 +116,7 @@ def deq_section(ctx: TourContext) -> None:
 
     # Implicit gradient (IFT, GMRES on the adjoint system) against backprop through 200
     # unrolled cell applications, which converge to the same equilibrium.
-    tight = eqx.tree_at(
-        lambda m: m.deq, trained, make(ji.Anderson(), max_steps=200, backward=ji.ImplicitDiff())
-    )
+    tight = with_solver(trained, ji.Anderson(), max_steps=200, backward=ji.ImplicitDiff())
 
     def unrolled(m, x, y):
         def predict(x):
