@@ -50,5 +50,7 @@ def test_module_entry_point_and_help():
         [sys.executable, "-m", "jaxsolve", "tour", "--help"], capture_output=True, text=True
     )
     assert run.returncode == 0 and "--quick" in run.stdout and "--out" in run.stdout
-    bad = subprocess.run([sys.executable, "-m", "jaxsolve", "dance"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "jaxsolve", "dance"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
