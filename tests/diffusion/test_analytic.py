@@ -231,13 +231,16 @@ def test_mixture_properties(x64, d, k, seed, log_sigma, diagonal):
     m = GaussianMixture(w, means, covs)
     sigma = 10.0**log_sigma
     x = rng.normal(size=(3, d)) * 2
-    grad = jax.vmap(jax.grad(lambda y: m.log_prob(y, sigma)))(x)
-    np.testing.assert_allclose(m.score(x, sigma), grad, rtol=1e-8, atol=1e-9)
-    np.testing.assert_allclose(
-        m.denoise(x, sigma), x + sigma**2 * m.score(x, sigma), rtol=1e-9, atol=1e-10
-    )
-    r = np.asarray(m.responsibilities(x, sigma))
-    np.testing.assert_allclose(r.sum(-1), 1.0, rtol=1e-12)
+
+    @jax.jit  # one compile per example instead of one per primitive
+    def properties(x):
+        grad = jax.vmap(jax.grad(lambda y: m.log_prob(y, sigma)))(x)
+        return m.score(x, sigma), grad, m.denoise(x, sigma), m.responsibilities(x, sigma)
+
+    score, grad, denoised, r = properties(x)
+    np.testing.assert_allclose(score, grad, rtol=1e-8, atol=1e-9)
+    np.testing.assert_allclose(denoised, x + sigma**2 * score, rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(r).sum(-1), 1.0, rtol=1e-12)
     assert m.sample(jax.random.PRNGKey(seed % 1000), 5).shape == (5, d)
 
 
