@@ -69,6 +69,7 @@ class AbstractLinearSolver(eqx.Module):
 
     ``solve(matvec, b, x0, rtol, atol, max_steps)`` returns ``(x, result, num_matvecs,
     residual_norm)`` on flat vectors; it stops when ``||b - A x||_2 <= atol + rtol ||b||_2``.
+    ``x0=None`` starts from zero without spending a product on ``A 0``.
     """
 
     @abc.abstractmethod
@@ -76,7 +77,7 @@ class AbstractLinearSolver(eqx.Module):
         self,
         matvec: Callable[[Array], Array],
         b: Array,
-        x0: Array,
+        x0: Array | None,
         rtol: Array,
         atol: Array,
         max_steps: Array,

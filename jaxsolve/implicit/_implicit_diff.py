@@ -123,9 +123,10 @@ def no_grad(tree):
 
 def solve_flat_linear(matvec, b, solver, *, rtol, atol, max_steps, norm, x0=None):
     """Solve ``matvec(x) = b`` on flat vectors; ``(x, result, num_steps, residual_norm)``."""
-    x0 = jnp.zeros_like(b) if x0 is None else x0
     if isinstance(solver, AbstractLinearSolver):
+        # A zero start is passed as None: the Krylov method then skips the product A 0.
         return solver.solve(matvec, b, x0, rtol, atol, max_steps)
+    x0 = jnp.zeros_like(b) if x0 is None else x0
     return iterate(
         lambda x, _: matvec(x) - b,
         x0,

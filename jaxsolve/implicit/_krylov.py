@@ -5,21 +5,32 @@ systems of :class:`Newton`, and are public through :func:`linear_solve`. One dri
 :func:`krylov_iterate`, runs a ``lax.while_loop`` over a method's ``step``; every step costs
 exactly one matrix-vector product and updates a residual norm the driver tests,
 :math:`\|b - A x\|_2 \le \text{atol} + \text{rtol}\,\|b\|_2`. The verdict uses the true residual
-of the returned ``x`` (one more product); otherwise the code is ``RESULTS.max_steps_reached``
-or ``RESULTS.nonfinite``. ``max_steps`` counts matrix-vector products and may be traced.
+of the returned ``x``; otherwise the code is ``RESULTS.max_steps_reached`` or
+``RESULTS.nonfinite``. ``max_steps`` counts matrix-vector products and may be traced; a zero
+initial guess (``x0=None``) costs none.
 
 - GMRES: "GMRES: A Generalized Minimal Residual Algorithm for Solving Nonsymmetric Linear
   Systems" (Saad & Schultz). Arnoldi with classical Gram–Schmidt applied twice (as accurate as
-  modified Gram–Schmidt, as two matrix products). The Hessenberg matrix is reduced by Givens
-  rotations whose product :math:`Q` is kept as a small dense matrix, so rotating a new column is
-  one product :math:`Q h` and :math:`|(Q \beta e_1)_{j+1}|` is the running residual. The inverse
-  of the triangular factor grows by one column per step,
+  modified Gram–Schmidt, as four products with the basis). The Hessenberg column is reduced by
+  Givens rotations: rows :math:`< j` of their product :math:`Q` are final once rotated and the
+  rows past :math:`j + 1` are the identity's, so only the current row :math:`q = Q_j` is kept,
+  the rotated entry is :math:`q \cdot h` and :math:`g = Q \beta e_1` never needs storing (its
+  entry :math:`j` is :math:`\beta c\, q_0`, the running residual :math:`|\beta s\, q_0|`). The
+  inverse of the triangular factor grows by one column per step,
   :math:`R_{j+1}^{-1} = \begin{pmatrix} R_j^{-1} & -R_j^{-1} r / \rho \\ 0 & 1/\rho
-  \end{pmatrix}`, so the iterate :math:`x_0 + V R^{-1} g` needs no triangular solve. A restart
-  (after ``restart`` vectors, or when the running residual passes the tolerance) spends its
-  product on the true residual :math:`b - A x`, so the driver only ever stops on a true residual.
+  \end{pmatrix}` with :math:`r = (Q h)_{<j}`; the product :math:`R_j^{-1} r` is
+  :math:`M^\top h` for :math:`M = \sum_{i<j} Q_i^\top (R^{-\top})_i`, updated by one outer
+  product per step, and the coefficients :math:`y = R^{-1} g` gain one column times
+  :math:`g_j`. So a step is five products with the basis, one with the small :math:`M` and
+  element-wise updates: no triangular solve, no gathers, no per-step pass over :math:`Q`, which
+  keeps the step cheap under ``jax.vmap`` (where every array op runs for the whole batch and a
+  small op costs about as much as a large one). A restart (after ``restart`` vectors, when the
+  running residual passes the tolerance, or when the budget ends) spends its product on the
+  true residual :math:`b - A x`, so the loop only stops on a true residual and the returned
+  ``x`` needs no further product.
 - CG: "Methods of Conjugate Gradients for Solving Linear Systems" (Hestenes & Stiefel), for
-  symmetric definite ``A`` (positive or negative); the driver tests the recurrence residual.
+  symmetric definite ``A`` (positive or negative); the driver tests the recurrence residual and
+  measures the true one at the end (one more product).
 """
 
 from __future__ import annotations
@@ -35,7 +46,8 @@ from ._base import AbstractLinearSolver
 
 
 def krylov_iterate(method, matvec, b, x0, rtol, atol, max_steps):
-    """Run ``method`` on ``A x = b``; ``(x, result, num_matvecs, residual_norm)``."""
+    """Run ``method`` on ``A x = b`` from ``x0`` (``None``: zero, which saves a product);
+    ``(x, result, num_matvecs, residual_norm)``."""
     dtype = b.dtype
     tol = jnp.asarray(atol, dtype) + jnp.asarray(rtol, dtype) * jnp.linalg.norm(b)
     state = method.init(matvec, b, x0)
@@ -47,44 +59,38 @@ def krylov_iterate(method, matvec, b, x0, rtol, atol, max_steps):
 
     def body(carry):
         state, k = carry
-        return method.step(matvec, b, tol, state), k + 1
+        return method.step(matvec, b, tol, state, k + 1 >= max_steps), k + 1
 
-    state, k = lax.while_loop(cond, body, (state, jnp.ones((), jnp.int32)))
-    x = method.value(state)
-    rnorm = jnp.linalg.norm(b - matvec(x))
+    k0 = jnp.asarray(0 if x0 is None else 1, jnp.int32)
+    state, k = lax.while_loop(cond, body, (state, k0))
+    x, rnorm, extra = method.final(matvec, b, state)
     result = RESULTS.where(
         jnp.isfinite(rnorm) & jnp.all(jnp.isfinite(x)),
         RESULTS.where(rnorm <= tol, RESULTS.successful, RESULTS.max_steps_reached),
         RESULTS.nonfinite,
     )
-    return x, result, k + 1, rnorm
+    return x, result, k + extra, rnorm
 
 
 class _KrylovMethod(AbstractLinearSolver):
     @abc.abstractmethod
     def init(self, matvec, b, x0):
-        """State at ``x0`` (one matrix-vector product)."""
+        """State at ``x0`` (one matrix-vector product; none when ``x0`` is ``None``)."""
 
     @abc.abstractmethod
-    def step(self, matvec, b, tol, state):
-        """Next state (one matrix-vector product)."""
-
-    @abc.abstractmethod
-    def value(self, state):
-        """The current iterate."""
+    def step(self, matvec, b, tol, state, last):
+        """Next state (one matrix-vector product); ``last``: no product is left after it."""
 
     @abc.abstractmethod
     def residual_norm(self, state):
         """The residual norm the driver tests."""
 
+    @abc.abstractmethod
+    def final(self, matvec, b, state):
+        """``(x, true residual norm of x, products spent on it)`` at the end."""
+
     def solve(self, matvec, b, x0, rtol, atol, max_steps):
         return krylov_iterate(self, matvec, b, x0, rtol, atol, max_steps)
-
-
-def _small_mv(mat, v):
-    """``mat @ v`` for the small (restart-sized) matrices, as a fused multiply-reduce: XLA
-    compiles a dot per use, which costs more than the work on these sizes."""
-    return jnp.sum(mat * v[None, :], axis=1)
 
 
 def _unit(r):
@@ -101,92 +107,86 @@ class GMRES(_KrylovMethod):
         if not isinstance(self.restart, int) or isinstance(self.restart, bool) or self.restart < 1:
             raise ValueError(f"GMRES restart must be a Python int >= 1; got {self.restart!r}.")
 
-    def _restart(self, x, r, basis):
-        """A fresh Arnoldi cycle at ``x`` with residual ``r``: only row 0 of the basis is set;
-        the rows after the current step are never read (inner products are masked)."""
-        m = basis.shape[0] - 1
+    def init(self, matvec, b, x0):
+        m = min(self.restart, b.shape[0])
+        x0, r0 = (jnp.zeros_like(b), b) if x0 is None else (x0, b - matvec(x0))
+        return self._cycle(x0, r0, jnp.zeros((m + 1, b.shape[0]), b.dtype))
+
+    @staticmethod
+    def _cycle(x, r, basis):
+        """A fresh Arnoldi cycle at ``x`` with residual ``r``: basis (v_0, 0, ..., 0)."""
         v0, rn = _unit(r)
-        first = jnp.arange(m + 1) == 0
+        first = jnp.arange(basis.shape[0]) == 0
         return dict(
             x=x,
-            basis=jnp.where(first[:, None], v0[None, :], basis),
-            rinv=jnp.zeros((m, m), r.dtype),
-            rot=jnp.eye(m + 1, dtype=r.dtype),
-            g=jnp.where(first, rn, 0.0),
+            basis=jnp.where(first[:, None], v0, 0.0),
+            q=first.astype(r.dtype),
+            m=jnp.zeros((basis.shape[0],) * 2, r.dtype),
+            y=jnp.zeros(basis.shape[0], r.dtype),
+            beta=rn,
             j=jnp.zeros((), jnp.int32),
             rnorm=rn,
             estimate=rn,
         )
 
-    def init(self, matvec, b, x0):
-        m = min(self.restart, b.shape[0])
-        return self._restart(x0, b - matvec(x0), jnp.zeros((m + 1, b.shape[0]), b.dtype))
-
-    def value(self, state):
-        m = state["rinv"].shape[0]
-        # Columns of R^{-1} beyond the current step are zero, so unused entries of g drop out.
-        return state["x"] + _small_mv(state["rinv"], state["g"][:m]) @ state["basis"][:m]
-
     def residual_norm(self, state):
         return state["rnorm"]
 
-    def step(self, matvec, b, tol, state):
-        # Row updates use one-hot masks rather than scatters: much less for XLA to compile.
-        m = state["rinv"].shape[0]
-        j = state["j"]
-        restart = (j >= m) | (state["estimate"] <= tol)
-        x_now = self.value(state)
-        basis = state["basis"]
-        rows = jnp.arange(m + 1)
-        jj = jnp.minimum(j, m - 1)
-        at_j, at_next, live = rows == jj, rows == jj + 1, rows <= jj
-        product = matvec(jnp.where(restart, x_now, basis[jj]))
+    def final(self, matvec, b, state):
+        # The loop only stops after a restart (on its true residual, or forced by ``last``),
+        # which leaves the iterate at x with the residual norm already measured.
+        return state["x"], state["rnorm"], 0
 
-        # Arnoldi: orthogonalise A v_j against v_0..v_j (twice), rotate the new column.
-        h = jnp.where(live, basis @ product, 0.0)
-        w = product - h @ basis
-        h2 = jnp.where(live, basis @ w, 0.0)
-        w = w - h2 @ basis
+    def step(self, matvec, b, tol, state, last):
+        basis, q, mat, y, beta, j = (state[k] for k in ("basis", "q", "m", "y", "beta", "j"))
+        m1 = basis.shape[0]
+        rows = jnp.arange(m1)
+        restart = (j >= m1 - 1) | (state["estimate"] <= tol) | last
+        at_j, at_next = rows == j, rows == j + 1
+        # One product with the basis gives either the restart point x + V y or v_j.
+        coef = jnp.where(restart, y, at_j.astype(y.dtype))
+        point = jnp.where(restart, state["x"], 0.0) + jnp.dot(coef, basis)
+        product = matvec(point)
+
+        # Arnoldi: orthogonalise A v_j against v_0..v_j, twice (CGS2), as four products. Rows
+        # of the basis past j are zero, so they take no part.
+        h = jnp.dot(basis, product)
+        w = product - jnp.dot(h, basis)
+        h2 = jnp.dot(basis, w)
+        w = w - jnp.dot(h2, basis)
         v_next, hn = _unit(w)
-        h = jnp.where(at_next, hn, h + h2)
-        hq = _small_mv(state["rot"], h)
-        a = jnp.sum(jnp.where(at_j, hq, 0.0))
-        c = jnp.sum(jnp.where(at_next, hq, 0.0))
-        d = jnp.sqrt(a * a + c * c)
-        cs = jnp.where(d > 0, a / jnp.where(d > 0, d, 1), 1.0)
-        sn = jnp.where(d > 0, c / jnp.where(d > 0, d, 1), 0.0)
-        # The rotation acts on rows j and j + 1 of Q and of g = Q beta e_1.
-        rot, g = state["rot"], state["g"]
-        rot_j = jnp.sum(jnp.where(at_j[:, None], rot, 0.0), axis=0)
-        rot_n = jnp.sum(jnp.where(at_next[:, None], rot, 0.0), axis=0)
-        rot = jnp.where(at_j[:, None], cs * rot_j + sn * rot_n, rot)
-        rot = jnp.where(at_next[:, None], -sn * rot_j + cs * rot_n, rot)
-        g_j = jnp.sum(jnp.where(at_j, g, 0.0))
-        g_n = jnp.sum(jnp.where(at_next, g, 0.0))
-        g = jnp.where(at_j, cs * g_j + sn * g_n, jnp.where(at_next, -sn * g_j + cs * g_n, g))
-        # New column of R: hq above the diagonal, d on it. A zero d (the Krylov space is
-        # invariant and A singular on it) leaves the column at zero: a minimum-norm choice.
-        cols = jnp.arange(m)
-        above = jnp.where(cols < jj, hq[:m], 0.0)
-        col = ((cols == jj) - _small_mv(state["rinv"], above)) / jnp.where(d > 0, d, 1)
-        rinv = jnp.where((cols == jj)[None, :] & (d > 0), col[:, None], state["rinv"])
+        h = h + h2
+        # Givens rotation j on the column (h, hn): rows < j of Q are final, row j is q (rows
+        # past j are the identity's), so the rotated entry j is q . h.
+        a = jnp.dot(q, h)
+        d = jnp.sqrt(a * a + hn * hn)
+        ok = d > 0
+        safe = jnp.where(ok, d, 1)
+        cs = jnp.where(ok, a / safe, 1.0)
+        sn = jnp.where(ok, hn / safe, 0.0)
+        e_next = at_next.astype(q.dtype)
+        q_final = cs * q + sn * e_next
+        # g = Q beta e_1: entry j is final now; entry j + 1 is the residual estimate.
+        g_j = beta * cs * q[0]
+        estimate = jnp.abs(beta * sn * q[0])
+        # Column j of R^{-1} is [-R^{-1} r / d ; 1 / d] with r = (Q h)_{<j}, and
+        # (Q h)_{<j}^T R^{-T} = h^T M for M = sum_i Q_i^T (R^{-T})_i over the final rows i.
+        # y = R^{-1} g gains that column times g_j. A zero d (the Krylov space is invariant
+        # and A singular on it) leaves y unchanged: a minimum-norm choice.
+        col = jnp.where(ok, (at_j.astype(h.dtype) - jnp.dot(h, mat)) / safe, 0.0)
         arnoldi = dict(
             x=state["x"],
-            basis=basis,
-            rinv=rinv,
-            rot=rot,
-            g=g,
+            basis=jnp.where(at_next[:, None], v_next, basis),
+            q=cs * e_next - sn * q,
+            m=mat + q_final[:, None] * col[None, :],
+            y=y + g_j * col,
+            beta=beta,
             j=j + 1,
             rnorm=state["rnorm"],
-            estimate=jnp.abs(-sn * g_j + cs * g_n),
+            estimate=estimate,
         )
-        # One pass over the basis writes either the next Arnoldi vector or the restart vector.
-        fresh = self._restart(x_now, b - product, basis)
-        v0 = fresh["basis"][0]
-        new_row = jnp.where(restart, rows == 0, at_next)
-        arnoldi["basis"] = fresh["basis"] = jnp.where(
-            new_row[:, None], jnp.where(restart, v0, v_next)[None, :], basis
-        )
+        # A restart spent the product on the true residual b - A x of the restart point.
+        fresh = self._cycle(point, b - product, basis)
         return {k: jnp.where(restart, fresh[k], arnoldi[k]) for k in fresh}
 
 
@@ -194,16 +194,17 @@ class CG(_KrylovMethod):
     """Conjugate gradients, for symmetric (positive or negative) definite operators."""
 
     def init(self, matvec, b, x0):
-        r = b - matvec(x0)
+        x0, r = (jnp.zeros_like(b), b) if x0 is None else (x0, b - matvec(x0))
         return dict(x=x0, r=r, p=r, rs=r @ r)
-
-    def value(self, state):
-        return state["x"]
 
     def residual_norm(self, state):
         return jnp.sqrt(state["rs"])
 
-    def step(self, matvec, b, tol, state):
+    def final(self, matvec, b, state):
+        # The recurrence residual drifts from the true one: measure it (one more product).
+        return state["x"], jnp.linalg.norm(b - matvec(state["x"])), 1
+
+    def step(self, matvec, b, tol, state, last):
         x, r, p, rs = state["x"], state["r"], state["p"], state["rs"]
         ap = matvec(p)
         alpha = rs / (p @ ap)

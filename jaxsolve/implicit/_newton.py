@@ -67,7 +67,7 @@ class Newton(AbstractSolver):
             eta = jnp.asarray(self.forcing, dtype)
         _, jvp = jax.linearize(lambda y: fn(y, args), x)
         p, _, _, _ = GMRES(self.restart).solve(
-            jvp, -fx, jnp.zeros_like(x), eta, jnp.asarray(0.0, dtype), self.inner_max_steps
+            jvp, -fx, None, eta, jnp.asarray(0.0, dtype), self.inner_max_steps
         )
         x_new = x + jnp.asarray(self.damping, dtype) * p
         return x_new, dict(fnorm_prev=fnorm, eta_prev=eta)
