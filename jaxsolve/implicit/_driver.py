@@ -25,8 +25,8 @@ from .._core import RESULTS
 
 def _status(x, fx, k, r0, norm, rtol, atol, max_steps, divergence_factor):
     scale = atol + rtol * jnp.abs(x)
-    scaled = norm(fx / scale)
-    rnorm = norm(fx)
+    # Both norms in one batched reduction (one pass over fx instead of two).
+    scaled, rnorm = jax.vmap(norm)(jnp.stack([fx / scale, fx]))
     # A NaN or infinity in the residual makes its norm non-finite, and a NaN in x makes the
     # scale, hence the scaled norm, NaN: no separate pass over the state is needed.
     finite = jnp.isfinite(rnorm) & jnp.isfinite(scaled)
