@@ -77,3 +77,41 @@ def test_linear_solve_is_differentiable_and_accepts_driver_solvers(x64):
         g = jax.jit(jax.grad(lambda m, b, s=solver: loss(m, b, s), (0, 1)))(m, b)
         np.testing.assert_allclose(g[0], exact[0], atol=1e-9)
         np.testing.assert_allclose(g[1], exact[1], atol=1e-9)
+
+
+def test_gmres_under_vmap_matches_each_system_alone(x64):
+    # The batched step is where the speed work went: members restart, exit early and run out
+    # of budget at different steps, and must get exactly what they get alone (frozen by the
+    # vmapped loop once done). A zero right-hand side costs no product at all.
+    a, _, b = _matrices()
+    scales = jnp.array([0.1, 0.6, 1.2, 0.9])
+    mats = jnp.stack([jnp.eye(N) + s * (a - 1.5 * jnp.eye(N)) for s in scales])
+    rhs = jnp.stack([b, 2 * b, b[::-1], jnp.zeros(N)])
+    budgets = jnp.array([200, 200, 7, 200])
+
+    def solve(m, rhs, budget):
+        return ji.linear_solve(
+            lambda x: m @ x,
+            rhs,
+            solver=ji.GMRES(restart=3),
+            rtol=1e-10,
+            atol=1e-12,
+            max_steps=budget,
+            throw=False,
+        )
+
+    batched = jax.jit(jax.vmap(solve))(mats, rhs, budgets)
+    alone = [jax.jit(solve)(m, r, k) for m, r, k in zip(mats, rhs, budgets, strict=True)]
+    for i, sol in enumerate(alone):
+        np.testing.assert_allclose(batched.value[i], sol.value, rtol=1e-12, atol=1e-14)
+        assert int(batched.num_steps[i]) == int(sol.num_steps)
+        assert int(batched.result._value[i]) == int(sol.result._value)
+        np.testing.assert_allclose(batched.residual[i], sol.residual, rtol=1e-9, atol=1e-15)
+    # Different members stopped at different products, with the codes their budgets imply.
+    assert len({int(k) for k in batched.num_steps}) >= 3, batched.num_steps
+    codes = [RESULTS.successful, RESULTS.successful, RESULTS.max_steps_reached]
+    for i, code in enumerate([*codes, RESULTS.successful]):
+        assert int(batched.result._value[i]) == int(code._value), i
+    assert int(batched.num_steps[3]) == 0 and bool(jnp.all(batched.value[3] == 0))
+    for i in (0, 1):
+        np.testing.assert_allclose(batched.value[i], jnp.linalg.solve(mats[i], rhs[i]), atol=1e-8)
