@@ -220,6 +220,7 @@ def test_dc_ratios_one_is_unipc(x64):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow  # ~30 s of compiles; the default run keeps "ratios 1 = UniPC" and the cascade
 def test_dc_fitted_ratio_is_the_optimum_of_its_step(x64):
     """Each fitted ratio minimises its step's objective — the corrected next state against the
     reference (the denoised output for the last step) — checked by a scan of ratios through the

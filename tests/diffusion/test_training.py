@@ -218,7 +218,11 @@ def test_reflow_straightens_the_flow():
 # Stochastic interpolants
 
 
-@pytest.mark.parametrize("interp", ["linear", "trigonometric"])
+@pytest.mark.parametrize(
+    "interp",
+    # The trigonometric interpolant repeats the check on other coefficients: left to -m slow.
+    ["linear", pytest.param("trigonometric", marks=pytest.mark.slow)],
+)
 def test_interpolant_ode_and_sde_reach_the_same_moments(x64, interp):
     interpolant = getattr(jd.StochasticInterpolant, interp)(1.0)
     m0, c0 = np.zeros(2), np.eye(2)
@@ -306,6 +310,7 @@ def test_adjoint_gradients_match_backprop_and_converge(x64):
     assert errors[1] < errors[0] / 8, errors  # second order: 4x the steps, ~16x smaller
 
 
+@pytest.mark.slow  # conditioning gradients: same adjoint as the parameters' (checked by default)
 def test_adjoint_gradient_with_respect_to_guidance_scale(x64):
     cond = Gaussian(jnp.array([1.5, 0.0]), 0.3 * jnp.eye(2))
     uncond = _ring()
