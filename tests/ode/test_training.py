@@ -78,6 +78,7 @@ def check_cheaper(nfe, mse, b, ratio):
     assert float(jnp.max(mse)) < 1e-5, mse
 
 
+@pytest.mark.slow  # a training comparison: benchmarks/bench_ode.py measures it in full
 def test_global_regularisers_select_the_cheap_dynamics():
     """Error and stiffness sums of "Opening the Blackbox" (both from one regularised solve):
     weights (0, 0), (0.3, 0) and (0, 0.01) for (R_E, R_S)."""
