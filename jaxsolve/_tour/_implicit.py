@@ -120,11 +120,15 @@ def deq_section(ctx: TourContext) -> None:
         jnp.sum(jnp.max(jnp.abs(equilibria["Anderson(5)"] - equilibria["Picard"]), -1) > 1e-3)
     )
     ctx.say(
-        f"Anderson and Picard reach different equilibria on {apart} of 256 inputs: the trained "
-        "cell is not a contraction everywhere, and Anderson can land on a repelling fixed point"
+        f"Anderson and Picard reach different equilibria on {apart} of 256 inputs"
+        + (
+            ": the trained cell is not a contraction everywhere, and Anderson can land on a "
+            "repelling fixed point"
+            if apart
+            else ""
+        )
     )
-    # Implicit gradient (IFT, GMRES on the adjoint system) against backprop through 200
-    # unrolled cell applications, which converge to the same equilibrium.
+
     # Picard forward: it converges to the attracting equilibrium, the one the unrolled loop
     # reaches too (see the line above), so both gradients are of the same function.
     tight = with_solver(trained, ji.Picard(), max_steps=400, backward=ji.ImplicitDiff())
