@@ -68,6 +68,19 @@ SCRIPT = textwrap.dedent(
         raise AssertionError("batch_size 60 over 8 devices should be refused")
     except ValueError as err:
         assert "multiple of 8" in str(err), err
+    # Micro-batches with a mesh: each of the 2 parts of 64 is split over the 8 devices.
+    seen.clear()
+    half = train.fit(loss, model, (x, y), num_steps=20, **kw)
+    seen.clear()
+    mb = train.fit(loss, model, (x, y), num_steps=20, mesh=mesh, microbatches=2, **kw)
+    assert seen and all(s.shard_shape((32, 3)) == (4, 3) for s in seen), seen
+    for a, b in zip(leaves(half.model), leaves(mb.model), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+    try:
+        train.fit(loss, model, (x, y), num_steps=1, mesh=mesh, microbatches=16, **kw)
+        raise AssertionError("parts of 4 samples over 8 devices should be refused")
+    except ValueError as err:
+        assert "multiple of 8" in str(err), err
 
     # ---- sharded sampling: a Gaussian-mixture oracle, 64 samples = 8 per device ----
     angles = np.linspace(0, 2 * np.pi, 4, endpoint=False)

@@ -68,6 +68,24 @@ def _batches(data, batch_size, data_key):
     return batch
 
 
+def _split_shape(batch_shape, microbatches):
+    """Shape of one of ``microbatches`` equal parts of a minibatch; ``ValueError`` if it does not
+    split."""
+    if microbatches == 1:
+        return batch_shape
+
+    def part(path, leaf):
+        n = leaf.shape[0] if leaf.shape else None
+        if n is None or n % microbatches:
+            raise ValueError(
+                f"microbatches={microbatches} must divide the minibatch's sample axis; "
+                f"batch{jax.tree_util.keystr(path)} has shape {tuple(leaf.shape)}."
+            )
+        return jax.ShapeDtypeStruct((n // microbatches, *leaf.shape[1:]), leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(part, batch_shape)
+
+
 def fit(
     loss_fn: Callable,
     model: Any,
@@ -90,6 +108,7 @@ def fit(
     opt_state: Any = None,
     mesh: Mesh | None = None,
     data_axis: str = "data",
+    microbatches: int = 1,
 ) -> FitResult:
     """Train ``model`` to minimise ``loss_fn(model, batch, key)`` (a scalar, or ``(scalar, aux)``).
 
@@ -116,6 +135,15 @@ def fit(
             size must be a multiple of the number of devices on ``data_axis``. Checkpoints are
             gathered to the host, so a run can resume with or without a mesh.
         data_axis: the mesh axis the samples are split over.
+        microbatches: split every minibatch into this many equal parts along its sample axis
+            and accumulate the loss and gradient over them one part at a time (a ``lax.scan``)
+            before the one optimiser update. For a loss that is a mean over the batch's samples
+            this is the full-batch step up to rounding, with the activations of only one part
+            alive at a time: less memory, and where a step is bound by memory traffic rather
+            than arithmetic (an FNO on CPU, whose activations outgrow the caches) a faster step
+            — ``benchmarks/bench_operators.py`` measures it. The loss of part ``j`` gets the key
+            ``fold_in(key_of_step, j)``. The minibatch size must be a multiple of
+            ``microbatches`` (and, with ``mesh``, each part's size a multiple of the devices).
     """
     if not isinstance(num_steps, int) or num_steps < 0:
         raise ValueError(f"num_steps must be a non-negative int; got {num_steps!r}.")
@@ -126,6 +154,8 @@ def fit(
         raise ValueError("checkpoint_every needs checkpoint_path.")
     if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1); got {ema_decay}.")
+    if not isinstance(microbatches, int) or isinstance(microbatches, bool) or microbatches < 1:
+        raise ValueError(f"microbatches must be a positive int; got {microbatches!r}.")
 
     params, static = eqx.partition(model, eqx.is_inexact_array)
     if opt_state is None:
@@ -142,19 +172,21 @@ def fit(
         if not callable(data):
             data = _sharding.replicate(data, mesh)
     get_batch = _batches(data, batch_size, data_key)
+    # Checked on shapes alone, before anything compiles.
+    part_shape = _split_shape(jax.eval_shape(get_batch, 0), microbatches)
     if mesh is not None:
-        # Checked on shapes alone, before anything compiles.
-        _sharding.check_shardable(jax.eval_shape(get_batch, 0), mesh, data_axis, name="batch")
+        _sharding.check_shardable(part_shape, mesh, data_axis, name="batch")
         params, opt_state, ema = _sharding.replicate((params, opt_state, ema), mesh)
 
-    def place(batch, carry):
-        # The constraints make GSPMD split each step's work by sample and keep the state whole
-        # on every device; the gradient of the batch mean then needs (and gets) an all-reduce.
-        # That all-reduce adds per-device partial sums, a different order of float additions
-        # from one device's, so results agree to round-off rather than bitwise.
-        if mesh is None:
-            return batch, carry
-        return _sharding.shard_batch(batch, mesh, data_axis), _sharding.replicate(carry, mesh)
+    # The constraints make GSPMD split each step's work by sample and keep the state whole on
+    # every device; the gradient of the batch mean then needs (and gets) an all-reduce. That
+    # all-reduce adds per-device partial sums, a different order of float additions from one
+    # device's, so results agree to round-off rather than bitwise.
+    def place_batch(batch):
+        return batch if mesh is None else _sharding.shard_batch(batch, mesh, data_axis)
+
+    def place_state(carry):
+        return carry if mesh is None else _sharding.replicate(carry, mesh)
 
     def objective(p, batch, k):
         out = loss_fn(eqx.combine(p, static), batch, k)
@@ -162,11 +194,33 @@ def fit(
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
+    def loss_and_grad(params, batch, k):
+        if microbatches == 1:
+            (loss, _), grads = grad_fn(params, place_batch(batch), k)
+            return loss, grads
+        parts = jax.tree_util.tree_map(
+            lambda a: jnp.reshape(a, (microbatches, a.shape[0] // microbatches, *a.shape[1:])),
+            batch,
+        )
+
+        def accumulate(total, jb):
+            j, part = jb
+            (loss, _), grads = grad_fn(params, place_batch(part), jax.random.fold_in(k, j))
+            return jax.tree_util.tree_map(jnp.add, total, (loss, grads)), None
+
+        first = jax.tree_util.tree_map(lambda a: a[0], parts)
+        (loss_shape, _), grad_shape = jax.eval_shape(grad_fn, params, first, k)
+        zero = jax.tree_util.tree_map(
+            lambda t: jnp.zeros(t.shape, t.dtype), (loss_shape, grad_shape)
+        )
+        total, _ = jax.lax.scan(accumulate, zero, (jnp.arange(microbatches), parts))
+        return jax.tree_util.tree_map(lambda t: t / microbatches, total)
+
     @eqx.filter_jit
     def run(params, opt_state, ema, steps):
         def one(carry, s):
-            batch, (params, opt_state, ema) = place(get_batch(s), carry)
-            (loss, _), grads = grad_fn(params, batch, jax.random.fold_in(loss_key, s))
+            params, opt_state, ema = place_state(carry)
+            loss, grads = loss_and_grad(params, get_batch(s), jax.random.fold_in(loss_key, s))
             updates, opt_state = optimizer.update(grads, opt_state, params)
             params = eqx.apply_updates(params, updates)
             if ema is not None:

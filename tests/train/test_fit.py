@@ -66,6 +66,31 @@ def test_chunking_does_not_change_the_result():
         np.testing.assert_array_equal(u, v)
 
 
+def test_microbatches_take_the_full_batch_step(x64):
+    """Accumulating a mean loss over equal parts of the minibatch is the full-batch step."""
+    model, data, loss = _problem()
+    kw = dict(optimizer=optax.adam(1e-2), num_steps=40, batch_size=32, progress=False)
+    a = train.fit(loss, model, data, key=jax.random.PRNGKey(3), **kw)
+    b = train.fit(loss, model, data, key=jax.random.PRNGKey(3), microbatches=4, **kw)
+    for u, v in zip(_leaves(a.model), _leaves(b.model), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-12)
+    # Each part gets its own key: fold_in(key of the step, part index).
+    seen = []
+
+    def keyed(m, batch, k):
+        jax.debug.callback(lambda k: seen.append(np.asarray(k)), jax.random.key_data(k))
+        return loss(m, batch, k)
+
+    train.fit(
+        keyed, model, data, key=jax.random.PRNGKey(3), **{**kw, "num_steps": 1}, microbatches=2
+    )
+    assert len(seen) == 2 and not np.array_equal(seen[0], seen[1])
+    for bad, match in ((3, "must divide"), (0, "positive int"), (2.0, "positive int")):
+        with pytest.raises(ValueError, match=match):
+            train.fit(loss, model, data, key=jax.random.PRNGKey(3), microbatches=bad, **kw)
+
+
 def test_ema_tracks_the_parameters():
     model, data, loss = _problem()
     r = train.fit(
