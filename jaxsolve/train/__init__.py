@@ -2,7 +2,7 @@
 
 from ._checkpoint import load as load_checkpoint
 from ._checkpoint import save as save_checkpoint
-from ._fit import FitResult, fit
+from ._fit import FitResult, fit, microbatched
 from ._normalize import Normalizer
 from ._rollout import autoregressive_predict, make_rollout_loss, rollout_loss
 
@@ -13,6 +13,7 @@ __all__ = [
     "fit",
     "load_checkpoint",
     "make_rollout_loss",
+    "microbatched",
     "rollout_loss",
     "save_checkpoint",
 ]

@@ -68,6 +68,11 @@ def _batches(data, batch_size, data_key):
     return batch
 
 
+def _check_microbatches(microbatches):
+    if not isinstance(microbatches, int) or isinstance(microbatches, bool) or microbatches < 1:
+        raise ValueError(f"microbatches must be a positive int; got {microbatches!r}.")
+
+
 def _split_shape(batch_shape, microbatches):
     """Shape of one of ``microbatches`` equal parts of a minibatch; ``ValueError`` if it does not
     split."""
@@ -84,6 +89,43 @@ def _split_shape(batch_shape, microbatches):
         return jax.ShapeDtypeStruct((n // microbatches, *leaf.shape[1:]), leaf.dtype)
 
     return jax.tree_util.tree_map_with_path(part, batch_shape)
+
+
+def microbatched(fn: Callable, microbatches: int) -> Callable:
+    """``fn(params, batch, key)`` averaged over ``microbatches`` equal parts of ``batch``.
+
+    ``fn`` returns any pytree of batch means (typically ``(loss, grads)`` from
+    ``jax.value_and_grad``); the parts are taken along every leaf's leading (sample) axis and
+    evaluated one after another in a ``lax.scan``, so only one part's intermediates are alive
+    at a time. Part ``j`` gets the key ``fold_in(key, j)`` (``key`` may be ``None``). For
+    per-sample means this equals ``fn`` on the whole batch up to rounding; it is what
+    :func:`fit` does with ``microbatches=k``, for hand-written training steps.
+    """
+    _check_microbatches(microbatches)
+    if microbatches == 1:
+        return fn
+
+    def averaged(params, batch, key):
+        _split_shape(jax.eval_shape(lambda: batch), microbatches)
+        parts = jax.tree_util.tree_map(
+            lambda a: jnp.reshape(a, (microbatches, a.shape[0] // microbatches, *a.shape[1:])),
+            batch,
+        )
+
+        def part_key(j):
+            return None if key is None else jax.random.fold_in(key, j)
+
+        def accumulate(total, jb):
+            j, part = jb
+            return jax.tree_util.tree_map(jnp.add, total, fn(params, part, part_key(j))), None
+
+        first = jax.tree_util.tree_map(lambda a: a[0], parts)
+        shapes = jax.eval_shape(lambda: fn(params, first, part_key(0)))
+        zero = jax.tree_util.tree_map(lambda t: jnp.zeros(t.shape, t.dtype), shapes)
+        total, _ = jax.lax.scan(accumulate, zero, (jnp.arange(microbatches), parts))
+        return jax.tree_util.tree_map(lambda t: t / microbatches, total)
+
+    return averaged
 
 
 def fit(
@@ -154,8 +196,7 @@ def fit(
         raise ValueError("checkpoint_every needs checkpoint_path.")
     if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1); got {ema_decay}.")
-    if not isinstance(microbatches, int) or isinstance(microbatches, bool) or microbatches < 1:
-        raise ValueError(f"microbatches must be a positive int; got {microbatches!r}.")
+    _check_microbatches(microbatches)
 
     params, static = eqx.partition(model, eqx.is_inexact_array)
     if opt_state is None:
@@ -194,27 +235,11 @@ def fit(
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
-    def loss_and_grad(params, batch, k):
-        if microbatches == 1:
-            (loss, _), grads = grad_fn(params, place_batch(batch), k)
-            return loss, grads
-        parts = jax.tree_util.tree_map(
-            lambda a: jnp.reshape(a, (microbatches, a.shape[0] // microbatches, *a.shape[1:])),
-            batch,
-        )
+    def value_and_grad(params, batch, k):
+        (loss, _), grads = grad_fn(params, place_batch(batch), k)
+        return loss, grads
 
-        def accumulate(total, jb):
-            j, part = jb
-            (loss, _), grads = grad_fn(params, place_batch(part), jax.random.fold_in(k, j))
-            return jax.tree_util.tree_map(jnp.add, total, (loss, grads)), None
-
-        first = jax.tree_util.tree_map(lambda a: a[0], parts)
-        (loss_shape, _), grad_shape = jax.eval_shape(grad_fn, params, first, k)
-        zero = jax.tree_util.tree_map(
-            lambda t: jnp.zeros(t.shape, t.dtype), (loss_shape, grad_shape)
-        )
-        total, _ = jax.lax.scan(accumulate, zero, (jnp.arange(microbatches), parts))
-        return jax.tree_util.tree_map(lambda t: t / microbatches, total)
+    loss_and_grad = microbatched(value_and_grad, microbatches)
 
     @eqx.filter_jit
     def run(params, opt_state, ema, steps):

@@ -75,6 +75,13 @@ def test_microbatches_take_the_full_batch_step(x64):
     for u, v in zip(_leaves(a.model), _leaves(b.model), strict=True):
         np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-12)
+    # The building block on its own, for hand-written steps (key None is allowed).
+    vg = jax.value_and_grad(lambda m, b, k: loss(m, b, k))
+    whole, parts = vg(model, data, None), train.microbatched(vg, 8)(model, data, None)
+    for u, v in zip(
+        jax.tree_util.tree_leaves(whole), jax.tree_util.tree_leaves(parts), strict=True
+    ):
+        np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-14)
     # Each part gets its own key: fold_in(key of the step, part index).
     seen = []
 
