@@ -125,45 +125,13 @@ class DCSolver(AbstractSolver):
         uni = self._unipc
         history, last_x, last_order = state
         m_new = uni._output(ctx, x)
-
-        def gather(history, count):
-            vals, sigs = zip(*(hist.recent(history, j) for j in range(count + 1)), strict=True)
-            return vals, sigs
-
         # UniC for the previous step, with the raw new output (as UniPC and the paper do).
-        vals, sigs = gather(history, self.order - 1)
-        s_prev = sigs[0]
-        h, hh, b_h, a, beta = uni._terms(s_prev, ctx.sigma)
-
-        def correct(k):
-            def branch(x, m_new):
-                older = ([vals[j] for j in range(1, k)], [sigs[j] / s_prev for j in range(1, k)])
-                return uni._update(k, last_x, vals[0], older, h, hh, b_h, a, beta, m_new=m_new)
-
-            return branch
-
-        corrected = hist.switch_on_order(
-            last_order, [correct(k) for k in range(1, self.order + 1)], x, m_new
-        )
-        x = jnp.where(history.count > 0, corrected, x)
-
+        x = uni._correct(ctx, x, m_new, history, last_x, last_order)
         history = hist.push(history, m_new, ctx.sigma)
         ratio = self.ratios[jnp.clip(ctx.i, 0, self.ratios.shape[0] - 1)]
+        # The compensated output replaces the newest entry before UniP uses it.
         history = _compensate(history, ratio, self.dc_order)
-        order = hist.effective_order(
-            self.order, history.count - 1, ctx.i, ctx.n, self.lower_order_final, always=True
-        )
-        vals, sigs = gather(history, self.order - 1)
-        h, hh, b_h, a, beta = uni._terms(ctx.sigma, ctx.sigma_next)
-
-        def predict(k):
-            def branch(x):
-                older = ([vals[j] for j in range(1, k)], [sigs[j] / ctx.sigma for j in range(1, k)])
-                return uni._update(k, x, vals[0], older, h, hh, b_h, a, beta)
-
-            return branch
-
-        x_next = hist.switch_on_order(order, [predict(k) for k in range(1, self.order + 1)], x)
+        x_next, order = uni._predict(ctx, x, history)
         x_next = jnp.where(ctx.i == self._stop_at, x, x_next)
         return x_next, (history, x, order)
 

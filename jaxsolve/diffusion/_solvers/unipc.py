@@ -42,6 +42,12 @@ def _b_vector(order, hh, b_h):
     return jnp.stack(out)
 
 
+def _gather(history, count):
+    """(outputs, levels) of the newest history entry and up to ``count`` before it."""
+    vals, sigs = zip(*(hist.recent(history, j) for j in range(count + 1)), strict=True)
+    return vals, sigs
+
+
 class UniPC(AbstractSolver):
     """UniPC with predictor order ``order`` (1-3), variant ``"bh1"``/``"bh2"``, optional corrector.
 
@@ -104,41 +110,32 @@ class UniPC(AbstractSolver):
         denoised = ctx.denoise(x, ctx.sigma)
         return denoised if self.prediction == "data" else eps_from_denoised(x, ctx.sigma, denoised)
 
-    def step(self, ctx, x, state):
-        history, last_x, last_order = state
-        m_new = self._output(ctx, x)
+    def _correct(self, ctx, x, m_new, history, last_x, last_order):
+        """UniC for the step that produced ``x``: from ``last_x`` at the previous level to
+        ``ctx.sigma``, with the new output ``m_new`` (``x`` itself on the first step)."""
+        vals, sigs = _gather(history, self.order - 1)
+        s_prev = sigs[0]
+        h, hh, b_h, a, beta = self._terms(s_prev, ctx.sigma)
 
-        def gather(history, count):
-            # (outputs, level ratios sigma/sigma_j) of up to `count` points before the newest.
-            vals, sigs = zip(*(hist.recent(history, j) for j in range(count + 1)), strict=True)
-            return vals, sigs
+        def correct(k):
+            def branch(x, m_new):
+                older = ([vals[j] for j in range(1, k)], [sigs[j] / s_prev for j in range(1, k)])
+                return self._update(k, last_x, vals[0], older, h, hh, b_h, a, beta, m_new=m_new)
 
-        if self.corrector:
-            # UniC for the step that produced x: from last_x at the previous level to ctx.sigma.
-            vals, sigs = gather(history, self.order - 1)
-            s_prev = sigs[0]
-            h, hh, b_h, a, beta = self._terms(s_prev, ctx.sigma)
+            return branch
 
-            def correct(k):
-                def branch(x, m_new):
-                    older = (
-                        [vals[j] for j in range(1, k)],
-                        [sigs[j] / s_prev for j in range(1, k)],
-                    )
-                    return self._update(k, last_x, vals[0], older, h, hh, b_h, a, beta, m_new=m_new)
+        corrected = hist.switch_on_order(
+            last_order, [correct(k) for k in range(1, self.order + 1)], x, m_new
+        )
+        return jnp.where(history.count > 0, corrected, x)
 
-                return branch
-
-            corrected = hist.switch_on_order(
-                last_order, [correct(k) for k in range(1, self.order + 1)], x, m_new
-            )
-            x = jnp.where(history.count > 0, corrected, x)
-
-        history = hist.push(history, m_new, ctx.sigma)
+    def _predict(self, ctx, x, history):
+        """UniP from ``x`` at ``ctx.sigma`` to ``ctx.sigma_next``; the newest history entry is the
+        output at ``ctx.sigma``. Returns the new state and the order used."""
         order = hist.effective_order(
             self.order, history.count - 1, ctx.i, ctx.n, self.lower_order_final, always=True
         )
-        vals, sigs = gather(history, self.order - 1)
+        vals, sigs = _gather(history, self.order - 1)
         h, hh, b_h, a, beta = self._terms(ctx.sigma, ctx.sigma_next)
 
         def predict(k):
@@ -149,4 +146,13 @@ class UniPC(AbstractSolver):
             return branch
 
         x_next = hist.switch_on_order(order, [predict(k) for k in range(1, self.order + 1)], x)
+        return x_next, order
+
+    def step(self, ctx, x, state):
+        history, last_x, last_order = state
+        m_new = self._output(ctx, x)
+        if self.corrector:
+            x = self._correct(ctx, x, m_new, history, last_x, last_order)
+        history = hist.push(history, m_new, ctx.sigma)
+        x_next, order = self._predict(ctx, x, history)
         return x_next, (history, x, order)
