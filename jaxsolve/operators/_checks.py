@@ -4,6 +4,8 @@ Every layer of this pillar works on one sample; a batch goes through :func:`jax.
 batch axis passed by mistake is the most common error, so it gets its own message.
 """
 
+import numpy as np
+
 
 def check_sample(x, *, channels: int, num_spatial_dims: int, where: str) -> None:
     """Raise ``ValueError`` unless ``x`` has shape ``(channels, *spatial)`` with the right rank."""
@@ -34,3 +36,10 @@ def check_option(name: str, value, choices) -> None:
     if value not in choices:
         shown = ", ".join(repr(c) for c in sorted(choices, key=lambda c: (c is not None, str(c))))
         raise ValueError(f"{name} must be one of {shown}; got {value!r}.")
+
+
+def check_sizes(**sizes) -> None:
+    """Raise ``ValueError`` naming the first of ``sizes`` that is not a positive int."""
+    for name, v in sizes.items():
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int; got {v!r}.")

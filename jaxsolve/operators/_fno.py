@@ -31,7 +31,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core import check_choice
-from ._checks import check_option, check_sample
+from ._checks import check_option, check_sample, check_sizes
 from ._init import draw, subkeys
 from ._spectral import periodic_grid
 from ._spectral_conv import SpectralConv
@@ -283,15 +283,13 @@ class FNO(eqx.Module):
         transform: str = "auto",
         dtype=None,
     ):
-        for name, v in (
-            ("num_spatial_dims", num_spatial_dims),
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("width", width),
-            ("n_layers", n_layers),
-        ):
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int; got {v!r}.")
+        check_sizes(
+            num_spatial_dims=num_spatial_dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            width=width,
+            n_layers=n_layers,
+        )
         check_choice("padding_mode", padding_mode, {"symmetric", "one-sided"})
         check_option("skip", skip, _SKIPS)
         check_option("channel_mlp_skip", channel_mlp_skip, _SKIPS)

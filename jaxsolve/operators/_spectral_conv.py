@@ -22,7 +22,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Complex, Float, PRNGKeyArray
 
-from ._checks import check_option, check_sample
+from ._checks import check_option, check_sample, check_sizes
 from ._init import draw
 from ._spectral import (
     check_grid,
@@ -300,13 +300,9 @@ class SpectralConv(eqx.Module):
         transform: str = "auto",
         dtype=None,
     ):
-        for name, v in (
-            ("num_spatial_dims", num_spatial_dims),
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-        ):
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int; got {v!r}.")
+        check_sizes(
+            num_spatial_dims=num_spatial_dims, in_channels=in_channels, out_channels=out_channels
+        )
         check_option("factorization", factorization, {None, "tucker", "cp", "dense"})
         factorization = None if factorization == "dense" else factorization
         self.num_spatial_dims = int(num_spatial_dims)

@@ -36,12 +36,11 @@ from collections.abc import Callable, Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core import check_choice
-from ._checks import check_sample
+from ._checks import check_sample, check_sizes
 from ._fno import ChannelMLP
 from ._init import draw, subkeys
 from ._spectral import (
@@ -162,15 +161,13 @@ class T1(eqx.Module):
         positional_embedding: bool = False,
         dtype=None,
     ):
-        for name, v in (
-            ("num_spatial_dims", num_spatial_dims),
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("width", width),
-            ("n_layers", n_layers),
-        ):
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive int; got {v!r}.")
+        check_sizes(
+            num_spatial_dims=num_spatial_dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            width=width,
+            n_layers=n_layers,
+        )
         check_choice("transform", transform, {"rfft", "dct"})
         check_choice("init", init, {"vp", "standard"})
         d = int(num_spatial_dims)
