@@ -55,21 +55,21 @@ class ImplicitDiff(AbstractBackward):
     r"""Exact derivatives by the implicit function theorem (see the module docstring).
 
     - ``solver``: solves the tangent / adjoint system — :class:`GMRES` (default:
-      ``GMRES(restart=8)``), :class:`CG` (symmetric systems, e.g. optimality conditions of a
+      ``GMRES(restart=10)``), :class:`CG` (symmetric systems, e.g. optimality conditions of a
       convex objective), or a nonlinear solver run on the linear residual (:class:`Picard` =
       fixed-point iteration on the adjoint, :class:`Anderson`, :class:`Broyden`).
 
-      Why restart 8 (measured, ``benchmarks/bench_implicit.py``): the backward system of a
+      Why restart 10 (measured, ``benchmarks/bench_implicit.py``): the backward system of a
       convergent fixed point is :math:`I - J^\top` with :math:`\rho(J) < 1`, and there the
       restart length barely changes the number of products (17 / 21 / 22 / 27 for restart 20 /
       10 / 8 / 5 on the batched benchmark, 64 states of size 64), while each step pays for the
-      whole basis and its bookkeeping — under ``jax.vmap`` for every member. There the
-      backward with restart 8 takes 0.92x the time of restart 10 (restart 7: 0.89x, 9: 0.99x);
-      for one state of size 512, whose cost is the products, 8 and 10 are equal. Short restarts
-      can stagnate on a non-normal Jacobian: on the upper-triangular system of
-      ``tests/implicit/test_krylov.py`` (:math:`\kappa \approx 200`) restart 5 stalls, 6 / 8 /
-      10 / 20 need 129 / 88 / 71 / 52 products; pass ``GMRES()`` (restart 20) for large states
-      with costly products and a strongly non-normal Jacobian.
+      whole basis and its bookkeeping — under ``jax.vmap`` for every member. Shorter is
+      cheaper per product (restart 8 takes 0.92x the time of 10 there) but stagnates sooner on
+      a non-normal Jacobian: on the upper-triangular system of ``tests/implicit/test_krylov.py``
+      (:math:`\kappa \approx 200`) restart 5 stalls, 6 / 8 / 10 / 20 need 129 / 88 / 71 / 52
+      products, and training the tour's DEQ with restart 8 hit a backward solve that did not
+      converge in 256 products, which restart 10 did not. Pass ``GMRES()`` (restart 20) for
+      large states with costly products and a strongly non-normal Jacobian.
     - ``rtol``, ``atol``: its tolerances; ``None`` takes those of the forward solve
       (:func:`custom_root`: ``eps ** 0.75`` of the dtype).
     - ``max_steps``: its step budget (matrix-vector products for a Krylov solver).
@@ -77,7 +77,7 @@ class ImplicitDiff(AbstractBackward):
     """
 
     solver: AbstractSolver | AbstractLinearSolver = eqx.field(
-        default_factory=lambda: GMRES(restart=8)
+        default_factory=lambda: GMRES(restart=10)
     )
     rtol: Float[Array, ""] | None = None
     atol: Float[Array, ""] | None = None

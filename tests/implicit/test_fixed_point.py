@@ -170,6 +170,39 @@ def test_anderson_needs_at_most_half_of_picards_iterations(x64):
     np.testing.assert_allclose(anderson.value, picard.value, atol=1e-8)
 
 
+def test_anderson_safeguard_converges_where_plain_anderson_wanders(x64):
+    """z = tanh(W z + b) with ||W|| ~ 2: contractive only near its fixed point. Picard converges;
+    plain Anderson extrapolates into the non-contractive region and wanders for 300 steps; the
+    safeguard (reject an extrapolation whose residual grew, take a Picard step instead) brings
+    it back. The instance (n = 8, seed 39) was found by a search over random W, b."""
+    n = 8
+    k1, k2 = jax.random.split(jax.random.PRNGKey(39))
+    w = 2.0 * jax.random.normal(k1, (n, n)) / np.sqrt(n)
+    b = 2.0 * jax.random.normal(k2, (n,))
+
+    @jax.jit
+    def run(w, b):
+        def solve(solver):
+            return ji.fixed_point(
+                tanh_map,
+                jnp.zeros(n),
+                (w, b),
+                solver=solver,
+                max_steps=300,
+                rtol=1e-10,
+                atol=1e-12,
+                throw=False,
+            )
+
+        return solve(ji.Picard()), solve(ji.Anderson(safeguard=False)), solve(ji.Anderson())
+
+    picard, plain, safe = run(w, b)
+    assert picard.result == RESULTS.successful
+    assert plain.result == RESULTS.max_steps_reached
+    assert safe.result == RESULTS.successful and int(safe.num_steps) < int(picard.num_steps)
+    np.testing.assert_allclose(safe.value, picard.value, atol=1e-9)
+
+
 @pytest.mark.parametrize("name", ["broyden", "newton"])
 def test_broyden_and_newton_converge_on_tanh_equilibrium(x64, name):
     w, x = _tanh_problem()

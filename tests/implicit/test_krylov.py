@@ -127,8 +127,8 @@ def _non_normal_system(n=40, scale=0.2, seed=1):
 
 
 def test_default_backward_restart_does_not_stagnate_on_a_non_normal_system(x64):
-    # The default backward restart (8) was chosen for speed under vmap (bench_implicit.py);
-    # restart 5 would be faster still but stagnates on this system, restart 8 converges.
+    # The default backward restart (10) trades speed under vmap (bench_implicit.py: shorter is
+    # cheaper per product) against stagnation: restart 5 stalls on this system, 10 converges.
     a, b = _non_normal_system()
     default = ji.ImplicitDiff().solver
 
