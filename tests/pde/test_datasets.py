@@ -51,7 +51,9 @@ def test_darcy_dataset_values_boundary_and_subsampling():
     un = np.asarray(u)
     assert np.all(un[..., 0, :] == 0) and np.all(un[..., -1] == 0)
     assert np.all(un[..., 1:-1, 1:-1] > 0)
-    full_a, full_u = pde.darcy_dataset(key, 3, 17, fine_resolution=17, cache_dir=None, progress=False)
+    full_a, full_u = pde.darcy_dataset(
+        key, 3, 17, fine_resolution=17, cache_dir=None, progress=False
+    )
     np.testing.assert_array_equal(full_a[..., ::2, ::2], a)
     np.testing.assert_array_equal(full_u[..., ::2, ::2], u)
     direct = jax.jit(lambda a: pde.darcy_solve(a).u)(full_a[0])
@@ -60,8 +62,15 @@ def test_darcy_dataset_values_boundary_and_subsampling():
 
 def test_navier_stokes_dataset_frames():
     w = pde.navier_stokes_dataset(
-        jax.random.PRNGKey(2), 2, 8, T=0.5, record_every=0.25, fine_resolution=16, dt=0.05,
-        cache_dir=None, progress=False,
+        jax.random.PRNGKey(2),
+        2,
+        8,
+        T=0.5,
+        record_every=0.25,
+        fine_resolution=16,
+        dt=0.05,
+        cache_dir=None,
+        progress=False,
     )
     assert w.shape == (2, 3, 1, 8, 8)
     # Frames are the solver's states at 0, 0.25, 0.5 (subsampled); the mean vorticity is zero

@@ -123,7 +123,9 @@ def test_burgers_matches_cole_hopf_at_fourth_order(x64):
     """Against the exact Cole-Hopf solution (not a reference run), ETDRK4 converges at order 4."""
     eq = pde.Burgers(0.05)
     x = np.arange(64) / 64
-    errs = _errors(_sweep(eq, eq.cole_hopf(x, 0.0)[None], 0.5, (10, 20, 40)), eq.cole_hopf(x, 0.5)[None])
+    errs = _errors(
+        _sweep(eq, eq.cole_hopf(x, 0.0)[None], 0.5, (10, 20, 40)), eq.cole_hopf(x, 0.5)[None]
+    )
     orders = _orders(errs)
     assert np.all(np.abs(orders - 4) < 0.3) and errs[-1] < 1e-8, (errs, orders)
 
@@ -144,7 +146,9 @@ def test_burgers_conserves_the_mean():
     random field with a nonzero mean is kept to rounding, in float32."""
     grf = pde.GaussianRandomField(2.0, 5.0, 625.0)
     u0 = 0.7 + grf.sample(jax.random.PRNGKey(3), (256,))[None]
-    run = jax.jit(lambda u: pde.rollout(pde.ETDRK(pde.Burgers(0.02), 1e-3, (256,)), u, 300, every=100))
+    run = jax.jit(
+        lambda u: pde.rollout(pde.ETDRK(pde.Burgers(0.02), 1e-3, (256,)), u, 300, every=100)
+    )
     traj = run(u0)
     means = np.asarray(jnp.mean(traj, axis=(1, 2)))
     np.testing.assert_allclose(means, means[0], atol=2e-6)
@@ -173,7 +177,9 @@ def test_navier_stokes_taylor_green_and_advection_closed_form(x64):
     traj, rhs, forced = check(w0, w)
     for j, t in enumerate((0.0, 0.5, 1.0)):
         np.testing.assert_allclose(traj[j], w0 * np.exp(-8 * np.pi**2 * nu * t), atol=1e-13)
-    np.testing.assert_allclose(rhs[0], -1.5 * jnp.cos(2 * np.pi * x) * jnp.sin(4 * np.pi * y), atol=1e-12)
+    np.testing.assert_allclose(
+        rhs[0], -1.5 * jnp.cos(2 * np.pi * x) * jnp.sin(4 * np.pi * y), atol=1e-12
+    )
     np.testing.assert_allclose(forced[0], pde.fno_forcing(np.stack([x, y])), atol=1e-13)
 
 
@@ -196,7 +202,9 @@ def test_tableau_checks_and_bad_arguments():
     with pytest.raises(ValueError, match="b sums"):
         pde.ExpRKTableau("bad", 1, (0.0,), ((),), (2 * pde.phi(1),))
     with pytest.raises(ValueError, match="row 1"):
-        pde.ExpRKTableau("bad", 2, (0.0, 1.0), ((), (pde.phi(2),)), (pde.phi(1) - pde.phi(2), pde.phi(2)))
+        pde.ExpRKTableau(
+            "bad", 2, (0.0, 1.0), ((), (pde.phi(2),)), (pde.phi(1) - pde.phi(2), pde.phi(2))
+        )
     assert pde.ETDRK4.b[1] == 2 * pde.phi(2) - 4 * pde.phi(3)
     eq = pde.Burgers()
     with pytest.raises(ValueError, match="method"):
@@ -216,4 +224,6 @@ def test_tableau_checks_and_bad_arguments():
         stepper = pde.ETDRK(pde.Burgers(0.0, dealias=False), 5.0, (16,), "etdrk1")
         return pde.rollout(stepper, u, 60, full_output=True).result
 
-    assert blow_up(jnp.asarray(40 * np.sin(2 * np.pi * np.arange(16) / 16))[None]) == RESULTS.nonfinite
+    assert (
+        blow_up(jnp.asarray(40 * np.sin(2 * np.pi * np.arange(16) / 16))[None]) == RESULTS.nonfinite
+    )

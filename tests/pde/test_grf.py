@@ -33,7 +33,9 @@ def test_periodic_spectrum_matches_covariance():
     assert np.all(np.abs(ratio - 1) < 5 * sd), np.max(np.abs(ratio - 1) / sd)
     np.testing.assert_allclose(grf.eigenvalues(shape), lam, rtol=1e-5)
     # The pointwise variance is the trace sum over the full spectrum.
-    full = c * ((2 * np.pi * k1 / 2.0) ** 2 + (2 * np.pi * np.fft.fftfreq(10, 0.1) / 0.5) ** 2 + tau**2) ** (-alpha)
+    full = c * (
+        (2 * np.pi * k1 / 2.0) ** 2 + (2 * np.pi * np.fft.fftfreq(10, 0.1) / 0.5) ** 2 + tau**2
+    ) ** (-alpha)
     np.testing.assert_allclose(u.var(0).mean(), full.sum() / (2.0 * 0.5), rtol=5 * np.sqrt(2 / m))
 
 
@@ -65,9 +67,9 @@ def test_zero_mean_and_2d_neumann_shapes():
     w1 = np.r_[0.5, np.ones(5), 0.5] / 6
     w2 = np.r_[0.5, np.ones(3), 0.5] / 4
     assert abs(w1 @ u @ w2) < 1e-6
-    per = jax.jit(
-        lambda k: pde.gaussian_random_field(k, 16, alpha=2.0, tau=0.0, zero_mean=True)
-    )(jax.random.PRNGKey(1))
+    per = jax.jit(lambda k: pde.gaussian_random_field(k, 16, alpha=2.0, tau=0.0, zero_mean=True))(
+        jax.random.PRNGKey(1)
+    )
     assert abs(float(jnp.mean(per))) < 1e-6
     assert float(pde.GaussianRandomField(zero_mean=True).eigenvalues(8)[0]) == 0.0
 

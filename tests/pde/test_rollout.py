@@ -32,9 +32,7 @@ def test_traced_step_counts_are_masked_and_compile_once():
 
     out = jax.jit(jax.vmap(run))(jnp.array([0, 3, 5, 8]))
     assert len(traces) == 1
-    np.testing.assert_array_equal(
-        out, [[1, 1, 1], [1, 27, 27], [1, 81, 243], [1, 81, 6561]]
-    )
+    np.testing.assert_array_equal(out, [[1, 1, 1], [1, 27, 27], [1, 81, 243], [1, 81, 6561]])
     with pytest.raises(Exception, match="max_steps"):
         jax.jit(run)(jnp.array(9))
 
