@@ -211,7 +211,7 @@ def test_singular_gaussian_denoises_onto_its_support(x64):
 # Property tests over shapes and parameters
 
 
-@settings(max_examples=10)  # every example has new shapes, so it compiles anew
+@settings(max_examples=6)  # every example has new shapes, so it compiles anew
 @given(
     d=st.integers(1, 4),
     k=st.integers(1, 4),

@@ -31,7 +31,15 @@ SOLVERS = {
 }
 
 
-@pytest.mark.parametrize("name", list(SOLVERS))
+# Masking is the driver's; one solver per kind of state (none, a second evaluation, multistep
+# history, a corrector, a long history) runs by default, the rest under -m slow.
+_PADDING_DEFAULT = {"euler", "dpm2", "dpmpp_3m", "unipc_2", "ipndm"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in _PADDING_DEFAULT else pytest.param(n, marks=pytest.mark.slow) for n in SOLVERS],
+)
 def test_padded_grid_equals_unpadded(name):
     m = _mixture()
     x0 = m.sample(jax.random.PRNGKey(0), 16, sigma=20.0)
@@ -186,14 +194,16 @@ def test_restart_moments_match_the_gaussian():
     np.testing.assert_array_less(np.abs(np.cov(x.T) - cov), 5 * se_cov)
 
 
+# The per-sample noise comes from the driver; one solver drawing once per step and one drawing
+# several times per step cover its two code paths by default, the others run under -m slow.
 @pytest.mark.parametrize(
     "solver",
     [
         jd.EulerAncestral(),
-        jd.DPMSolverPPSDE(order=2),
-        jd.EDMStochastic(churn=20.0),
         jd.PredictorCorrector(),
-        jd.EulerMaruyama(),
+        pytest.param(jd.DPMSolverPPSDE(order=2), marks=pytest.mark.slow),
+        pytest.param(jd.EDMStochastic(churn=20.0), marks=pytest.mark.slow),
+        pytest.param(jd.EulerMaruyama(), marks=pytest.mark.slow),
     ],
     ids=lambda s: type(s).__name__,
 )
