@@ -21,3 +21,13 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", previous)
+
+
+# The longest tests start fresh interpreters or kernels (README blocks, notebooks, the 8-device
+# run, the resume-in-a-new-process check). Collected last, they leave one pytest-xdist worker
+# busy with a 20 s test while the other has nothing left; run first, the short tests fill in.
+_LONG_FIRST = ("tests/test_readme.py", "tests/test_notebooks.py", "tests/test_multidevice.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.nodeid.startswith(_LONG_FIRST))
