@@ -1,3 +1,15 @@
+import os
+
+# Most of the suite's time is XLA compiling small programs that then run for milliseconds. LLVM's
+# level-1 pipeline compiles them ~25% faster than the default, with the same IEEE arithmetic and
+# about the same run time for the few training tests (level 0 halves their speed). Set before
+# JAX creates its CPU backend; subprocesses (README blocks, notebook kernels) inherit it. A level
+# the caller already chose in XLA_FLAGS is kept.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=1"
+    ).strip()
+
 import jax
 import pytest
 from hypothesis import HealthCheck, settings

@@ -109,7 +109,9 @@ def test_training_a_stepper_with_fit_and_the_unrolled_loss():
         loss_fn,
         model,
         data,
-        optimizer=optax.adam(3e-2),
+        # A constant step of 3e-2 leaves Adam oscillating between 3e-3 and 3e-2 of held-out error
+        # (where it stops depended on the compiler's rounding); decayed to 0 it converges.
+        optimizer=optax.adam(optax.cosine_decay_schedule(3e-2, 300)),
         num_steps=300,
         batch_size=16,
         key=jax.random.PRNGKey(4),
@@ -118,7 +120,7 @@ def test_training_a_stepper_with_fit_and_the_unrolled_loss():
         steps_per_call=150,
     )
     after = result.history["eval"][-1][1]["rel"]
-    assert before > 0.3 and after < 5e-3, (before, after)
+    assert before > 0.3 and after < 1e-3, (before, after)
 
 
 def test_bad_arguments():
