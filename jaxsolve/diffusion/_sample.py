@@ -66,6 +66,12 @@ def sample(
 ) -> Float[Array, "*batch ..."] | SampleSolution:
     r"""Sample by integrating from ``sigmas[0]`` down the grid with ``solver``.
 
+    The integration is compiled (``equinox.filter_jit``, as diffrax compiles ``diffeqsolve``):
+    called outside ``jit``, a second call whose arrays have the same shapes reuses the program.
+    Arrays inside the denoiser and solver (an ``eqx.Module``'s weights, a guidance scale) are
+    arguments of that program; a plain Python function is part of its identity, so pass the same
+    function object (not a new ``lambda`` per call) to reuse it.
+
     Args:
         denoiser: ``denoiser(x, sigma) -> x0_hat`` in VE scale, :math:`x = x_0 + \sigma\epsilon`
             (wrap other parameterisations with :func:`from_eps` and friends). Called with the whole
@@ -147,6 +153,67 @@ def sample(
 
         return adjoint_sample(denoiser, x, sigmas, n, run_solver)
     iterations = solver.num_iterations(grid_steps, max_steps)
+    x_out, path, nfe, taken, result = _integrate(
+        denoiser,
+        x,
+        sigmas,
+        solver,
+        n,
+        key,
+        noise,
+        iterations=iterations,
+        batch_ndim=batch_ndim,
+        save_trajectory=save_trajectory,
+        progress=progress,
+        checkpoint=adjoint == "checkpoint",
+        mesh=mesh,
+        data_axis=data_axis,
+    )
+    if throw and mesh is not None:
+        # An error raised by a host callback inside a multi-device program stops one device
+        # while the others wait for it at their next collective (a hang). So the check runs on
+        # the host, in a one-device program, once the sampling program has finished.
+        if not is_concrete(result):
+            raise ValueError(
+                "sample(mesh=..., throw=True) cannot raise from inside jit/vmap: an error raised "
+                "on one device of a multi-device program leaves the others waiting. Pass "
+                "throw=False and full_output=True, and check the returned result."
+            )
+        host = jax.device_get(result)
+        jax.block_until_ready(host.error_if(np.zeros(()), host != RESULTS.successful))
+    elif throw:
+        x_out = result.error_if(x_out, result != RESULTS.successful)
+    if not full_output:
+        return x_out
+    trajectory = jnp.concatenate([x[None], path]) if save_trajectory else None
+    return SampleSolution(
+        value=x_out, trajectory=trajectory, nfe=nfe, num_steps=taken, result=result
+    )
+
+
+# Compiled once per denoiser / solver structure, shapes and static options, as diffrax compiles
+# ``diffeqsolve``: arrays (the state, the grid, a solver's guidance scale, a module's weights) are
+# traced arguments, so calling ``sample`` again outside ``jit`` reuses the program instead of
+# tracing and compiling the scan anew; inside a user's ``jit`` / ``vmap`` / ``grad`` it inlines.
+@eqx.filter_jit
+def _integrate(
+    denoiser,
+    x,
+    sigmas,
+    solver,
+    n,
+    key,
+    noise,
+    *,
+    iterations,
+    batch_ndim,
+    save_trajectory,
+    progress,
+    checkpoint,
+    mesh,
+    data_axis,
+):
+    grid_steps = sigmas.shape[0] - 1
     draw = _noise_source(x, key, noise, batch_ndim)
     if mesh is not None:
         # Each device draws only its own samples' noise; the draws do not depend on the split.
@@ -194,7 +261,7 @@ def sample(
         carry = (x_new, state_new, nfe + used, taken + (phase != SKIP), result)
         return carry, (x_new if save_trajectory else None)
 
-    if adjoint == "checkpoint":
+    if checkpoint:
         body = jax.checkpoint(body)
     init = (
         x,
@@ -205,26 +272,7 @@ def sample(
     )
     (x_out, state, nfe, taken, result), path = jax.lax.scan(body, init, jnp.arange(iterations))
     result = RESULTS.where(result == RESULTS.successful, solver.terminal_result(state), result)
-    if throw and mesh is not None:
-        # An error raised by a host callback inside a multi-device program stops one device
-        # while the others wait for it at their next collective (a hang). So the check runs on
-        # the host, in a one-device program, once the sampling program has finished.
-        if not is_concrete(result):
-            raise ValueError(
-                "sample(mesh=..., throw=True) cannot raise from inside jit/vmap: an error raised "
-                "on one device of a multi-device program leaves the others waiting. Pass "
-                "throw=False and full_output=True, and check the returned result."
-            )
-        host = jax.device_get(result)
-        jax.block_until_ready(host.error_if(np.zeros(()), host != RESULTS.successful))
-    elif throw:
-        x_out = result.error_if(x_out, result != RESULTS.successful)
-    if not full_output:
-        return x_out
-    trajectory = jnp.concatenate([x[None], path]) if save_trajectory else None
-    return SampleSolution(
-        value=x_out, trajectory=trajectory, nfe=nfe, num_steps=taken, result=result
-    )
+    return x_out, path, nfe, taken, result
 
 
 def _counted(method, ctx, x, state, denoiser):

@@ -67,6 +67,50 @@ def test_vmap_over_step_counts_compiles_once_and_equals_separate_runs():
         np.testing.assert_allclose(swept[i], ref, rtol=2e-5, atol=2e-5)
 
 
+class _CountingDenoiser(eqx.Module):
+    """The Gaussian's exact denoiser; counts how often it is traced (its body runs only then)."""
+
+    gaussian: Gaussian
+    traces: list = eqx.field(static=True)
+
+    def __call__(self, x, sigma):
+        self.traces.append(1)
+        return self.gaussian(x, sigma)
+
+
+def test_eager_sample_compiles_once_per_structure():
+    """Outside jit, a second call with new arrays of the same shapes (another Gaussian, another
+    grid, another key) reuses the compiled program, and equals the first call's function."""
+    traces = []
+    key = jax.random.PRNGKey(30)
+    g1 = Gaussian(jnp.array([1.0, -1.0]), jnp.array([[1.0, 0.3], [0.3, 0.5]]))
+    g2 = Gaussian(jnp.array([0.0, 2.0]), jnp.array([[0.4, 0.1], [0.1, 0.9]]))
+    x0 = g1.sample(key, 8, sigma=20.0)
+    first = jd.sample(
+        _CountingDenoiser(g1, traces),
+        x0,
+        jd.karras_sigmas(6, 0.01, 20.0),
+        jd.EulerAncestral(),
+        key=key,
+    )
+    traced = len(traces)
+    assert traced > 0
+    second = jd.sample(
+        _CountingDenoiser(g2, traces),
+        x0,
+        jd.karras_sigmas(6, 0.02, 10.0),
+        jd.EulerAncestral(),
+        key=jax.random.PRNGKey(31),
+    )
+    assert len(traces) == traced
+    # The cached program is the function of its arguments, not of the first call's values.
+    fresh = jd.sample(
+        g2, x0, jd.karras_sigmas(6, 0.02, 10.0), jd.EulerAncestral(), key=jax.random.PRNGKey(31)
+    )
+    np.testing.assert_allclose(second, fresh, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(first, second)
+
+
 def test_vmap_over_steps_and_guidance_scales_in_one_compile():
     cond = Gaussian(jnp.array([1.5, 0.0]), 0.2 * jnp.eye(2))
     uncond = _mixture()
