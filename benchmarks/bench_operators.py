@@ -327,7 +327,9 @@ def main():
         results[case] = out
         print(case, json.dumps(out))
     if not args.no_single_thread:
-        env = dict(os.environ, XLA_FLAGS=SINGLE_THREAD_XLA)
+        # Keep any XLA flags the caller set (e.g. a code-generation choice) for the child too.
+        flags = f"{os.environ.get('XLA_FLAGS', '')} {SINGLE_THREAD_XLA}".strip()
+        env = dict(os.environ, XLA_FLAGS=flags)
         cmd = [
             sys.executable,
             os.path.abspath(__file__),

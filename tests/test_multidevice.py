@@ -138,7 +138,8 @@ def test_eight_devices_fit_and_sample_equal_one_device(tmp_path):
     script.write_text(SCRIPT)
     env = {
         **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        # Added to the flags the test run uses (tests/conftest.py), not replacing them.
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8",
         "JAX_PLATFORMS": "cpu",
     }
     proc = subprocess.run(

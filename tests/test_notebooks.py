@@ -92,3 +92,10 @@ def test_notebook_executes(path, tmp_path, record_property):
 
     probe = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
     assert probe.splitlines() == [sys.executable, sys.prefix, "Agg"], probe
+    # A notebook that splits the CPU into devices must really have run on them (the kernel
+    # inherits XLA_FLAGS from the test run; the notebook has to add to it, not defer to it).
+    printed = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )
+    if "xla_force_host_platform_device_count" in "".join(c.source for c in nb.cells):
+        assert "CpuDevice(id=7)" in printed and "restart the kernel" not in printed, printed[-2000:]
