@@ -193,7 +193,7 @@ def test_reflow_straightens_the_flow():
     )
     net = jd.NoiseMLP(2, width=64, depth=3, key=jax.random.PRNGKey(12))
     loss = lambda n, x, k: jd.flow_matching_loss(_fm_velocity(n), x, k, times="u_shaped")
-    rf1 = _fit(loss, net, lambda k: mix.sample(k, 256), 2000)
+    rf1 = _fit(loss, net, lambda k: mix.sample(k, 256), 1000)
     data, noise = jd.reflow_pairs(_fm_velocity(rf1), jax.random.PRNGKey(13), (4096, 2), n_steps=40)
     pair_loss = lambda n, b, k: jd.flow_matching_loss(
         _fm_velocity(n), b[0], k, x1=b[1], times="u_shaped", metric="pseudo_huber"
@@ -203,7 +203,7 @@ def test_reflow_straightens_the_flow():
         rf1,
         (data, noise),
         optimizer=optax.adam(1e-3),
-        num_steps=1500,
+        num_steps=750,
         batch_size=256,
         key=jax.random.PRNGKey(14),
         progress=False,
@@ -211,7 +211,9 @@ def test_reflow_straightens_the_flow():
     z = jax.random.normal(jax.random.PRNGKey(15), (512, 2))
     s1 = float(jd.straightness(_fm_velocity(rf1), z))
     s2 = float(jd.straightness(_fm_velocity(rf2), z))
-    assert s2 < 0.5 * s1, (s1, s2)
+    # The first flow bends (s1 ~ 1.2: two modes); one reflow makes it nearly straight (s2 ~ 0.006
+    # with these step counts, 0.003 with twice as many).
+    assert s2 < 0.05 * s1, (s1, s2)
 
 
 # ---------------------------------------------------------------------------------------------
