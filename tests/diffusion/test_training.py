@@ -146,7 +146,7 @@ def test_score_model_learns_a_mixture():
     ring = _ring(var=0.05)
     model = jd.Precond(jd.NoiseMLP(2, width=96, depth=3, key=jax.random.PRNGKey(0)), sigma_data=1.4)
     data = lambda k: ring.sample(k, 256)
-    trained = _fit(lambda m, x, k: jd.edm_loss(m, x, k, sigma_data=1.4), model, data, 2000)
+    trained = _fit(lambda m, x, k: jd.edm_loss(m, x, k, sigma_data=1.4), model, data, 1200)
     noise = 40.0 * jax.random.normal(jax.random.PRNGKey(1), (2000, 2))
     grid = jd.karras_sigmas(20, 0.002, 40.0)
     ref = ring.sample(jax.random.PRNGKey(2), 2000)
