@@ -70,7 +70,8 @@ def sample(
     called outside ``jit``, a second call whose arrays have the same shapes reuses the program.
     Arrays inside the denoiser and solver (an ``eqx.Module``'s weights, a guidance scale) are
     arguments of that program; a plain Python function is part of its identity, so pass the same
-    function object (not a new ``lambda`` per call) to reuse it.
+    function object (not a new ``lambda`` per call) to reuse it. A denoiser whose non-array parts
+    cannot be hashed (a callable dataclass with ``eq=True``) runs uncompiled.
 
     Args:
         denoiser: ``denoiser(x, sigma) -> x0_hat`` in VE scale, :math:`x = x_0 + \sigma\epsilon`
@@ -153,7 +154,8 @@ def sample(
 
         return adjoint_sample(denoiser, x, sigmas, n, run_solver)
     iterations = solver.num_iterations(grid_steps, max_steps)
-    x_out, path, nfe, taken, result = _integrate(
+    integrate = _integrate_jit if _hashable(denoiser, noise, solver) else _integrate
+    x_out, path, nfe, taken, result = integrate(
         denoiser,
         x,
         sigmas,
@@ -191,11 +193,17 @@ def sample(
     )
 
 
-# Compiled once per denoiser / solver structure, shapes and static options, as diffrax compiles
-# ``diffeqsolve``: arrays (the state, the grid, a solver's guidance scale, a module's weights) are
-# traced arguments, so calling ``sample`` again outside ``jit`` reuses the program instead of
-# tracing and compiling the scan anew; inside a user's ``jit`` / ``vmap`` / ``grad`` it inlines.
-@eqx.filter_jit
+def _hashable(*trees):
+    """Whether the non-array parts of ``trees`` can key a compilation cache (a callable
+    dataclass with ``eq=True``, for one, cannot)."""
+    try:
+        leaves, treedef = jax.tree_util.tree_flatten(eqx.filter(trees, eqx.is_array, inverse=True))
+        hash((tuple(leaves), treedef))
+    except TypeError:
+        return False
+    return True
+
+
 def _integrate(
     denoiser,
     x,
@@ -273,6 +281,14 @@ def _integrate(
     (x_out, state, nfe, taken, result), path = jax.lax.scan(body, init, jnp.arange(iterations))
     result = RESULTS.where(result == RESULTS.successful, solver.terminal_result(state), result)
     return x_out, path, nfe, taken, result
+
+
+# Compiled once per denoiser / solver structure, shapes and static options, as diffrax compiles
+# ``diffeqsolve``: arrays (the state, the grid, a solver's guidance scale, a module's weights) are
+# traced arguments, so calling ``sample`` again outside ``jit`` reuses the program instead of
+# tracing and compiling the scan anew; inside a user's ``jit`` / ``vmap`` / ``grad`` it inlines.
+# A denoiser whose non-array parts cannot be hashed runs uncompiled (as every call did before).
+_integrate_jit = eqx.filter_jit(_integrate)
 
 
 def _counted(method, ctx, x, state, denoiser):

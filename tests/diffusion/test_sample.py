@@ -1,5 +1,7 @@
 """The sampling driver: masking, sweeps as data, NFE, noise, errors, stochastic samplers' moments."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -109,6 +111,25 @@ def test_eager_sample_compiles_once_per_structure():
     )
     np.testing.assert_allclose(second, fresh, rtol=1e-6, atol=1e-6)
     assert not np.allclose(first, second)
+
+
+def test_unhashable_denoiser_still_samples():
+    """A callable dataclass (``eq=True`` makes it unhashable) cannot key the compilation cache;
+    sample runs it uncompiled, with the same result."""
+
+    @dataclasses.dataclass
+    class Wrapped:
+        inner: Gaussian
+
+        def __call__(self, x, sigma):
+            return self.inner(x, sigma)
+
+    g = Gaussian(jnp.array([1.0, -1.0]), jnp.array([[1.0, 0.3], [0.3, 0.5]]))
+    x0 = g.sample(jax.random.PRNGKey(32), 8, sigma=20.0)
+    grid = jd.karras_sigmas(6, 0.01, 20.0)
+    np.testing.assert_allclose(
+        jd.sample(Wrapped(g), x0, grid, jd.Heun()), jd.sample(g, x0, grid, jd.Heun()), rtol=1e-6
+    )
 
 
 def test_vmap_over_steps_and_guidance_scales_in_one_compile():
