@@ -16,7 +16,8 @@ jitted solve, all methods interleaved in one process.
 
 Backward: the jitted forward returns ``jax.vjp``'s pullback (with whatever it stores); the
 backward time is the median wall time of the jitted pullback alone, so it counts exactly the
-backward pass. Rows: jaxsolve ``ImplicitDiff`` (the default, GMRES(10); GMRES(20), GMRES(8) and GMRES(5);
+backward pass. Rows: jaxsolve ``ImplicitDiff`` (the default, BiCGStab; GMRES(10), GMRES(20), GMRES(8) and
+GMRES(5);
 fixed-point iteration / Anderson on the adjoint), optimistix ``ImplicitAdjoint`` (its default
 lineax solver materialises the Jacobian), jaxopt's implicit differentiation, and backprop through
 ``lax.scan`` over as many Picard steps as the forward took ("unrolled"). The value-and-gradient
@@ -194,7 +195,7 @@ def forward_methods():
     return methods
 
 
-DEFAULT_ROW = "jaxsolve Picard + ImplicitDiff() (default: GMRES(10))"
+DEFAULT_ROW = "jaxsolve Picard + ImplicitDiff() (default: BiCGStab)"
 
 
 def backward_methods(picard_steps):
@@ -209,10 +210,13 @@ def backward_methods(picard_steps):
         "jaxsolve Picard + ImplicitDiff(GMRES(5))": jaxsolve_forward(
             ji.Picard(), ji.ImplicitDiff(ji.GMRES(restart=5))
         ),
+        "jaxsolve Picard + ImplicitDiff(GMRES(10))": jaxsolve_forward(
+            ji.Picard(), ji.ImplicitDiff(ji.GMRES(restart=10))
+        ),
         "jaxsolve Picard + ImplicitDiff(Picard)": jaxsolve_forward(
             ji.Picard(), ji.ImplicitDiff(ji.Picard())
         ),
-        "jaxsolve Anderson + ImplicitDiff() (default: GMRES(10))": jaxsolve_forward(
+        "jaxsolve Anderson + ImplicitDiff() (default: BiCGStab)": jaxsolve_forward(
             ji.Anderson(), ji.ImplicitDiff()
         ),
         "jaxsolve Anderson + ImplicitDiff(Anderson)": jaxsolve_forward(
@@ -312,7 +316,7 @@ def memory_scan(n, ks):
             ji.Picard(), ji.ImplicitDiff(rtol=1e-5, atol=1e-5, throw=False), max_steps=k, tol=1e-30
         )
         row = {
-            "jaxsolve ImplicitDiff (default GMRES(10))": temp_bytes(
+            "jaxsolve ImplicitDiff (default BiCGStab)": temp_bytes(
                 jax.grad(loss_of(implicit), argnums=(0, 1)), w, x
             ),
             "unrolled": temp_bytes(jax.grad(loss_of(unrolled_forward(k)), argnums=(0, 1)), w, x),
@@ -361,6 +365,7 @@ def main():
         b = r["backward"]
         for row in (
             DEFAULT_ROW,
+            "jaxsolve Picard + ImplicitDiff(GMRES(10))",
             "jaxsolve Picard + ImplicitDiff(GMRES(20))",
             "jaxsolve Picard + ImplicitDiff(GMRES(8))",
             "jaxsolve Picard + ImplicitDiff(GMRES(5))",
@@ -375,7 +380,7 @@ def main():
                 f["jaxsolve Picard"]["time_vs_optimistix"] <= 1.0
             )
     mem = results["memory_temp_bytes"]["by_iterations"]
-    implicit_mem = [row["jaxsolve ImplicitDiff (default GMRES(10))"] for row in mem.values()]
+    implicit_mem = [row["jaxsolve ImplicitDiff (default BiCGStab)"] for row in mem.values()]
     unrolled_mem = [row["unrolled"] for row in mem.values()]
     targets["implicit memory flat in K"] = max(implicit_mem) <= 1.05 * min(implicit_mem)
     targets["unrolled memory grows with K (sanity)"] = unrolled_mem[-1] > 4 * unrolled_mem[0]

@@ -4,8 +4,8 @@
 ``step`` (:class:`Picard`, :class:`Anderson`, :class:`Broyden`, :class:`Newton`) on any pytree
 state and return a :class:`Solution` with a :data:`jaxsolve.RESULTS` code. Derivatives with
 respect to the arguments come from the implicit function theorem in forward and reverse mode
-(:class:`ImplicitDiff`, whose linear system is solved by :class:`GMRES`, :class:`CG` or any of
-the solvers), or from the cheaper :class:`JacobianFree` and :class:`PhantomGradient`.
+(:class:`ImplicitDiff`, whose linear system is solved by :class:`GMRES`, :class:`BiCGStab`,
+:class:`CG` or any of the solvers), or from the cheaper :class:`JacobianFree` and :class:`PhantomGradient`.
 :func:`custom_root` makes any solver differentiable from its optimality conditions;
 :class:`DEQ` and :class:`ConvergentGraphSolver` are Equinox layers built on the same pieces.
 """
@@ -17,7 +17,7 @@ from ._custom_root import custom_root
 from ._deq import DEQ, DEQOutput, hutchinson_frobenius
 from ._graph_solver import ConvergentGraphSolver
 from ._implicit_diff import AbstractBackward, ImplicitDiff, JacobianFree, PhantomGradient
-from ._krylov import CG, GMRES
+from ._krylov import CG, GMRES, BiCGStab
 from ._newton import Newton
 from ._norms import max_norm, rms_norm, two_norm
 from ._picard import Picard
@@ -31,6 +31,7 @@ __all__ = [
     "AbstractLinearSolver",
     "AbstractSolver",
     "Anderson",
+    "BiCGStab",
     "Broyden",
     "ConvergentGraphSolver",
     "DEQOutput",

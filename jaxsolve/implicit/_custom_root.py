@@ -65,7 +65,7 @@ def custom_root(
     return a pytree of the structure and shapes of ``x`` (a square system). With
     ``has_aux=True`` the solver returns ``(x, aux)``; ``aux`` is passed through without
     derivatives. The derivative with respect to ``x0`` is zero. ``backward``: an
-    :class:`ImplicitDiff` (default: ``GMRES(restart=10)`` with ``rtol = atol = eps ** 0.75`` of the
+    :class:`ImplicitDiff` (default: :class:`BiCGStab` with ``rtol = atol = eps ** 0.75`` of the
     solution's dtype and 256 matrix-vector products; :class:`CG` suits symmetric conditions
     such as the gradient of a convex objective).
     """

@@ -31,6 +31,14 @@ initial guess (``x0=None``) costs none.
 - CG: "Methods of Conjugate Gradients for Solving Linear Systems" (Hestenes & Stiefel), for
   symmetric definite ``A`` (positive or negative); the driver tests the recurrence residual and
   measures the true one at the end (one more product).
+- BiCGStab: "Bi-CGSTAB: A Fast and Smoothly Converging Variant of Bi-CG for the Solution of
+  Nonsymmetric Linear Systems" (van der Vorst), for general ``A``: two products per step and a
+  state of five vectors, no basis. Where GMRES(m) spends five products with an (m + 1)-vector
+  basis per matrix-vector product, a BiCGStab step is a handful of vector operations; under
+  ``jax.vmap`` over many small systems that is the cheaper solve (see
+  ``benchmarks/bench_implicit.py``), at the price of a residual that need not decrease
+  monotonically. A breakdown (a zero inner product) leaves the iterate unchanged, so the solve
+  ends as ``max_steps_reached`` with the true residual measured, never as a silent zero.
 """
 
 from __future__ import annotations
@@ -57,9 +65,11 @@ def krylov_iterate(method, matvec, b, x0, rtol, atol, max_steps):
         rn = method.residual_norm(state)
         return (rn > tol) & (k < max_steps) & jnp.isfinite(rn)
 
+    per = method.products_per_step
+
     def body(carry):
         state, k = carry
-        return method.step(matvec, b, tol, state, k + 1 >= max_steps), k + 1
+        return method.step(matvec, b, tol, state, k + per >= max_steps), k + per
 
     k0 = jnp.asarray(0 if x0 is None else 1, jnp.int32)
     state, k = lax.while_loop(cond, body, (state, k0))
@@ -73,13 +83,16 @@ def krylov_iterate(method, matvec, b, x0, rtol, atol, max_steps):
 
 
 class _KrylovMethod(AbstractLinearSolver):
+    # Matrix-vector products one ``step`` spends (the driver's budget counts products).
+    products_per_step = 1
+
     @abc.abstractmethod
     def init(self, matvec, b, x0):
         """State at ``x0`` (one matrix-vector product; none when ``x0`` is ``None``)."""
 
     @abc.abstractmethod
     def step(self, matvec, b, tol, state, last):
-        """Next state (one matrix-vector product); ``last``: no product is left after it."""
+        """Next state (``products_per_step`` products); ``last``: no product is left after it."""
 
     @abc.abstractmethod
     def residual_norm(self, state):
@@ -212,3 +225,52 @@ class CG(_KrylovMethod):
         r = r - alpha * ap
         rs_new = r @ r
         return dict(x=x, r=r, p=r + (rs_new / rs) * p, rs=rs_new)
+
+
+def _ratio(num, den):
+    """``num / den``, and 0 where ``den`` is 0 (a breakdown: the step changes nothing)."""
+    ok = den != 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1), 0.0)
+
+
+class BiCGStab(_KrylovMethod):
+    """BiCGStab (see the module docstring): a step is one BiCG half-step and one minimal-residual
+    smoothing step, two matrix-vector products."""
+
+    products_per_step = 2
+
+    def init(self, matvec, b, x0):
+        x0, r = (jnp.zeros_like(b), b) if x0 is None else (x0, b - matvec(x0))
+        one = jnp.ones((), b.dtype)
+        zero = jnp.zeros_like(b)
+        # The shadow residual is the initial one; rho = alpha = omega = 1 makes the first
+        # direction p = r.
+        return dict(x=x0, r=r, shadow=r, p=zero, v=zero, rho=one, alpha=one, omega=one)
+
+    def residual_norm(self, state):
+        return jnp.linalg.norm(state["r"])
+
+    def final(self, matvec, b, state):
+        # The recurrence residual drifts from the true one: measure it (one more product).
+        return state["x"], jnp.linalg.norm(b - matvec(state["x"])), 1
+
+    def step(self, matvec, b, tol, state, last):
+        x, r, shadow = state["x"], state["r"], state["shadow"]
+        rho = jnp.dot(shadow, r)
+        beta = _ratio(rho, state["rho"]) * _ratio(state["alpha"], state["omega"])
+        p = r + beta * (state["p"] - state["omega"] * state["v"])
+        v = matvec(p)
+        alpha = _ratio(rho, jnp.dot(shadow, v))
+        s = r - alpha * v
+        t = matvec(s)
+        omega = _ratio(jnp.dot(t, s), jnp.dot(t, t))
+        return dict(
+            x=x + alpha * p + omega * s,
+            r=s - omega * t,
+            shadow=shadow,
+            p=p,
+            v=v,
+            rho=rho,
+            alpha=alpha,
+            omega=omega,
+        )

@@ -224,7 +224,7 @@ def fixed_point(
     ``diverged`` when :math:`\|F\|` exceeds ``divergence_factor`` times its initial value,
     ``nonfinite``); ``throw=True`` raises it instead (under ``vmap``: if any member fails).
 
-    ``backward`` (default :class:`ImplicitDiff`, GMRES(10)) decides the derivatives with
+    ``backward`` (default :class:`ImplicitDiff`, BiCGStab) decides the derivatives with
     respect to ``args`` and to arrays ``fn`` closes over — exact implicit differentiation in both
     forward and reverse mode, or :class:`JacobianFree` / :class:`PhantomGradient`. The derivative
     with respect to ``z0`` is zero.

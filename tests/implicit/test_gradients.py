@@ -45,7 +45,7 @@ def _closed_form_grads(w, b):
 
 def test_gradients_equal_closed_form_unrolled_loop_and_finite_differences(x64):
     w, b = linear_problem()
-    # Anderson forward, default backward (GMRES on the adjoint system).
+    # Anderson forward, default backward (BiCGStab on the adjoint system).
     anderson_loss = lambda w, b: jnp.sum(jnp.sin(_solve(w, b, solver=ji.Anderson())))
     gw, gb = jax.jit(jax.grad(anderson_loss, (0, 1)))(w, b)
     cw, cb = _closed_form_grads(w, b)
@@ -130,6 +130,7 @@ def test_hessian_through_fixed_point_equals_closed_form(x64):
 BACKWARD_SOLVERS = {
     "gmres": lambda: ji.GMRES(),
     "gmres_restart2": lambda: ji.GMRES(restart=2),
+    "bicgstab": lambda: ji.BiCGStab(),
     "picard_adjoint": lambda: ji.Picard(),
     "anderson_adjoint": lambda: ji.Anderson(),
     "broyden_adjoint": lambda: ji.Broyden(),

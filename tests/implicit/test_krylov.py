@@ -1,4 +1,4 @@
-"""Krylov solvers (GMRES, CG) and linear_solve: parity with dense solves, honest failure codes,
+"""Krylov solvers (GMRES, CG, BiCGStab) and linear_solve: parity with dense solves, honest failure codes,
 differentiability."""
 
 import jax
@@ -26,6 +26,7 @@ CASES = {
     "gmres_restart4": (lambda: ji.GMRES(restart=4), "general"),
     "cg_spd": (lambda: ji.CG(), "spd"),
     "cg_negative_definite": (lambda: ji.CG(), "nd"),
+    "bicgstab": (lambda: ji.BiCGStab(), "general"),
 }
 
 
@@ -60,6 +61,28 @@ def test_not_converged_linear_solve_is_reported(x64):
     assert sol.result == RESULTS.max_steps_reached
     np.testing.assert_allclose(sol.residual, jnp.linalg.norm(b - a @ sol.value), rtol=1e-10)
     assert sol.residual > 1e-12 * jnp.linalg.norm(b)
+
+
+def test_bicgstab_budget_and_breakdown_are_reported(x64):
+    """max_steps counts products (two per BiCGStab step); a budget too small ends in
+    max_steps_reached with the true residual; a breakdown (here b orthogonal to A b, so the first
+    step's minimal-residual smoothing sees <A s, s> = 0 for a skew A) is no silent zero either."""
+    a, _, b = _matrices()
+    sol = jax.jit(
+        lambda b: ji.linear_solve(
+            lambda x: a @ x, b, solver=ji.BiCGStab(), rtol=1e-12, max_steps=4, throw=False
+        )
+    )(b)
+    assert sol.result == RESULTS.max_steps_reached
+    assert int(sol.num_steps) <= 4 + 1  # four in the loop, one to measure the true residual
+    np.testing.assert_allclose(sol.residual, jnp.linalg.norm(b - a @ sol.value), rtol=1e-10)
+    skew = jnp.array([[0.0, 1.0], [-1.0, 0.0]])
+    sol = ji.linear_solve(
+        lambda x: skew @ x, jnp.array([1.0, 0.0]), solver=ji.BiCGStab(), max_steps=20, throw=False
+    )
+    assert sol.result == RESULTS.max_steps_reached
+    assert bool(jnp.all(jnp.isfinite(sol.value)))
+    np.testing.assert_allclose(sol.residual, 1.0)
 
 
 def test_linear_solve_is_differentiable_and_accepts_driver_solvers(x64):
