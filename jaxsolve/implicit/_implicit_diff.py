@@ -63,9 +63,9 @@ class ImplicitDiff(AbstractBackward):
       convergent fixed point is :math:`I - J^\top` with :math:`\rho(J) < 1`. BiCGStab solves it
       with two products per step and no basis, where each GMRES(m) product also pays for
       five products with an (m + 1)-vector basis and its bookkeeping — under ``jax.vmap`` for
-      every member. Backward time against backprop through the unrolled iterations: 0.29x
-      (GMRES(10) 0.54x) for 64 states of size 64 under vmap, 0.34x (0.41x) for one state of
-      size 512, with the same gradient error. On the non-normal systems of
+      every member. Backward time against backprop through the unrolled iterations (one run,
+      ``benchmarks/results/implicit.json``): 0.37x (GMRES(10) 0.52x) for 64 states of size 64
+      under vmap, 0.42x (0.42x) for one state of size 512, with the same gradient error. On the non-normal systems of
       ``tests/implicit/test_krylov.py`` (upper-triangular :math:`J`, :math:`\kappa \approx 200`)
       it needed 37-59 products where GMRES(10) needed 51-110 and GMRES(5) stalls. BiCGStab's
       residual need not fall monotonically and the method can break down (a zero inner

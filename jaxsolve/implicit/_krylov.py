@@ -106,6 +106,11 @@ class _KrylovMethod(AbstractLinearSolver):
         return krylov_iterate(self, matvec, b, x0, rtol, atol, max_steps)
 
 
+def _start(matvec, b, x0):
+    """``(x0, b - A x0)``; a zero initial guess (``None``) costs no product."""
+    return (jnp.zeros_like(b), b) if x0 is None else (x0, b - matvec(x0))
+
+
 def _unit(r):
     rn = jnp.linalg.norm(r)
     return r / jnp.where(rn > 0, rn, 1), rn
@@ -122,7 +127,7 @@ class GMRES(_KrylovMethod):
 
     def init(self, matvec, b, x0):
         m = min(self.restart, b.shape[0])
-        x0, r0 = (jnp.zeros_like(b), b) if x0 is None else (x0, b - matvec(x0))
+        x0, r0 = _start(matvec, b, x0)
         return self._cycle(x0, r0, jnp.zeros((m + 1, b.shape[0]), b.dtype))
 
     @staticmethod
@@ -203,19 +208,23 @@ class GMRES(_KrylovMethod):
         return {k: jnp.where(restart, fresh[k], arnoldi[k]) for k in fresh}
 
 
-class CG(_KrylovMethod):
+class _RecurrenceResidual(_KrylovMethod):
+    """A method whose residual is updated by a recurrence, which drifts from the true one: the
+    verdict measures the true residual at the end (one more product)."""
+
+    def final(self, matvec, b, state):
+        return state["x"], jnp.linalg.norm(b - matvec(state["x"])), 1
+
+
+class CG(_RecurrenceResidual):
     """Conjugate gradients, for symmetric (positive or negative) definite operators."""
 
     def init(self, matvec, b, x0):
-        x0, r = (jnp.zeros_like(b), b) if x0 is None else (x0, b - matvec(x0))
+        x0, r = _start(matvec, b, x0)
         return dict(x=x0, r=r, p=r, rs=r @ r)
 
     def residual_norm(self, state):
         return jnp.sqrt(state["rs"])
-
-    def final(self, matvec, b, state):
-        # The recurrence residual drifts from the true one: measure it (one more product).
-        return state["x"], jnp.linalg.norm(b - matvec(state["x"])), 1
 
     def step(self, matvec, b, tol, state, last):
         x, r, p, rs = state["x"], state["r"], state["p"], state["rs"]
@@ -233,14 +242,14 @@ def _ratio(num, den):
     return jnp.where(ok, num / jnp.where(ok, den, 1), 0.0)
 
 
-class BiCGStab(_KrylovMethod):
+class BiCGStab(_RecurrenceResidual):
     """BiCGStab (see the module docstring): a step is one BiCG half-step and one minimal-residual
     smoothing step, two matrix-vector products."""
 
     products_per_step = 2
 
     def init(self, matvec, b, x0):
-        x0, r = (jnp.zeros_like(b), b) if x0 is None else (x0, b - matvec(x0))
+        x0, r = _start(matvec, b, x0)
         one = jnp.ones((), b.dtype)
         zero = jnp.zeros_like(b)
         # The shadow residual is the initial one; rho = alpha = omega = 1 makes the first
@@ -249,10 +258,6 @@ class BiCGStab(_KrylovMethod):
 
     def residual_norm(self, state):
         return jnp.linalg.norm(state["r"])
-
-    def final(self, matvec, b, state):
-        # The recurrence residual drifts from the true one: measure it (one more product).
-        return state["x"], jnp.linalg.norm(b - matvec(state["x"])), 1
 
     def step(self, matvec, b, tol, state, last):
         x, r, shadow = state["x"], state["r"], state["shadow"]
