@@ -1,18 +1,34 @@
 import os
+import subprocess
+import sys
 
 # Most of the suite's time is XLA compiling small programs that then run for milliseconds. XLA:CPU's
 # older loop emitters compile fusions about twice as fast as its MLIR fusion emitters (the
 # default), with the same IEEE arithmetic, and the few training tests run as fast or faster. Set
-# before JAX creates its CPU backend; subprocesses (README blocks, notebook kernels) inherit it.
-# A choice the caller already made in XLA_FLAGS is kept.
-if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false"
-    ).strip()
+# before JAX creates its CPU backend; subprocesses (README blocks, notebook kernels, pytest-xdist
+# workers) inherit it. A choice the caller already made in XLA_FLAGS is kept.
+#
+# XLA aborts the whole process on a flag it does not know, and flags come and go between jaxlib
+# releases (jaxlib 0.11 no longer has this one), so a fresh interpreter tries it first (~1 s, once
+# per run: the workers inherit the answer).
+_FLAG = "--xla_cpu_use_fusion_emitters=false"
+_CHECKED = "JAXSOLVE_TESTS_XLA_FLAG_CHECKED"
+if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", "") and not os.environ.get(
+    _CHECKED
+):
+    os.environ[_CHECKED] = "1"
+    _flags = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+    _probe = subprocess.run(
+        [sys.executable, "-c", "import jax; jax.devices('cpu')"],
+        env=dict(os.environ, XLA_FLAGS=_flags),
+        capture_output=True,
+    )
+    if _probe.returncode == 0:
+        os.environ["XLA_FLAGS"] = _flags
 
-import jax
-import pytest
-from hypothesis import HealthCheck, settings
+import jax  # noqa: E402  (after the XLA flags above)
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 # JAX compiles on first use, so a Hypothesis example can take far longer than the next one.
 settings.register_profile(
