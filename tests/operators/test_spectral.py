@@ -89,6 +89,32 @@ def test_forward_keeps_both_signs(x64, shape, modes):
         np.testing.assert_allclose(got, ref, atol=1e-13)
 
 
+def _dot_precisions(fn, *args):
+    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    return [e.params["precision"] for e in jaxpr.eqns if e.primitive.name == "dot_general"]
+
+
+def test_dft_products_are_full_precision():
+    # A truncated DFT stands in for an FFT, so it asks for full float32 products: on GPUs and TPUs
+    # the default would be TF32 / bfloat16 (an H200 gave 0.70703 for cos(pi/4) on the default).
+    # CPU ignores the request, so the jaxpr is where this can be checked here.
+    from jaxsolve.operators._spectral import irdft_modes_last, rdft_modes_last
+
+    highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+    x = jnp.ones((2, 12, 10))
+    xl = jnp.ones((12, 10, 3))
+    re, im = rdft_modes_last(xl, (3, 4))
+    cases = [
+        (lambda a: ops.rdft_modes(a, (3, 4)), x),
+        (lambda a: ops.irdft_modes(a, (12, 10)), ops.rdft_modes(x, (3, 4))),
+        (lambda a: rdft_modes_last(a, (3, 4)), xl),
+        (lambda a, b: irdft_modes_last(a, b, (12, 10)), re, im),
+    ]
+    for fn, *args in cases:
+        precisions = _dot_precisions(fn, *args)
+        assert precisions and all(p == highest for p in precisions), precisions
+
+
 def test_round_trip_of_a_band_limited_field(x64):
     # A field whose spectrum lies inside the kept modes is reproduced exactly, odd grid included.
     rng = np.random.default_rng(3)
