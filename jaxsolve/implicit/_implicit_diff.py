@@ -76,6 +76,13 @@ class ImplicitDiff(AbstractBackward):
       (:func:`custom_root`: ``eps ** 0.75`` of the dtype).
     - ``max_steps``: its step budget (matrix-vector products for a Krylov solver).
     - ``throw``: raise when the backward solve fails; ``False`` returns NaN instead.
+
+    Precision on accelerators: on GPUs and TPUs a float32 matrix product defaults to TF32 or
+    bfloat16 arithmetic (relative error ~1e-3), so ``f`` and its Jacobian products are only that
+    accurate, and a backward tolerance far below it may not be reached (on an H200 a float32 DEQ
+    whose backward solve met ``rtol = 1e-4`` on CPU failed it with the default precision, and
+    trained under ``jax.default_matmul_precision("float32")``). Use that context, or a looser
+    ``rtol``.
     """
 
     solver: AbstractSolver | AbstractLinearSolver = eqx.field(default_factory=BiCGStab)
@@ -194,6 +201,12 @@ class _BackwardSolve(eqx.Module):
             "jaxsolve.implicit: the implicit-differentiation (backward/tangent) linear solve "
             f"with {type(self.backward.solver).__name__} failed ({RESULTS[RESULTS.backward_failed]})"
         )
+        if jnp.finfo(b_flat.dtype).bits <= 32:
+            where += (
+                ". On a GPU or TPU, float32 matrix products default to TF32 / bfloat16 (relative "
+                "error ~1e-3), which can keep this solve from its tolerance: run under "
+                "jax.default_matmul_precision('float32'), or pass ImplicitDiff(rtol=...) looser"
+            )
         x = raise_or_nan(x, result, self.backward.throw, where)
         return unravel(x)
 
