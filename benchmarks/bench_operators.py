@@ -1,4 +1,4 @@
-"""FNO training step: jaxsolve.operators.FNO against neuraloperator 2.0 (PyTorch, CPU).
+"""FNO training step: jaxsolve.operators.FNO against neuraloperator 2.0 (PyTorch), on CPU or one GPU.
 
 Cases (the FNO paper's 1-D Burgers and 2-D Darcy sizes):
 
@@ -35,9 +35,20 @@ equal parts of the batch — ours with :func:`jaxsolve.train.microbatched` (what
 20 outgrow the caches), so both get faster; ``ratio_best_vs_best`` compares each framework at its
 own best ``k``.
 
+GPU mode (``--gpu``): both frameworks on one CUDA device (JAX's default GPU backend, the torch
+model and data moved to ``cuda``), each step ended by a device synchronisation, steps interleaved,
+median over repeats. Matrix products in full float32 on both sides (JAX
+``jax_default_matmul_precision="highest"``, torch with TF32 off for cuBLAS and cuDNN), so neither
+gets the cheaper TF32 arithmetic. Extra rows there: ours with ``transform="fft"`` (cuFFT instead
+of the truncated-DFT products that ``"auto"`` picks) and, with ``--torch-compile``, the reference
+model under ``torch.compile`` (eager PyTorch is how neuraloperator trains). The micro-batched rows
+are CPU-only (they exist because of CPU caches). Results go to
+``benchmarks/results/operators_gpu.json``.
+
 Target (issue 4): our step at most 0.7x neuraloperator's time.
 
-Run: ``python benchmarks/bench_operators.py [--quick]``; writes benchmarks/results/operators.json.
+Run: ``python benchmarks/bench_operators.py [--quick] [--gpu [--torch-compile]]``; writes
+benchmarks/results/operators.json (CPU) or operators_gpu.json (GPU).
 """
 
 import argparse
@@ -64,12 +75,14 @@ def neuralop_n_modes(d, m):
     return (2 * m,) * (d - 1) + (2 * m - 2,)
 
 
-def build(case, torch_threads):
+def build(case, torch_threads, gpu=False, torch_compile=False):
     """Models, data and step functions: ours in two variants and neuraloperator.
 
     ``exact``: our FNO with exact GELU and neuraloperator's initial weights copied in (the same
     function as the reference, checked). ``default``: our FNO as a user gets it, with JAX's
     default tanh-approximated GELU (XLA's erf is markedly slower than its tanh on CPU).
+    ``gpu``: torch on ``cuda`` (JAX uses its default device), no micro-batched rows, plus ours
+    with ``transform="fft"`` and, with ``torch_compile``, the reference under ``torch.compile``.
     """
     import equinox as eqx
     import jax
@@ -86,7 +99,7 @@ def build(case, torch_threads):
     x = rng.normal(size=(batch, 1) + (s,) * d).astype(np.float32)
     y = (0.5 * x + 0.1 * rng.normal(size=x.shape)).astype(np.float32)
 
-    def make(activation):
+    def make(activation, **kw):
         return ops.FNO(
             d,
             1,
@@ -97,6 +110,7 @@ def build(case, torch_threads):
             key=jax.random.PRNGKey(0),
             channel_mlp_expansion=0.5,
             activation=activation,
+            **kw,
         )
 
     exact = make(partial(jax.nn.gelu, approximate=False))  # torch's F.gelu is the exact GELU
@@ -116,6 +130,7 @@ def build(case, torch_threads):
     else:
         torch.manual_seed(0)
         torch.set_num_threads(torch_threads)
+        dev = "cuda" if gpu else "cpu"
         ref = NeuralopFNO(
             n_modes=neuralop_n_modes(d, m),
             in_channels=1,
@@ -126,8 +141,10 @@ def build(case, torch_threads):
         out["neuralop_params"] = count_model_params(ref)
         out["neuralop_n_modes"] = list(neuralop_n_modes(d, m))
         exact = transplant(ref, exact)
+        if gpu:
+            ref = ref.to(dev)
         with torch.no_grad():
-            y_ref = ref(torch.from_numpy(x)).numpy()
+            y_ref = ref(torch.from_numpy(x).to(dev)).cpu().numpy()
         y_ours = np.asarray(jax.jit(jax.vmap(exact))(jnp.asarray(x)))
         out["same_function_max_abs_diff"] = float(np.max(np.abs(y_ours - y_ref)))
         out["same_function_rel_diff"] = float(
@@ -164,23 +181,45 @@ def build(case, torch_threads):
         return run
 
     steps = {"ours_default": jax_stepper(default), "ours_exact_gelu": jax_stepper(exact)}
-    for k in MICROBATCHES:
-        steps[f"ours_default_mb{k}"] = jax_stepper(default, k)
-    if ref is not None:
-        topt = torch.optim.Adam(ref.parameters(), lr=1e-3)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-
-        def torch_step(microbatches=1):
-            topt.zero_grad()
-            part = batch // microbatches
-            for i in range(0, batch, part):  # gradient accumulation: the same update
-                val = ((ref(xt[i : i + part]) - yt[i : i + part]) ** 2).mean() / microbatches
-                val.backward()
-            topt.step()
-
-        steps["neuralop"] = torch_step
+    if gpu:
+        steps["ours_fft"] = jax_stepper(make(jax.nn.gelu, transform="fft"))
+    else:
         for k in MICROBATCHES:
-            steps[f"neuralop_mb{k}"] = partial(torch_step, k)
+            steps[f"ours_default_mb{k}"] = jax_stepper(default, k)
+    if ref is not None:
+        xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
+
+        def torch_stepper(model, microbatches=1):
+            topt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+            def step():
+                topt.zero_grad()
+                part = batch // microbatches
+                for i in range(0, batch, part):  # gradient accumulation: the same update
+                    val = ((model(xt[i : i + part]) - yt[i : i + part]) ** 2).mean()
+                    (val / microbatches).backward()
+                topt.step()
+                if gpu:
+                    torch.cuda.synchronize()
+
+            return step
+
+        steps["neuralop"] = torch_stepper(ref)
+        if gpu and torch_compile:
+            import copy
+
+            compiled = torch.compile(copy.deepcopy(ref))
+            try:
+                t0 = time.perf_counter()
+                step = torch_stepper(compiled)
+                step()
+                out["neuralop_compile_s"] = time.perf_counter() - t0
+                steps["neuralop_compiled"] = step
+            except Exception as e:  # inductor's complex-number support varies by version
+                out["neuralop_compile_error"] = f"{type(e).__name__}: {e}"[:500]
+        if not gpu:
+            for k in MICROBATCHES:
+                steps[f"neuralop_mb{k}"] = torch_stepper(ref, k)
     return out, steps
 
 
@@ -257,10 +296,12 @@ def time_steps(steps, repeats, warmup, clock):
     for k, ts in times.items():
         res[f"{k}_ms_median"] = 1e3 * float(np.median(ts))
         res[f"{k}_ms_min"] = 1e3 * float(np.min(ts))
-    if "neuralop" in steps:
-        for k in steps:
-            if not k.startswith("neuralop"):
-                res[f"ratio_{k}"] = res[f"{k}_ms_median"] / res["neuralop_ms_median"]
+    ours = [k for k in steps if not k.startswith("neuralop")]
+    for ref, suffix in (("neuralop", ""), ("neuralop_compiled", "_vs_compiled")):
+        if ref in steps:
+            for k in ours:
+                res[f"ratio_{k}{suffix}"] = res[f"{k}_ms_median"] / res[f"{ref}_ms_median"]
+    if "neuralop_mb2" in steps:
         # Best against best over the micro-batch counts (1 = the plain step), each framework
         # with its own best count.
         for who, prefix in (("ours", "ours_default"), ("neuralop", "neuralop")):
@@ -288,16 +329,31 @@ def main():
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--cases", nargs="+", default=list(CASES))
-    parser.add_argument("--out", default=os.path.join(HERE, "results", "operators.json"))
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results file (default: results/operators.json, or operators_gpu.json with --gpu)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--no-single-thread", action="store_true", help="skip the single-thread CPU-time comparison"
     )
+    parser.add_argument("--gpu", action="store_true", help="both frameworks on one CUDA GPU")
+    parser.add_argument(
+        "--torch-compile",
+        action="store_true",
+        help="with --gpu: also the torch.compile'd reference",
+    )
     args = parser.parse_args()
+    if args.out is None:
+        name = "operators_gpu.json" if args.gpu else "operators.json"
+        args.out = os.path.join(HERE, "results", name)
     if args.repeats is None:
-        args.repeats = 5 if args.quick else 20
+        args.repeats = (20 if args.quick else 100) if args.gpu else (5 if args.quick else 20)
     if args.child:
         return run_child(args)
+    if args.gpu:
+        return main_gpu(args)
 
     import jax
 
@@ -401,6 +457,75 @@ def main():
             "*_mb{k}: the same Adam update by gradient accumulation over k parts of the batch "
             "(ours: jaxsolve.train.microbatched, as train.fit(microbatches=k)); best_vs_best "
             "compares each framework at its own best k (1 = no accumulation).",
+        ],
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(doc, f, indent=2)
+    print(json.dumps(summary, indent=2))
+    print("wrote", args.out)
+
+
+def main_gpu(args):
+    """Wall time per step on one CUDA GPU, both frameworks in this process (see module doc)."""
+    import jax
+    import neuralop
+    import torch
+
+    if jax.default_backend() != "gpu" or not torch.cuda.is_available():
+        raise SystemExit(
+            f"--gpu needs JAX's GPU backend (have {jax.default_backend()!r}) and torch with CUDA "
+            f"(available: {torch.cuda.is_available()})"
+        )
+    # Like for like: full float32 matrix products on both sides (no TF32).
+    jax.config.update("jax_default_matmul_precision", "highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    info = {
+        "device": {"jax": jax.devices()[0].device_kind, "torch": torch.cuda.get_device_name()},
+        "versions": {
+            "jax": jax.__version__,
+            "torch": torch.__version__,
+            "neuraloperator": neuralop.__version__,
+            "python": platform.python_version(),
+        },
+        "precision": "float32, TF32 off on both sides",
+        "repeats": args.repeats,
+    }
+    results, summary = {}, {}
+    for case in args.cases:
+        out, steps = build(
+            case, torch_threads=os.cpu_count(), gpu=True, torch_compile=args.torch_compile
+        )
+        out["wall"] = res = time_steps(steps, args.repeats, args.warmup, time.perf_counter)
+        results[case] = out
+        print(case, json.dumps(out), flush=True)
+        row = {
+            "params_equal": out.get("neuralop_params") == out["ours_params"],
+            "same_function_max_abs_diff": out.get("same_function_max_abs_diff"),
+            "neuralop_ms_median": round(res["neuralop_ms_median"], 3),
+        }
+        for k in ("ours_default", "ours_exact_gelu", "ours_fft"):
+            row[f"{k}_ms_median"] = round(res[f"{k}_ms_median"], 3)
+            row[f"{k}_ratio_median"] = round(res[f"ratio_{k}"], 3)
+            row[f"{k}_ratio_of_minima"] = round(res[f"{k}_ms_min"] / res["neuralop_ms_min"], 3)
+            if f"ratio_{k}_vs_compiled" in res:
+                row[f"{k}_ratio_vs_torch_compile"] = round(res[f"ratio_{k}_vs_compiled"], 3)
+        row["ours_default_meets_0.7x"] = bool(res["ratio_ours_default"] <= 0.7)
+        row["ours_exact_gelu_meets_0.7x"] = bool(res["ratio_ours_exact_gelu"] <= 0.7)
+        summary[case] = row
+    doc = {
+        "benchmark": "FNO Adam train step on one GPU, jaxsolve vs neuraloperator",
+        "target_ratio": 0.7,
+        "info": info,
+        "summary": summary,
+        "results": results,
+        "notes": [
+            "ratio = ours / neuraloperator (median wall time of a step ended by a device "
+            "synchronisation); < 1 means jaxsolve is faster.",
+            "neuralop = eager PyTorch (how neuraloperator trains); neuralop_compiled = the same "
+            "model under torch.compile, when asked for (*_vs_torch_compile).",
+            "ours_fft: our FNO with transform='fft' (cuFFT) instead of 'auto'.",
         ],
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
