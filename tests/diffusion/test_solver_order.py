@@ -227,10 +227,13 @@ def test_adaptive_solver_reports_running_out_of_steps(x64):
     )
     assert bool(out.result == RESULTS.max_steps_reached)
     with pytest.raises(Exception, match="maximum number of steps"):
-        jd.sample(
-            g.denoise,
-            x0,
-            jnp.array([SMAX, SMIN, 0.0]),
-            jd.DPMAdaptive(rtol=1e-6, atol=1e-7),
-            max_steps=5,
+        # Blocked on: an accelerator reports the error when the result is awaited.
+        jax.block_until_ready(
+            jd.sample(
+                g.denoise,
+                x0,
+                jnp.array([SMAX, SMIN, 0.0]),
+                jd.DPMAdaptive(rtol=1e-6, atol=1e-7),
+                max_steps=5,
+            )
         )

@@ -90,7 +90,9 @@ def test_result_codes_and_throw():
     short = eqx.filter_jit(ode.NeuralODE(LinearSystem(a), max_steps=3))(ts, jnp.ones(2))
     assert short.result == RESULTS.max_steps_reached
     with pytest.raises(Exception, match="maximum number of steps"):
-        ode.NeuralODE(LinearSystem(a), max_steps=3, throw=True)(ts, jnp.ones(2))
+        jax.block_until_ready(
+            ode.NeuralODE(LinearSystem(a), max_steps=3, throw=True)(ts, jnp.ones(2))
+        )
 
 
 @pytest.mark.slow

@@ -112,7 +112,8 @@ def test_result_codes_and_bad_arguments():
     sol = jax.jit(lambda a: pde.darcy_solve(a, max_steps=1))(a.at[3:9, 5:12].set(10.0))
     assert sol.result == RESULTS.max_steps_reached
     with pytest.raises(Exception, match="did not converge"):
-        jax.jit(lambda a: pde.darcy_solve(a, max_steps=1, throw=True).u)(a.at[3:9, 5:12].set(10.0))
+        solve = jax.jit(lambda a: pde.darcy_solve(a, max_steps=1, throw=True).u)
+        jax.block_until_ready(solve(a.at[3:9, 5:12].set(10.0)))
     with pytest.raises(ValueError, match="square"):
         pde.darcy_solve(jnp.ones((5, 6)))
     with pytest.raises(ValueError, match=r"\(1, s, s\)"):

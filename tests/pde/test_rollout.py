@@ -34,7 +34,7 @@ def test_traced_step_counts_are_masked_and_compile_once():
     assert len(traces) == 1
     np.testing.assert_array_equal(out, [[1, 1, 1], [1, 27, 27], [1, 81, 243], [1, 81, 6561]])
     with pytest.raises(Exception, match="max_steps"):
-        jax.jit(run)(jnp.array(9))
+        jax.block_until_ready(jax.jit(run)(jnp.array(9)))
 
 
 def test_nonfinite_states_are_reported_and_thrown():
@@ -44,7 +44,9 @@ def test_nonfinite_states_are_reported_and_thrown():
     ok = pde.rollout(lambda v: v * 0.5, jnp.ones(2), 4, full_output=True)
     assert ok.result == RESULTS.successful
     with pytest.raises(Exception, match="non-finite"):
-        jax.jit(lambda u: pde.rollout(lambda v: v * 1e30, u, 4, throw=True))(jnp.ones(2))
+        jax.block_until_ready(
+            jax.jit(lambda u: pde.rollout(lambda v: v * 1e30, u, 4, throw=True))(jnp.ones(2))
+        )
 
 
 def test_bad_arguments():
