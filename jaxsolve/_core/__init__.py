@@ -1,4 +1,5 @@
-"""What every pillar shares: result codes, argument checks, dtype, PRNG and sharding helpers."""
+"""What every pillar shares: result codes, argument checks, dtype, precision, PRNG and sharding
+helpers."""
 
 from ._dtypes import as_float, default_float, expand_to
 from ._errors import (
@@ -9,6 +10,7 @@ from ._errors import (
     check_sigma_range,
     is_concrete,
 )
+from ._precision import exact_dot, exact_einsum, exact_tensordot
 from ._prng import per_sample_keys
 from ._results import RESULTS
 from ._sharding import axis_size, check_shardable, data_mesh, replicate, shard_batch, to_host
@@ -25,6 +27,9 @@ __all__ = [
     "check_sigma_range",
     "data_mesh",
     "default_float",
+    "exact_dot",
+    "exact_einsum",
+    "exact_tensordot",
     "expand_to",
     "is_concrete",
     "per_sample_keys",

@@ -35,7 +35,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Complex, Float
 
-from .._core import as_float
+from .._core import as_float, exact_tensordot
 
 # ----------------------------------------------------------------------------------------------
 # Static argument handling
@@ -234,14 +234,9 @@ def irfft_modes(
 # batching rule moves the batch axis to the front, while a product with a constant matrix leaves it
 # where it is. A network whose pointwise layers keep the batch next to the channels,
 # ``(channels, batch, *spatial)``, can then run every 1x1 convolution and every transform as a
-# plain GEMM without a single transpose of a full-size activation.
-
-
-def _exact_tensordot(a, b, axes):
-    """``jnp.tensordot`` in full precision: a truncated DFT stands in for an FFT and must be as
-    accurate as one. The default precision of a float32 product on GPUs and TPUs is TF32 or
-    bfloat16 (relative error ~1e-3, where cuFFT's is ~1e-7); on CPU this changes nothing."""
-    return jnp.tensordot(a, b, axes=axes, precision=lax.Precision.HIGHEST)
+# plain GEMM without a single transpose of a full-size activation. The products are at full
+# precision (``exact_tensordot``): a truncated DFT stands in for an FFT and must be as accurate as
+# one, where a GPU's default float32 product is TF32 (an H200 gave 0.70703 for cos(pi/4)).
 
 
 def _rdft_matrices(n: int, m: int, dtype):
@@ -272,12 +267,12 @@ def rdft_modes(x: Float[ArrayLike, " *batch_and_spatial"], modes: Sequence[int])
     check_grid(modes, spatial)
     ctype = jnp.result_type(x.dtype, jnp.complex64)
     fwd, _ = _rdft_matrices(spatial[-1], modes[-1], x.dtype)
-    xr = _exact_tensordot(x, fwd, axes=1)
+    xr = exact_tensordot(x, fwd, axes=1)
     xh = lax.complex(xr[..., : modes[-1]], xr[..., modes[-1] :])
     for j in range(d - 1):
         ax = x.ndim - d + j
         e, _ = _dft_matrices(spatial[j], modes[j], ctype)
-        xh = jnp.moveaxis(_exact_tensordot(xh, e, axes=((ax,), (1,))), -1, ax)
+        xh = jnp.moveaxis(exact_tensordot(xh, e, axes=((ax,), (1,))), -1, ax)
     return xh
 
 
@@ -293,13 +288,13 @@ def irdft_modes(yh: Complex[ArrayLike, " *batch_and_modes"], spatial_shape: Sequ
     for j in range(d - 1):
         ax = yh.ndim - d + j
         _, e = _dft_matrices(spatial_shape[j], modes[j], yh.dtype)
-        yh = jnp.moveaxis(_exact_tensordot(yh, e, axes=((ax,), (1,))), -1, ax)
+        yh = jnp.moveaxis(exact_tensordot(yh, e, axes=((ax,), (1,))), -1, ax)
     rtype = jnp.real(yh).dtype
     m = modes[-1]
     _, inv = _rdft_matrices(spatial_shape[-1], m, rtype)
     # Two products rather than one on concatenated (re, im): a concatenation would move vmap's
     # batch axis to the front.
-    return _exact_tensordot(jnp.real(yh), inv[:m], axes=1) + _exact_tensordot(
+    return exact_tensordot(jnp.real(yh), inv[:m], axes=1) + exact_tensordot(
         jnp.imag(yh), inv[m:], axes=1
     )
 
@@ -316,7 +311,7 @@ def _dft_parts(n: int, m: int, dtype):
 
 def _contract_axis(a, mat, axis):
     """``sum_n a[..., n (at axis), ...] * mat[k, n]``, the result's new axis in place of ``axis``."""
-    return jnp.moveaxis(_exact_tensordot(a, mat, axes=((axis,), (1,))), -1, axis)
+    return jnp.moveaxis(exact_tensordot(a, mat, axes=((axis,), (1,))), -1, axis)
 
 
 def _complex_axis_product(re, im, mr, mi, axis):
@@ -346,7 +341,7 @@ def rdft_modes_last(
     check_grid(modes, spatial)
     last = x.ndim - 2
     fwd, _ = _rdft_matrices(spatial[-1], modes[-1], x.dtype)
-    both = jnp.moveaxis(_exact_tensordot(x, fwd, axes=((last,), (0,))), -1, last)
+    both = jnp.moveaxis(exact_tensordot(x, fwd, axes=((last,), (0,))), -1, last)
     re = lax.slice_in_dim(both, 0, modes[-1], axis=last)
     im = lax.slice_in_dim(both, modes[-1], 2 * modes[-1], axis=last)
     for j in range(d - 1):
@@ -380,7 +375,7 @@ def irdft_modes_last(
     _, inv = _rdft_matrices(spatial_shape[-1], modes[-1], re.dtype)
     last = re.ndim - 2
     both = jnp.concatenate([re, im], axis=last)  # one product with the stacked [cos; -sin]
-    return jnp.moveaxis(_exact_tensordot(both, inv, axes=((last,), (0,))), -1, last)
+    return jnp.moveaxis(exact_tensordot(both, inv, axes=((last,), (0,))), -1, last)
 
 
 # ----------------------------------------------------------------------------------------------

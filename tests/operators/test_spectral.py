@@ -7,6 +7,7 @@ import pytest
 
 from jaxsolve import operators as ops
 
+from .._jaxpr import HIGHEST, dot_precisions
 from ._helpers import block_frequencies, trig_field
 
 CASES = [
@@ -89,18 +90,12 @@ def test_forward_keeps_both_signs(x64, shape, modes):
         np.testing.assert_allclose(got, ref, atol=1e-13)
 
 
-def _dot_precisions(fn, *args):
-    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
-    return [e.params["precision"] for e in jaxpr.eqns if e.primitive.name == "dot_general"]
-
-
 def test_dft_products_are_full_precision():
     # A truncated DFT stands in for an FFT, so it asks for full float32 products: on GPUs and TPUs
     # the default would be TF32 / bfloat16 (an H200 gave 0.70703 for cos(pi/4) on the default).
     # CPU ignores the request, so the jaxpr is where this can be checked here.
     from jaxsolve.operators._spectral import irdft_modes_last, rdft_modes_last
 
-    highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
     x = jnp.ones((2, 12, 10))
     xl = jnp.ones((12, 10, 3))
     re, im = rdft_modes_last(xl, (3, 4))
@@ -111,8 +106,8 @@ def test_dft_products_are_full_precision():
         (lambda a, b: irdft_modes_last(a, b, (12, 10)), re, im),
     ]
     for fn, *args in cases:
-        precisions = _dot_precisions(fn, *args)
-        assert precisions and all(p == highest for p in precisions), precisions
+        precisions = dot_precisions(fn, *args)
+        assert precisions and all(p == HIGHEST for p in precisions), precisions
 
 
 def test_round_trip_of_a_band_limited_field(x64):
