@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ..._core import as_float, check_positive, per_sample_keys
+from ..._core import as_float, check_positive, exact_einsum, per_sample_keys
 from ._base import AbstractOracle, check_n
 
 
@@ -58,7 +58,7 @@ class Empirical(AbstractOracle):
 
     def _weighted_mean(self, x, v):
         r = jax.nn.softmax(self._logits(x, v), axis=-1)
-        return r @ self.points
+        return exact_einsum("...n,nd->...d", r, self.points)
 
     def log_prob(self, x, sigma=0.0):
         v = self._variance(sigma)
@@ -84,7 +84,9 @@ class Empirical(AbstractOracle):
 
     def covariance(self):
         c = self.points - self.mean()
-        return c.T @ c / self.points.shape[0] + self.smoothing**2 * jnp.eye(self.dim, dtype=c.dtype)
+        return exact_einsum("ni,nj->ij", c, c) / self.points.shape[0] + self.smoothing**2 * jnp.eye(
+            self.dim, dtype=c.dtype
+        )
 
     def sample(self, key: PRNGKeyArray, n: int, sigma: ArrayLike = 0.0) -> Float[Array, "n d"]:
         check_n(n)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ..._core import as_float
+from ..._core import as_float, exact_einsum
 from . import _gaussian_math as gm
 from ._base import AbstractOracle, check_n, sample_normal
 from ._checks import check_cov, check_vector
@@ -38,7 +38,7 @@ class Gaussian(AbstractOracle):
         return self.loc
 
     def covariance(self):
-        return (self.eigvecs * self.eigvals) @ self.eigvecs.T
+        return exact_einsum("ij,kj->ik", self.eigvecs * self.eigvals, self.eigvecs)
 
     def log_prob(self, x, sigma=0.0):
         return gm.log_prob(as_float(x), sigma, self.loc, self.eigvals, self.eigvecs)

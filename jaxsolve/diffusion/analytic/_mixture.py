@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ..._core import as_float, per_sample_keys
+from ..._core import as_float, exact_einsum, per_sample_keys
 from . import _gaussian_math as gm
 from ._base import AbstractOracle, check_n
 from ._checks import check_cov, check_weights
@@ -65,18 +65,18 @@ class GaussianMixture(AbstractOracle):
 
     def score(self, x, sigma):
         r = self.responsibilities(x, sigma)
-        return jnp.einsum("...k,...dk->...d", r, self._per_component(gm.score, x, sigma))
+        return exact_einsum("...k,...dk->...d", r, self._per_component(gm.score, x, sigma))
 
     def denoise(self, x, sigma):
         r = self.responsibilities(x, sigma)
-        return jnp.einsum("...k,...dk->...d", r, self._per_component(gm.denoise, x, sigma))
+        return exact_einsum("...k,...dk->...d", r, self._per_component(gm.denoise, x, sigma))
 
     def mean(self):
-        return self.weights @ self.means
+        return exact_einsum("k,kd->d", self.weights, self.means)
 
     def covariance(self):
-        covs = jnp.einsum("kij,kj,klj->kil", self.eigvecs, self.eigvals, self.eigvecs)
-        second = jnp.einsum(
+        covs = exact_einsum("kij,kj,klj->kil", self.eigvecs, self.eigvals, self.eigvecs)
+        second = exact_einsum(
             "k,kij->ij", self.weights, covs + self.means[:, :, None] * self.means[:, None, :]
         )
         m = self.mean()
