@@ -36,7 +36,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._core import as_float, check_positive
+from .._core import as_float, check_positive, exact_dot
 from ._base import AbstractSolver
 
 
@@ -83,7 +83,7 @@ class Anderson(AbstractSolver):
         valid = jnp.arange(m) < jnp.minimum(k, m)
 
         # Normal equations of the least-squares problem with unit-length columns.
-        gram = df @ df.T
+        gram = exact_dot(df, df.T)
         col = jnp.sqrt(jnp.diagonal(gram))
         ok = valid & (col > 0)
         s = jnp.where(ok, col, 1.0)
@@ -91,14 +91,14 @@ class Anderson(AbstractSolver):
         g = jnp.where(both, gram / (s[:, None] * s[None, :]), 0.0)
         ridge = jnp.asarray(self.ridge, x.dtype)
         g = g + jnp.diag(jnp.where(ok, ridge, 1.0))
-        rhs = jnp.where(ok, (df @ fx) / s, 0.0)
+        rhs = jnp.where(ok, exact_dot(df, fx) / s, 0.0)
         evals, evecs = jnp.linalg.eigh(g)
         floor = 10 * m * jnp.finfo(x.dtype).eps * jnp.max(evals)
         inv = jnp.where(evals > floor, 1.0 / jnp.where(evals > floor, evals, 1.0), 0.0)
-        theta = jnp.where(ok, (evecs @ (inv * (evecs.T @ rhs))) / s, 0.0)
+        theta = jnp.where(ok, exact_dot(evecs, inv * exact_dot(evecs.T, rhs)) / s, 0.0)
 
         beta = jnp.asarray(self.damping, x.dtype)
-        x_new = x + beta * fx - (dx + beta * df).T @ theta
+        x_new = x + beta * fx - exact_dot(theta, dx + beta * df)
         r = jnp.linalg.norm(fx)  # fx is the residual F(x) = f(x) - x (the driver's form)
         accepted = dict(
             dx=dx, df=df, x_prev=x, f_prev=fx, k=k + 1, r_prev=r, extrapolated=jnp.any(ok)

@@ -30,7 +30,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._core import as_float, check_positive, is_concrete
+from .._core import as_float, check_positive, exact_dot, is_concrete
 from ._anderson import _check_history
 from ._base import AbstractSolver
 
@@ -75,10 +75,10 @@ class Broyden(AbstractSolver):
 
         u = y - j0 * s
         upper = (age[:, None] <= age[None, :]) & valid[:, None] & valid[None, :]
-        n_mat = jnp.where(upper, s @ s.T, 0.0)
-        mid = n_mat + jnp.where(valid[:, None] & valid[None, :], s @ u.T, 0.0) / j0
+        n_mat = jnp.where(upper, exact_dot(s, s.T), 0.0)
+        mid = n_mat + jnp.where(valid[:, None] & valid[None, :], exact_dot(s, u.T), 0.0) / j0
         mid = mid + jnp.diag(jnp.where(valid, 0.0, 1.0))
-        coef = jnp.linalg.solve(mid, s @ fx)
-        direction = (fx - u.T @ coef / j0) / j0
+        coef = jnp.linalg.solve(mid, exact_dot(s, fx))
+        direction = (fx - exact_dot(coef, u) / j0) / j0
         x_new = x - jnp.asarray(self.damping, x.dtype) * direction
         return x_new, dict(s=s, y=y, age=age, x_prev=x, f_prev=fx, k=k + 1)

@@ -49,7 +49,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jax import lax
 
-from .._core import RESULTS
+from .._core import RESULTS, exact_dot
 from ._base import AbstractLinearSolver
 
 
@@ -163,20 +163,20 @@ class GMRES(_KrylovMethod):
         at_j, at_next = rows == j, rows == j + 1
         # One product with the basis gives either the restart point x + V y or v_j.
         coef = jnp.where(restart, y, at_j.astype(y.dtype))
-        point = jnp.where(restart, state["x"], 0.0) + jnp.dot(coef, basis)
+        point = jnp.where(restart, state["x"], 0.0) + exact_dot(coef, basis)
         product = matvec(point)
 
         # Arnoldi: orthogonalise A v_j against v_0..v_j, twice (CGS2), as four products. Rows
         # of the basis past j are zero, so they take no part.
-        h = jnp.dot(basis, product)
-        w = product - jnp.dot(h, basis)
-        h2 = jnp.dot(basis, w)
-        w = w - jnp.dot(h2, basis)
+        h = exact_dot(basis, product)
+        w = product - exact_dot(h, basis)
+        h2 = exact_dot(basis, w)
+        w = w - exact_dot(h2, basis)
         v_next, hn = _unit(w)
         h = h + h2
         # Givens rotation j on the column (h, hn): rows < j of Q are final, row j is q (rows
         # past j are the identity's), so the rotated entry j is q . h.
-        a = jnp.dot(q, h)
+        a = exact_dot(q, h)
         d = jnp.sqrt(a * a + hn * hn)
         ok = d > 0
         safe = jnp.where(ok, d, 1)
@@ -191,7 +191,7 @@ class GMRES(_KrylovMethod):
         # (Q h)_{<j}^T R^{-T} = h^T M for M = sum_i Q_i^T (R^{-T})_i over the final rows i.
         # y = R^{-1} g gains that column times g_j. A zero d (the Krylov space is invariant
         # and A singular on it) leaves y unchanged: a minimum-norm choice.
-        col = jnp.where(ok, (at_j.astype(h.dtype) - jnp.dot(h, mat)) / safe, 0.0)
+        col = jnp.where(ok, (at_j.astype(h.dtype) - exact_dot(h, mat)) / safe, 0.0)
         arnoldi = dict(
             x=state["x"],
             basis=jnp.where(at_next[:, None], v_next, basis),
@@ -221,7 +221,7 @@ class CG(_RecurrenceResidual):
 
     def init(self, matvec, b, x0):
         x0, r = _start(matvec, b, x0)
-        return dict(x=x0, r=r, p=r, rs=r @ r)
+        return dict(x=x0, r=r, p=r, rs=exact_dot(r, r))
 
     def residual_norm(self, state):
         return jnp.sqrt(state["rs"])
@@ -229,10 +229,10 @@ class CG(_RecurrenceResidual):
     def step(self, matvec, b, tol, state, last):
         x, r, p, rs = state["x"], state["r"], state["p"], state["rs"]
         ap = matvec(p)
-        alpha = rs / (p @ ap)
+        alpha = rs / exact_dot(p, ap)
         x = x + alpha * p
         r = r - alpha * ap
-        rs_new = r @ r
+        rs_new = exact_dot(r, r)
         return dict(x=x, r=r, p=r + (rs_new / rs) * p, rs=rs_new)
 
 
@@ -261,14 +261,14 @@ class BiCGStab(_RecurrenceResidual):
 
     def step(self, matvec, b, tol, state, last):
         x, r, shadow = state["x"], state["r"], state["shadow"]
-        rho = jnp.dot(shadow, r)
+        rho = exact_dot(shadow, r)
         beta = _ratio(rho, state["rho"]) * _ratio(state["alpha"], state["omega"])
         p = r + beta * (state["p"] - state["omega"] * state["v"])
         v = matvec(p)
-        alpha = _ratio(rho, jnp.dot(shadow, v))
+        alpha = _ratio(rho, exact_dot(shadow, v))
         s = r - alpha * v
         t = matvec(s)
-        omega = _ratio(jnp.dot(t, s), jnp.dot(t, t))
+        omega = _ratio(exact_dot(t, s), exact_dot(t, t))
         return dict(
             x=x + alpha * p + omega * s,
             r=s - omega * t,

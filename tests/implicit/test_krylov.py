@@ -9,6 +9,7 @@ import pytest
 from jaxsolve import RESULTS
 from jaxsolve import implicit as ji
 
+from .._jaxpr import HIGHEST, dot_precisions
 from ._problems import normal
 
 N = 12
@@ -173,3 +174,23 @@ def test_default_backward_solver_does_not_stagnate_on_a_non_normal_system(x64):
     assert int(sol.num_steps) <= 150, sol.num_steps
     stalled = run(ji.GMRES(restart=5))
     assert stalled.result == RESULTS.max_steps_reached, stalled.num_steps
+
+
+@pytest.mark.parametrize(
+    "make",
+    [ji.GMRES, ji.CG, ji.BiCGStab, ji.Anderson, ji.Broyden],
+    ids=["gmres", "cg", "bicgstab", "anderson", "broyden"],
+)
+def test_solver_internal_products_are_full_precision(make):
+    # A solver's Gram matrices, Krylov bases and inner products ask for full precision: on a GPU a
+    # float32 product at the default precision is TF32, and with emulated TF32 a vmapped Broyden
+    # lost a contraction of factor 0.9999 (1 - 0.9999 is below TF32's resolution) to NaN. The
+    # operator here has no products of its own, so every dot_general in the jaxpr is the solver's.
+    scale = jnp.linspace(1.0, 2.0, 8)
+    b = jnp.ones(8)
+
+    def solve(b):
+        return ji.linear_solve(lambda x: scale * x, b, solver=make(), max_steps=20).value
+
+    precisions = dot_precisions(jax.vmap(solve), jnp.stack([b, 2 * b]))
+    assert precisions and all(p == HIGHEST for p in precisions), precisions
