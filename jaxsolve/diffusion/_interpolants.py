@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._core import as_float, check_choice, expand_to, is_concrete
+from .._core import as_float, check_choice, exact_dot, expand_to, is_concrete
 from ._solvers._base import AbstractSolver
 
 
@@ -120,7 +120,7 @@ class StochasticInterpolant(eqx.Module):
                 mu = a * m0 + b * m1
                 cov = a * a * c0 + b * b * c1 + g * g * eye
                 r = jnp.linalg.solve(cov, xi - mu)
-                drift = da * m0 + db * m1 + (da * a * c0 + db * b * c1 + dg * g * eye) @ r
+                drift = da * m0 + db * m1 + exact_dot(da * a * c0 + db * b * c1 + dg * g * eye, r)
                 return drift, g * r
 
             t = jnp.broadcast_to(as_float(t), x.shape[:1])

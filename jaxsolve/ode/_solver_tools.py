@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+from .._core import exact_tensordot
+
 
 def safe_rms(x):
     """Root-mean-square of all entries, with a finite (zero) gradient at zero."""
@@ -148,7 +150,7 @@ def stiffness_estimate(tableau, ks):
         if i > 0:
             rows[r, :i] = np.asarray(tableau.a_lower[i - 1], dtype=float)
     weights = jnp.asarray(rows[0] - rows[1], dtype=dtype)
-    dy = jtu.tree_map(lambda k: jnp.tensordot(weights, k, axes=1), ks)
+    dy = jtu.tree_map(lambda k: exact_tensordot(weights, k, axes=1), ks)
     dk = jtu.tree_map(lambda k: k[s - 1] - k[s - 2], ks)
     num, den = safe_rms(dk), safe_rms(dy)
     positive = den > 0

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from ..._core import as_float, check_integer_count
+from ..._core import as_float, check_integer_count, exact_einsum
 from .._sample import sample
 from .._solvers import _history as hist
 from .._solvers._base import AbstractSolver, check_order
@@ -334,7 +334,7 @@ class CascadeRatioRegression(eqx.Module):
         pu = u[:, None] ** jnp.arange(a)
         pn = nu ** jnp.arange(b)
         pg = g ** jnp.arange(c)
-        rho = jnp.einsum("ia,abc,b,c->i", pu, self.weights, pn, pg)
+        rho = exact_einsum("ia,abc,b,c->i", pu, self.weights, pn, pg)
         active = (i >= self.dc_order) & (i <= nfe - 2)
         return jnp.where(active, jnp.clip(rho, *self.bounds), 1.0)
 

@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ..._core import as_float, check_sigma_range, per_sample_keys
+from ..._core import as_float, check_sigma_range, exact_einsum, per_sample_keys
 from .._solvers import _history as hist
 from .._solvers._base import AbstractSolver, check_order
 
@@ -201,7 +201,7 @@ def _step_integrals(ems: EMS, lam_s, lam_t, max_power: int):
     # beta(u) = int_{lam_s}^u e^{-dS} b: whole cells before u, plus the part of u's own cell by
     # the Gauss–Legendre integration matrix (exact for polynomials of degree < q).
     q = jnp.asarray(_GL_PARTIAL, lam_s.dtype)
-    partial = jnp.einsum("ij,cj...->ci...", q, integrand) * EMS._expand(half, ems.b)[:, None]
+    partial = exact_einsum("ij,cj...->ci...", q, integrand) * EMS._expand(half, ems.b)[:, None]
     beta = before[:, None] + partial
     weight = EMS._expand(w, ems.l) * jnp.exp(dq)
     offset = EMS._expand(u - lam_s, ems.l)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ..._core import as_float, is_concrete
+from ..._core import as_float, exact_dot, is_concrete
 from .._solvers._base import AbstractSolver
 from ..analytic import Gaussian
 
@@ -46,7 +46,7 @@ def gaussian_approximation(data: Float[ArrayLike, "n ..."], *, shrinkage: float 
     flat = data.reshape(data.shape[0], -1)
     mean = jnp.mean(flat, axis=0)
     centred = flat - mean
-    cov = centred.T @ centred / (flat.shape[0] - 1)
+    cov = exact_dot(centred.T, centred) / (flat.shape[0] - 1)
     target = jnp.trace(cov) / cov.shape[0] * jnp.eye(cov.shape[0], dtype=cov.dtype)
     return Gaussian(mean, (1.0 - shrinkage) * cov + shrinkage * target)
 
