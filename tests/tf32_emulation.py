@@ -15,8 +15,9 @@ matrix-vector products stay float32 there too) and of every float32 convolution 
 the product asks for more (``precision=HIGHEST``, or ``jax.default_matmul_precision("float32")``
 around it). ``JAXSOLVE_EMULATE=bfloat16`` rounds to bfloat16 instead (a TPU). It is an
 approximation of the hardware: reduction order and which kernels use tensor cores still differ.
-Fresh interpreters a test starts (README blocks, notebooks, the resume-in-a-new-process check) do
-not load the plugin, so a test comparing one with this process reports the difference.
+Fresh interpreters a test starts (README blocks, notebooks, the multi-device runs) do not load the
+plugin; tests marked ``compares_with_fresh_interpreter`` (numbers from this process against a new
+one) are deselected, since they would only report the emulation itself.
 """
 
 import os
@@ -86,6 +87,13 @@ def pytest_unconfigure(config):
     if _original:
         dot_general_p.bind = _original["dot"]
         conv_general_dilated_p.bind = _original["conv"]
+
+
+def pytest_collection_modifyitems(config, items):
+    skipped = [i for i in items if i.get_closest_marker("compares_with_fresh_interpreter")]
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = [i for i in items if i not in skipped]
 
 
 def pytest_report_header(config):

@@ -132,6 +132,7 @@ RESUME_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.compares_with_fresh_interpreter
 def test_exact_resume_in_a_new_process(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(RESUME_SCRIPT)
