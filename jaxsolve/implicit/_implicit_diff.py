@@ -164,14 +164,15 @@ def solve_flat_linear(matvec, b, solver, *, rtol, atol, max_steps, norm, x0=None
 _FAILURES = ("max_steps_reached", "nonfinite", "diverged")
 
 
-def raise_or_nan(x, result, throw, where):
-    """Raise (``throw``) or NaN-fill ``x`` where ``result`` is not successful."""
+def raise_or_nan(x, result, throw, where, hint=""):
+    """Raise (``throw``) or NaN-fill ``x`` where ``result`` is not successful. The message is
+    ``where: <the code's message>`` followed by ``hint``."""
     failed = result != RESULTS.successful
     if throw:
         index = sum(
             jnp.where(result == getattr(RESULTS, name), i, 0) for i, name in enumerate(_FAILURES)
         )
-        msgs = [f"{where}: {RESULTS[getattr(RESULTS, name)]}" for name in _FAILURES]
+        msgs = [f"{where}: {RESULTS[getattr(RESULTS, name)]}{hint}" for name in _FAILURES]
         return eqx.branched_error_if(x, failed, index, msgs)
     return jtu.tree_map(lambda leaf: jnp.where(failed, jnp.nan, leaf), x)
 
@@ -201,13 +202,14 @@ class _BackwardSolve(eqx.Module):
             "jaxsolve.implicit: the implicit-differentiation (backward/tangent) linear solve "
             f"with {type(self.backward.solver).__name__} failed ({RESULTS[RESULTS.backward_failed]})"
         )
+        hint = ""
         if jnp.finfo(b_flat.dtype).bits <= 32:
-            where += (
-                ". On a GPU or TPU, float32 matrix products default to TF32 / bfloat16 (relative "
-                "error ~1e-3), which can keep this solve from its tolerance: run under "
-                "jax.default_matmul_precision('float32'), or pass ImplicitDiff(rtol=...) looser"
+            hint = (
+                " (On a GPU or TPU, float32 matrix products default to TF32 / bfloat16, relative "
+                "error ~1e-3, which can keep this solve from its tolerance: run under "
+                "jax.default_matmul_precision('float32'), or pass a looser ImplicitDiff(rtol=...).)"
             )
-        x = raise_or_nan(x, result, self.backward.throw, where)
+        x = raise_or_nan(x, result, self.backward.throw, where, hint)
         return unravel(x)
 
 

@@ -218,8 +218,11 @@ def test_non_converged_backward_is_reported_not_silent(x64):
         # Blocked on: on an accelerator the error surfaces when the result is awaited.
         return jax.block_until_ready(jax.jit(jax.grad(loss))(b))
 
-    with pytest.raises(RUNTIME_ERRORS, match=r"backward.*(diverged|maximum number of steps)"):
+    with pytest.raises(
+        RUNTIME_ERRORS, match=r"backward.*(diverged|maximum number of steps)"
+    ) as failure:
         grad_with(ji.ImplicitDiff(ji.Picard(), max_steps=200))
+    assert "default_matmul_precision" not in str(failure.value)  # float64: no TF32 hint
     quiet = grad_with(ji.ImplicitDiff(ji.Picard(), max_steps=200, throw=False))
     assert bool(jnp.all(jnp.isnan(quiet))), quiet
     # Too small a budget for GMRES is reported the same way, here in forward mode.
@@ -231,3 +234,22 @@ def test_non_converged_backward_is_reported_not_silent(x64):
     )
     with pytest.raises(RUNTIME_ERRORS, match="maximum number of steps"):
         jax.block_until_ready(jax.jit(lambda b: jax.jvp(forward_mode, (b,), (jnp.ones(N),)))(b))
+
+
+def test_float32_backward_failure_names_the_precision_fix():
+    # In float32 the message says how to get full float32 products, since a GPU's default TF32
+    # products can keep a backward solve from its tolerance (seen on an H200 with a DEQ). Here
+    # the backward solve fails for a plain reason: Picard on the adjoint of z = 3 z + b diverges,
+    # while Anderson (a secant method) finds the repelling fixed point -b / 2 exactly.
+    def loss(b):
+        z = ji.fixed_point(
+            lambda z, b: 3.0 * z + b,
+            jnp.zeros(2, jnp.float32),
+            b,
+            solver=ji.Anderson(),
+            backward=ji.ImplicitDiff(ji.Picard(), max_steps=50),
+        ).value
+        return jnp.sum(z)
+
+    with pytest.raises(RUNTIME_ERRORS, match="default_matmul_precision"):
+        jax.block_until_ready(jax.jit(jax.grad(loss))(jnp.ones(2, jnp.float32)))
