@@ -314,6 +314,15 @@ def time_steps(steps, repeats, warmup, clock):
     return res
 
 
+def write_results(doc, path):
+    """Write the results document and print its summary."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+    print(json.dumps(doc["summary"], indent=2))
+    print("wrote", path)
+
+
 def run_child(args):
     """Single-thread CPU-time measurement (this process was started with one XLA thread)."""
     results = {}
@@ -459,11 +468,7 @@ def main():
             "compares each framework at its own best k (1 = no accumulation).",
         ],
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=2)
-    print(json.dumps(summary, indent=2))
-    print("wrote", args.out)
+    write_results(doc, args.out)
 
 
 def main_gpu(args):
@@ -528,11 +533,7 @@ def main_gpu(args):
             "ours_fft: our FNO with transform='fft' (cuFFT) instead of 'auto'.",
         ],
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(doc, f, indent=2)
-    print(json.dumps(summary, indent=2))
-    print("wrote", args.out)
+    write_results(doc, args.out)
 
 
 if __name__ == "__main__":
