@@ -87,6 +87,8 @@ def pytest_unconfigure(config):
     if _original:
         dot_general_p.bind = _original["dot"]
         conv_general_dilated_p.bind = _original["conv"]
+        # Traces made meanwhile (eager primitives included) hold the rounding: drop them.
+        jax.clear_caches()
 
 
 def pytest_collection_modifyitems(config, items):
