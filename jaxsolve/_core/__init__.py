@@ -13,7 +13,10 @@ from ._errors import (
 from ._precision import exact_dot, exact_einsum, exact_tensordot
 from ._prng import per_sample_keys
 from ._results import RESULTS
+from ._runtime_errors import quiet_check_logs
 from ._sharding import axis_size, check_shardable, data_mesh, replicate, shard_batch, to_host
+
+quiet_check_logs()
 
 __all__ = [
     "RESULTS",

@@ -19,3 +19,7 @@ class RESULTS(eqx.Enumeration):
     step_size_too_small = "The adaptive step size fell below its minimum."
     diverged = "The iteration diverged: the residual grew far beyond its initial size."
     solver_step_failed = "A solver step failed (an implicit stage's root find did not converge)."
+    invalid_grid = (
+        "The grid sigmas is invalid: it must be finite, positive at index 0, strictly decreasing "
+        "until its first 0 and all zeros after it (a traced grid is checked when it runs)."
+    )

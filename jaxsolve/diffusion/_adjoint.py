@@ -18,7 +18,8 @@ over a step :math:`[\lambda_s, \lambda_e]`, :math:`H = \lambda_e - \lambda_s`,
 
 with the remaining integrands interpolated linearly between a first-order prediction at
 :math:`\lambda_s` and the value at :math:`\lambda_e` (a second-order, Heun-type scheme: two
-vector-Jacobian products per step). The last step of the forward pass, :math:`x\mapsto D(x,\sigma_{n-1})`,
+vector-Jacobian products per step). The forward pass is the driver's own integration, so the
+sample is the one every other ``adjoint`` gives; its last step, :math:`x\mapsto D(x,\sigma_{n-1})`,
 is differentiated exactly. Memory is independent of the number of steps: the backward pass is a
 ``lax.scan`` whose carry is :math:`(x, a, a_\theta)`.
 
@@ -34,38 +35,50 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._core import RESULTS
 
-def adjoint_sample(denoiser, x, sigmas, n, run_solver):
-    """``D(x_{n-1}, sigma_{n-1})`` where ``x_{n-1} = run_solver(denoiser, x, n - 1 steps)``.
 
-    ``run_solver(denoiser, x, n_steps)`` integrates the first ``n_steps`` steps (the driver with
-    plain backpropagation disabled); ``n`` is the number of grid steps.
+def adjoint_sample(denoiser, x, sigmas, integrate, final_step):
+    r"""Sample with the driver, differentiated by the adjoint method.
+
+    ``integrate(denoiser, x) -> (x_out, nfe, taken, result, (x_last, state_last, last))`` is the
+    driver's own integration of the whole grid (so the sample is bitwise the one of
+    ``adjoint="backprop"``), which also hands back the state entering the final step, the solver
+    state there and the index ``last`` of the last positive level.
+    ``final_step(denoiser, x_last, state_last) -> x_out`` re-evaluates that last step; it is
+    differentiated exactly, with the solver's history held fixed (for every solver whose final
+    step is the denoised estimate, as all grid solvers', that is :math:`D(x_{n-1}, \sigma_{n-1})`).
+
+    Returns ``(x_out, nfe, taken, result)``. A gradient through a sample whose ``result`` is not
+    successful is NaN: the adjoint of a non-finite trajectory has no meaning, and a zero or finite
+    number would look like a real gradient.
     """
     closed = eqx.filter_closure_convert(denoiser, x, sigmas[0])
     params, static = eqx.partition(closed, eqx.is_inexact_array)
-    last = jnp.maximum(n - 1, 0)
 
     def forward(params, x):
-        d = eqx.combine(params, static)
-        x_last = jnp.where(n > 1, run_solver(d, x, jnp.maximum(n - 1, 1)), x)
-        return d(x_last, sigmas[last]), x_last
+        return integrate(eqx.combine(params, static), x)
 
     @jax.custom_vjp
     def run(params, x):
-        return forward(params, x)[0]
+        x_out, nfe, taken, result, _ = forward(params, x)
+        return x_out, nfe, taken, result
 
     def run_fwd(params, x):
-        out, x_last = forward(params, x)
-        return out, (params, x_last)
+        x_out, nfe, taken, result, final_input = forward(params, x)
+        return (x_out, nfe, taken, result), (params, final_input, result)
 
-    def run_bwd(residuals, cotangent):
-        params, x_last = residuals
+    def run_bwd(residuals, cotangents):
+        params, (x_last, state_last, last), result = residuals
+        cotangent = cotangents[0]
 
         def denoise(p, y, s):
             return eqx.combine(p, static)(y, s)
 
-        # The final step D(x_{n-1}) exactly.
-        _, vjp = jax.vjp(lambda p, y: denoise(p, y, sigmas[last]), params, x_last)
+        # The final step exactly (the solver's history held fixed).
+        _, vjp = jax.vjp(
+            lambda p, y: final_step(eqx.combine(p, static), y, state_last), params, x_last
+        )
         g_params, a = vjp(cotangent)
         zero_params = jax.tree_util.tree_map(jnp.zeros_like, g_params)
 
@@ -100,7 +113,10 @@ def adjoint_sample(denoiser, x, sigmas, n, run_solver):
         steps = jnp.arange(sigmas.shape[0] - 2, -1, -1)
         (_, a0, acc), _ = jax.lax.scan(body, (x_last, a, zero_params), steps)
         g_params = jax.tree_util.tree_map(lambda u, v: u + v, g_params, acc)
-        return g_params, a0
+        # No gradient through a failed sample looks plausible: it is NaN.
+        failed = result != RESULTS.successful
+        poison = lambda g: jnp.where(failed, jnp.nan, g)
+        return jax.tree_util.tree_map(poison, g_params), poison(a0)
 
     run.defvjp(run_fwd, run_bwd)
     return run(params, x)

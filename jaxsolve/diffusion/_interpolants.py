@@ -184,6 +184,10 @@ class InterpolantSolver(AbstractSolver):
         drift = b - self.epsilon * eta / g
         return x + dt * drift + jnp.sqrt(2.0 * self.epsilon * dt) * ctx.noise(0), state
 
+    def denoiser_output_shape(self, x_shape):
+        # interpolant_model stacks (b, eta_z).
+        return (2, *x_shape)
+
     def final_step(self, ctx, x, state):
         # Into t = 1 (tau = 0), where gamma = 0 and the score term is singular: a plain Euler step.
         b, _ = ctx.denoise(x, ctx.sigma)

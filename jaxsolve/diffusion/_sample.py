@@ -14,6 +14,7 @@ Every solver in :mod:`jaxsolve.diffusion` is a ``step`` this driver calls; the d
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -126,43 +127,14 @@ def sample(
     grid_steps = sigmas.shape[0] - 1
     n_grid = jnp.argmax(sigmas == 0).astype(jnp.int32)  # index of the first 0 = number of steps
     n = n_grid if n_steps is None else _check_n_steps(n_steps, n_grid, sigmas)
-    if adjoint == "adjoint":
-        if solver.stochastic or max_steps is not None or noise is not None:
-            raise ValueError(
-                f"adjoint='adjoint' needs a deterministic ODE solver on a fixed grid; got {type(solver).__name__}."
-            )
-        if full_output or save_trajectory:
-            raise ValueError(
-                "adjoint='adjoint' returns the final sample only (full_output is not supported)."
-            )
-        if n_steps is not None:
-            raise ValueError(
-                "adjoint='adjoint' integrates the whole grid; pad the grid instead of passing n_steps."
-            )
-
-        def run_solver(d, y, k):
-            return sample(
-                d,
-                y,
-                sigmas,
-                solver,
-                n_steps=k,
-                batch_ndim=batch_ndim,
-                throw=False,
-                progress=progress,
-            )
-
-        return adjoint_sample(denoiser, x, sigmas, n, run_solver)
     iterations = solver.num_iterations(grid_steps, max_steps)
-    integrate = _integrate_jit if _hashable(denoiser, noise, solver) else _integrate
-    x_out, path, nfe, taken, result = integrate(
-        denoiser,
-        x,
-        sigmas,
-        solver,
-        n,
-        key,
-        noise,
+    integrate = functools.partial(
+        _integrate_jit if _hashable(denoiser, noise, solver) else _integrate,
+        sigmas=sigmas,
+        solver=solver,
+        n=n,
+        key=key,
+        noise=noise,
         iterations=iterations,
         batch_ndim=batch_ndim,
         save_trajectory=save_trajectory,
@@ -171,6 +143,41 @@ def sample(
         mesh=mesh,
         data_axis=data_axis,
     )
+    if adjoint == "adjoint":
+        if solver.stochastic or max_steps is not None or noise is not None:
+            raise ValueError(
+                f"adjoint='adjoint' needs a deterministic ODE solver on a fixed grid; got {type(solver).__name__}."
+            )
+        if save_trajectory:
+            raise ValueError("adjoint='adjoint' does not keep the trajectory (save_trajectory).")
+        if n_steps is not None:
+            raise ValueError(
+                "adjoint='adjoint' integrates the whole grid; pad the grid instead of passing n_steps."
+            )
+
+        def integrate_keeping_final_input(d, y):
+            x_out, _, nfe, taken, result, final_input = integrate(d, y, keep_final_input=True)
+            return x_out, nfe, taken, result, final_input
+
+        def final_step(d, y, state):
+            ctx = _final_context(sigmas, n, grid_steps, batch_ndim)
+            return _counted(solver, "final_step", ctx, y, state, d)[0]
+
+        x_out, nfe, taken, result = adjoint_sample(
+            denoiser, x, sigmas, integrate_keeping_final_input, final_step
+        )
+        # Counts and codes carry no gradient (the custom rule's integer outputs would otherwise
+        # come with instantiated zero tangents, which the error check cannot differentiate).
+        nfe, taken, result = jax.lax.stop_gradient((nfe, taken, result))
+        path = None
+    else:
+        x_out, path, nfe, taken, result, _ = integrate(denoiser, x)
+    if not is_concrete(sigmas):
+        # A concrete grid was checked above; a traced one is checked as it runs. Its sample is
+        # NaN (and so is any gradient through it), never a plausible number.
+        grid_ok = _traced_grid_ok(sigmas, solver)
+        result = RESULTS.where(grid_ok, result, RESULTS.invalid_grid)
+        x_out = x_out * jnp.where(grid_ok, 1.0, jnp.nan).astype(x_out.dtype)
     if throw and mesh is not None:
         # An error raised by a host callback inside a multi-device program stops one device
         # while the others wait for it at their next collective (a hang). So the check runs on
@@ -220,6 +227,7 @@ def _integrate(
     checkpoint,
     mesh,
     data_axis,
+    keep_final_input=False,
 ):
     grid_steps = sigmas.shape[0] - 1
     draw = _noise_source(x, key, noise, batch_ndim)
@@ -229,7 +237,7 @@ def _integrate(
         draw = lambda i, k: shard_batch(unsharded_draw(i, k), mesh, data_axis)
 
     def body(carry, i):
-        x, state, nfe, taken, result = carry
+        x, state, nfe, taken, result, final_input = carry
         ctx = StepContext(
             denoise=None,
             noise=lambda k: draw(i, k),
@@ -238,6 +246,7 @@ def _integrate(
             n=n,
             sigma=sigmas[jnp.minimum(i, grid_steps)],
             sigma_next=sigmas[jnp.minimum(i + 1, grid_steps)],
+            batch_ndim=batch_ndim,
         )
         phase = solver.phase(ctx, state)
         # Branches not taken may still be evaluated (under vmap a switch becomes a select), so
@@ -252,10 +261,10 @@ def _integrate(
             return x, state, jnp.zeros((), jnp.int32)
 
         def final_branch(x, state):
-            return _counted(solver.final_step, final_ctx, x, state, denoiser)
+            return _counted(solver, "final_step", final_ctx, x, state, denoiser)
 
         def step_branch(x, state):
-            return _counted(solver.step, step_ctx, x, state, denoiser)
+            return _counted(solver, "step", step_ctx, x, state, denoiser)
 
         x_new, state_new, used = jax.lax.switch(
             phase, [skip_branch, final_branch, step_branch], x, state
@@ -266,21 +275,27 @@ def _integrate(
         result = RESULTS.where((result == RESULTS.successful) & ~finite, RESULTS.nonfinite, result)
         if progress:
             jax.debug.callback(_progress_update, i, iterations)
-        carry = (x_new, state_new, nfe + used, taken + (phase != SKIP), result)
+        if keep_final_input:
+            # The state and solver history entering the step into sigma = 0 (the adjoint's
+            # residuals: its backward pass starts there).
+            final_input = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(phase == FINAL, new, old).astype(old.dtype),
+                (x, state, i),
+                final_input,
+            )
+        carry = (x_new, state_new, nfe + used, taken + (phase != SKIP), result, final_input)
         return carry, (x_new if save_trajectory else None)
 
     if checkpoint:
         body = jax.checkpoint(body)
-    init = (
-        x,
-        solver.init(x, sigmas),
-        jnp.zeros((), jnp.int32),
-        jnp.zeros((), jnp.int32),
-        RESULTS.successful,
+    state = solver.init(x, sigmas)
+    final_input = (x, state, jnp.zeros((), jnp.int32)) if keep_final_input else None
+    init = (x, state, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), RESULTS.successful)
+    (x_out, state, nfe, taken, result, final_input), path = jax.lax.scan(
+        body, (*init, final_input), jnp.arange(iterations)
     )
-    (x_out, state, nfe, taken, result), path = jax.lax.scan(body, init, jnp.arange(iterations))
     result = RESULTS.where(result == RESULTS.successful, solver.terminal_result(state), result)
-    return x_out, path, nfe, taken, result
+    return x_out, path, nfe, taken, result, final_input
 
 
 # Compiled once per denoiser / solver structure, shapes and static options, as diffrax compiles
@@ -291,15 +306,48 @@ def _integrate(
 _integrate_jit = eqx.filter_jit(_integrate)
 
 
-def _counted(method, ctx, x, state, denoiser):
-    """Call a solver method with a denoiser that counts its calls while being traced."""
+def _final_context(sigmas, n, grid_steps, batch_ndim):
+    """The context of the step into sigma = 0 (the adjoint re-evaluates that step alone)."""
+    last = jnp.maximum(n - 1, 0)
+
+    def no_noise(k):
+        raise ValueError("the adjoint's final step is deterministic; it draws no noise.")
+
+    return StepContext(
+        denoise=None,
+        noise=no_noise,
+        sigmas=sigmas,
+        i=last,
+        n=n,
+        sigma=sigmas[jnp.minimum(last, grid_steps)],
+        sigma_next=jnp.zeros((), sigmas.dtype),
+        batch_ndim=batch_ndim,
+    )
+
+
+def _counted(solver, method, ctx, x, state, denoiser):
+    """Call ``solver.<method>`` with a denoiser that counts its calls while being traced and
+    checks what it returns (once, at trace time: a wrong shape would otherwise surface deep
+    inside a ``lax.switch`` or broadcast silently)."""
     calls = [0]
 
     def denoise(y, s):
         calls[0] += 1
-        return jnp.asarray(denoiser(y, s)).astype(y.dtype)
+        out = denoiser(y, s)
+        expected = solver.denoiser_output_shape(y.shape)
+        if not eqx.is_array_like(out):
+            raise TypeError(
+                f"the denoiser returned a {type(out).__name__}; expected one array of shape "
+                f"{expected} (denoiser(x, sigma) -> x0_hat, shaped like x)."
+            )
+        if jnp.shape(out) != expected:
+            raise ValueError(
+                f"the denoiser returned shape {jnp.shape(out)}, expected {expected} "
+                f"(denoiser(x, sigma) -> x0_hat, shaped like x; x has shape {y.shape})."
+            )
+        return jnp.asarray(out).astype(y.dtype)
 
-    out = method(ctx.replace(denoise=denoise), x, state)
+    out = getattr(solver, method)(ctx.replace(denoise=denoise), x, state)
     if len(out) == 3:
         x_new, state_new, used = out
         used = jnp.asarray(used, jnp.int32)
@@ -364,7 +412,30 @@ def _check_grid(sigmas, solver, dtype):
     return sigmas
 
 
+def _traced_grid_ok(sigmas, solver):
+    """The checks of :func:`_check_grid`, as one boolean computed when the program runs."""
+    index = jnp.arange(sigmas.shape[0])
+    is_zero = sigmas == 0
+    first_zero = jnp.argmax(is_zero)
+    ok = (
+        jnp.any(is_zero)
+        & (first_zero > 0)
+        & jnp.all(jnp.isfinite(sigmas))
+        & jnp.all(sigmas >= 0)
+        & jnp.all(jnp.where(index > first_zero, is_zero, True))
+    )
+    if not solver.allows_increasing_grid:
+        decreasing = jnp.diff(sigmas) < 0
+        ok = ok & jnp.all(jnp.where(index[1:] <= first_zero, decreasing, True))
+    return ok
+
+
 def _check_n_steps(n_steps, n_grid, sigmas):
+    dtype = np.asarray(n_steps).dtype if is_concrete(n_steps) else jnp.result_type(n_steps)
+    if isinstance(n_steps, bool) or not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"n_steps must be an integer; got {n_steps!r} (dtype {dtype}).")
+    if jnp.ndim(n_steps) != 0:
+        raise ValueError(f"n_steps must be a scalar; got shape {jnp.shape(n_steps)}.")
     if is_concrete(n_steps) and is_concrete(sigmas):
         k = int(np.asarray(n_steps))
         if k < 1 or k > int(n_grid):
@@ -373,8 +444,9 @@ def _check_n_steps(n_steps, n_grid, sigmas):
             )
         return jnp.asarray(k, jnp.int32)
     n_steps = jnp.asarray(n_steps, jnp.int32)
+    n_steps = eqx.error_if(n_steps, n_steps < 1, "n_steps must be at least 1.")
     return eqx.error_if(
-        n_steps, (n_steps < 1) | (n_steps > n_grid), "n_steps is larger than the grid allows."
+        n_steps, n_steps > n_grid, "n_steps is larger than the number of steps the grid allows."
     )
 
 

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jaxsolve import RESULTS
 from jaxsolve import diffusion as jd
@@ -342,6 +344,95 @@ def test_checkpointed_gradient_equals_backprop():
     assert np.all(np.isfinite(g1))
 
 
+# Every deterministic solver on a fixed grid, for the adjoint forward-pass check. One per kind of
+# state and of lower-order-final logic runs by default, the rest under -m slow.
+DETERMINISTIC = {
+    "euler": lambda: jd.Euler(),
+    "heun": lambda: jd.Heun(),
+    "dpm2": lambda: jd.DPM2(),
+    "ddim": lambda: jd.DDIM(eta=0.0),
+    "lms": lambda: jd.LMS(),
+    "ipndm": lambda: jd.IPNDM(),
+    "deis_tab": lambda: jd.DEIS(order=3),
+    "deis_rho": lambda: jd.DEIS(order=2, variable="sigma"),
+    "dpm_1": lambda: jd.DPMSolver(order=1),
+    "dpm_2m": lambda: jd.DPMSolver(order=2),
+    "dpm_3s": lambda: jd.DPMSolver(order=3, multistep=False),
+    "dpmpp_2m": lambda: jd.DPMSolverPP(order=2),
+    "dpmpp_3m": lambda: jd.DPMSolverPP(order=3),
+    "dpmpp_2s": lambda: jd.DPMSolverPP(order=2, multistep=False),
+    "dpmpp_3m_legacy": lambda: jd.DPMSolverPP(order=3, legacy_third_order=True),
+    "unipc_bh1": lambda: jd.UniPC(order=3, variant="bh1"),
+    "unipc_bh2": lambda: jd.UniPC(order=2),
+    "unipc_p": lambda: jd.UniPC(order=2, corrector=False),
+    "dualfast": lambda: jd.DualFast(jd.DPMSolverPP(order=2)),
+    "heavy_ball": lambda: jd.HeavyBall(jd.DPMSolverPP(order=2)),
+    "ghvb": lambda: jd.GHVB(),
+    "time_shift": lambda: jd.TimeShift(jd.DDIM(eta=0.0)),
+    "bdia": lambda: jd.BDIA(0.5),
+}
+_ADJOINT_DEFAULT = {"deis_tab", "dpmpp_2m", "unipc_bh1"}  # the three the bug was found with
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        n if n in _ADJOINT_DEFAULT else pytest.param(n, marks=pytest.mark.slow)
+        for n in DETERMINISTIC
+    ],
+)
+def test_every_adjoint_gives_the_same_forward_sample(name, x64):
+    # The adjoint used to integrate n - 1 steps with an (n - 1)-step grid's lower-order final
+    # steps: a relative difference of 0.23 for DPM-Solver++(2M) at 4 steps.
+    m = _mixture()
+    x0 = m.sample(jax.random.PRNGKey(40), 8, sigma=20.0)
+    counts = jnp.array([2, 3, 4, 7, 10, 20, 50])
+    grids = jax.vmap(lambda n: jd.karras_sigmas(n, 0.01, 20.0, max_steps=50))(counts)
+    solver = DETERMINISTIC[name]()
+
+    @jax.jit
+    def forward(grid):
+        return [
+            jd.sample(m, x0, grid, solver, adjoint=a) for a in ("backprop", "checkpoint", "adjoint")
+        ]
+
+    backprop, checkpoint, adjoint = jax.vmap(forward)(grids)
+    assert np.all(np.isfinite(backprop))
+    np.testing.assert_array_equal(checkpoint, backprop)
+    np.testing.assert_array_equal(adjoint, backprop)
+    # and the padded, vmapped runs are the plain ones (up to the order of float64 operations)
+    plain = jd.sample(m, x0, jd.karras_sigmas(4, 0.01, 20.0), solver, adjoint="adjoint")
+    np.testing.assert_allclose(backprop[2], plain, rtol=1e-12, atol=1e-12)
+
+
+def test_adjoint_reports_and_raises_a_nonfinite_sample():
+    sig = jd.karras_sigmas(5, 0.01, 10.0)
+    x0 = jnp.ones((3, 2))
+
+    def nan_below_one(w):
+        return lambda x, s: w * jnp.where(s < 1.0, jnp.nan, 1.0) * x
+
+    with pytest.raises(Exception, match="NaN or infinity"):
+        jax.block_until_ready(
+            jd.sample(nan_below_one(1.0), x0, sig, jd.DPMSolverPP(), adjoint="adjoint")
+        )
+    sol = jd.sample(
+        nan_below_one(1.0),
+        x0,
+        sig,
+        jd.DPMSolverPP(),
+        adjoint="adjoint",
+        throw=False,
+        full_output=True,
+    )
+    assert sol.result == RESULTS.nonfinite and int(sol.nfe) == 5
+    # A gradient through the failed sample is NaN, not a plausible zero.
+    loss = lambda w: jnp.sum(
+        jd.sample(nan_below_one(w), x0, sig, jd.DPMSolverPP(), adjoint="adjoint", throw=False)
+    )
+    assert np.isnan(jax.grad(loss)(1.0))
+
+
 def test_gradient_with_respect_to_guidance_scale_is_finite_with_padding():
     cond = Gaussian(jnp.array([1.5, 0.0]), 0.2 * jnp.eye(2))
     uncond = _mixture()
@@ -395,7 +486,9 @@ def test_bad_sampler_arguments():
     sig = jd.karras_sigmas(5, 0.01, 10.0)
     with pytest.raises(ValueError, match="n_steps must lie in \\[1, 5\\]"):
         jd.sample(m, x, sig, jd.Euler(), n_steps=6)
-    with pytest.raises(Exception, match="n_steps is larger than the grid allows"):
+    with pytest.raises(
+        Exception, match="n_steps is larger than the number of steps the grid allows"
+    ):
         jax.block_until_ready(jax.jit(lambda k: jd.sample(m, x, sig, jd.Euler(), n_steps=k))(9))
     with pytest.raises(ValueError, match="stochastic: pass key"):
         jd.sample(m, x, sig, jd.EulerAncestral())
@@ -424,8 +517,213 @@ def test_bad_sampler_arguments():
         (lambda: jd.DEIS(variable="t"), "needs schedule"),
         (lambda: jd.EDMStochastic(solver=jd.DPMSolverPP()), "single-step"),
         (lambda: jd.PredictorCorrector(norms="l2"), "norms"),
+        # churn = -1 used to fail at run time with a NaN; eta = -1 acted as eta = 1.
+        (lambda: jd.EDMStochastic(churn=-1.0), "churn must be non-negative"),
+        (lambda: jd.EDMStochastic(s_noise=-1.0), "s_noise must be non-negative"),
+        (lambda: jd.DDIM(eta=-1.0), "eta must be non-negative"),
+        (lambda: jd.EulerAncestral(eta=-0.5), "eta must be non-negative"),
     ],
 )
 def test_bad_solver_parameters(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_traced_negative_eta_and_churn_raise_when_they_run():
+    m = _mixture()
+    x = m.sample(jax.random.PRNGKey(0), 4, sigma=10.0)
+    sig = jd.karras_sigmas(3, 0.01, 10.0)
+    key = jax.random.PRNGKey(1)
+    run = jax.jit(lambda s: jd.sample(m, x, sig, s, key=key))
+    for make, name in [(jd.DDIM, "eta"), (lambda v: jd.EDMStochastic(churn=v), "churn")]:
+        assert np.all(np.isfinite(run(make(jnp.asarray(0.5)))))
+        with pytest.raises(Exception, match=f"{name} must be non-negative"):
+            jax.block_until_ready(run(make(jnp.asarray(-1.0))))
+
+
+# Invalid traced grids, each of length 4: no trailing 0, increasing, a negative level, a NaN, a
+# level after the first 0. They used to run (a grid without 0 ran 0 steps and returned the noise
+# as a successful sample).
+_BAD_TRACED_GRIDS = [
+    [10.0, 5.0, 1.0, 0.5],
+    [1.0, 5.0, 10.0, 0.0],
+    [10.0, -1.0, 0.5, 0.0],
+    [10.0, np.nan, 1.0, 0.0],
+    [10.0, 0.0, 1.0, 0.0],
+    [0.0, 0.0, 0.0, 0.0],
+]
+
+
+def test_traced_grids_are_checked_when_they_run():
+    m = _mixture()
+    x0 = m.sample(jax.random.PRNGKey(2), 4, sigma=10.0)
+    run = jax.jit(lambda g: jd.sample(m, x0, g, jd.DPMSolverPP(), throw=False, full_output=True))
+    good = run(jnp.array([10.0, 5.0, 1.0, 0.0]))
+    assert good.result == RESULTS.successful and int(good.num_steps) == 3
+    for grid in _BAD_TRACED_GRIDS:
+        sol = run(jnp.asarray(grid))
+        assert sol.result == RESULTS.invalid_grid, grid
+        assert np.all(np.isnan(sol.value)), grid  # never a plausible sample
+    # throw=True (the default) raises; under vmap one bad member is enough.
+    raising = jax.jit(jax.vmap(lambda g: jd.sample(m, x0, g, jd.Euler())))
+    ok = jnp.array([[10.0, 5.0, 1.0, 0.0], [8.0, 2.0, 0.0, 0.0]])
+    assert np.all(np.isfinite(raising(ok)))
+    with pytest.raises(Exception, match="The grid sigmas is invalid"):
+        jax.block_until_ready(raising(ok.at[1].set(jnp.asarray(_BAD_TRACED_GRIDS[1]))))
+
+
+def test_a_failed_check_under_jit_logs_no_traceback_before_its_message(caplog):
+    # JAX logged ~17 lines of "jax.pure_callback failed" traceback before the error reached the
+    # user; the exception itself, with the message, is all that is left.
+    m = _mixture()
+    x0 = m.sample(jax.random.PRNGKey(2), 4, sigma=10.0)
+    run = jax.jit(lambda g: jd.sample(m, x0, g, jd.Euler()))
+    with caplog.at_level("DEBUG"), pytest.raises(Exception, match="The grid sigmas is invalid"):
+        jax.block_until_ready(run(jnp.asarray(_BAD_TRACED_GRIDS[0])))
+    assert not [r for r in caplog.records if "callback failed" in r.getMessage()]
+
+    # A user's own failing callback still logs.
+    def crash(x):
+        raise RuntimeError("user callback")
+
+    with caplog.at_level("DEBUG"), pytest.raises(Exception, match="user callback"):
+        jax.block_until_ready(
+            jax.jit(lambda x: jax.pure_callback(crash, jax.ShapeDtypeStruct((), x.dtype), x))(1.0)
+        )
+    assert [r for r in caplog.records if "callback failed" in r.getMessage()]
+
+
+def test_a_traced_grid_may_go_up_only_for_solvers_that_allow_it():
+    m = _mixture()
+    x0 = m.sample(jax.random.PRNGKey(3), 4, sigma=10.0)
+    # Restart's grid jumps back up; the same traced grid is invalid for a plain solver.
+    grid = jd.restart_sigmas(jd.karras_sigmas(6, 0.01, 10.0), [(0.5, 2.0, 2, 1)])
+    restart = jax.jit(
+        lambda g: jd.sample(
+            m, x0, g, jd.Restart(), key=jax.random.PRNGKey(4), throw=False, full_output=True
+        )
+    )(grid)
+    assert restart.result == RESULTS.successful
+    euler = jax.jit(lambda g: jd.sample(m, x0, g, jd.Euler(), throw=False, full_output=True))(grid)
+    assert euler.result == RESULTS.invalid_grid
+
+
+@pytest.mark.parametrize(
+    "denoiser, match",
+    [
+        (lambda x, s: x[0], "returned shape \\(2,\\), expected \\(4, 2\\)"),
+        (lambda x, s: jnp.sum(x), "returned shape \\(\\), expected \\(4, 2\\)"),
+        (lambda x, s: (x, x), "returned a tuple; expected one array of shape \\(4, 2\\)"),
+    ],
+)
+def test_a_denoiser_of_the_wrong_shape_is_named(denoiser, match):
+    # These failed deep inside lax.switch / concatenate, or broadcast silently.
+    with pytest.raises((ValueError, TypeError), match=match):
+        jd.sample(denoiser, jnp.ones((4, 2)), jd.karras_sigmas(3, 0.1, 1.0), jd.DPMSolverPP())
+
+
+class _Denoiser(eqx.Module):
+    """The mixture's denoiser, or (by a traced ``mode``) one that goes NaN below sigma = 1 or
+    returns infinity: one compiled program serves every example of the property test."""
+
+    mode: jax.Array
+
+    def __call__(self, x, sigma):
+        d = _mixture()(x, sigma)
+        d = jnp.where((self.mode == 1) & (sigma < 1.0), jnp.nan, d)
+        return jnp.where(self.mode == 2, jnp.inf, d)
+
+
+_GRIDS = {
+    "valid": [10.0, 3.0, 1.0, 0.3, 0.0],
+    "padded": [10.0, 1.0, 0.0, 0.0, 0.0],
+    "no_zero": [10.0, 3.0, 1.0, 0.3, 0.1],
+    "increasing": [0.3, 1.0, 3.0, 10.0, 0.0],
+    "repeated": [10.0, 3.0, 3.0, 1.0, 0.0],
+    "negative": [10.0, 3.0, -1.0, 0.3, 0.0],
+    "nan": [10.0, np.nan, 1.0, 0.3, 0.0],
+    "inf": [np.inf, 3.0, 1.0, 0.3, 0.0],
+    "zero_first": [0.0, 3.0, 1.0, 0.3, 0.0],
+    "after_zero": [10.0, 0.0, 1.0, 0.0, 0.0],
+}
+_ARGUMENT_NAMES = ("sigmas", "x", "n_steps", "denoiser", "batch_ndim")
+
+
+def _run_property_case(x, sigmas, mode, solver):
+    return jd.sample(_Denoiser(mode), x, sigmas, SOLVERS[solver], throw=False, full_output=True)
+
+
+_run_property_case_jit = jax.jit(_run_property_case, static_argnames="solver")
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(
+    # Repeats bias the draws towards valid inputs, so that successes are checked too.
+    grid=st.sampled_from(["valid", "padded", *sorted(_GRIDS)]),
+    x_value=st.sampled_from([None, None, np.nan, np.inf, -np.inf]),
+    x_index=st.integers(0, 7),
+    mode=st.sampled_from([0, 0, 1, 2]),
+    solver=st.sampled_from(["euler", "dpmpp_2m"]),
+    traced=st.booleans(),
+)
+def test_sample_property_bad_input_never_passes_as_success(
+    grid, x_value, x_index, mode, solver, traced
+):
+    """Each call returns a correct sample, a non-successful code, or raises naming the argument."""
+    x = np.array(_mixture().sample(jax.random.PRNGKey(7), 4, sigma=10.0))
+    if x_value is not None:
+        x.reshape(-1)[x_index] = x_value
+    sigmas = jnp.asarray(_GRIDS[grid])
+    run = _run_property_case_jit if traced else _run_property_case
+    try:
+        sol = run(x, sigmas, jnp.asarray(mode), solver)
+    except (ValueError, TypeError) as err:
+        assert not traced and any(name in str(err) for name in _ARGUMENT_NAMES), err
+        return
+    if sol.result != RESULTS.successful:
+        return
+    assert np.all(np.isfinite(sol.value))
+    # A success is the sample of the same (valid) grid run plainly.
+    reference = jd.sample(_mixture(), x, sigmas, SOLVERS[solver])
+    np.testing.assert_allclose(sol.value, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_bad_step_counts():
+    m = _mixture()
+    x = jnp.zeros((2, 2))
+    sig = jd.karras_sigmas(5, 0.01, 10.0)
+    with pytest.raises(TypeError, match="n_steps must be an integer"):
+        jd.sample(m, x, sig, jd.Euler(), n_steps=2.5)  # used to run 2 steps
+    with pytest.raises(TypeError, match="n_steps must be an integer"):
+        jax.jit(lambda k: jd.sample(m, x, sig, jd.Euler(), n_steps=k))(2.5)
+    # vmapped n_steps = 0 used to say "larger than the grid allows".
+    run = jax.jit(jax.vmap(lambda k: jd.sample(m, x, sig, jd.Euler(), n_steps=k)))
+    with pytest.raises(Exception, match="n_steps must be at least 1"):
+        jax.block_until_ready(run(jnp.array([0, 3])))
+
+
+def test_predictor_corrector_follows_samples_batch_ndim():
+    # PredictorCorrector kept its own batch_ndim = 1: with sample(batch_ndim=2) its per-sample
+    # norms mixed samples, and the result depended on how the batch was laid out.
+    m = _mixture()
+    x = m.sample(jax.random.PRNGKey(5), 6, sigma=10.0)
+    sig = jd.karras_sigmas(4, 0.01, 10.0)
+    pc = jd.PredictorCorrector(norms="sample")
+    key = jax.random.PRNGKey(6)
+    noise = lambda i, k: jax.random.normal(
+        jax.random.fold_in(jax.random.fold_in(key, i), k), x.shape
+    )
+    flat = jd.sample(m, x, sig, pc, noise=noise)
+    nested = jd.sample(
+        m,
+        x.reshape(2, 3, 2),
+        sig,
+        pc,
+        batch_ndim=2,
+        noise=lambda i, k: noise(i, k).reshape(2, 3, 2),
+    )
+    np.testing.assert_allclose(nested.reshape(6, 2), flat, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="batch_ndim=1\\) but sample\\(batch_ndim=2"):
+        jd.sample(
+            m, x.reshape(2, 3, 2), sig, jd.PredictorCorrector(batch_ndim=1), batch_ndim=2, key=key
+        )

@@ -360,8 +360,8 @@ def test_adjoint_arguments():
     sig = jd.karras_sigmas(5, 0.01, 10.0)
     with pytest.raises(ValueError, match="deterministic ODE solver"):
         jd.sample(den, x0, sig, jd.EulerAncestral(), key=jax.random.PRNGKey(0), adjoint="adjoint")
-    with pytest.raises(ValueError, match="full_output"):
-        jd.sample(den, x0, sig, jd.Heun(), adjoint="adjoint", full_output=True)
+    with pytest.raises(ValueError, match="save_trajectory"):
+        jd.sample(den, x0, sig, jd.Heun(), adjoint="adjoint", save_trajectory=True)
 
 
 def test_unet_single_sample_and_errors():

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from ..._core import as_float, exact_dot, is_concrete
-from .._solvers._base import AbstractSolver
+from .._solvers._base import AbstractSolver, resolve_batch_ndim
 from ..analytic import Gaussian
 
 
@@ -115,6 +115,7 @@ class Teleport(AbstractSolver):
         return self.solver.init(x, sigmas[1:])
 
     def _dispatch(self, method, ctx, x, state):
+        resolve_batch_ndim(self, ctx)  # its batch_ndim must be sample()'s
         calls = [0]
 
         def counted(y, s):

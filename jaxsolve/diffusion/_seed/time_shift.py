@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from ..._core import as_float, check_positive
-from .._solvers._base import AbstractSolver
+from .._solvers._base import AbstractSolver, resolve_batch_ndim
 
 
 def shifted_sigma(
@@ -109,6 +109,7 @@ class TimeShift(AbstractSolver):
         return inner, levels
 
     def _run(self, method, ctx, x, state, shift):
+        resolve_batch_ndim(self, ctx)  # its batch_ndim must be sample()'s
         _, per_sample = self._split(x)
         inner, levels = state
         calls = [0]

@@ -36,7 +36,8 @@ class StepContext:
     ``denoise(x, sigma)`` is the user's denoiser (counted and cast to the state's dtype);
     ``noise(k)`` the ``k``-th standard-normal draw of this step, shaped like the state, per sample
     from ``fold_in`` of the sample's key (so independent of the batch size). ``i`` is the step
-    index and ``n`` the number of steps of the grid (both traced integers).
+    index and ``n`` the number of steps of the grid (both traced integers). ``batch_ndim`` is
+    :func:`~jaxsolve.diffusion.sample`'s: the number of leading batch axes of the state (static).
     """
 
     denoise: Callable
@@ -46,6 +47,7 @@ class StepContext:
     n: Int[Array, ""]
     sigma: Float[Array, ""]
     sigma_next: Float[Array, ""]
+    batch_ndim: int = 1
 
     def replace(self, **changes) -> StepContext:
         return dataclasses.replace(self, **changes)
@@ -82,6 +84,11 @@ class AbstractSolver(eqx.Module):
         """SKIP past the last step, FINAL into sigma = 0, else STEP."""
         return jnp.where(ctx.i >= ctx.n, SKIP, jnp.where(ctx.sigma_next == 0, FINAL, STEP))
 
+    def denoiser_output_shape(self, x_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape the denoiser must return for an input of ``x_shape``: ``x0_hat`` is shaped
+        like ``x``. (The driver checks it once, when it traces the first call.)"""
+        return tuple(x_shape)
+
     def terminal_result(self, state: Any):
         """Result code once the scan is over (adaptive solvers report running out of steps)."""
         return RESULTS.successful
@@ -94,6 +101,18 @@ class AbstractSolver(eqx.Module):
                 f"one step per grid interval ({grid_steps})."
             )
         return grid_steps
+
+
+def resolve_batch_ndim(solver, ctx: StepContext) -> int:
+    """``solver.batch_ndim`` where set, else the driver's; a mismatch would split the state into
+    the wrong samples, so it raises."""
+    own = solver.batch_ndim
+    if own is not None and own != ctx.batch_ndim:
+        raise ValueError(
+            f"{type(solver).__name__}(batch_ndim={own}) but sample(batch_ndim={ctx.batch_ndim}): "
+            "leave the solver's batch_ndim unset (it follows sample's) or pass the same value."
+        )
+    return ctx.batch_ndim
 
 
 def check_order(name: str, order: int, allowed) -> int:

@@ -17,11 +17,20 @@ method: the Euler step to :math:`\sigma_\downarrow` plus fresh noise of level :m
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..._core import is_concrete
+from ..._core import check_positive, is_concrete
 from ._base import AbstractSolver
+
+
+def check_traced_non_negative(name, value):
+    """A traced hyper-parameter (swept with ``vmap``) that must be >= 0, checked as it runs
+    (concrete ones are checked when the solver is built)."""
+    if is_concrete(value):
+        return value
+    return eqx.error_if(value, ~(value >= 0), f"{name} must be non-negative.")
 
 
 def ancestral_levels(sigma, sigma_next, eta):
@@ -43,6 +52,11 @@ class EulerAncestral(AbstractSolver):
     eta: Float[Array, ""] | float = 1.0
     s_noise: Float[Array, ""] | float = 1.0
 
+    def __check_init__(self):
+        # A negative eta enters only through |eta| below and would silently act as -eta.
+        check_positive(f"{type(self).__name__} eta", self.eta, allow_zero=True)
+        check_positive(f"{type(self).__name__} s_noise", self.s_noise, allow_zero=True)
+
     @property
     def stochastic(self) -> bool:
         # eta = 0 (as a concrete number) is deterministic and needs no key.
@@ -50,7 +64,8 @@ class EulerAncestral(AbstractSolver):
 
     def step(self, ctx, x, state):
         denoised = ctx.denoise(x, ctx.sigma)
-        down, up = ancestral_levels(ctx.sigma, ctx.sigma_next, self.eta)
+        eta = check_traced_non_negative(f"{type(self).__name__} eta", self.eta)
+        down, up = ancestral_levels(ctx.sigma, ctx.sigma_next, eta)
         x_next = denoised + down * (x - denoised) / ctx.sigma
         if not self.stochastic:
             return x_next, state

@@ -35,9 +35,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..._core import is_concrete
+from ..._core import check_positive, is_concrete
 from .._adapters import score_from_denoised
-from ._base import AbstractSolver
+from ._base import AbstractSolver, resolve_batch_ndim
+from .ancestral import check_traced_non_negative
 from .runge_kutta import ExplicitRK, Heun
 
 
@@ -60,6 +61,8 @@ class EDMStochastic(AbstractSolver):
                 "EDMStochastic's solver must be a single-step Runge-Kutta method (Euler(), Heun(), "
                 f"DPM2()); got {type(self.solver).__name__}."
             )
+        for name in ("churn", "s_tmin", "s_tmax", "s_noise"):
+            check_positive(f"EDMStochastic {name}", getattr(self, name), allow_zero=True)
 
     @property
     def stochastic(self) -> bool:
@@ -69,8 +72,9 @@ class EDMStochastic(AbstractSolver):
         if not self.stochastic:
             return ctx, x
         n = jnp.maximum(ctx.n, 1).astype(ctx.sigma.dtype)
+        churn = check_traced_non_negative("EDMStochastic churn", self.churn)
         in_range = (ctx.sigma >= self.s_tmin) & (ctx.sigma <= self.s_tmax)
-        gamma = jnp.where(in_range, jnp.minimum(self.churn / n, math.sqrt(2.0) - 1.0), 0.0)
+        gamma = jnp.where(in_range, jnp.minimum(churn / n, math.sqrt(2.0) - 1.0), 0.0)
         sigma_hat = ctx.sigma * (1.0 + gamma)
         # sigma_hat^2 - sigma^2 written as sigma^2 gamma (2 + gamma): never negative, even when a
         # fused multiply-add rounds the difference of squares below zero at gamma = 0.
@@ -106,7 +110,7 @@ class PredictorCorrector(AbstractSolver):
     snr: Float[Array, ""] | float = 0.16
     n_corrector: int = eqx.field(static=True, default=1)
     norms: str = eqx.field(static=True, default="expected")
-    batch_ndim: int = eqx.field(static=True, default=1)
+    batch_ndim: int | None = eqx.field(static=True, default=None)  # None: sample()'s
 
     stochastic = True
 
@@ -119,24 +123,26 @@ class PredictorCorrector(AbstractSolver):
     def init(self, x, sigmas):
         return self.predictor.init(x, sigmas)
 
-    def _per_sample_norm(self, v):
-        axes = tuple(range(self.batch_ndim, v.ndim))
-        return jnp.sqrt(jnp.sum(v * v, axis=axes, keepdims=True))
-
-    def _step_size(self, sigma, z, score):
+    def _step_size(self, sigma, z, score, batch_ndim):
         if self.norms == "expected":
             return 2.0 * (self.snr * sigma) ** 2
-        ratio = self._per_sample_norm(z) / self._per_sample_norm(score)
+
+        def per_sample_norm(v):
+            axes = tuple(range(batch_ndim, v.ndim))
+            return jnp.sqrt(jnp.sum(v * v, axis=axes, keepdims=True))
+
+        ratio = per_sample_norm(z) / per_sample_norm(score)
         if self.norms == "batch":
-            ratio = jnp.mean(self._per_sample_norm(z)) / jnp.mean(self._per_sample_norm(score))
+            ratio = jnp.mean(per_sample_norm(z)) / jnp.mean(per_sample_norm(score))
         return 2.0 * (self.snr * ratio) ** 2
 
     def _correct(self, ctx, x):
+        batch_ndim = resolve_batch_ndim(self, ctx)
         # Corrector draws use indices 1..n_corrector; the predictor keeps draw 0 of this step.
         for k in range(self.n_corrector):
             score = score_from_denoised(x, ctx.sigma, ctx.denoise(x, ctx.sigma))
             z = ctx.noise(1 + k)
-            eps = self._step_size(ctx.sigma, z, score)
+            eps = self._step_size(ctx.sigma, z, score, batch_ndim)
             x = x + eps * score + jnp.sqrt(2.0 * eps) * z
         return x
 
