@@ -54,16 +54,27 @@ def check_in_open_interval(name, value, low, high):
 
 
 def check_sigma_range(sigma_min, sigma_max, *, names=("sigma_min", "sigma_max")):
-    """0 < sigma_min < sigma_max (for concrete values)."""
+    """``0 < sigma_min < sigma_max < inf``; returns ``(sigma_min, sigma_max)``.
+
+    Concrete values raise ``ValueError`` now. Traced ones come back wrapped in
+    :func:`equinox.error_if`, so the compiled code raises when it runs (use the returned values).
+    """
     check_positive(names[0], sigma_min)
     check_positive(names[1], sigma_max)
-    if is_concrete((sigma_min, sigma_max)) and np.any(
-        np.asarray(sigma_min) >= np.asarray(sigma_max)
-    ):
-        raise ValueError(
-            f"{names[0]} must be smaller than {names[1]}; got {names[0]}={_describe(sigma_min)}, "
-            f"{names[1]}={_describe(sigma_max)}."
-        )
+    if is_concrete((sigma_min, sigma_max)):
+        lo, hi = np.asarray(sigma_min), np.asarray(sigma_max)
+        if not np.all(np.isfinite(hi)):
+            raise ValueError(f"{names[1]} must be finite; got {_describe(hi)}.")
+        if np.any(lo >= hi):
+            raise ValueError(
+                f"{names[0]} must be smaller than {names[1]}; got {names[0]}={_describe(lo)}, "
+                f"{names[1]}={_describe(hi)}."
+            )
+        return sigma_min, sigma_max
+    lo, hi = jnp.asarray(sigma_min), jnp.asarray(sigma_max)
+    bad = ~((lo > 0) & (lo < hi) & jnp.isfinite(hi))
+    message = f"{names[0]} and {names[1]} must satisfy 0 < {names[0]} < {names[1]} < inf."
+    return eqx.error_if(lo, bad, message), eqx.error_if(hi, bad, message)
 
 
 def check_integer_count(name, n, *, max_steps=None, minimum=1):

@@ -72,6 +72,17 @@ PREDICTIONS: dict[str, _Prediction] = {
 }
 
 
+def _check_adapter(adapter, fn_name, fn, schedule):
+    """Validate an adapter's arguments when it is built, not on its first call."""
+    if not callable(fn):
+        raise TypeError(f"{adapter}: {fn_name} must be callable; got {type(fn).__name__}.")
+    if not isinstance(schedule, AbstractSchedule):
+        raise TypeError(
+            f"{adapter}: schedule must be a jaxsolve schedule (VPSchedule.linear/cosine/discrete, "
+            f"VESchedule, FlowSchedule, ...); got {type(schedule).__name__}."
+        )
+
+
 def _coefficients(schedule, t, s, needs_derivatives):
     a = schedule.alpha_from_ve_sigma(s)
     da = db = None
@@ -94,6 +105,7 @@ class ModelDenoiser(eqx.Module):
 
     def __check_init__(self):
         check_choice("prediction", self.prediction, set(PREDICTIONS))
+        _check_adapter(f"from_{self.prediction}", "fn", self.fn, self.schedule)
 
     def __call__(self, x: Float[Array, "..."], sigma: ArrayLike) -> Float[Array, "..."]:
         sigma = as_float(sigma)
@@ -119,6 +131,7 @@ class DenoiserModel(eqx.Module):
 
     def __check_init__(self):
         check_choice("prediction", self.prediction, set(PREDICTIONS))
+        _check_adapter(f"to_{self.prediction}", "denoiser", self.denoiser, self.schedule)
 
     def __call__(self, x_t: Float[Array, "..."], t: ArrayLike) -> Float[Array, "..."]:
         t = as_float(t)

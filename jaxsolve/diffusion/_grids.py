@@ -41,7 +41,7 @@ def karras_sigmas(n, sigma_min, sigma_max, rho=7.0, *, max_steps=None) -> Float[
 
     :math:`s_i = \big(s_{\max}^{1/\rho} + \tfrac{i}{n-1}(s_{\min}^{1/\rho} - s_{\max}^{1/\rho})\big)^\rho`.
     """
-    check_sigma_range(sigma_min, sigma_max)
+    sigma_min, sigma_max = check_sigma_range(sigma_min, sigma_max)
     check_positive_rho(rho)
     lo, hi = as_float(sigma_min) ** (1.0 / rho), as_float(sigma_max) ** (1.0 / rho)
     # hi + u (lo - hi) loses sigma_min to cancellation when sigma_max / sigma_min is large
@@ -54,7 +54,7 @@ def exponential_sigmas(n, sigma_min, sigma_max, *, max_steps=None) -> Float[Arra
 
     In VE scale :math:`\lambda = -\log s`, so this is the log-SNR-uniform grid.
     """
-    check_sigma_range(sigma_min, sigma_max)
+    sigma_min, sigma_max = check_sigma_range(sigma_min, sigma_max)
     lo, hi = jnp.log(as_float(sigma_min)), jnp.log(as_float(sigma_max))
     return _grid(lambda u: jnp.exp(hi + u * (lo - hi)), n, max_steps)
 
@@ -66,7 +66,7 @@ def polyexponential_sigmas(
 
     ``rho = 1`` is :func:`exponential_sigmas`; larger ``rho`` spends more steps at low noise.
     """
-    check_sigma_range(sigma_min, sigma_max)
+    sigma_min, sigma_max = check_sigma_range(sigma_min, sigma_max)
     check_positive_rho(rho)
     lo, hi = jnp.log(as_float(sigma_min)), jnp.log(as_float(sigma_max))
     return _grid(lambda u: jnp.exp(lo + (1.0 - u) ** rho * (hi - lo)), n, max_steps)
@@ -78,15 +78,15 @@ def logsnr_sigmas(schedule: AbstractSchedule, n, *, t_min=None, t_max=None, max_
     DPM-Solver's ``"logSNR"`` time steps. Defaults to the schedule's own time range.
     """
     t_min, t_max = _time_range(schedule, t_min, t_max)
-    return exponential_sigmas(
-        n, schedule.to_ve_sigma(t_min), schedule.to_ve_sigma(t_max), max_steps=max_steps
-    )
+    lo, hi = _levels(schedule, t_min, t_max)
+    return exponential_sigmas(n, lo, hi, max_steps=max_steps)
 
 
 def time_uniform_sigmas(schedule: AbstractSchedule, n, *, t_min=None, t_max=None, max_steps=None):
     """Uniform in the schedule's own time: :math:`t_i = t_{\\max} + u_i(t_{\\min} - t_{\\max})`."""
     t_min, t_max = _time_range(schedule, t_min, t_max)
-    return _grid(lambda u: schedule.to_ve_sigma(t_max + u * (t_min - t_max)), n, max_steps)
+    grid = _grid(lambda u: schedule.to_ve_sigma(t_max + u * (t_min - t_max)), n, max_steps)
+    return _checked_by_levels(grid, schedule, t_min, t_max)
 
 
 def time_quadratic_sigmas(schedule: AbstractSchedule, n, *, t_min=None, t_max=None, max_steps=None):
@@ -98,7 +98,8 @@ def time_quadratic_sigmas(schedule: AbstractSchedule, n, *, t_min=None, t_max=No
     if is_concrete(t_min) and float(np.asarray(t_min)) < 0:
         raise ValueError(f"t_min must be >= 0 for time-quadratic steps; got {float(t_min)}.")
     a, b = jnp.sqrt(t_max), jnp.sqrt(t_min)
-    return _grid(lambda u: schedule.to_ve_sigma((a + u * (b - a)) ** 2), n, max_steps)
+    grid = _grid(lambda u: schedule.to_ve_sigma((a + u * (b - a)) ** 2), n, max_steps)
+    return _checked_by_levels(grid, schedule, t_min, t_max)
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,6 +252,30 @@ def _time_range(schedule, t_min, t_max):
             f"t_min must be smaller than t_max; got t_min={float(t_min)}, t_max={float(t_max)}."
         )
     return t_min, t_max
+
+
+def _levels(schedule, t_min, t_max):
+    """The schedule's VE noise levels at the ends of the time range, checked now when concrete:
+    ``0 < s(t_min) < s(t_max) < inf``."""
+    lo, hi = schedule.to_ve_sigma(t_min), schedule.to_ve_sigma(t_max)
+    if not is_concrete((lo, hi)):
+        return lo, hi
+    names = tuple(
+        f"the schedule's noise level at {name}={float(np.asarray(t)):.6g}"
+        for name, t in (("t_min", t_min), ("t_max", t_max))
+    )
+    return check_sigma_range(lo, hi, names=names)
+
+
+def _checked_by_levels(grid, schedule, t_min, t_max):
+    """``grid``, raising (now, or when it runs if traced) unless :func:`_levels` holds."""
+    lo, hi = _levels(schedule, t_min, t_max)
+    if is_concrete((lo, hi)):
+        return grid
+    ok = (lo > 0) & (lo < hi) & jnp.isfinite(hi)
+    return eqx.error_if(
+        grid, ~ok, "the schedule's noise levels must satisfy 0 < s(t_min) < s(t_max) < inf."
+    )
 
 
 def check_positive_rho(rho: ArrayLike) -> None:

@@ -143,6 +143,7 @@ class LinearVPSchedule(VPSchedule):
         self.beta_max = as_float(beta_max)
         self.t_min = as_float(t_min)
         self.t_max = as_float(t_max)
+        _check_finite_levels(self)
 
     def log_alpha(self, t):
         t = as_float(t)
@@ -175,10 +176,12 @@ class CosineVPSchedule(VPSchedule):
 
     def __init__(self, s=0.008, *, t_min=1e-3, t_max=0.9946):
         check_positive("s", s)
-        _check_time_range(t_min, t_max, 0.0, 1.0)
+        # alpha(1) = 0: the VE noise level is infinite at t = 1.
+        _check_time_range(t_min, t_max, 0.0, 1.0, high_open=True)
         self.s = as_float(s)
         self.t_min = as_float(t_min)
         self.t_max = as_float(t_max)
+        _check_finite_levels(self)
 
     def _theta(self, t):
         return (t + self.s) / (1.0 + self.s) * (0.5 * math.pi)
@@ -233,7 +236,10 @@ class DiscreteVPSchedule(VPSchedule):
             if is_concrete(alphas_cumprod) and np.any(np.diff(np.asarray(alphas_cumprod)) >= 0):
                 raise ValueError("alphas_cumprod must be strictly decreasing.")
         # Same operation order as diffusers: ((1 - acp) / acp) ** 0.5.
-        self.sigmas = jnp.sqrt((1.0 - alphas_cumprod) / alphas_cumprod)
+        self.sigmas = _check_finite_table(
+            "betas" if betas is not None else "alphas_cumprod",
+            jnp.sqrt((1.0 - alphas_cumprod) / alphas_cumprod),
+        )
         self.t_min = as_float(0.0)
         self.t_max = as_float(alphas_cumprod.shape[0] - 1)
 
@@ -275,12 +281,13 @@ class VESchedule(AbstractSchedule):
     t_max: Float[Array, ""]
 
     def __init__(self, sigma_min=0.01, sigma_max=50.0, *, t_min=0.0, t_max=1.0):
-        check_sigma_range(sigma_min, sigma_max)
+        sigma_min, sigma_max = check_sigma_range(sigma_min, sigma_max)
         _check_time_range(t_min, t_max, None, None)
         self.sigma_min = as_float(sigma_min)
         self.sigma_max = as_float(sigma_max)
         self.t_min = as_float(t_min)
         self.t_max = as_float(t_max)
+        _check_finite_levels(self)
 
     def alpha_from_ve_sigma(self, s):
         return jnp.ones_like(as_float(s))
@@ -304,9 +311,11 @@ class FlowSchedule(AbstractSchedule):
     t_max: Float[Array, ""]
 
     def __init__(self, *, t_min=1e-3, t_max=1.0 - 1e-3):
-        _check_time_range(t_min, t_max, 0.0, 1.0)
+        # s = t / (1 - t) is infinite at t = 1.
+        _check_time_range(t_min, t_max, 0.0, 1.0, high_open=True)
         self.t_min = as_float(t_min)
         self.t_max = as_float(t_max)
+        _check_finite_levels(self)
 
     def alpha_from_ve_sigma(self, s):
         return 1.0 / (1.0 + as_float(s))
@@ -358,7 +367,7 @@ def _check_table(name, table):
         )
 
 
-def _check_time_range(t_min, t_max, low, high):
+def _check_time_range(t_min, t_max, low, high, *, high_open=False):
     if not is_concrete((t_min, t_max)):
         return
     lo, hi = float(np.asarray(t_min)), float(np.asarray(t_max))
@@ -366,5 +375,42 @@ def _check_time_range(t_min, t_max, low, high):
         raise ValueError(f"t_min must be smaller than t_max; got t_min={lo}, t_max={hi}.")
     if low is not None and lo < low:
         raise ValueError(f"t_min must be >= {low}; got {lo}.")
-    if high is not None and hi > high:
-        raise ValueError(f"t_max must be <= {high}; got {hi}.")
+    if high is not None and (hi >= high if high_open else hi > high):
+        relation = "<" if high_open else "<="
+        raise ValueError(f"t_max must be {relation} {high}; got {hi}.")
+
+
+def _check_finite_levels(schedule):
+    """The VE noise levels at ``t_min`` and ``t_max`` must be finite, ``s(t_max) > 0`` (concrete
+    schedules; a grid built from an infinite level would start the sampler at infinity)."""
+    if not is_concrete((schedule.t_min, schedule.t_max)):
+        return
+    for name in ("t_min", "t_max"):
+        t = getattr(schedule, name)
+        level = float(np.asarray(schedule.to_ve_sigma(t)))
+        if not (np.isfinite(level) and level >= 0.0):
+            raise ValueError(
+                f"{type(schedule).__name__}: {name}={float(t)} gives the VE noise level "
+                f"sigma/alpha = {level:.6g}; it must be finite and non-negative (in "
+                f"{as_float(0.0).dtype}). Choose a smaller t_max."
+            )
+    if not float(np.asarray(schedule.to_ve_sigma(schedule.t_max))) > 0.0:
+        raise ValueError(f"{type(schedule).__name__}: the noise level at t_max must be positive.")
+
+
+def _check_finite_table(name, sigmas):
+    """Every table level finite: ``alphas_cumprod`` underflowing to 0 makes it infinite."""
+    if not is_concrete(sigmas):
+        return eqx.error_if(
+            sigmas,
+            ~jnp.all(jnp.isfinite(sigmas)),
+            f"{name} give infinite noise levels (alphas_cumprod underflows to 0).",
+        )
+    bad = np.nonzero(~np.isfinite(np.asarray(sigmas)))[0]
+    if bad.size:
+        raise ValueError(
+            f"{name} give infinite noise levels at {bad.size} of {sigmas.shape[0]} timesteps (from "
+            f"index {int(bad[0])} on): alphas_cumprod = cumprod(1 - betas) underflows to 0 in "
+            f"{sigmas.dtype}. Use smaller betas or fewer timesteps."
+        )
+    return sigmas

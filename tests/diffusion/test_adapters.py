@@ -146,6 +146,24 @@ def test_half_precision_model_output_is_cast_back():
     assert out.dtype == jnp.float32
 
 
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (
+            lambda: jd.from_eps(lambda x, t: x, None),
+            "from_eps: schedule must be a jaxsolve schedule",
+        ),
+        (lambda: jd.from_v(lambda x, t: x, jnp.ones(3)), "from_v: schedule must be"),
+        (lambda: jd.from_eps(3.0, jd.VPSchedule.linear()), "from_eps: fn must be callable"),
+        (lambda: jd.to_score(None, jd.VPSchedule.linear()), "to_score: denoiser must be callable"),
+    ],
+)
+def test_adapters_are_validated_when_built(make, match):
+    # They used to be accepted and fail on their first call.
+    with pytest.raises(TypeError, match=match):
+        make()
+
+
 def test_bad_prediction_kind():
     with pytest.raises(ValueError, match="prediction"):
         jd.ModelDenoiser(lambda x, t: x, jd.VPSchedule.linear(), "epsilon")

@@ -322,11 +322,39 @@ def test_gaussian_flow_properties(x64, d, seed, s0, s1):
         ),
         (lambda: Empirical(np.zeros(3)), "points must have shape"),
         (lambda: Empirical(np.zeros((3, 2)), smoothing=-1.0), "smoothing"),
+        (lambda: Gaussian(np.array([0.0, np.nan]), np.eye(2)), "mean must be finite"),
+        (lambda: Empirical(np.array([[0.0, np.inf]])), "points must be finite"),
     ],
 )
 def test_bad_oracle_parameters(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize(
+    "weights, covs, match",
+    [
+        ([0.9, 0.9], [[1.0, 1.0], [1.0, 1.0]], "weights must be finite, non-negative and sum to 1"),
+        ([1.5, -0.5], [[1.0, 1.0], [1.0, 1.0]], "weights must be"),
+        ([0.5, 0.5], [[1.0, -1.0], [1.0, 1.0]], "covs must be finite and non-negative"),
+        ([0.5, 0.5], [[1.0, np.nan], [1.0, 1.0]], "covs must be finite"),
+    ],
+)
+def test_traced_oracle_parameters_are_checked_when_they_run(weights, covs, match):
+    # Weights summing to 1.8 used to build, under jit, an oracle of a different distribution.
+    denoise = jax.jit(
+        lambda w, c: GaussianMixture(w, jnp.zeros((2, 2)), c).denoise(jnp.ones((3, 2)), 1.0)
+    )
+    assert np.all(np.isfinite(denoise(jnp.array([0.5, 0.5]), jnp.ones((2, 2)))))
+    with pytest.raises(Exception, match=match):
+        jax.block_until_ready(denoise(jnp.asarray(weights), jnp.asarray(covs)))
+
+
+def test_traced_full_covariance_must_be_positive_semi_definite():
+    denoise = jax.jit(lambda c: Gaussian(jnp.zeros(2), c).denoise(jnp.ones((3, 2)), 1.0))
+    assert np.all(np.isfinite(denoise(jnp.eye(2))))
+    with pytest.raises(Exception, match="symmetric and positive semi-definite"):
+        jax.block_until_ready(denoise(jnp.array([[1.0, 2.0], [2.0, 1.0]])))
 
 
 def test_sample_count_must_be_a_positive_int():

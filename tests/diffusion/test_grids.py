@@ -136,6 +136,9 @@ def test_karras_properties(x64, n, log_min, log_span, rho):
         (lambda: jd.karras_sigmas(5, 0.1, 1.0, rho=0.0), ValueError, "rho"),
         (lambda: jd.karras_sigmas(50, 0.1, 1.0, max_steps=10), ValueError, "max_steps"),
         (lambda: jd.time_uniform_sigmas(VP, 5, t_min=0.5, t_max=0.1), ValueError, "t_min"),
+        (lambda: jd.karras_sigmas(5, 0.002, np.inf), ValueError, "sigma_max must be finite"),
+        (lambda: jd.logsnr_sigmas(VP, 5, t_min=0.0), ValueError, "level at t_min=0 must be"),
+        (lambda: jd.time_uniform_sigmas(VP, 5, t_max=99.0), ValueError, "level at t_max=99"),
         (lambda: jd.discrete_sigmas(VP, 5), TypeError, "DiscreteVPSchedule"),
         (lambda: jd.discrete_sigmas(DISCRETE, 5, "uniform"), ValueError, "spacing"),
         (lambda: jd.discrete_sigmas(DISCRETE, 1001), ValueError, "num_train_timesteps"),
@@ -149,6 +152,30 @@ def test_bad_grid_arguments(call, exc, match):
 def test_traced_n_needs_max_steps():
     with pytest.raises(TypeError, match="max_steps"):
         jax.jit(lambda n: jd.karras_sigmas(n, 0.1, 1.0))(5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda lo, hi: jd.karras_sigmas(5, lo, hi),
+        lambda lo, hi: jd.exponential_sigmas(5, lo, hi),
+        lambda lo, hi: jd.polyexponential_sigmas(5, lo, hi, rho=2.0),
+    ],
+)
+def test_traced_sigma_range_is_checked_when_it_runs(make):
+    # A traced karras_sigmas(5, 80, 0.002) used to return an increasing grid.
+    f = jax.jit(make)
+    assert np.all(np.diff(f(0.002, 80.0)[:-1]) < 0)
+    for lo, hi in [(80.0, 0.002), (-1.0, 5.0), (0.01, np.inf), (np.nan, 1.0)]:
+        with pytest.raises(Exception, match="sigma_min and sigma_max must satisfy"):
+            jax.block_until_ready(f(lo, hi))
+
+
+def test_traced_time_range_is_checked_when_it_runs():
+    f = jax.jit(lambda t: jd.time_uniform_sigmas(VP, 5, t_min=t))
+    assert np.all(np.isfinite(f(1e-3)))
+    with pytest.raises(Exception, match="0 < s\\(t_min\\)"):
+        jax.block_until_ready(f(0.0))
 
 
 def test_traced_n_out_of_range_fails_at_run_time():

@@ -243,8 +243,23 @@ def test_discrete_vp_properties(x64, start, end, n, frac):
         (lambda: jd.VPSchedule.cosine(t_max=1.5), "t_max"),
         (lambda: jd.FlowSchedule(t_min=0.5, t_max=0.2), "t_min"),
         (lambda: jd.ddpm_betas("quadratic"), "beta_schedule"),
+        # Infinite noise levels: t = 1 is s = inf for the flow and the cosine schedule (the
+        # cosine one used to complain about a sigma_max the user never passed).
+        (lambda: jd.FlowSchedule(t_max=1.0), "t_max must be < 1"),
+        (lambda: jd.VPSchedule.cosine(t_max=1.0), "t_max must be < 1"),
+        (lambda: jd.VPSchedule.linear(t_max=100.0), "t_max=100.*must be finite"),
+        (lambda: jd.VESchedule(0.01, np.inf), "sigma_max must be finite"),
+        # cumprod(1 - betas) underflows to 0 in float32: 874 infinite levels.
+        (lambda: jd.VPSchedule.discrete(np.full(1000, 0.5)), "betas give infinite noise levels"),
     ],
 )
 def test_bad_parameters_raise_value_error_naming_the_argument(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_traced_table_with_infinite_levels_raises_when_it_runs():
+    table = jax.jit(lambda b: jd.VPSchedule.discrete(b).sigmas)
+    assert np.all(np.isfinite(table(jnp.full(100, 0.01))))
+    with pytest.raises(Exception, match="infinite noise levels"):
+        jax.block_until_ready(table(jnp.full(100, 0.9)))

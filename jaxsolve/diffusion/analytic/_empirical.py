@@ -2,13 +2,15 @@ r"""Closed-form denoiser of a finite data set."""
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ..._core import as_float, check_positive, exact_einsum, per_sample_keys
+from ..._core import as_float, check_positive, exact_einsum, is_concrete, per_sample_keys
 from ._base import AbstractOracle, check_n
+from ._checks import check_finite
 
 
 class Empirical(AbstractOracle):
@@ -40,8 +42,12 @@ class Empirical(AbstractOracle):
                 f"points must have shape (N, d) with N >= 1; got shape {points.shape}."
             )
         check_positive("smoothing", smoothing, allow_zero=True)
-        self.points = points
-        self.smoothing = as_float(smoothing)
+        self.points = check_finite("points", points)
+        smoothing = as_float(smoothing)
+        if not is_concrete(smoothing):
+            bad = ~(jnp.isfinite(smoothing) & (smoothing >= 0))
+            smoothing = eqx.error_if(smoothing, bad, "smoothing must be finite and non-negative.")
+        self.smoothing = smoothing
 
     @property
     def dim(self) -> int:

@@ -25,9 +25,8 @@ class Gaussian(AbstractOracle):
     def __init__(self, mean: ArrayLike, cov: ArrayLike):
         mean = as_float(mean)
         cov = as_float(cov)
-        check_vector("mean", mean)
-        check_cov("cov", cov, mean.shape[0])
-        self.loc = mean
+        self.loc = check_vector("mean", mean)
+        cov = check_cov("cov", cov, mean.shape[0])
         self.eigvals, self.eigvecs = gm.eigh_cov(cov, full=cov.ndim == 2)
 
     @property

@@ -9,7 +9,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 from ..._core import as_float, exact_einsum, per_sample_keys
 from . import _gaussian_math as gm
 from ._base import AbstractOracle, check_n
-from ._checks import check_cov, check_weights
+from ._checks import check_cov, check_finite, check_weights
 
 
 class GaussianMixture(AbstractOracle):
@@ -33,10 +33,9 @@ class GaussianMixture(AbstractOracle):
         if means.ndim != 2:
             raise ValueError(f"means must have shape (K, d); got shape {means.shape}.")
         k, d = means.shape
-        check_weights("weights", weights, k)
-        check_cov("covs", covs, d, batch=(k,))
-        self.weights = weights
-        self.means = means
+        self.weights = check_weights("weights", weights, k)
+        covs = check_cov("covs", covs, d, batch=(k,))
+        self.means = check_finite("means", means)
         self.eigvals, self.eigvecs = gm.eigh_cov(covs, full=covs.ndim == 3)
 
     @property
