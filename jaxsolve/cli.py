@@ -18,8 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "tour":
+        from ._core import check_writable_dir
         from ._tour import run_tour
 
+        try:
+            check_writable_dir("--out", args.out)  # before minutes of work, not after
+        except ValueError as err:
+            print(f"jaxsolve tour: {err}", file=sys.stderr)
+            return 2
         try:
             run_tour(out=args.out, quick=args.quick)
         except Exception as err:  # a clear message and a non-zero exit, as the README promises

@@ -39,6 +39,17 @@ def test_a_failed_check_gives_a_clear_message_and_exit_code_1(tmp_path, monkeypa
     assert "jaxsolve tour FAILED: TourCheckFailed: a deliberately false claim" in err
 
 
+def test_an_unwritable_out_fails_before_any_section_runs(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(tour, "SECTIONS", [("work", lambda ctx: ran.append(1))])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert cli.main(["tour", "--quick", "--out", str(blocker / "tour")]) == 2
+    err = capsys.readouterr().err
+    assert "--out=" in err and "is not a writable directory" in err
+    assert not ran
+
+
 def test_every_tour_section_is_listed_once():
     names = [name for name, _ in tour.SECTIONS]
     assert len(names) == len(set(names)) >= 6

@@ -10,6 +10,7 @@ from ._errors import (
     check_sigma_range,
     is_concrete,
 )
+from ._files import check_writable_dir
 from ._precision import exact_dot, exact_einsum, exact_tensordot
 from ._prng import per_sample_keys
 from ._results import RESULTS
@@ -28,6 +29,7 @@ __all__ = [
     "check_positive",
     "check_shardable",
     "check_sigma_range",
+    "check_writable_dir",
     "data_mesh",
     "default_float",
     "exact_dot",

@@ -7,11 +7,11 @@ message and exit code 1. ``quick`` shrinks every problem (the CI runs the quick 
 
 from __future__ import annotations
 
-import os
 import time
 
 from tqdm.auto import tqdm
 
+from .._core import check_writable_dir
 from ._context import TourCheckFailed, TourContext
 from ._diffusion import oracles_section, schedules_section, trained_model_section
 from ._implicit import deq_section
@@ -29,7 +29,7 @@ SECTIONS = [
 
 
 def run_tour(out: str = "jaxsolve-tour", quick: bool = False) -> TourContext:
-    os.makedirs(out, exist_ok=True)
+    check_writable_dir("out", out)
     ctx = TourContext(out=out, quick=quick)
     start = time.perf_counter()
     for name, section in tqdm(SECTIONS, desc="jaxsolve tour", unit="section"):
