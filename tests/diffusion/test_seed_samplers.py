@@ -252,6 +252,28 @@ def test_dc_fitted_ratio_is_the_optimum_of_its_step(x64):
     assert float(dc) < float(base), (float(dc), float(base))
 
 
+def test_dc_fit_refuses_non_finite_references_and_steps(x64):
+    m = _mixture(d=4, k=3, seed=1)
+    x0 = m.sample(jax.random.PRNGKey(0), 4, sigma=20.0)
+    sig = jd.karras_sigmas(5, 0.01, 20.0)
+    ref = jnp.stack([x0] * 6)
+    with pytest.raises(ValueError, match="reference must be finite"):
+        jd.fit_dc_ratios(m, x0, sig, ref.at[2].set(jnp.nan))
+
+
+@pytest.mark.slow  # a DC fit compiles for ~10 s
+def test_dc_fit_raises_when_every_ratio_is_non_finite(x64):
+    # Below sigma = 1 the model is NaN: every ratio of a late step gives NaN, and argmin used to
+    # return the first candidate as the "best" ratio.
+    m = _mixture(d=4, k=3, seed=1)
+    x0 = m.sample(jax.random.PRNGKey(0), 4, sigma=20.0)
+    sig = jd.karras_sigmas(6, 0.01, 20.0)
+    ref = jd.reference_states(m, x0, sig, refine=4)
+    poisoned = lambda x, s: jnp.where(s < 1.0, jnp.nan, m(x, s))
+    with pytest.raises(FloatingPointError, match="every ratio"):
+        jd.fit_dc_ratios(poisoned, x0, sig, ref, order=2)
+
+
 def test_cascade_regression_recovers_a_cascade_and_predicts_unseen_nfe(x64):
     rng = np.random.default_rng(0)
     w = rng.normal(size=(3, 3, 3)) * 0.1
@@ -415,6 +437,15 @@ def test_bdia_sample_then_invert_recovers_the_noise(x64, gamma):
         np.testing.assert_allclose(np.asarray(roundtrip(n)), np.asarray(x0), rtol=0, atol=1e-12)
 
 
+def test_bdia_inversion_raises_when_it_goes_non_finite():
+    x = jnp.ones((2, 2))
+    sig = jnp.array([2.0, 1.0, 0.5, 0.0])
+    nan_model = lambda y, s: jnp.where(s < 1.5, jnp.nan, y)
+    with pytest.raises(Exception, match="NaN or infinity"):
+        jax.block_until_ready(jd.bdia_invert(nan_model, x, x, sig, 0.5))
+    assert np.all(np.isnan(jd.bdia_invert(nan_model, x, x, sig, 0.5, throw=False)))
+
+
 def test_bdia_bad_arguments():
     with pytest.raises(ValueError, match="gamma must lie"):
         jd.BDIA(1.5)
@@ -507,6 +538,39 @@ def test_oss_dynamic_programming_equals_brute_force(x64):
         cost, idx = _brute_force(g, x0, teacher, jd.Euler(), k, ref[-1])
         assert tuple(np.asarray(res.indices)) == idx
         np.testing.assert_allclose(float(res.cost), cost, rtol=1e-10)
+
+
+def test_oss_never_picks_a_path_through_a_non_finite_state(x64):
+    # A denoiser that is NaN at one teacher level: every student path starting a step there is
+    # non-finite. argmin returns the index of a NaN, so the DP used to pick such a path.
+    g = Gaussian(np.array([0.3, -0.2, 0.1]), np.full(3, 0.7))
+    x0 = g.sample(jax.random.PRNGKey(0), 6, sigma=20.0)
+    teacher = jd.karras_sigmas(8, 0.05, 20.0)
+    ref = jnp.stack([g.ode_solution(x0, 20.0, s) for s in teacher])
+    poisoned = lambda x, s: jnp.where(s == teacher[2], jnp.nan, g(x, s))
+    res = jd.optimal_sigmas(poisoned, x0, teacher, jd.Euler(), 2, reference=ref)
+    # brute force over the 2-step paths that avoid level 2
+    costs = {
+        (0, j, 8): float(
+            jnp.mean((jd.sample(g, x0, teacher[jnp.array([0, j, 8])], jd.Euler()) - ref[-1]) ** 2)
+        )
+        for j in range(1, 8)
+        if j != 2
+    }
+    best = min(costs, key=costs.get)
+    assert tuple(np.asarray(res.indices)) == best
+    np.testing.assert_allclose(float(res.cost), costs[best], rtol=1e-10)
+    with pytest.raises(FloatingPointError, match="every 2-step subgrid"):
+        jd.optimal_sigmas(
+            lambda x, s: jnp.where(s == teacher[0], jnp.nan, g(x, s)),
+            x0,
+            teacher,
+            jd.Euler(),
+            2,
+            reference=ref,
+        )
+    with pytest.raises(ValueError, match="reference must be finite"):
+        jd.optimal_sigmas(g, x0, teacher, jd.Euler(), 2, reference=ref.at[3, 0, 0].set(jnp.nan))
 
 
 def test_oss_restart_from_teacher_is_exact_for_any_denoiser(x64):

@@ -125,6 +125,7 @@ def bdia_invert(
     gamma: Float[ArrayLike, ""] | float = 1.0,
     *,
     n_steps: int | Int[Array, ""] | None = None,
+    throw: bool = True,
 ) -> Float[Array, "*batch ..."]:
     r"""Recover the initial state of a :class:`BDIA` run exactly from its last two states.
 
@@ -136,6 +137,8 @@ def bdia_invert(
         gamma: the run's :math:`\gamma` (must be positive: :math:`\gamma = 0` is DDIM, which has no
             exact inverse).
         n_steps: the run's ``n_steps`` if it stopped early (default: the whole grid, at least 2).
+        throw: raise if the recursion becomes non-finite (dividing by a small ``gamma`` amplifies
+            the model's errors); with ``throw=False`` the returned state is then NaN / infinite.
 
     Returns:
         The initial state :math:`x_0` (``n - 1`` model evaluations, one ``lax.scan``).
@@ -157,6 +160,6 @@ def bdia_invert(
         raise ValueError(f"BDIA inversion needs a run of at least 2 steps; got n_steps={n_steps}.")
     pair = jnp.stack([x_before_last, x_last])
     out = sample(
-        denoiser, pair, sigmas, _BDIAInverse(gamma), n_steps=n_steps, batch_ndim=0, throw=False
+        denoiser, pair, sigmas, _BDIAInverse(gamma), n_steps=n_steps, batch_ndim=0, throw=throw
     )
     return out[0]

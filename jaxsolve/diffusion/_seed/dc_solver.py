@@ -210,6 +210,8 @@ def fit_dc_ratios(
             f"reference must have shape {(sigmas.shape[0], *x.shape)} (a state per grid level); "
             f"got {reference.shape}."
         )
+    if not bool(jnp.all(jnp.isfinite(reference))):
+        raise ValueError("reference must be finite (a state per grid level).")
     lo, hi = bounds
     if not lo < hi:
         raise ValueError(f"bounds must be an increasing pair; got {bounds}.")
@@ -230,7 +232,9 @@ def fit_dc_ratios(
         stop = jnp.minimum(i + 2, n)
         y = sample(denoiser, x, sigmas, solver, n_steps=stop, throw=False)
         target = reference[jnp.where(i + 2 < n, i + 1, n)]
-        return jnp.mean((y - target) ** 2)
+        err = jnp.mean((y - target) ** 2)
+        # A ratio whose step goes non-finite is never the best (argmin returns a NaN's index).
+        return jnp.where(jnp.isfinite(err), err, jnp.inf)
 
     @jax.jit
     def best_ratio(ratios, i):
@@ -245,11 +249,17 @@ def fit_dc_ratios(
             value = loss(ratios, i, trial)
             better = (h > 0) & (value < best)
             r, best = jnp.where(better, trial, r), jnp.where(better, value, best)
-        return r
+        return r, best
 
     ratios = jnp.ones((steps,), x.dtype)
     for i in range(dc_order, n - 1):
-        ratios = ratios.at[i].set(best_ratio(ratios, jnp.asarray(i)))
+        r, best = best_ratio(ratios, jnp.asarray(i))
+        if not np.isfinite(float(best)):
+            raise FloatingPointError(
+                f"fit_dc_ratios: at step {i} every ratio in bounds={bounds} gives a non-finite "
+                "state."
+            )
+        ratios = ratios.at[i].set(r)
     return ratios
 
 

@@ -64,7 +64,10 @@ def _check_teacher(teacher_sigmas):
 
 
 def _mse(a, b):
-    return jnp.mean((a - b) ** 2)
+    """The cost of a candidate; a non-finite state costs infinity, so that no minimum ever picks
+    it (``argmin`` returns the index of a NaN)."""
+    err = jnp.mean((a - b) ** 2)
+    return jnp.where(jnp.isfinite(err), err, jnp.inf)
 
 
 def optimal_sigmas(
@@ -114,6 +117,8 @@ def optimal_sigmas(
             f"reference must have shape {(n + 1, *x.shape)} (a state per teacher level); got "
             f"{reference.shape}."
         )
+    if not bool(jnp.all(jnp.isfinite(reference))):
+        raise ValueError("reference must be finite (a state per teacher level).")
     one_step = solver.init(x, teacher) is None
     if restart_from_teacher and not one_step:
         raise TypeError(
@@ -220,4 +225,9 @@ def optimal_sigmas(
     for k in range(K, 0, -1):
         indices.append(int(pointers[k - 1][indices[-1]]))
     indices = np.asarray(indices[::-1])
+    if not np.isfinite(float(cost)):
+        raise FloatingPointError(
+            f"optimal_sigmas: every {num_steps}-step subgrid of the teacher grid gives a non-finite "
+            "state (the solver or the denoiser produced NaN or infinity on every path)."
+        )
     return OSSResult(sigmas=teacher[jnp.asarray(indices)], indices=jnp.asarray(indices), cost=cost)
