@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jax.flatten_util import ravel_pytree
 
+from .._core import RESULTS
+from ._base import Solution
 from ._implicit_diff import (
     AbstractBackward,
     ImplicitDiff,
@@ -33,6 +35,8 @@ from ._implicit_diff import (
 )
 from ._norms import max_norm
 from ._solve import check_output
+
+_WHERE = "jaxsolve.implicit.custom_root"
 
 
 class _Optimality(eqx.Module):
@@ -51,6 +55,15 @@ class _UserSolver(eqx.Module):
         out = self.fn(x0, params)
         return out if self.has_aux else (out, None)
 
+    def result_of(self, aux):
+        """The solver's own code, where its ``aux`` is a :data:`RESULTS` or a :class:`Solution`;
+        ``None`` (nothing to check) otherwise."""
+        if isinstance(aux, Solution):
+            return aux.result
+        if isinstance(aux, RESULTS):
+            return aux
+        return None
+
 
 def custom_root(
     optimality_fn: Callable,
@@ -68,6 +81,15 @@ def custom_root(
     :class:`ImplicitDiff` (default: :class:`BiCGStab` with ``rtol = atol = eps ** 0.75`` of the
     solution's dtype and 256 matrix-vector products; :class:`CG` suits symmetric conditions
     such as the gradient of a convex objective).
+
+    ``custom_root`` cannot see whether the solver converged: the derivatives are exact at a
+    root of ``optimality_fn``, and at a point that is not one they are those of the equations
+    there, a plausible wrong number. A solver that knows its outcome says so through ``aux``
+    (``has_aux=True``): if ``aux`` is a :data:`jaxsolve.RESULTS` code or a :class:`Solution`,
+    a derivative through a solve whose result is not successful is NaN
+    (``ImplicitDiff(throw=False)``) or raises (``throw=True``, the default), as for
+    :func:`fixed_point`. A non-finite ``x`` makes the backward solve fail, which is reported
+    the same way.
     """
     backward = ImplicitDiff() if backward is None else backward
     if not isinstance(backward, AbstractBackward) or not isinstance(backward, ImplicitDiff):
@@ -89,14 +111,17 @@ def custom_root(
             x_struct = out_struct[0] if has_aux else out_struct
             x_like = jtu.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), x_struct)
             opt = lambda x, a: optimality_fn(x, *a)
-            check_output("jaxsolve.implicit.custom_root", "optimality_fn", "x", opt, x_like, args)
+            check_output(_WHERE, "optimality_fn", "x", opt, x_like, args, "optimality_fn(x, *args)")
             residual = _Optimality(eqx.filter_closure_convert(opt, x_like, args))
             primal = no_grad(_UserSolver(eqx.filter_closure_convert(solver_fn, x0, args), has_aux))
             dtype = ravel_pytree(x_like)[0].dtype
             default_tol = jnp.asarray(jnp.finfo(dtype).eps ** 0.75, dtype)
             rtol = default_tol if backward.rtol is None else backward.rtol
             atol = default_tol if backward.atol is None else backward.atol
-            solve = no_grad(_BackwardSolve(backward, rtol, atol, backward.max_steps, max_norm))
+            solve = _BackwardSolve(
+                backward, rtol, atol, backward.max_steps, max_norm, _WHERE, backward.throw
+            )
+            solve = no_grad(solve)
             x, aux = implicit_solution(residual, args, x0, primal=primal, backward=solve)
             return (x, aux) if has_aux else x
 

@@ -30,7 +30,7 @@ from ._anderson import Anderson
 from ._base import AbstractSolver, Solution
 from ._implicit_diff import AbstractBackward, ImplicitDiff
 from ._norms import max_norm
-from ._solve import fixed_point
+from ._solve import _solve
 
 
 class DEQOutput(eqx.Module):
@@ -64,16 +64,28 @@ def hutchinson_frobenius(fn: Callable, z: PyTree[Array], key: PRNGKeyArray, samp
 
 
 class DEQ(eqx.Module):
-    """Equilibrium layer around ``cell(z, x) -> z`` (an Equinox module holding the weights).
+    r"""Equilibrium layer around ``cell(z, x) -> z`` (an Equinox module holding the weights).
 
     ``__call__(x, z0=None, *, key=None) -> DEQOutput`` solves ``z = cell(z, x)`` from ``z0``
     (warm start) or from ``state_init(x)`` (default: zeros shaped like ``x``). ``solver``,
-    ``backward``, ``max_steps``, ``rtol``, ``atol``, ``norm`` and ``throw`` are those of
-    :func:`fixed_point` (``throw`` defaults to ``False`` here: an occasional unconverged
-    training step is reported in ``solution.result`` rather than raised). With
-    ``jacobian_samples > 0`` a ``key`` is required and ``jacobian_loss`` is estimated.
-    Single-sample convention: ``jax.vmap`` over a batch. Solver hyper-parameters get zero
-    gradients (exclude them from weight decay).
+    ``backward``, ``max_steps``, ``rtol``, ``atol`` and ``norm`` are those of
+    :func:`fixed_point`. With ``jacobian_samples > 0`` a ``key`` is required and
+    ``jacobian_loss`` is estimated. Single-sample convention: ``jax.vmap`` over a batch. Solver
+    hyper-parameters get zero gradients (exclude them from weight decay).
+
+    Failures. A DEQ in training runs a fixed iteration budget, and reaching it is the normal
+    case, not an error: the DEQ papers and torchdeq run ``max_steps`` iterations (or stop at the
+    tolerance), take the last iterate and differentiate it implicitly all the same, since for a
+    small residual :math:`r = f(z) - z` the implicit gradient there is off by :math:`O(\|r\|)`
+    — an approximation that training absorbs, and that one member of a batch must not turn into
+    a NaN gradient for all the shared weights. So, with ``require_convergence=False`` (the
+    default), a solve ending in ``max_steps_reached`` returns its last iterate, reports the
+    code in ``solution.result`` and has the implicit derivatives at that iterate; a solve that
+    went ``nonfinite`` or ``diverged`` is an error (``throw=True``, the default) or, with
+    ``throw=False``, a reported code with NaN derivatives — never a NaN passed on as success.
+    ``require_convergence=True`` treats the budget as :func:`fixed_point` does (for inference,
+    or to test convergence): ``max_steps_reached`` raises too (``throw``), or gives NaN
+    derivatives.
     """
 
     cell: Callable
@@ -84,6 +96,7 @@ class DEQ(eqx.Module):
     atol: float | Array
     norm: Callable = eqx.field(static=True)
     throw: bool = eqx.field(static=True)
+    require_convergence: bool = eqx.field(static=True)
     jacobian_samples: int = eqx.field(static=True)
     state_init: Callable | None = eqx.field(static=True)
 
@@ -97,7 +110,8 @@ class DEQ(eqx.Module):
         rtol: float | Array = 1e-4,
         atol: float | Array = 1e-5,
         norm: Callable = max_norm,
-        throw: bool = False,
+        throw: bool = True,
+        require_convergence: bool = False,
         jacobian_samples: int = 0,
         state_init: Callable | None = None,
     ):
@@ -114,7 +128,11 @@ class DEQ(eqx.Module):
         self.rtol = rtol
         self.atol = atol
         self.norm = norm
+        for name, flag in dict(throw=throw, require_convergence=require_convergence).items():
+            if not isinstance(flag, bool):
+                raise TypeError(f"DEQ {name} must be a bool; got {flag!r}.")
         self.throw = throw
+        self.require_convergence = require_convergence
         self.jacobian_samples = jacobian_samples
         self.state_init = state_init
 
@@ -132,17 +150,21 @@ class DEQ(eqx.Module):
                 if self.state_init is not None
                 else jtu.tree_map(jnp.zeros_like, x)
             )
-        sol = fixed_point(
+        sol = _solve(
+            "jaxsolve.implicit.DEQ",
+            True,
             _call_cell,
             z0,
             (self.cell, x),
-            solver=self.solver,
-            max_steps=self.max_steps,
-            rtol=self.rtol,
-            atol=self.atol,
-            norm=self.norm,
-            backward=self.backward,
-            throw=self.throw,
+            self.solver,
+            self.backward,
+            self.max_steps,
+            self.rtol,
+            self.atol,
+            self.norm,
+            1e6,
+            self.throw,
+            budget_is_normal=not self.require_convergence,
         )
         jac = None
         if self.jacobian_samples > 0:

@@ -20,6 +20,21 @@ fixed-point iteration on the adjoint, :math:`u \leftarrow \bar z + (\partial_z f
 backward's convergence is checked: with ``throw=True`` a failure raises at run time; with
 ``throw=False`` the failed solution is NaN, so the gradient is visibly NaN, never a silent zero.
 
+**A derivative through a failed solve is NaN or raises.** The theorem holds at a solution: at
+the last iterate of a solve that stopped early (``max_steps_reached``, ``diverged``) the
+implicit derivatives are those of a point that is not a fixed point, finite and plausible but
+wrong (for :math:`z = a \cos z`, :math:`a = 1/2`, after two Picard steps: 0.747 for the true
+0.739; off by 54 % on another two-step example). So the forward result code travels into the
+derivative rule (the ``custom_jvp`` gets it from the primal, and the linear solve of the tangent
+and of the adjoint system reads it): where the forward solve was not successful, the derivative
+is NaN (``throw=False`` of the solve) or an error naming the forward failure (``throw=True``),
+in forward and reverse mode and at every order. This is checked on the derivative itself, not
+only on the value: ``jax.grad`` of a loss that is linear in ``z`` never evaluates the value's
+check. Under ``jax.vmap`` each member has its own code, so only the derivatives of the failed
+members are NaN (a gradient summed over a batch into shared weights is then NaN as a whole).
+:class:`JacobianFree` and :class:`PhantomGradient` derivatives are guarded the same way.
+(:class:`DEQ` alone counts a reached iteration budget as its normal case; see its docstring.)
+
 **Jacobian-free backprop** ("JFB: Jacobian-Free Backpropagation for Implicit Networks", Fung et
 al.) replaces :math:`(I - \partial_z f)^{-1}` by :math:`I`: gradients come from one application
 of :math:`f` at the (non-differentiated) fixed point. **Phantom gradients** ("On Training
@@ -40,7 +55,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
-from .._core import RESULTS, as_float, check_positive
+from .._core import RESULTS, as_float, check_positive, is_concrete
 from ._base import AbstractLinearSolver, AbstractSolver
 from ._driver import iterate
 from ._krylov import BiCGStab
@@ -76,6 +91,12 @@ class ImplicitDiff(AbstractBackward):
       (:func:`custom_root`: ``eps ** 0.75`` of the dtype).
     - ``max_steps``: its step budget (matrix-vector products for a Krylov solver).
     - ``throw``: raise when the backward solve fails; ``False`` returns NaN instead.
+
+    A derivative through a solve whose result is not successful is NaN (``throw=False`` of the
+    solve) or raises (``throw=True``), whatever this backward solve does: the implicit function
+    theorem gives the derivative of a fixed point, and the last iterate of a failed solve is not
+    one (see the module docstring). :func:`custom_root` has no result code of its own: there
+    this ``throw`` decides, for a code the decorated solver returns in its ``aux``.
 
     Precision on accelerators: on GPUs and TPUs a float32 matrix product defaults to TF32 or
     bfloat16 arithmetic (relative error ~1e-3), so ``f`` and its Jacobian products are only that
@@ -122,15 +143,24 @@ class PhantomGradient(AbstractBackward):
 
 
 def _check_max_steps(name, max_steps):
+    """``max_steps``, checked: a concrete one must be an int >= 1 (now); a traced one an integer
+    scalar (now) that is >= 0 (at run time, on the returned value). A traced 0 is allowed: a
+    sweep over budgets (``jax.vmap`` over ``max_steps``) may start at 0, which returns the
+    initial guess with its code."""
     if isinstance(max_steps, bool):
         raise TypeError(f"{name} must be an integer; got {max_steps!r}.")
     if isinstance(max_steps, (int, np.integer)):
         if max_steps < 1:
             raise ValueError(f"{name} must be >= 1; got {max_steps}.")
-        return
+        return max_steps
     a = jnp.asarray(max_steps)
     if not jnp.issubdtype(a.dtype, jnp.integer) or a.ndim != 0:
         raise TypeError(f"{name} must be an integer scalar; got {a.dtype} of shape {a.shape}.")
+    if is_concrete(a):
+        if int(a) < 1:
+            raise ValueError(f"{name} must be >= 1; got {int(a)}.")
+        return a
+    return eqx.error_if(a, a < 0, f"{name} must be >= 0; got a negative traced value.")
 
 
 def no_grad(tree):
@@ -177,17 +207,43 @@ def raise_or_nan(x, result, throw, where, hint=""):
     return jtu.tree_map(lambda leaf: jnp.where(failed, jnp.nan, leaf), x)
 
 
+def failed_derivative_message(where):
+    """The start of the error raised for a derivative through a failed solve."""
+    return f"{where}: a derivative was requested through a solve that failed"
+
+
 class _BackwardSolve(eqx.Module):
-    """The ``solve`` / ``transpose_solve`` handed to ``lax.custom_linear_solve``."""
+    """The ``solve`` / ``transpose_solve`` handed to ``lax.custom_linear_solve``.
+
+    ``forward_result`` is the forward solve's code, filled in by the derivative rule (``None``
+    when the forward solve has none); where it is not successful the system is not solved
+    (its right-hand side is zeroed, which every solver finishes at once) and the answer is NaN
+    (``forward_throw=False``) or an error naming ``forward_where`` and the code.
+    """
 
     backward: ImplicitDiff
     rtol: Array
     atol: Array
     max_steps: Array | int
     norm: object = eqx.field(static=True)
+    forward_where: str = eqx.field(static=True, default="jaxsolve.implicit")
+    forward_throw: bool = eqx.field(static=True, default=True)
+    forward_result: RESULTS | None = None
+
+    def given(self, forward_result):
+        """This solve, guarded by the forward solve's code ``forward_result`` (or ``None``)."""
+        return eqx.tree_at(
+            lambda s: s.forward_result, self, forward_result, is_leaf=lambda x: x is None
+        )
 
     def __call__(self, matvec, b):
         b_flat, unravel = ravel_pytree(b)
+        forward_failed = None
+        if self.forward_result is not None:
+            forward_failed = self.forward_result != RESULTS.successful
+            # A zero right-hand side, which every solver finishes at once (zero is its
+            # solution), so under vmap a failed member does not keep the loop running.
+            b_flat = jnp.where(forward_failed, jnp.zeros_like(b_flat), b_flat)
         mv = lambda x: ravel_pytree(matvec(unravel(x)))[0].astype(b_flat.dtype)
         x, result, _, _ = solve_flat_linear(
             mv,
@@ -199,7 +255,7 @@ class _BackwardSolve(eqx.Module):
             norm=lambda v: jnp.asarray(self.norm(unravel(v)), v.dtype),
         )
         where = (
-            "jaxsolve.implicit: the implicit-differentiation (backward/tangent) linear solve "
+            f"{self.forward_where}: the implicit-differentiation (backward/tangent) linear solve "
             f"with {type(self.backward.solver).__name__} failed ({RESULTS[RESULTS.backward_failed]})"
         )
         hint = ""
@@ -209,7 +265,13 @@ class _BackwardSolve(eqx.Module):
                 "error ~1e-3, which can keep this solve from its tolerance: run under "
                 "jax.default_matmul_precision('float32'), or pass a looser ImplicitDiff(rtol=...).)"
             )
+        if forward_failed is not None:
+            # The forward failure is the one to report; this solve's own verdict means nothing.
+            result = RESULTS.where(forward_failed, RESULTS.successful, result)
         x = raise_or_nan(x, result, self.backward.throw, where, hint)
+        if forward_failed is not None:
+            where = failed_derivative_message(self.forward_where)
+            x = raise_or_nan(x, self.forward_result, self.forward_throw, where)
         return unravel(x)
 
 
@@ -257,7 +319,9 @@ def implicit_solution(residual, params, z0, *, primal, backward):
     """``primal(residual, params, z0) -> (z, aux)`` with ``residual(z, params) = 0`` at ``z``.
 
     ``z`` is differentiated implicitly with respect to ``residual``'s and ``params``' arrays;
-    ``aux`` (codes, counts) is not differentiated; ``z0`` has a zero derivative.
+    ``aux`` (codes, counts) is not differentiated; ``z0`` has a zero derivative. ``backward``
+    is a :class:`_BackwardSolve`; ``primal.result_of(aux)`` (the forward code, or ``None``)
+    guards it, so a derivative through a failed solve is NaN or raises.
     """
     return primal(residual, params, z0)
 
@@ -280,7 +344,9 @@ def _implicit_solution_jvp(primals, tangents, *, primal, backward):
     _, rhs = jax.jvp(residual_of, (diff,), (t_diff,))
     _, lin = jax.linearize(lambda y: residual(y, params), z)
     neg_rhs = jtu.tree_map(jnp.negative, rhs)
-    solve = backward
+    # The forward code goes into the linear solve, which serves the tangent system here and,
+    # transposed, the adjoint system of reverse mode: one guard for both modes.
+    solve = backward.given(primal.result_of(aux))
     z_dot = lax.custom_linear_solve(lin, neg_rhs, solve=solve, transpose_solve=solve)
     return out, (z_dot, none_aux)
 
@@ -294,6 +360,28 @@ def unrolled_steps(residual, params, z_star, steps, damping):
         return jtu.tree_map(lambda a, b: a + jnp.asarray(damping, a.dtype) * b, z, r)
 
     return lax.fori_loop(0, steps, body, lax.stop_gradient(z_star))
+
+
+@eqx.filter_custom_jvp
+def guard_derivatives(x, *, result, throw, where):
+    """``x`` unchanged; its derivatives NaN (``throw=False``) or an error (``throw=True``) where
+    ``result`` is not successful. The tangent is multiplied by 1 or NaN, a linear map, so reverse
+    mode transposes it into the same NaN; the check sits on that multiplier, which the
+    derivative needs, so no dead-code elimination skips it."""
+    return x
+
+
+@guard_derivatives.def_jvp
+def _guard_derivatives_jvp(primals, tangents, *, result, throw, where):
+    (x,), (t,) = primals, tangents
+
+    def scale(tangent):
+        if tangent is None:
+            return None
+        one = jnp.ones((), tangent.dtype)
+        return tangent * raise_or_nan(one, result, throw, failed_derivative_message(where))
+
+    return x, jtu.tree_map(scale, t, is_leaf=lambda v: v is None)
 
 
 def straight_through(value, carrier):

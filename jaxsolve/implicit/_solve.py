@@ -15,11 +15,10 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
-from jax import lax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, PyTree
 
-from .._core import as_float, check_positive, is_concrete
+from .._core import RESULTS, as_float, check_positive, is_concrete
 from ._anderson import Anderson
 from ._base import AbstractLinearSolver, AbstractSolver, Solution
 from ._driver import flatten_problem, iterate
@@ -31,6 +30,7 @@ from ._implicit_diff import (
     _BackwardSolve,
     _check_max_steps,
     fresh_scalars,
+    guard_derivatives,
     implicit_solution,
     no_grad,
     raise_or_nan,
@@ -79,9 +79,20 @@ def check_state(name, z0):
     return jtu.tree_unflatten(treedef, out)
 
 
-def check_output(where, fn_name, z_name, fn, z0, args):
-    """``fn(z0, args)`` must return the structure and shapes of ``z0``; dtypes are cast."""
-    out = jax.eval_shape(fn, z0, args)
+def check_output(where, fn_name, z_name, fn, z0, args, call=None):
+    """``fn(z0, args)`` must return the structure and shapes of ``z0``; dtypes are cast.
+    ``call`` is how the message writes the call (default ``fn_name(z, args)``)."""
+    call = f"{fn_name}(z, args)" if call is None else call
+    try:
+        out = jax.eval_shape(fn, z0, args)
+    except (TypeError, ValueError) as error:
+        # Most often a state of the wrong shape (a broadcast or a matrix product in fn fails on
+        # it): say which argument fn was called with, not only where inside fn it failed.
+        kind = TypeError if isinstance(error, TypeError) else ValueError
+        raise kind(
+            f"{where}: {call} failed when called with {z_name} = {_describe(z0)} "
+            f"(does {z_name} have the shape {fn_name} expects?): {error}"
+        ) from error
     same_tree = jtu.tree_structure(out) == jtu.tree_structure(z0)
     same_shapes = same_tree and all(
         o.shape == jnp.shape(z)
@@ -90,19 +101,26 @@ def check_output(where, fn_name, z_name, fn, z0, args):
     floating = all(jnp.issubdtype(o.dtype, jnp.inexact) for o in jtu.tree_leaves(out))
     if not (same_tree and same_shapes and floating):
         raise ValueError(
-            f"{where}: {fn_name}(z, args) must return a pytree with the structure and shapes of "
+            f"{where}: {call} must return a pytree with the structure and shapes of "
             f"{z_name} (and floating dtypes); {z_name} is {_describe(z0)} but {fn_name} returned "
             f"{_describe(out)}."
         )
 
 
 def check_tolerance(name, value):
-    """A positive scalar tolerance: concrete values are checked now, traced ones at run time."""
+    """A positive scalar tolerance: concrete values are checked now, traced ones at run time.
+
+    Concreteness is judged on what the caller passed: under ``jit`` even a Python float's cast
+    to an array is traced, and its check would wait for run time.
+    """
+    concrete = is_concrete(value)
+    if concrete:
+        check_positive(name, np.asarray(value))
     value = as_float(value)
     if value.ndim != 0:
         raise ValueError(f"{name} must be a scalar; got an array of shape {value.shape}.")
-    if is_concrete(value):
-        return check_positive(name, value)
+    if concrete:
+        return value
     return eqx.error_if(value, ~(value > 0), f"{name} must be positive.")
 
 
@@ -119,13 +137,22 @@ def check_options(where, solver, backward, norm, max_steps, divergence_factor):
         )
     if not callable(norm):
         raise TypeError(f"{where}: norm must be callable; got {type(norm).__name__}.")
-    _check_max_steps(f"{where}: max_steps", max_steps)
-    divergence_factor = as_float(divergence_factor)
-    if is_concrete(divergence_factor) and not float(np.asarray(divergence_factor)) > 1:
+    max_steps = _check_max_steps(f"{where}: max_steps", max_steps)
+    concrete = is_concrete(divergence_factor)
+    if concrete and not np.all(np.asarray(divergence_factor) > 1):
         raise ValueError(
-            f"{where}: divergence_factor must be > 1; got {float(np.asarray(divergence_factor))}."
+            f"{where}: divergence_factor must be > 1; got {np.asarray(divergence_factor)}."
         )
-    return divergence_factor
+    divergence_factor = as_float(divergence_factor)
+    if divergence_factor.ndim != 0:
+        raise ValueError(
+            f"{where}: divergence_factor must be a scalar; got shape {divergence_factor.shape}."
+        )
+    if not concrete:
+        divergence_factor = eqx.error_if(
+            divergence_factor, ~(divergence_factor > 1), f"{where}: divergence_factor must be > 1."
+        )
+    return max_steps, divergence_factor
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,6 +173,15 @@ class _Residual(eqx.Module):
         return out
 
 
+def gradient_result(result, budget_is_normal):
+    """The code that decides whether a solve's derivatives (and ``throw``) count it as failed:
+    ``result`` itself, or with ``max_steps_reached`` passed as successful where a fixed budget is
+    the method's normal case (:class:`DEQ`)."""
+    if not budget_is_normal:
+        return result
+    return RESULTS.where(result == RESULTS.max_steps_reached, RESULTS.successful, result)
+
+
 class _DriverPrimal(eqx.Module):
     solver: AbstractSolver
     max_steps: Any
@@ -153,6 +189,10 @@ class _DriverPrimal(eqx.Module):
     atol: Array
     divergence_factor: Array
     norm: Callable = eqx.field(static=True)
+    budget_is_normal: bool = eqx.field(static=True, default=False)
+
+    def result_of(self, aux):
+        return gradient_result(aux[0], self.budget_is_normal)
 
     def __call__(self, residual, params, z0):
         x0, fn_flat, norm_flat, unravel = flatten_problem(residual, z0, self.norm)
@@ -171,31 +211,51 @@ class _DriverPrimal(eqx.Module):
 
 
 def _solve(
-    where, fixed, fn, z0, args, solver, backward, max_steps, rtol, atol, norm, div, throw
+    where,
+    fixed,
+    fn,
+    z0,
+    args,
+    solver,
+    backward,
+    max_steps,
+    rtol,
+    atol,
+    norm,
+    div,
+    throw,
+    *,
+    budget_is_normal=False,
 ) -> Solution:
     z_name = "z0" if fixed else "x0"
     z0 = check_state(z_name, fresh_scalars(z0))
     args = fresh_scalars(args)
-    div = check_options(where, solver, backward, norm, max_steps, div)
+    max_steps, div = check_options(where, solver, backward, norm, max_steps, div)
     rtol = check_tolerance(f"{where}: rtol", rtol)
     atol = check_tolerance(f"{where}: atol", atol)
     check_output(where, "fn", z_name, fn, z0, args)
     residual = _Residual(eqx.filter_closure_convert(fn, z0, args), fixed)
-    primal = no_grad(_DriverPrimal(solver, max_steps, rtol, atol, div, norm))
+    primal = no_grad(_DriverPrimal(solver, max_steps, rtol, atol, div, norm, budget_is_normal))
     if isinstance(backward, ImplicitDiff):
         b_rtol = rtol if backward.rtol is None else as_float(backward.rtol)
         b_atol = atol if backward.atol is None else as_float(backward.atol)
-        solve = no_grad(_BackwardSolve(backward, b_rtol, b_atol, backward.max_steps, norm))
-        z, (result, k, rnorm) = implicit_solution(residual, args, z0, primal=primal, backward=solve)
+        solve = _BackwardSolve(backward, b_rtol, b_atol, backward.max_steps, norm, where, throw)
+        solve = no_grad(solve)
+        z, aux = implicit_solution(residual, args, z0, primal=primal, backward=solve)
     else:
-        z_star, (result, k, rnorm) = primal(no_grad(residual), no_grad(args), no_grad(z0))
+        z_star, aux = primal(no_grad(residual), no_grad(args), no_grad(z0))
         if isinstance(backward, JacobianFree):
             steps, damping = 1, jnp.ones((), jnp.result_type(float))
         else:  # PhantomGradient (check_options admits nothing else)
             steps, damping = backward.steps, backward.damping
-        z = straight_through(z_star, unrolled_steps(residual, args, z_star, steps, damping))
+        carrier = unrolled_steps(residual, args, z_star, steps, damping)
+        # These modes need no solution either, but one step from a point that is not a fixed
+        # point is no better an answer: the same guard as ImplicitDiff's.
+        carrier = guard_derivatives(carrier, result=primal.result_of(aux), throw=throw, where=where)
+        z = straight_through(z_star, carrier)
+    result, k, rnorm = aux
     if throw:
-        z = raise_or_nan(z, result, True, where)
+        z = raise_or_nan(z, primal.result_of(aux), True, where)
     return Solution(z, result, k, rnorm)
 
 
@@ -220,14 +280,20 @@ def fixed_point(
     (default), :class:`Broyden` or :class:`Newton`, all on the residual :math:`F = f - z`.
     Converged when :math:`\|F(z) / (\text{atol} + \text{rtol}|z|)\| \le 1` with ``norm``
     (default :func:`max_norm`); ``rtol``, ``atol``, ``max_steps`` and ``divergence_factor`` may be
-    traced. A run-time failure is a code in ``Solution.result`` (``max_steps_reached``,
-    ``diverged`` when :math:`\|F\|` exceeds ``divergence_factor`` times its initial value,
-    ``nonfinite``); ``throw=True`` raises it instead (under ``vmap``: if any member fails).
+    traced (then checked at run time; a traced ``max_steps`` may be 0, for sweeps over budgets).
+    A run-time failure is a code in ``Solution.result`` (``max_steps_reached``, ``diverged`` when
+    :math:`\|F\|` exceeds ``divergence_factor`` times its initial value, ``nonfinite``);
+    ``throw=True`` raises it instead (under ``vmap``: if any member fails).
 
     ``backward`` (default :class:`ImplicitDiff`, BiCGStab) decides the derivatives with
     respect to ``args`` and to arrays ``fn`` closes over — exact implicit differentiation in both
     forward and reverse mode, or :class:`JacobianFree` / :class:`PhantomGradient`. The derivative
     with respect to ``z0`` is zero.
+
+    A derivative through a solve whose result is not successful is NaN (``throw=False``) or
+    raises (``throw=True``), in forward and reverse mode and under ``vmap`` per member: the
+    implicit function theorem differentiates a fixed point, and the last iterate of a failed
+    solve is not one, so its derivative would be a plausible wrong number.
     """
     solver = Anderson() if solver is None else solver
     backward = ImplicitDiff() if backward is None else backward
@@ -294,6 +360,41 @@ def root_find(
 # Linear solves.
 
 
+class _LinearResidual(eqx.Module):
+    """``F(x, b) = A x - b``; ``matvec`` is kept for the primal solve."""
+
+    matvec: Callable
+
+    def __call__(self, x, b):
+        out = self.matvec(x)
+        return jtu.tree_map(lambda o, y: jnp.asarray(o).astype(y.dtype) - y, out, b)
+
+
+class _LinearPrimal(eqx.Module):
+    solver: AbstractLinearSolver | AbstractSolver
+    rtol: Array
+    atol: Array
+    max_steps: Any
+    norm: Callable = eqx.field(static=True)
+
+    def __call__(self, residual, b, _):
+        flat, unravel = ravel_pytree(b)
+        mv_flat = lambda x: ravel_pytree(residual.matvec(unravel(x)))[0].astype(flat.dtype)
+        x, result, k, rnorm = solve_flat_linear(
+            mv_flat,
+            flat,
+            self.solver,
+            rtol=self.rtol,
+            atol=self.atol,
+            max_steps=self.max_steps,
+            norm=lambda v: jnp.asarray(self.norm(unravel(v)), v.dtype),
+        )
+        return unravel(x), (result, k, rnorm)
+
+    def result_of(self, aux):
+        return aux[0]
+
+
 def linear_solve(
     matvec: Callable[[PyTree[Array]], PyTree[Array]],
     b: PyTree[ArrayLike],
@@ -312,7 +413,11 @@ def linear_solve(
     nonlinear solver run by the fixed-point driver on :math:`Ax - b` (its convergence test and
     ``norm``; :class:`Picard` is the Richardson iteration :math:`x + (Ax - b)`, which converges
     when :math:`\rho(I + A) < 1`). Differentiable with respect to ``b`` and to arrays ``matvec``
-    closes over (``lax.custom_linear_solve``; the transposed system reuses ``solver``).
+    closes over, in forward and reverse mode (implicit differentiation of :math:`Ax - b = 0`:
+    the tangent and the transposed systems reuse ``solver``, its tolerances and budget, and a
+    failure of theirs is raised or NaN as ``throw`` says). As for :func:`fixed_point`, a
+    derivative through a solve whose result is not successful is NaN (``throw=False``) or
+    raises (``throw=True``).
     """
     solver = GMRES() if solver is None else solver
     if not isinstance(solver, (AbstractLinearSolver, AbstractSolver)):
@@ -323,24 +428,18 @@ def linear_solve(
     b = check_state("b", b)
     rtol = check_tolerance("jaxsolve.implicit.linear_solve: rtol", rtol)
     atol = check_tolerance("jaxsolve.implicit.linear_solve: atol", atol)
-    _check_max_steps("jaxsolve.implicit.linear_solve: max_steps", max_steps)
-    check_output("jaxsolve.implicit.linear_solve", "matvec", "b", lambda x, _: matvec(x), b, None)
-
-    def solve(mv, rhs):
-        flat, unravel = ravel_pytree(rhs)
-        mv_flat = lambda x: ravel_pytree(mv(unravel(x)))[0].astype(flat.dtype)
-        x, result, k, rnorm = solve_flat_linear(
-            mv_flat,
-            flat,
-            solver,
-            rtol=rtol,
-            atol=atol,
-            max_steps=max_steps,
-            norm=lambda v: jnp.asarray(norm(unravel(v)), v.dtype),
-        )
-        return unravel(x), (result, k, rnorm)
-
-    x, (result, k, rnorm) = lax.custom_linear_solve(matvec, b, solve, solve, has_aux=True)
+    max_steps = _check_max_steps("jaxsolve.implicit.linear_solve: max_steps", max_steps)
+    where = "jaxsolve.implicit.linear_solve"
+    check_output(where, "matvec", "b", lambda x, _: matvec(x), b, None, "matvec(x)")
+    # The residual A x - b and its solution go through the same implicit rule as fixed_point:
+    # lax.custom_linear_solve would run the tangent solve without the forward code, and so give
+    # a derivative of the solution where the solve had failed.
+    residual = _LinearResidual(eqx.filter_closure_convert(matvec, b))
+    primal = no_grad(_LinearPrimal(solver, rtol, atol, max_steps, norm))
+    backward = ImplicitDiff(solver, throw=throw)
+    solve = no_grad(_BackwardSolve(backward, rtol, atol, max_steps, norm, where, throw))
+    x, aux = implicit_solution(residual, b, b, primal=primal, backward=solve)
+    result, k, rnorm = aux
     if throw:
-        x = raise_or_nan(x, result, True, "jaxsolve.implicit.linear_solve")
+        x = raise_or_nan(x, result, True, where)
     return Solution(x, result, k, rnorm)

@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxsolve import RESULTS
 from jaxsolve import implicit as ji
 
-from ._problems import normal
+from ._problems import RUNTIME_ERRORS, normal
 
 
 def _data():
@@ -96,3 +97,38 @@ def test_custom_root_rejects_mismatched_conditions():
         ValueError, match=r"x is float32\[2\] but optimality_fn returned float32\[3\]"
     ):
         solver(jnp.zeros(2), 1.0)
+
+
+def _picard_with_code(x0, a, steps):
+    """``steps`` fixed-point steps on x = a cos x, and the solver's own verdict as a code."""
+    x = jax.lax.fori_loop(0, steps, lambda _, x: a * jnp.cos(x), x0)
+    done = jnp.abs(a * jnp.cos(x) - x) <= 1e-12
+    return x, RESULTS.where(done, RESULTS.successful, RESULTS.max_steps_reached)
+
+
+def _cos_root_grad(throw):
+    solver = ji.custom_root(
+        lambda x, a, steps: a * jnp.cos(x) - x,
+        backward=ji.ImplicitDiff(ji.Picard(), rtol=1e-12, atol=1e-12, throw=throw),
+        has_aux=True,
+    )(_picard_with_code)
+    return jax.grad(lambda a, steps: solver(jnp.zeros(()), a, steps)[0])
+
+
+def test_a_code_in_aux_guards_the_derivatives(x64):
+    # custom_root cannot see whether the solver converged; a solver that returns its code in
+    # aux gets NaN derivatives where it failed (two steps: x_2 = a cos a, where the implicit
+    # derivative would be a finite, wrong 0.747) and the closed form
+    # dx/da = cos x / (1 + a sin x) where it converged.
+    grads = jax.jit(jax.vmap(_cos_root_grad(False), (None, 0)))(0.5, jnp.array([2, 200]))
+    x = 0.0
+    for _ in range(200):
+        x = 0.5 * np.cos(x)
+    assert bool(jnp.isnan(grads[0])), grads
+    np.testing.assert_allclose(grads[1], np.cos(x) / (1 + 0.5 * np.sin(x)), rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_a_failure_code_in_aux_raises_with_throw(x64):
+    with pytest.raises(RUNTIME_ERRORS, match="custom_root: a derivative was requested through"):
+        jax.block_until_ready(jax.jit(_cos_root_grad(True))(0.5, 2))

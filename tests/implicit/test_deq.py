@@ -11,7 +11,7 @@ import pytest
 from jaxsolve import RESULTS
 from jaxsolve import implicit as ji
 
-from ._problems import normal
+from ._problems import RUNTIME_ERRORS, normal
 
 
 class Cell(eqx.Module):
@@ -195,3 +195,67 @@ def test_deq_trains_with_cheap_backward_modes(backward):
     history, mse = train(params)
     assert float(history[0]) > 0.3
     assert float(mse) < 0.05, history[-10:]
+
+
+class _CosCell(eqx.Module):
+    """f(z, x) = a cos z + x: a contraction for |a| < 1, with closed-form derivatives."""
+
+    a: jax.Array
+
+    def __call__(self, z, x):
+        return self.a * jnp.cos(z) + x
+
+
+def _value_code_grad(deq, x):
+    def value(a):
+        out = eqx.tree_at(lambda d: d.cell.a, deq, a)(x)
+        return out.value, (out.value, out.solution.result)
+
+    grad, (value, code) = jax.grad(value, has_aux=True)(deq.cell.a)
+    return value, code, grad
+
+
+_VALUE_CODE_GRAD = eqx.filter_jit(eqx.filter_vmap(_value_code_grad, in_axes=(None, 0)))
+
+
+def _two_step_deq(**kw):
+    # Two Picard steps never meet 1e-12: every solve ends at its budget, at z_2 = a cos a + x'
+    # (from z_0 = 0: z_1 = a + x, z_2 = a cos(a + x) + x).
+    return ji.DEQ(
+        _CosCell(jnp.asarray(0.5)),
+        solver=ji.Picard(),
+        backward=ji.ImplicitDiff(ji.Picard(), rtol=1e-12, atol=1e-12),
+        max_steps=2,
+        rtol=1e-12,
+        atol=1e-12,
+        **kw,
+    )
+
+
+def test_deq_budget_is_normal_but_nonfinite_is_not(x64):
+    # A DEQ in training runs a fixed budget: reaching it is reported, not raised, and the
+    # derivative is the implicit one at the last iterate z_2, cos z_2 / (1 + a sin z_2) (what
+    # torchdeq does, and documented). A NaN is never passed on: its code is nonfinite and its
+    # derivative NaN (throw=False), and by default (throw=True) it raises.
+    z2 = 0.5 * np.cos(0.5)
+    value, code, grad = _VALUE_CODE_GRAD(_two_step_deq(throw=False), jnp.array([0.0, jnp.nan]))
+    assert bool(jnp.all((code == RESULTS.max_steps_reached) == jnp.array([True, False])))
+    assert bool((code == RESULTS.nonfinite)[1])
+    np.testing.assert_allclose(value[0], z2, rtol=1e-12)
+    np.testing.assert_allclose(grad[0], np.cos(z2) / (1 + 0.5 * np.sin(z2)), rtol=1e-10)
+    assert bool(jnp.isnan(grad[1]))
+
+    default = _two_step_deq()
+    assert default.throw and not default.require_convergence
+    _, _, grad = _VALUE_CODE_GRAD(default, jnp.array([0.0]))
+    np.testing.assert_allclose(grad[0], np.cos(z2) / (1 + 0.5 * np.sin(z2)), rtol=1e-10)
+    with pytest.raises(RUNTIME_ERRORS, match="DEQ: A NaN or infinity appeared"):
+        jax.block_until_ready(_VALUE_CODE_GRAD(default, jnp.array([0.0, jnp.nan])))
+
+
+def test_deq_require_convergence_treats_the_budget_as_a_failure(x64):
+    strict = _two_step_deq(throw=False, require_convergence=True)
+    _, code, grad = _VALUE_CODE_GRAD(strict, jnp.array([0.0]))
+    assert bool((code == RESULTS.max_steps_reached)[0]) and bool(jnp.isnan(grad[0]))
+    with pytest.raises(TypeError, match="DEQ require_convergence must be a bool"):
+        _two_step_deq(require_convergence=None)

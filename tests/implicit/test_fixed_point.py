@@ -240,3 +240,28 @@ def test_root_find_cubic_and_its_implicit_derivative(x64):
     )(a)
     assert bro.result == RESULTS.successful
     np.testing.assert_allclose(bro.value, x, atol=1e-9)
+
+
+def test_two_norm_and_rms_norm_values_and_gradients():
+    # d||x||_2 / dx = x / ||x||_2 away from 0, and 0 (the minimal-norm subgradient) at 0, where
+    # sqrt(sum(x**2)) gives 0 / 0 = NaN; the same over sqrt(n) for the RMS norm.
+    x = {"a": jnp.array([3.0, 0.0]), "b": jnp.array([[-4.0]])}
+    zero = jax.tree_util.tree_map(jnp.zeros_like, x)
+    for norm, n in ((ji.two_norm, 1.0), (ji.rms_norm, np.sqrt(3.0))):
+        value_and_grad = jax.jit(jax.value_and_grad(norm))
+        value, grad = value_and_grad(x)
+        np.testing.assert_allclose(value, 5.0 / n, rtol=1e-6)
+        np.testing.assert_allclose(grad["a"], np.array([0.6, 0.0]) / n, rtol=1e-6)
+        np.testing.assert_allclose(grad["b"], np.array([[-0.8]]) / n, rtol=1e-6)
+        value, grad = value_and_grad(zero)
+        assert float(value) == 0.0
+        assert all(bool(jnp.all(g == 0)) for g in jax.tree_util.tree_leaves(grad)), grad
+    # Finite entries beyond sqrt(float32 max) ~ 1.8e19 keep a finite norm (squaring them
+    # overflowed: the drivers then called a finite state nonfinite); NaN stays NaN, inf is inf.
+    two_norm = jax.jit(ji.two_norm)
+    big, nan, nan_inf, inf = (
+        float(two_norm(jnp.array(v, jnp.float32)))
+        for v in ([3e30, 4e30], [np.nan, 0.0], [np.nan, np.inf], [np.inf, 1.0])
+    )
+    np.testing.assert_allclose(big, 5e30, rtol=1e-6)
+    assert np.isnan(nan) and np.isnan(nan_inf) and inf == np.inf

@@ -11,6 +11,8 @@ import pytest
 from jaxsolve import RESULTS
 from jaxsolve import implicit as ji
 
+from ._problems import RUNTIME_ERRORS
+
 N_NODES, N_EDGES = 9, 24
 
 # Built once at import (float32) and cast to float64 inside each test: the Equinox MLP
@@ -81,16 +83,31 @@ def test_implicit_gradients_match_the_dense_solve(x64):
         np.testing.assert_allclose(a, b, atol=1e-9)
 
 
+# The outputs alone, compiled once for the tests below (same model configuration and shapes).
+_OUTPUTS = eqx.filter_jit(lambda m, *g: m(*g)[0])
+
+
 def test_permutation_equivariance(x64):
     model = _model()
     nodes, edges, senders, receivers = _graph(seed=3)
     perm = jnp.asarray(np.random.default_rng(4).permutation(N_NODES))
     inv = jnp.argsort(perm)
-    run = eqx.filter_jit(lambda m, *g: m(*g)[0])
-    out = run(model, nodes, edges, senders, receivers)
+    out = _OUTPUTS(model, nodes, edges, senders, receivers)
     # Relabel node i as inv[i]: nodes move, edge endpoints are renamed.
-    out_perm = run(model, nodes[perm], edges, inv[senders], inv[receivers])
+    out_perm = _OUTPUTS(model, nodes[perm], edges, inv[senders], inv[receivers])
     np.testing.assert_allclose(out_perm, out[perm], atol=1e-10)
+
+
+def test_a_failed_solve_raises_by_default(x64):
+    # The transition is a contraction, so a failure is a fault, not a normal case: raised by
+    # default (throw=True). Before, a NaN feature gave NaN outputs with only a code to read.
+    model = _model()
+    assert model.throw
+    nodes, edges, senders, receivers = _graph(seed=3)
+    with pytest.raises(RUNTIME_ERRORS, match="NaN or infinity"):
+        jax.block_until_ready(
+            _OUTPUTS(model, nodes.at[0, 0].set(jnp.nan), edges, senders, receivers)
+        )
 
 
 @pytest.mark.slow

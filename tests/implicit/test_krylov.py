@@ -1,6 +1,8 @@
 """Krylov solvers (GMRES, CG, BiCGStab) and linear_solve: parity with dense solves, honest failure codes,
 differentiability."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ from jaxsolve import RESULTS
 from jaxsolve import implicit as ji
 
 from .._jaxpr import HIGHEST, dot_precisions
-from ._problems import normal
+from ._problems import RUNTIME_ERRORS, normal
 
 N = 12
 
@@ -89,6 +91,42 @@ def test_bicgstab_budget_and_breakdown_are_reported(x64):
     assert sol.result == RESULTS.max_steps_reached
     assert bool(jnp.all(jnp.isfinite(sol.value)))
     np.testing.assert_allclose(sol.residual, 1.0)
+
+
+@jax.jit
+@functools.partial(jax.vmap, in_axes=(None, None, 0))
+def _linear_derivatives(a, b, budget):
+    """Reverse- and forward-mode derivatives of a CG solve with ``budget`` products."""
+
+    def solve(b):
+        return ji.linear_solve(
+            lambda x: a @ x,
+            b,
+            solver=ji.CG(),
+            rtol=1e-12,
+            atol=1e-14,
+            max_steps=budget,
+            throw=False,
+        ).value
+
+    _, tangent = jax.jvp(solve, (b,), (jnp.ones_like(b),))
+    return jax.grad(lambda b: jnp.sum(jnp.sin(solve(b))))(b), tangent
+
+
+def test_derivatives_through_a_failed_linear_solve_are_nan_or_raise(x64):
+    # Three products do not solve the system; the derivative of that x used to come from the
+    # tangent solve, itself cut at three products and unchecked: finite, wrong and silent. Now
+    # NaN for the failed member, and the closed forms dL/db = A^-1 cos(x) (A symmetric) and
+    # dx/db . 1 = A^-1 1 for the converged one.
+    _, spd, b = _matrices()
+    grad, tangent = _linear_derivatives(spd, b, jnp.array([3, 400]))
+    assert bool(jnp.all(jnp.isnan(grad[0]))) and bool(jnp.all(jnp.isnan(tangent[0])))
+    x = jnp.linalg.solve(spd, b)
+    np.testing.assert_allclose(grad[1], jnp.linalg.solve(spd, jnp.cos(x)), atol=1e-9)
+    np.testing.assert_allclose(tangent[1], jnp.linalg.solve(spd, jnp.ones(N)), atol=1e-9)
+    starved = lambda b: ji.linear_solve(lambda x: spd @ x, b, solver=ji.CG(), max_steps=3)
+    with pytest.raises(RUNTIME_ERRORS, match="derivative was requested through a solve that"):
+        jax.block_until_ready(jax.jit(jax.grad(lambda b: jnp.sum(starved(b).value)))(b))
 
 
 def test_linear_solve_is_differentiable_and_accepts_driver_solvers(x64):
