@@ -11,6 +11,7 @@ from ._errors import (
     is_concrete,
 )
 from ._files import check_writable_dir
+from ._numerics import safe_divide, safe_sqrt
 from ._precision import exact_dot, exact_einsum, exact_tensordot
 from ._prng import per_sample_keys
 from ._results import RESULTS
@@ -39,6 +40,8 @@ __all__ = [
     "is_concrete",
     "per_sample_keys",
     "replicate",
+    "safe_divide",
+    "safe_sqrt",
     "shard_batch",
     "to_host",
 ]

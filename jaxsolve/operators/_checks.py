@@ -4,6 +4,8 @@ Every layer of this pillar works on one sample; a batch goes through :func:`jax.
 batch axis passed by mistake is the most common error, so it gets its own message.
 """
 
+import math
+
 import numpy as np
 
 
@@ -43,3 +45,41 @@ def check_sizes(**sizes) -> None:
     for name, v in sizes.items():
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be a positive int; got {v!r}.")
+
+
+def is_int(v) -> bool:
+    """A Python or NumPy integer (not a bool, not a float that happens to be whole)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def check_widths(name: str, widths) -> tuple[int, ...]:
+    """A sequence of positive ints (hidden layer widths), as a tuple; ``ValueError`` naming
+    ``name`` otherwise (a width of 0 would give a layer with no units and a 1/sqrt(0) scale)."""
+    if is_int(widths):
+        raise TypeError(
+            f"{name} must be a sequence of ints (one per hidden layer); got {widths!r}."
+        )
+    try:
+        widths = tuple(widths)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a sequence of ints (one per hidden layer); got {widths!r}."
+        ) from None
+    if not all(is_int(w) and w >= 1 for w in widths):
+        raise ValueError(f"{name} must hold positive ints; got {list(widths)!r}.")
+    return tuple(int(w) for w in widths)
+
+
+def check_real(name: str, value, *, minimum: float | None = None, strict: bool = False) -> float:
+    """``value`` as a finite float (``> minimum`` if ``strict``, else ``>= minimum``)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number; got {value!r}.")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number; got {value!r}.") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite; got {value!r}.")
+    if minimum is not None and (v <= minimum if strict else v < minimum):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}; got {value!r}.")
+    return v

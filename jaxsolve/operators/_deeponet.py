@@ -37,13 +37,21 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._checks import check_sizes, check_widths, is_int
 from ._init import draw, subkeys
 
 
 def _shape_tuple(in_shape):
-    if isinstance(in_shape, (int, np.integer)):
-        return (int(in_shape),)
-    return tuple(int(n) for n in in_shape)
+    """``in_shape`` (an int or a tuple of ints, each >= 1) as a tuple."""
+    if is_int(in_shape):
+        in_shape = (in_shape,)
+    try:
+        shape = tuple(in_shape)
+    except TypeError:
+        raise TypeError(f"in_shape must be an int or a tuple of ints; got {in_shape!r}.") from None
+    if not shape or not all(is_int(n) and n >= 1 for n in shape):
+        raise ValueError(f"in_shape must be a non-empty tuple of positive ints; got {in_shape!r}.")
+    return tuple(int(n) for n in shape)
 
 
 def _check_inputs(u, y, in_shape, coord_dim, where):
@@ -113,16 +121,12 @@ class DeepONet(eqx.Module):
         dtype=None,
     ):
         self.in_shape = _shape_tuple(in_shape)
+        check_sizes(coord_dim=coord_dim, out_channels=out_channels, latent=latent)
+        branch_widths = check_widths("branch_widths", branch_widths)
+        trunk_widths = check_widths("trunk_widths", trunk_widths)
         self.coord_dim = int(coord_dim)
         self.out_channels = int(out_channels)
         self.latent = int(latent)
-        for name, v in (
-            ("coord_dim", self.coord_dim),
-            ("out_channels", self.out_channels),
-            ("latent", self.latent),
-        ):
-            if v < 1:
-                raise ValueError(f"{name} must be >= 1; got {v}.")
         self.activation = activation
         dtype = dtype or jnp.zeros(()).dtype
         kb, kt = subkeys(key, 2)
@@ -183,13 +187,13 @@ class MultiONet(eqx.Module):
         dtype=None,
     ):
         self.in_shape = _shape_tuple(in_shape)
+        check_sizes(coord_dim=coord_dim, out_channels=out_channels, width=width, depth=depth)
         self.coord_dim = int(coord_dim)
         self.out_channels = int(out_channels)
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1; got {depth}.")
-        n_sum = depth if n_sum is None else int(n_sum)
-        if not 1 <= n_sum <= depth:
-            raise ValueError(f"n_sum must lie in [1, depth={depth}]; got {n_sum}.")
+        n_sum = depth if n_sum is None else n_sum
+        if not is_int(n_sum) or not 1 <= n_sum <= depth:
+            raise ValueError(f"n_sum must be an int in [1, depth={depth}]; got {n_sum!r}.")
+        n_sum = int(n_sum)
         if width % self.out_channels:
             raise ValueError(
                 f"width={width} must be divisible by out_channels={self.out_channels}: each "

@@ -31,7 +31,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core import check_choice
-from ._checks import check_option, check_sample, check_sizes
+from ._checks import check_option, check_real, check_sample, check_sizes, is_int
 from ._init import draw, subkeys
 from ._spectral import periodic_grid
 from ._spectral_conv import SpectralConv
@@ -65,8 +65,9 @@ class ChannelMLP(eqx.Module):
         init: str = "uniform",
         dtype=None,
     ):
-        if n_layers < 1:
-            raise ValueError(f"n_layers must be >= 1; got {n_layers}.")
+        check_sizes(in_channels=in_channels, out_channels=out_channels, n_layers=n_layers)
+        if hidden_channels is not None:
+            check_sizes(hidden_channels=hidden_channels)
         check_choice("init", init, {"uniform", "normal"})
         hidden = in_channels if hidden_channels is None else hidden_channels
         sizes = [in_channels] + [hidden] * (n_layers - 1) + [out_channels]
@@ -110,6 +111,7 @@ class SoftGating(eqx.Module):
     weight: Float[Array, " c"]
 
     def __init__(self, channels: int, dtype=None):
+        check_sizes(channels=channels)
         self.weight = jnp.asarray(np.ones((channels,)), dtype or jnp.zeros(()).dtype)
 
     def __call__(self, x):
@@ -165,6 +167,7 @@ class FNOBlock(eqx.Module):
 
 
 def _normalize_padding(domain_padding, d):
+    """One finite fraction >= 0 per spatial axis, or None for no padding."""
     if domain_padding is None:
         return None
     if isinstance(domain_padding, (tuple, list)):
@@ -172,12 +175,16 @@ def _normalize_padding(domain_padding, d):
             raise ValueError(
                 f"domain_padding needs one fraction per spatial axis ({d}); got {domain_padding!r}."
             )
-        fr = tuple(float(f) for f in domain_padding)
+        fr = tuple(check_real("domain_padding", f, minimum=0.0) for f in domain_padding)
     else:
-        fr = (float(domain_padding),) * d
-    if any(f < 0 for f in fr):
-        raise ValueError(f"domain_padding fractions must be >= 0; got {fr}.")
+        fr = (check_real("domain_padding", domain_padding, minimum=0.0),) * d
     return None if all(f == 0 for f in fr) else fr
+
+
+def _check_hidden(name, value):
+    """A hidden MLP width: None (the default) or an int >= 0 (0: a single linear layer)."""
+    if value is not None and not (is_int(value) and value >= 0):
+        raise ValueError(f"{name} must be None or an int >= 0; got {value!r}.")
 
 
 def padding_cells(fractions: Sequence[float], spatial_shape: Sequence[int]) -> tuple[int, ...]:
@@ -293,6 +300,18 @@ class FNO(eqx.Module):
         check_choice("padding_mode", padding_mode, {"symmetric", "one-sided"})
         check_option("skip", skip, _SKIPS)
         check_option("channel_mlp_skip", channel_mlp_skip, _SKIPS)
+        _check_hidden("lifting_channels", lifting_channels)
+        _check_hidden("projection_channels", projection_channels)
+        if channel_mlp_expansion is not None:
+            ratio = check_real(
+                "channel_mlp_expansion", channel_mlp_expansion, minimum=0.0, strict=True
+            )
+            if round(width * ratio) < 1:
+                raise ValueError(
+                    f"channel_mlp_expansion={channel_mlp_expansion!r} gives a channel MLP of "
+                    f"round({width} * {channel_mlp_expansion!r}) = 0 hidden channels; use a ratio "
+                    f"of at least 1/width = {1 / width:g}."
+                )
         d = int(num_spatial_dims)
         self.num_spatial_dims = d
         self.in_channels = int(in_channels)

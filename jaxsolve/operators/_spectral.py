@@ -35,7 +35,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Complex, Float
 
-from .._core import as_float, exact_tensordot
+from .._core import as_float, exact_tensordot, is_concrete, safe_sqrt
 
 # ----------------------------------------------------------------------------------------------
 # Static argument handling
@@ -64,16 +64,37 @@ def normalize_modes(modes, num_spatial_dims: int, name: str = "modes") -> tuple[
     return tuple(out)
 
 
+def _modes_tuple(modes) -> tuple[int, ...]:
+    """``modes`` of a helper that takes its spatial rank from them: an int is one axis."""
+    if isinstance(modes, (int, np.integer)) and not isinstance(modes, bool):
+        return normalize_modes(modes, 1)
+    try:
+        rank = len(modes)
+    except TypeError:
+        raise TypeError(f"modes must be an int or a tuple of ints; got {modes!r}.") from None
+    if rank == 0:
+        raise ValueError("modes must name at least one spatial axis; got ().")
+    return normalize_modes(modes, rank)
+
+
 def normalize_lengths(lengths, num_spatial_dims: int) -> tuple:
-    """Box lengths as a tuple with one entry per spatial axis (entries may be traced)."""
+    """Box lengths as a tuple with one entry per spatial axis (entries may be traced; concrete
+    ones must be finite and positive)."""
     if isinstance(lengths, (tuple, list)):
         if len(lengths) != num_spatial_dims:
             raise ValueError(
                 f"lengths must have one entry per spatial axis ({num_spatial_dims}); "
                 f"got {len(lengths)}."
             )
-        return tuple(lengths)
-    return (lengths,) * num_spatial_dims
+        out = tuple(lengths)
+    else:
+        out = (lengths,) * num_spatial_dims
+    for length in out:
+        if is_concrete(length):
+            value = np.asarray(length)
+            if value.ndim or not np.isfinite(value) or not value > 0:
+                raise ValueError(f"lengths must be finite numbers > 0; got {lengths!r}.")
+    return out
 
 
 def mode_shape(modes: Sequence[int]) -> tuple[int, ...]:
@@ -150,9 +171,7 @@ def rfft_modes(
     array (less work on large grids, more transform calls).
     """
     x = jnp.asarray(x)
-    if isinstance(modes, (int, np.integer)):
-        modes = (int(modes),)
-    modes = tuple(int(m) for m in modes)
+    modes = _modes_tuple(modes)
     d = len(modes)
     if x.ndim < d:
         raise ValueError(f"rfft_modes: {d} spatial axes requested; x has shape {x.shape}.")
@@ -261,7 +280,7 @@ def _dft_matrices(n: int, m: int, dtype):
 def rdft_modes(x: Float[ArrayLike, " *batch_and_spatial"], modes: Sequence[int]):
     """:func:`rfft_modes` computed with matrix products; returns the compact complex block."""
     x = as_float(jnp.asarray(x))
-    modes = tuple(int(m) for m in modes)
+    modes = _modes_tuple(modes)
     d = len(modes)
     spatial = x.shape[x.ndim - d :]
     check_grid(modes, spatial)
@@ -335,7 +354,7 @@ def rdft_modes_last(
     ``jax.vmap``'s batch axis in front (no full-size transposes; see the FNO's notes on layout).
     """
     x = as_float(jnp.asarray(x))
-    modes = tuple(int(m) for m in modes)
+    modes = _modes_tuple(modes)
     d = len(modes)
     spatial = x.shape[x.ndim - d - 1 : x.ndim - 1]
     check_grid(modes, spatial)
@@ -407,9 +426,7 @@ def dct_modes(
     the DCT-II up to that scale.
     """
     x = as_float(jnp.asarray(x))
-    if isinstance(modes, (int, np.integer)):
-        modes = (int(modes),)
-    modes = tuple(int(m) for m in modes)
+    modes = _modes_tuple(modes)
     d = len(modes)
     spatial = x.shape[x.ndim - d :]
     _check_dct_grid(modes, spatial)
@@ -541,6 +558,8 @@ def sobolev_norm(
     """
     u, d = _split_spatial(u, num_spatial_dims)
     lengths = normalize_lengths(lengths, d)
+    if is_concrete(s) and not np.all(np.isfinite(np.asarray(s, np.float64))):
+        raise ValueError(f"s must be finite (the Sobolev order); got {s!r}.")
     spatial = u.shape[u.ndim - d :]
     axes = tuple(range(u.ndim - d, u.ndim))
     uh = jnp.fft.rfftn(u, axes=axes, norm="forward")
@@ -552,7 +571,10 @@ def sobolev_norm(
     volume = 1.0
     for length in lengths:
         volume = volume * jnp.asarray(length, u.dtype)
-    return jnp.sqrt(volume * jnp.sum(weight * power))
+    squared = volume * jnp.sum(weight * power)
+    # sqrt with derivative 0 at u = 0 (not inf * 0 = NaN), so a loss at pred == target has a
+    # zero gradient.
+    return safe_sqrt(squared)
 
 
 def spectral_derivative(
@@ -571,9 +593,13 @@ def spectral_derivative(
     """
     if isinstance(orders, (int, np.integer)):
         orders = (int(orders),)
+    orders = tuple(orders)
+    if not orders or any(
+        not isinstance(a, (int, np.integer)) or isinstance(a, bool) or a < 0 for a in orders
+    ):
+        # A fractional order would be truncated: say so rather than differentiate less.
+        raise ValueError(f"orders must be non-negative ints, one per spatial axis; got {orders}.")
     orders = tuple(int(a) for a in orders)
-    if any(a < 0 for a in orders):
-        raise ValueError(f"orders must be non-negative; got {orders}.")
     u = as_float(u)
     d = len(orders)
     if u.ndim < d:

@@ -22,7 +22,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Complex, Float, PRNGKeyArray
 
-from ._checks import check_option, check_sample, check_sizes
+from ._checks import check_option, check_real, check_sample, check_sizes, is_int
 from ._init import draw
 from ._spectral import (
     check_grid,
@@ -197,6 +197,8 @@ class CPSpectralWeight(eqx.Module):
 def _tucker_ranks(dims, rank) -> tuple[int, ...]:
     """Tucker ranks from an int (every axis, capped), a tuple, or a float parameter fraction."""
     if isinstance(rank, (tuple, list)):
+        if not all(is_int(r) for r in rank):
+            raise ValueError(f"Tucker ranks must be ints; got {rank!r}.")
         ranks = tuple(int(r) for r in rank)
         if len(ranks) != len(dims):
             raise ValueError(
@@ -211,9 +213,7 @@ def _tucker_ranks(dims, rank) -> tuple[int, ...]:
         if rank < 1:
             raise ValueError(f"rank must be >= 1; got {rank}.")
         return tuple(min(int(rank), n) for n in dims)
-    frac = float(rank)
-    if not 0.0 < frac:
-        raise ValueError(f"a float rank is a fraction of the dense parameter count; got {rank}.")
+    frac = _rank_fraction(rank)
     budget = frac * math.prod(dims)
 
     def ranks_for(f):
@@ -235,10 +235,18 @@ def _cp_rank(dims, rank) -> int:
         if rank < 1:
             raise ValueError(f"rank must be >= 1; got {rank}.")
         return int(rank)
-    frac = float(rank)
-    if not 0.0 < frac:
-        raise ValueError(f"a float rank is a fraction of the dense parameter count; got {rank}.")
+    frac = _rank_fraction(rank)
     return max(1, round(frac * math.prod(dims) / sum(dims)))
+
+
+def _rank_fraction(rank) -> float:
+    """A float rank: the fraction of the dense parameter count, finite and > 0."""
+    frac = check_real("rank", rank)
+    if not 0.0 < frac:
+        raise ValueError(
+            f"a float rank is a fraction of the dense parameter count, > 0; got {rank!r}."
+        )
+    return frac
 
 
 class SpectralConv(eqx.Module):

@@ -40,7 +40,7 @@ from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core import check_choice
-from ._checks import check_sample, check_sizes
+from ._checks import check_sample, check_sizes, is_int
 from ._fno import ChannelMLP
 from ._init import draw, subkeys
 from ._spectral import (
@@ -170,6 +170,12 @@ class T1(eqx.Module):
         )
         check_choice("transform", transform, {"rfft", "dct"})
         check_choice("init", init, {"vp", "standard"})
+        for name, hidden in (
+            ("lifting_channels", lifting_channels),
+            ("projection_channels", projection_channels),
+        ):
+            if not (is_int(hidden) and hidden >= 0):
+                raise ValueError(f"{name} must be an int >= 0 (0: one linear map); got {hidden!r}.")
         d = int(num_spatial_dims)
         dtype = dtype or jnp.zeros(()).dtype
         self.num_spatial_dims = d

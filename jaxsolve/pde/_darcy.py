@@ -18,18 +18,31 @@ most :math:`\max a / \min a` whatever the grid: for the FNO fields (:math:`a \in
 Solving Linear Systems", Hestenes & Stiefel; fast Poisson preconditioning as in Concus & Golub).
 
 Derivatives with respect to :math:`a` and :math:`f` come from the implicit function theorem
-(``lax.custom_linear_solve``): the adjoint system is the same symmetric system.
+(``lax.custom_linear_solve``): the adjoint system is the same symmetric system. A derivative taken
+through a solve that failed would be the derivative at a point that solves nothing: it raises
+with ``throw=True`` (the default) and is NaN with ``throw=False``, as is the gradient when the
+adjoint solve itself fails; never a plausible number.
+
+The scheme needs :math:`a > 0` everywhere: with :math:`a \le 0` somewhere the matrix is no longer
+positive definite (a harmonic face mean of opposite signs can even be infinite), and for
+:math:`a < 0` everywhere CG "converges" to :math:`-u`, a solution of a different equation.
+A concrete ``a`` that is not positive and finite raises ``ValueError``; a traced one is checked at
+run time (:func:`equinox.error_if`).
 """
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._core import RESULTS, as_float, check_positive, default_float
+from .._core import RESULTS, as_float, check_integer_count, default_float, is_concrete
+from ._checks import check_parameter
 
 
 class DarcySolution(eqx.Module):
@@ -122,6 +135,55 @@ def _pcg(matvec, precond, b, rtol, atol, max_steps):
     return x, k, jnp.linalg.norm(r) <= tol
 
 
+_FAILED = (
+    "darcy_solve: CG did not converge (it reached max_steps, or a NaN or infinity appeared in a "
+    "or f). Pass throw=False to read the result code instead."
+)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _derivative_only_if(x, ok, throw):
+    """``x``; its derivatives are NaN where ``ok`` is False (a failed solve), or raise when
+    ``throw``."""
+    return x
+
+
+@_derivative_only_if.defjvp
+def _derivative_only_if_jvp(throw, primals, tangents):
+    x, ok = primals
+    tx, _ = tangents
+    scale = jnp.where(ok, 1.0, jnp.nan).astype(tx.dtype)
+    if throw:
+        # On the scale, not on x: under jax.grad the primal output is discarded (and with it a
+        # check placed on x), while the scale is a residual the backward pass needs.
+        scale = eqx.error_if(scale, ~ok, _FAILED)
+    # A product with a constant, so the tangent stays linear (reverse mode transposes it).
+    return x, tx * scale
+
+
+def _check_field(name, v):
+    """A real array; when concrete, finite (and, for the coefficient ``a``, positive).
+
+    Called on the argument as given: inside a trace even a conversion of a constant (``astype``)
+    gives a tracer, whose value can no longer be read.
+    """
+    if jnp.iscomplexobj(v):
+        raise TypeError(f"darcy_solve: {name} must be real; got dtype {jnp.result_type(v)}.")
+    if not is_concrete(v):
+        return
+    values = np.asarray(v, np.float64)
+    bad = ~np.isfinite(values)
+    if name == "a":
+        bad |= values <= 0
+    if np.any(bad):
+        rule = "positive and finite" if name == "a" else "finite"
+        first = tuple(int(i) for i in np.argwhere(bad)[0]) if values.ndim else ()
+        raise ValueError(
+            f"darcy_solve: {name} must be {rule} at every node; got {values[first].item()!r} at "
+            f"index {first} ({int(bad.sum())} of {values.size} nodes)."
+        )
+
+
 def darcy_solve(
     a: Float[ArrayLike, " *c s s"],
     f: Float[ArrayLike, " *c s s"] | float = 1.0,
@@ -129,21 +191,31 @@ def darcy_solve(
     rtol: float | None = None,
     atol: float = 0.0,
     max_steps: int | Int[ArrayLike, ""] = 500,
-    throw: bool = False,
+    throw: bool = True,
 ) -> DarcySolution:
     r"""Solve :math:`-\nabla\cdot(a\nabla u) = f` on :math:`[0,1]^2` with :math:`u = 0` on the
     boundary, on the ``s x s`` node grid of ``a`` (see the module docstring).
 
     Args:
-        a: positive coefficient at the nodes, shape ``(s, s)`` or one sample ``(1, s, s)``.
+        a: positive, finite coefficient at the nodes, shape ``(s, s)`` or one sample
+            ``(1, s, s)``. Concrete: checked now (``ValueError`` naming the first bad node);
+            traced: a non-positive value raises when the compiled code runs (a NaN or infinity
+            gives ``RESULTS.nonfinite``).
         f: right-hand side, a number or an array like ``a`` (its boundary values are unused).
         rtol, atol: stop when :math:`\|f - Au\|_2 \le \text{atol} + \text{rtol}\,\|f\|_2` on the
-            interior; ``rtol`` defaults to 1e-5 in float32 and 1e-10 in float64.
-        max_steps: most CG iterations (may be traced).
-        throw: raise if the solve did not converge (else read ``result``).
+            interior; ``rtol`` defaults to 1e-5 in float32 and 1e-10 in float64 and must be
+            below 1 (at ``rtol >= 1`` the zero field passes the test).
+        max_steps: most CG iterations (an int >= 1, or a traced integer).
+        throw: raise if the solve did not succeed. On by default, as everywhere a result code
+            exists: pass ``throw=False`` to read ``result`` instead (say, for a batch under
+            ``jax.vmap``, where one failure would stop all).
 
-    One solve; batch with ``jax.vmap``.
+    One solve; batch with ``jax.vmap``. With ``throw=False`` a failed solve returns the last CG
+    iterate with a non-successful ``result``, and derivatives through it are NaN (with
+    ``throw=True`` they raise, as the solve does).
     """
+    _check_field("a", a)
+    _check_field("f", f)
     a = as_float(a)
     squeeze = a.ndim == 3
     if squeeze:
@@ -164,10 +236,26 @@ def darcy_solve(
     a, f = a.astype(dtype), f.astype(dtype)
     if rtol is None:
         rtol = 1e-10 if dtype == jnp.float64 else 1e-5
-    check_positive("rtol", rtol, allow_zero=True)
-    check_positive("atol", atol, allow_zero=True)
-    if isinstance(max_steps, int) and max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1; got {max_steps}.")
+    check_parameter("darcy_solve", "rtol", rtol, "non-negative")
+    check_parameter("darcy_solve", "atol", atol, "non-negative")
+    if is_concrete(rtol) and not float(rtol) < 1:
+        raise ValueError(
+            f"darcy_solve: rtol must be < 1 (at rtol >= 1 the zero field meets the tolerance); "
+            f"got {rtol!r}."
+        )
+    if is_concrete(max_steps):
+        max_steps = check_integer_count("max_steps", max_steps, minimum=1)
+    elif not jnp.issubdtype(jnp.result_type(max_steps), jnp.integer) or jnp.ndim(max_steps):
+        raise TypeError(
+            f"max_steps must be an int or a traced integer scalar; got "
+            f"{jnp.result_type(max_steps)}{list(jnp.shape(max_steps))}."
+        )
+    # A traced coefficient: checked when the compiled code runs (a concrete one was checked
+    # above). NaN passes this test on purpose: CG stops on it and reports RESULTS.nonfinite.
+    if not is_concrete(a):
+        a = eqx.error_if(
+            a, jnp.any(a <= 0), "darcy_solve: a must be positive at every node (a traced value)."
+        )
 
     matvec = darcy_operator(a)
     precond = poisson_inverse(s, dtype)
@@ -177,7 +265,14 @@ def darcy_solve(
         x, k, converged = _pcg(mv, precond, rhs, rtol, atol, max_steps)
         return x, (k, converged)
 
-    x, (k, converged) = lax.custom_linear_solve(matvec, b, solve, symmetric=True, has_aux=True)
+    def adjoint_solve(mv, rhs):
+        # The backward pass's solve: if it fails, the gradient is NaN rather than wrong.
+        x, k, converged = _pcg(mv, precond, rhs, rtol, atol, max_steps)
+        return jnp.where(converged, x, jnp.nan), (k, converged)
+
+    x, (k, converged) = lax.custom_linear_solve(
+        matvec, b, solve, adjoint_solve, symmetric=True, has_aux=True
+    )
     true = jnp.linalg.norm(b - matvec(x))
     finite = jnp.isfinite(true) & jnp.all(jnp.isfinite(x))
     result = RESULTS.where(
@@ -185,8 +280,9 @@ def darcy_solve(
         RESULTS.where(converged, RESULTS.successful, RESULTS.max_steps_reached),
         RESULTS.nonfinite,
     )
+    x = _derivative_only_if(x, result == RESULTS.successful, bool(throw))
     if throw:
-        x = eqx.error_if(x, result != RESULTS.successful, "darcy_solve: CG did not converge.")
+        x = eqx.error_if(x, result != RESULTS.successful, _FAILED)
     u = jnp.pad(x, 1)
     bnorm = jnp.linalg.norm(b)
     rel = true / jnp.where(bnorm > 0, bnorm, jnp.ones((), default_float()))

@@ -20,6 +20,8 @@ Sample ``i`` is drawn from ``fold_in(key, offset + i)``, so it does not depend o
 functions subsampled. Generation runs in compiled chunks of ``chunk_size`` samples with a tqdm bar;
 results are cached as ``.npz`` files named by a hash of every parameter (``cache_dir=None``
 disables the cache; the default directory is ``$JAXSOLVE_CACHE`` or ``~/.cache/jaxsolve``).
+A cache file that cannot be read or holds the wrong arrays is regenerated with a warning naming
+it; a ``cache_dir`` that cannot be written raises ``ValueError`` before any data are generated.
 Arrays come back as ``(n_samples, 1, *spatial)`` in the default float dtype.
 """
 
@@ -29,6 +31,10 @@ import hashlib
 import json
 import math
 import os
+import tempfile
+import warnings
+import zipfile
+import zlib
 from collections.abc import Callable
 
 import jax
@@ -38,6 +44,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
 from .._core import RESULTS, default_float, per_sample_keys
+from ._checks import check_parameter
 from ._darcy import darcy_solve
 from ._equations import Burgers, NavierStokes2D, fno_forcing
 from ._etdrk import ETDRK
@@ -85,6 +92,52 @@ def _subsample_factor(name_fine, fine, name, coarse, *, nodes: bool) -> int:
     return r
 
 
+def _read_cache(path: str, n_samples: int, dtype) -> tuple | None:
+    """The arrays stored at ``path``, or None when there is no usable file there.
+
+    A file that cannot be read (truncated, overwritten, a flipped byte: zip members carry a
+    CRC-32 that ``np.load`` checks) or that holds arrays of the wrong size, dtype or with
+    non-finite values is reported with a warning naming it, and then regenerated.
+    """
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path) as stored:
+            names = sorted(k for k in stored.files if k.startswith("out"))
+            arrays = tuple(np.asarray(stored[k]) for k in names)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        problem = f"cannot be read ({type(err).__name__}: {err})"
+    else:
+        if not arrays:
+            problem = "holds no arrays"
+        elif any(a.shape[:1] != (n_samples,) or a.dtype != dtype for a in arrays):
+            problem = (
+                f"holds arrays of shapes {[a.shape for a in arrays]} and dtypes "
+                f"{sorted({a.dtype.name for a in arrays})}, not {n_samples} samples of {dtype.name}"
+            )
+        elif not all(np.all(np.isfinite(a)) for a in arrays):
+            problem = "holds NaN or infinity"
+        else:
+            return arrays
+    warnings.warn(
+        f"the dataset cache file {path} {problem}; regenerating it.", RuntimeWarning, stacklevel=4
+    )
+    return None
+
+
+def _check_writable(cache_dir: str) -> None:
+    """Create ``cache_dir`` and a file in it, or raise ``ValueError`` naming it."""
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cache_dir, prefix=".probe-"):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"cache_dir={cache_dir!r} is not a writable directory ({type(err).__name__}: {err}); "
+            f"pass another directory, or cache_dir=None to keep the data in memory only."
+        ) from err
+
+
 def _generate(
     kind: str,
     params: dict,
@@ -116,12 +169,11 @@ def _generate(
         cache_dir = default_cache_dir() if cache_dir == "auto" else os.fspath(cache_dir)
         digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:20]
         path = os.path.join(cache_dir, f"{kind}-{digest}.npz")
-        if os.path.exists(path):
-            with np.load(path) as stored:
-                names = sorted(k for k in stored.files if k.startswith("out"))
-                arrays = tuple(stored[k] for k in names)
-            if arrays and all(a.shape[0] == n_samples for a in arrays):
-                return tuple(jnp.asarray(a) for a in arrays)
+        arrays = _read_cache(path, n_samples, dtype)
+        if arrays is not None:
+            return tuple(jnp.asarray(a) for a in arrays)
+        # Generating can take hours; find out now, not then, that the result cannot be saved.
+        _check_writable(cache_dir)
 
     chunk = min(chunk_size, n_samples)
     run = jax.jit(jax.vmap(sample_fn))
@@ -145,16 +197,17 @@ def _generate(
                 f"large for this resolution?); parameters {params}."
             )
     if path is not None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        # Written aside and moved into place, so a crash mid-write never leaves a partial file
+        # under the cache's name.
         tmp = f"{path}.{os.getpid()}.tmp.npz"
         np.savez(tmp, **{f"out{i}": a for i, a in enumerate(arrays)})
         os.replace(tmp, path)
     return tuple(jnp.asarray(a) for a in arrays)
 
 
-def _time_steps(T, dt):
-    if not (T > 0 and dt > 0):
-        raise ValueError(f"T and dt must be positive; got T={T}, dt={dt}.")
+def _time_steps(where, T, dt, name_T="T"):
+    check_parameter(where, name_T, T, "positive")
+    check_parameter(where, "dt", dt, "positive")
     n = max(1, math.ceil(T / dt - 1e-9))
     return n, T / n
 
@@ -184,7 +237,8 @@ def burgers_dataset(
     resolution = _check_count("resolution", resolution)
     fine_resolution = _check_count("fine_resolution", fine_resolution)
     r = _subsample_factor("fine_resolution", fine_resolution, "resolution", resolution, nodes=False)
-    steps, dt_eff = _time_steps(float(T), float(dt))
+    steps, dt_eff = _time_steps("burgers_dataset", float(T), float(dt))
+    Burgers(nu)  # checks nu now, not inside the first compiled chunk
     grf = GaussianRandomField(alpha=2.0, tau=5.0, scale=625.0, zero_mean=True)
     params = dict(
         resolution=resolution, nu=float(nu), T=float(T), fine=fine_resolution, steps=steps
@@ -199,6 +253,7 @@ def burgers_dataset(
             steps,
             every=steps,
             include_initial=False,
+            throw=False,  # non-finite data are reported below, naming the parameters
         )[-1]
         u_t = stepper.from_spectral(uh).astype(u0.dtype)
         return u0[:, ::r], u_t[:, ::r]
@@ -237,7 +292,7 @@ def darcy_dataset(
     def sample(k):
         g = grf.sample(k, shape)
         a = jnp.where(g >= 0, 12.0, 3.0).astype(g.dtype)
-        sol = darcy_solve(a)
+        sol = darcy_solve(a, throw=False)  # failures are reported below, naming the sample
         return a[None, ::r, ::r], sol.u[None, ::r, ::r], sol.result == RESULTS.successful
 
     def check(arrays):
@@ -283,11 +338,16 @@ def navier_stokes_dataset(
     resolution = _check_count("resolution", resolution)
     fine_resolution = _check_count("fine_resolution", fine_resolution)
     r = _subsample_factor("fine_resolution", fine_resolution, "resolution", resolution, nodes=False)
+    check_parameter("navier_stokes_dataset", "T", float(T), "positive")
+    check_parameter("navier_stokes_dataset", "record_every", float(record_every), "positive")
+    NavierStokes2D(nu)  # checks nu now, not inside the first compiled chunk
     frames = float(T) / float(record_every)
     if abs(frames - round(frames)) > 1e-9 or round(frames) < 1:
         raise ValueError(f"T ({T}) must be a positive multiple of record_every ({record_every}).")
     frames = round(frames)
-    per_frame, dt_eff = _time_steps(float(record_every), float(dt))
+    per_frame, dt_eff = _time_steps(
+        "navier_stokes_dataset", float(record_every), float(dt), "record_every"
+    )
     grf = GaussianRandomField(alpha=2.5, tau=7.0, scale=7.0**1.5, zero_mean=True)
     params = dict(
         resolution=resolution,
@@ -303,7 +363,11 @@ def navier_stokes_dataset(
         stepper = ETDRK(NavierStokes2D(nu, forcing=fno_forcing), dt_eff, shape)
         w0 = grf.sample(k, shape)[None]
         traj = rollout(
-            stepper.step_spectral, stepper.to_spectral(w0), frames * per_frame, every=per_frame
+            stepper.step_spectral,
+            stepper.to_spectral(w0),
+            frames * per_frame,
+            every=per_frame,
+            throw=False,  # non-finite data are reported below, naming the parameters
         )
         w = jax.vmap(stepper.from_spectral)(traj).astype(w0.dtype)
         return (w[:, :, ::r, ::r],)

@@ -6,6 +6,13 @@ Orszag's 2/3 rule unless ``dealias=False``) and an optional time-independent for
 :class:`ETDRK` engine integrates any of them; :meth:`rhs` evaluates :math:`u_t` for checks.
 
 The state is one sample ``(1, *spatial)`` (one channel), as everywhere in jaxsolve.
+
+Parameters are checked where they are known. A concrete parameter outside its physical range (a
+negative viscosity, a non-finite coefficient, a non-positive domain length) raises ``ValueError``
+when the equation is built, naming it; a traced one (a sweep under ``jit``/``vmap``) is checked
+when the compiled code runs (:meth:`AbstractEquation.check_traced`, called by :class:`ETDRK` and
+:meth:`~AbstractEquation.rhs`), since a negative viscosity turns the heat semigroup into the
+backward heat equation, whose modes grow like :math:`e^{|\nu|\xi^2 t}` until they overflow.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float
 
-from .._core import as_float, check_positive
+from .._core import as_float, is_concrete
+from ._checks import check_parameter, check_traced_parameters
 from ._spectral import SpectralGrid
 
 
@@ -29,6 +37,27 @@ class AbstractEquation(eqx.Module):
     """
 
     num_channels = 1
+
+    def parameter_rules(self) -> tuple[tuple[str, object, str], ...]:
+        """``(name, value, rule)`` of every parameter with a physical range; ``rule`` is
+        ``"finite"``, ``"non-negative"`` or ``"positive"``. The domain lengths are always among
+        them; a subclass adds its own parameters."""
+        return (("lengths", self.lengths, "positive"),)
+
+    def __check_init__(self):
+        # Runs after every subclass's __init__ (equinox): concrete parameters fail here, once.
+        for name, value, rule in self.parameter_rules():
+            check_parameter(type(self).__name__, name, value, rule)
+
+    def check_traced(self, x):
+        """``x``, unchanged, behind a run-time check of the traced parameters.
+
+        Concrete parameters were checked when the equation was built; a traced one (say a
+        viscosity swept under ``jax.vmap``) raises through :func:`equinox.error_if` when the
+        compiled code runs, naming it (with ``EQX_ON_ERROR=nan``, ``x`` becomes NaN instead,
+        which :func:`rollout` then reports as ``RESULTS.nonfinite``).
+        """
+        return check_traced_parameters(x, type(self).__name__, self.parameter_rules())
 
     def linear(self, grid: SpectralGrid) -> Array:
         """Symbol :math:`L_\\xi` of the linear part, broadcastable to ``grid.spectral_shape``."""
@@ -71,7 +100,7 @@ class AbstractEquation(eqx.Module):
         f = self.forcing(grid)
         if f is not None:
             out = out + grid.rfft(as_float(f))
-        return grid.irfft(out).astype(u.dtype)
+        return self.check_traced(grid.irfft(out).astype(u.dtype))
 
 
 def _physical(uh, grid, dealias):
@@ -129,9 +158,12 @@ class AdvectionDiffusion(AbstractEquation):
         lengths: float | Sequence[float] = 1.0,
         forcing: Callable | None = None,
     ):
-        if not isinstance(num_spatial_dims, int) or num_spatial_dims < 1:
+        if (
+            not isinstance(num_spatial_dims, int)
+            or isinstance(num_spatial_dims, bool)
+            or num_spatial_dims < 1
+        ):
             raise ValueError(f"num_spatial_dims must be a positive int; got {num_spatial_dims!r}.")
-        check_positive("nu", nu, allow_zero=True)
         self.nu = nu
         self.num_spatial_dims = num_spatial_dims
         if velocity is not None:
@@ -144,6 +176,13 @@ class AdvectionDiffusion(AbstractEquation):
         self.velocity = velocity
         self.lengths = tuple(lengths) if isinstance(lengths, (tuple, list)) else lengths
         self.source = forcing
+
+    def parameter_rules(self):
+        return (
+            ("nu", self.nu, "non-negative"),
+            ("velocity", self.velocity, "finite"),
+            *super().parameter_rules(),
+        )
 
     def linear(self, grid):
         symbol = as_float(self.nu) * grid.laplacian()
@@ -165,7 +204,7 @@ class AdvectionDiffusion(AbstractEquation):
             raise ValueError("exact() covers the unforced equation only.")
         grid = SpectralGrid(u0.shape[1:], self.lengths)
         factor = jnp.exp(jnp.asarray(self.linear(grid)) * as_float(t))
-        return grid.irfft(factor * grid.rfft(u0)).astype(u0.dtype)
+        return self.check_traced(grid.irfft(factor * grid.rfft(u0)).astype(u0.dtype))
 
 
 class Burgers(AbstractEquation):
@@ -181,8 +220,10 @@ class Burgers(AbstractEquation):
     num_spatial_dims = 1
 
     def __init__(self, nu: Float[ArrayLike, ""] = 0.1, *, length=1.0, dealias: bool = True):
-        check_positive("nu", nu, allow_zero=True)
         self.nu, self.lengths, self.dealias = nu, length, bool(dealias)
+
+    def parameter_rules(self):
+        return (("nu", self.nu, "non-negative"), *super().parameter_rules())
 
     def linear(self, grid):
         return as_float(self.nu) * grid.laplacian()
@@ -197,6 +238,11 @@ class Burgers(AbstractEquation):
         :math:`\kappa = 2\pi k / L` and :math:`a > b > 0` keeping :math:`\phi > 0`, so
         :math:`u = 2\nu\kappa b\, e^{-\nu\kappa^2 t}\sin(\kappa x) / \phi` solves Burgers.
         """
+        if not (np.isfinite(a) and np.isfinite(b) and a > abs(b)):
+            raise ValueError(
+                f"cole_hopf: a > |b| keeps phi = a + b exp(...) cos(...) positive; got a={a!r}, "
+                f"b={b!r}."
+            )
         nu = as_float(self.nu)
         kappa = 2.0 * np.pi * k / as_float(self.lengths)
         decay = b * jnp.exp(-nu * kappa**2 * as_float(t))
@@ -244,6 +290,13 @@ class KortewegDeVries(AbstractEquation):
         self.lengths, self.convection, self.dispersion = length, convection, dispersion
         self.dealias = bool(dealias)
 
+    def parameter_rules(self):
+        return (
+            ("convection", self.convection, "finite"),
+            ("dispersion", self.dispersion, "finite"),
+            *super().parameter_rules(),
+        )
+
     def linear(self, grid):
         (xi,) = grid.wavenumbers(odd=True)
         return 1j * as_float(self.dispersion) * xi**3
@@ -253,6 +306,11 @@ class KortewegDeVries(AbstractEquation):
 
     def soliton(self, x, t, *, speed: float = 1.0, x0: float = 0.0) -> Array:
         """The soliton of speed ``speed`` centred at ``x0 + speed * t`` (on the whole line)."""
+        if is_concrete((speed, self.dispersion)) and not float(speed) * float(self.dispersion) > 0:
+            raise ValueError(
+                f"soliton: speed and dispersion must have the same sign (the width is "
+                f"sqrt(dispersion / speed)); got speed={speed!r}, dispersion={self.dispersion!r}."
+            )
         c = as_float(speed)
         arg = 0.5 * jnp.sqrt(c / as_float(self.dispersion)) * (x - x0 - c * as_float(t))
         return 3.0 * c / as_float(self.convection) / jnp.cosh(arg) ** 2
@@ -294,10 +352,15 @@ class NavierStokes2D(AbstractEquation):
         lengths=1.0,
         dealias: bool = True,
     ):
-        check_positive("nu", nu, allow_zero=True)
-        check_positive("drag", drag, allow_zero=True)
         self.nu, self.drag, self.source, self.dealias = nu, drag, forcing, bool(dealias)
         self.lengths = tuple(lengths) if isinstance(lengths, (tuple, list)) else lengths
+
+    def parameter_rules(self):
+        return (
+            ("nu", self.nu, "non-negative"),
+            ("drag", self.drag, "non-negative"),
+            *super().parameter_rules(),
+        )
 
     def linear(self, grid):
         return as_float(self.nu) * grid.laplacian() - as_float(self.drag)

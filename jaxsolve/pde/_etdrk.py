@@ -39,7 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float
 
-from .._core import as_float, check_choice, check_positive, default_float
+from .._core import as_float, check_choice, default_float
+from ._checks import check_parameter, check_traced_parameters
+from ._equations import AbstractEquation
 from ._grf import check_shape
 from ._spectral import SpectralGrid
 
@@ -288,6 +290,12 @@ class ETDRK(eqx.Module):
     stepper inside ``jit``/``vmap`` to sweep ``dt`` or the equation's parameters). Calling it
     advances one sample ``(channels, *shape)`` by ``dt``; :meth:`step_spectral` does the same on
     the ``rfftn`` coefficients (what :func:`rollout` uses to avoid two transforms per step).
+
+    ``dt`` must be finite and positive and the equation's parameters in their physical ranges:
+    concrete values are checked here (``ValueError`` naming the parameter), traced ones when the
+    stepper runs (:func:`equinox.error_if`). A ``dt`` that is valid but too large for the
+    nonlinear term's stability region shows up as a non-finite state, which :func:`rollout`
+    reports as ``RESULTS.nonfinite`` (and raises by default).
     """
 
     equation: eqx.Module
@@ -316,6 +324,20 @@ class ETDRK(eqx.Module):
             raise TypeError(
                 f"method must be a name or an ExpRKTableau; got {type(method).__name__}."
             )
+        needed = ("num_spatial_dims", "lengths", "linear", "nonlinear", "forcing")
+        if not isinstance(equation, AbstractEquation) and not all(
+            hasattr(equation, n) for n in needed
+        ):
+            raise TypeError(
+                f"equation must be an AbstractEquation (Burgers, NavierStokes2D, ...) or define "
+                f"{', '.join(needed)}; got {type(equation).__name__}."
+            )
+        if (
+            not isinstance(contour_points, (int, np.integer))
+            or isinstance(contour_points, bool)
+            or contour_points < 1
+        ):
+            raise ValueError(f"contour_points must be a positive int; got {contour_points!r}.")
         shape = check_shape(shape)
         d = equation.num_spatial_dims
         if len(shape) != d:
@@ -323,7 +345,14 @@ class ETDRK(eqx.Module):
                 f"shape must have {d} entries for {type(equation).__name__} "
                 f"({d} spatial axes); got {shape}."
             )
-        check_positive("dt", dt)
+        # A step must be positive and finite: dt <= 0 runs a diffusion backwards (modes grow
+        # like exp(|dt| nu xi^2)), and an infinite dt makes every coefficient NaN.
+        check_parameter("ETDRK", "dt", dt, "positive")
+        if jnp.ndim(dt) != 0:
+            raise ValueError(
+                f"ETDRK: dt must be a scalar (vmap over a sweep of steps); got shape "
+                f"{jnp.shape(dt)}."
+            )
         self.equation = equation
         self.tableau = method
         self.grid = SpectralGrid(shape, equation.lengths)
@@ -346,7 +375,12 @@ class ETDRK(eqx.Module):
         def finish(v):
             return jnp.real(v).astype(dtype) if real else v.astype(ctype)
 
-        self.exp_full = finish(table[(0, 1.0)])
+        # Every step multiplies by exp_full: the run-time checks of traced parameters (the
+        # equation's and dt) sit on it, so they run whenever the stepper is used.
+        exp_full = finish(table[(0, 1.0)])
+        if isinstance(equation, AbstractEquation):
+            exp_full = equation.check_traced(exp_full)
+        self.exp_full = check_traced_parameters(exp_full, "ETDRK", (("dt", self.dt, "positive"),))
         self.stage_exp = tuple(finish(table[(0, c)]) for c in method.c)
         self.a = tuple(
             tuple(None if e is None else finish(self.dt * e.evaluate(table)) for e in row)
@@ -370,6 +404,13 @@ class ETDRK(eqx.Module):
 
     def step_spectral(self, uh: Complex[Array, " c *modes"]) -> Complex[Array, " c *modes"]:
         """One step on the ``rfftn`` coefficients (forward normalisation)."""
+        expected = (self.equation.num_channels, *self.grid.spectral_shape)
+        if jnp.shape(uh) != expected:
+            raise ValueError(
+                f"ETDRK.step_spectral takes the rfftn coefficients of one sample, shape "
+                f"{expected} for the grid {self.grid.shape} (see to_spectral); got shape "
+                f"{jnp.shape(uh)}."
+            )
         first = self.nonlinear(uh)
         if first is None:  # a linear equation without forcing: the exact propagator
             return self.exp_full * uh

@@ -38,7 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._core import as_float, check_choice, check_positive, default_float
+from .._core import as_float, check_choice, default_float
+from ._checks import check_parameter, check_traced_parameters
 
 BOUNDARIES = ("periodic", "neumann")
 
@@ -58,7 +59,9 @@ def check_shape(shape, name: str = "shape", *, minimum: int = 1) -> tuple[int, .
     return tuple(int(n) for n in shape)
 
 
-def normalize_lengths(lengths, d: int) -> tuple:
+def normalize_lengths(lengths, d: int, where: str = "SpectralGrid") -> tuple:
+    """``lengths`` (one number, or one per axis) as a tuple of ``d`` box lengths, each finite and
+    positive where concrete (traced ones are checked by the equations at run time)."""
     if isinstance(lengths, (tuple, list)):
         if len(lengths) != d:
             raise ValueError(
@@ -68,7 +71,7 @@ def normalize_lengths(lengths, d: int) -> tuple:
     else:
         out = (lengths,) * d
     for length in out:
-        check_positive("lengths", length)
+        check_parameter(where, "lengths", length, "positive")
     return out
 
 
@@ -126,18 +129,26 @@ class GaussianRandomField(eqx.Module):
         zero_mean: bool = False,
     ):
         check_choice("boundary", boundary, set(BOUNDARIES))
-        check_positive("alpha", alpha)
-        check_positive("scale", scale)
-        check_positive("tau", tau, allow_zero=bool(zero_mean))
         self.alpha, self.tau, self.scale = alpha, tau, scale
         self.lengths = tuple(lengths) if isinstance(lengths, (tuple, list)) else lengths
         self.boundary = boundary
         self.zero_mean = bool(zero_mean)
+        for name, value, rule in self._rules():
+            check_parameter("GaussianRandomField", name, value, rule)
+
+    def _rules(self):
+        # tau = 0 leaves the constant mode's eigenvalue infinite unless that mode is dropped.
+        return (
+            ("alpha", self.alpha, "positive"),
+            ("scale", self.scale, "positive"),
+            ("tau", self.tau, "non-negative" if self.zero_mean else "positive"),
+            ("lengths", self.lengths, "positive"),
+        )
 
     def _kappa2(self, shape, dtype):
         """:math:`|\\kappa_k|^2` on the mode grid (rfft layout, or cosine modes 0..N-1)."""
         d = len(shape)
-        lengths = normalize_lengths(self.lengths, d)
+        lengths = normalize_lengths(self.lengths, d, "GaussianRandomField")
         total = jnp.zeros((), dtype)
         for j, (n, length) in enumerate(zip(shape, lengths, strict=True)):
             if self.boundary == "periodic":
@@ -164,8 +175,12 @@ class GaussianRandomField(eqx.Module):
             # Keep the constant mode's base positive so tau = 0 gives no inf (and no NaN gradient).
             zero = (kappa2 == 0).astype(dtype)
             lam = scale * (kappa2 + tau**2 + zero) ** (-alpha)
-            return lam * (1 - zero)
-        return scale * (kappa2 + tau**2) ** (-alpha)
+            lam = lam * (1 - zero)
+        else:
+            lam = scale * (kappa2 + tau**2) ** (-alpha)
+        # A traced negative scale or alpha would give NaN draws (square roots of negative
+        # variances): stop at run time, naming the parameter.
+        return check_traced_parameters(lam, "GaussianRandomField", self._rules())
 
     def sample(self, key: PRNGKeyArray, shape: int | Sequence[int]) -> Float[Array, " *shape"]:
         """One draw on the grid ``shape`` (periodic: ``x_n = n L / N``; Neumann: nodes incl. ends)."""
@@ -174,7 +189,7 @@ class GaussianRandomField(eqx.Module):
         d = len(shape)
         dtype = default_float()
         lam = self.eigenvalues(shape)
-        lengths = normalize_lengths(self.lengths, d)
+        lengths = normalize_lengths(self.lengths, d, "GaussianRandomField")
         if self.boundary == "periodic":
             volume = jnp.prod(jnp.stack([jnp.asarray(length, dtype) for length in lengths]))
             z = jax.random.normal(key, shape, dtype)
@@ -198,7 +213,7 @@ class GaussianRandomField(eqx.Module):
         """Coordinates of the grid :meth:`sample` draws on, stacked as ``(d, *shape)``."""
         minimum = 2 if self.boundary == "neumann" else 1
         shape = check_shape(shape, minimum=minimum)
-        lengths = normalize_lengths(self.lengths, len(shape))
+        lengths = normalize_lengths(self.lengths, len(shape), "GaussianRandomField")
         dtype = default_float()
         axes = []
         for n, length in zip(shape, lengths, strict=True):

@@ -78,14 +78,20 @@ def autoregressive_predict(
     model: Callable,
     window: Float[ArrayLike, " history c *spatial"],
     num_steps: int,
+    *,
+    throw: bool = True,
 ) -> Float[Array, " num_steps c *spatial"]:
-    """The next ``num_steps`` frames after ``window``, each model output fed back as input."""
+    """The next ``num_steps`` frames after ``window``, each model output fed back as input.
+
+    ``throw=True`` raises if a frame becomes non-finite (a diverging model); with ``throw=False``
+    such frames are returned as they are (NaN / infinite).
+    """
     window = jnp.asarray(window)
     if window.ndim < 3:
         raise ValueError(
             f"window must have shape (history, channels, *spatial); got {window.shape}."
         )
-    windows = rollout(_step_fn(model), window, num_steps, include_initial=False)
+    windows = rollout(_step_fn(model), window, num_steps, include_initial=False, throw=throw)
     return windows[:, -1]
 
 
@@ -148,10 +154,14 @@ def rollout_loss(
     if mode == "pushforward":
         window = lax.stop_gradient(segment[:history])
         if pushforward_steps:
-            window = rollout(step, window, pushforward_steps, every=pushforward_steps)[-1]
+            # A diverging rollout makes the loss NaN, which train.fit reports with its step (or
+            # skips, with skip_nonfinite); a check here would stop inside the compiled step.
+            window = rollout(step, window, pushforward_steps, every=pushforward_steps, throw=False)[
+                -1
+            ]
             window = lax.stop_gradient(window)
         return loss(step(window)[-1], segment[-1])
-    preds = autoregressive_predict(model, segment[:history], span)
+    preds = autoregressive_predict(model, segment[:history], span, throw=False)
     return jnp.mean(jax.vmap(loss)(preds, segment[history:]))
 
 

@@ -121,3 +121,27 @@ def test_bad_inputs():
         ops.MultiONet(8, 1, 3, width=4, depth=2, key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="n_sum"):
         ops.MultiONet(8, 1, width=4, depth=2, n_sum=3, key=jax.random.PRNGKey(0))
+
+
+def test_bad_sizes_name_the_argument():
+    """Issue 17: DeepONet(branch_widths=[0]) raised ZeroDivisionError; a NaN size "cannot
+    convert float NaN to integer"; MultiONet(out_channels=0) ZeroDivisionError."""
+    key = jax.random.PRNGKey(0)
+    kw = dict(latent=3, branch_widths=[4], trunk_widths=[4], key=key)
+    cases = [
+        (lambda: ops.DeepONet(8, 2, **{**kw, "branch_widths": [0]}), "branch_widths must hold"),
+        (lambda: ops.DeepONet(8, 2, **{**kw, "trunk_widths": [4, -1]}), "trunk_widths"),
+        (lambda: ops.DeepONet(8, 2, **{**kw, "latent": float("nan")}), "latent"),
+        (lambda: ops.DeepONet(8, 0, **kw), "coord_dim"),
+        (lambda: ops.DeepONet((8, 0), 2, **kw), "in_shape"),
+        (lambda: ops.DeepONet(8, 2, 2.5, **kw), "out_channels"),
+        (lambda: ops.MultiONet(8, 1, 0, width=4, depth=2, key=key), "out_channels"),
+        (lambda: ops.MultiONet(8, 1, width=0, depth=2, key=key), "width"),
+        (lambda: ops.MultiONet(8, 0, width=4, depth=2, key=key), "coord_dim"),
+        (lambda: ops.MultiONet(8, 1, width=4, depth=2, n_sum=1.5, key=key), "n_sum"),
+    ]
+    for build, name in cases:
+        with pytest.raises(ValueError, match=name):
+            build()
+    with pytest.raises(TypeError, match="trunk_widths must be a sequence"):
+        ops.DeepONet(8, 2, **{**kw, "trunk_widths": 4})

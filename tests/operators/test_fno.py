@@ -242,3 +242,42 @@ def test_transform_implementations_agree(x64):
         outs.append(apply(m, x))
     np.testing.assert_allclose(outs[1], outs[0], atol=1e-11)
     np.testing.assert_allclose(outs[2], outs[0], atol=1e-11)
+
+
+def test_bad_hyper_parameters_name_the_argument():
+    """Issue 17: FNO(domain_padding=nan) said "cannot convert float NaN to integer" (at call
+    time); an infinite padding, a channel MLP of zero width or a negative lifting width failed
+    deep inside. Each now raises when the model is built, naming the argument."""
+    key = jax.random.PRNGKey(0)
+
+    def fno(**kw):
+        return ops.FNO(1, 1, 1, width=4, modes=2, n_layers=1, key=key, **kw)
+
+    cases = [
+        (dict(domain_padding=float("nan")), "domain_padding must be finite; got nan"),
+        (dict(domain_padding=float("inf")), "domain_padding must be finite"),
+        (dict(domain_padding=(0.25, -0.1)), None),  # wrong length for 1-D: one per axis
+        (dict(domain_padding=-0.25), "domain_padding must be >= 0"),
+        (dict(domain_padding="wide"), "domain_padding must be a number"),
+        (dict(channel_mlp_expansion=0.1), r"round\(4 \* 0\.1\) = 0 hidden channels"),
+        (dict(channel_mlp_expansion=float("nan")), "channel_mlp_expansion must be finite"),
+        (dict(channel_mlp_expansion=-0.5), "channel_mlp_expansion must be > 0"),
+        (dict(lifting_channels=-2), "lifting_channels must be None or an int >= 0"),
+        (dict(projection_channels=1.5), "projection_channels"),
+        (dict(factorization="cp", rank=float("inf")), "rank must be finite"),
+        (dict(factorization="tucker", rank=(1.5, 1, 1)), "Tucker ranks must be ints"),
+        (dict(factorization="tucker", rank=float("nan")), "rank must be finite"),
+    ]
+    for kw, message in cases:
+        with pytest.raises((ValueError, TypeError), match=message or "one fraction per spatial"):
+            fno(**kw)
+    with pytest.raises(ValueError, match="hidden_channels must be a positive int"):
+        ops.ChannelMLP(2, 2, 0, key=key)
+    with pytest.raises(ValueError, match="lifting_channels must be an int >= 0"):
+        ops.T1(1, 1, 1, width=4, modes=3, grid_shape=16, key=key, lifting_channels=-1)
+    with pytest.raises(ValueError, match=r"modes entries must be positive ints; got \(0,\)"):
+        ops.rfft_modes(jnp.ones((1, 16)), 0)  # used to return an empty block
+    with pytest.raises(TypeError, match="modes must be an int or a tuple"):
+        ops.dct_modes(jnp.ones((1, 16)), 2.5)  # used to truncate to 2
+    with pytest.raises(ValueError, match="orders must be non-negative ints"):
+        ops.spectral_derivative(jnp.ones((1, 16)), (1.5,))  # used to take one derivative

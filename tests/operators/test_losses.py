@@ -76,3 +76,83 @@ def test_sobolev_loss_closed_form(x64, s):
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shapes differ"):
         ops.relative_lp_loss(jnp.zeros((1, 8)), jnp.zeros((1, 9)))
+
+
+def test_zero_target_and_gradient_at_a_perfect_prediction(x64):
+    """Issue 17: a zero target gave inf, and the gradient at pred == target was NaN. The loss of
+    a zero target is the absolute error (documented), and every gradient is finite: zero at a
+    perfect prediction, the closed form (pred - u) / (||pred - u|| ||u||) elsewhere."""
+    rng = np.random.default_rng(3)
+    pred, target = rng.normal(size=(2, 2, 8))
+    zeros = np.zeros_like(target)
+    np.testing.assert_allclose(ops.relative_lp_loss(pred, zeros), np.linalg.norm(pred), rtol=1e-14)
+    np.testing.assert_allclose(
+        ops.relative_lp_loss(pred, zeros, 3.0), np.sum(np.abs(pred) ** 3) ** (1 / 3), rtol=1e-14
+    )
+    assert float(ops.relative_lp_loss(zeros, zeros)) == 0.0
+
+    @jax.jit
+    def gradients(pred, target):
+        zeros = jnp.zeros_like(target)
+        rel = jax.grad(ops.relative_lp_loss)
+        at_each_p = jax.vmap(  # p traced: 2, 1, 1/2 and 3 in one program
+            lambda p: (rel(target, target, p), rel(zeros, zeros, p)), out_axes=0
+        )(jnp.array([2.0, 1.0, 0.5, 3.0]))
+        others = [
+            (jax.grad(loss)(target, target), jax.grad(loss)(pred, zeros), loss(zeros, zeros))
+            for loss in (ops.h1_loss, ops.sobolev_loss)
+        ]
+        return at_each_p, others, rel(pred, target)
+
+    at_each_p, others, general = gradients(pred, target)
+    np.testing.assert_array_equal(at_each_p[0], 0.0)  # at pred == target
+    np.testing.assert_array_equal(at_each_p[1], 0.0)  # at pred == target == 0
+    for perfect, toward_zero, value in others:  # H1 and H^s
+        np.testing.assert_array_equal(perfect, 0.0)
+        assert np.all(np.isfinite(toward_zero)) and float(value) == 0.0
+    e = pred - target
+    np.testing.assert_allclose(
+        general, e / (np.linalg.norm(e) * np.linalg.norm(target)), rtol=1e-12
+    )
+    # One zero entry with p = 1 (|u_n| is not differentiable there): 0, in the subdifferential.
+    u = jnp.array([0.0, 2.0, -1.0])
+    np.testing.assert_array_equal(jax.jit(jax.grad(ops.lp_norm))(u, 1.0), [0.0, 1.0, -1.0])
+
+
+def test_p_must_be_positive_and_inf_is_the_max_norm():
+    u = jnp.array([[3.0, -4.0]])
+    for p in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="p must be > 0"):
+            ops.relative_lp_loss(u, 2 * u, p)
+    with pytest.raises(Exception, match="p must be > 0"):
+        jax.block_until_ready(jax.jit(lambda p: ops.lp_norm(u, p))(-1.0))
+    # p = inf was 1 (|u|^inf summed, to the power 0); it is max |u|.
+    assert float(ops.lp_norm(u, float("inf"))) == 4.0
+    assert float(ops.lp_norm(u, float("inf"), weights=jnp.array([1.0, 0.0]))) == 3.0
+    # Large p or magnitudes no longer overflow in float32 (|u|^p was inf).
+    np.testing.assert_allclose(ops.lp_norm(1e20 * u, 2.0), 5e20, rtol=1e-6)
+    np.testing.assert_allclose(ops.lp_norm(u, 200.0), 4.0 * (1 + 0.75**200) ** (1 / 200), rtol=1e-6)
+    with pytest.raises(ValueError, match="weights must be finite and >= 0"):
+        ops.lp_norm(u, weights=jnp.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="lengths must be finite numbers > 0"):
+        ops.h1_norm(u, lengths=0.0)
+    with pytest.raises(ValueError, match="s must be finite"):
+        ops.sobolev_loss(u, u, float("nan"))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_field_never_gives_a_finite_loss(bad):
+    # The safe-norm guards once tested "> 0", which is false for NaN: a NaN prediction then had
+    # a relative L2 loss of exactly 0.
+    u = jnp.ones((1, 8))
+    spoilt = u.at[0, 3].set(bad)
+    for loss in (
+        lambda a, b: ops.relative_lp_loss(a, b),
+        lambda a, b: ops.relative_lp_loss(a, b, p=1.0),
+        lambda a, b: ops.h1_loss(a, b),
+        lambda a, b: ops.sobolev_loss(a, b, 1.0),
+    ):
+        assert not np.isfinite(loss(spoilt, u)) and not np.isfinite(loss(u, spoilt))
+    norm = float(ops.lp_norm(spoilt))
+    assert norm == np.inf if bad == np.inf else np.isnan(norm)
+    assert np.isnan(ops.lp_norm(u.at[0, 1].set(np.nan).at[0, 2].set(np.inf)))

@@ -4,6 +4,7 @@ Small grids here (the paper's sizes run in benchmarks/reproduce_fno_table.py).
 """
 
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from jaxsolve import pde
+from jaxsolve.pde import _datasets
 
 
 def test_burgers_dataset_is_nested_cached_and_solves_burgers(tmp_path):
@@ -93,3 +95,60 @@ def test_dataset_argument_errors():
         pde.darcy_dataset(key, 0, 9, fine_resolution=17, cache_dir=None)
     with pytest.raises(ValueError, match="record_every"):
         pde.navier_stokes_dataset(key, 1, 8, T=1.0, record_every=0.3, cache_dir=None)
+    # Non-finite or unphysical numbers are named before anything is computed (T = inf was an
+    # OverflowError, record_every = 0 a ZeroDivisionError, nu < 0 a NaN dataset).
+    for call, message in (
+        (lambda: pde.burgers_dataset(key, 2, T=np.inf, cache_dir=None), "burgers_dataset: T"),
+        (lambda: pde.burgers_dataset(key, 2, nu=-0.1, cache_dir=None), "Burgers: nu"),
+        (lambda: pde.burgers_dataset(key, 2, dt=np.nan, cache_dir=None), "burgers_dataset: dt"),
+        (
+            lambda: pde.navier_stokes_dataset(key, 1, 8, record_every=0.0, cache_dir=None),
+            "navier_stokes_dataset: record_every must be finite and > 0",
+        ),
+    ):
+        with pytest.raises(ValueError, match=message):
+            call()
+
+
+def test_a_corrupt_cache_file_is_named_and_regenerated(tmp_path):
+    """Issue 17: a truncated or overwritten cache file failed with numpy's pickle error or
+    BadZipFile. Now it is named in a warning, regenerated (the same data) and rewritten. The
+    cache is the unit under test, so a toy sampler stands in for a PDE solve."""
+    traces = []
+
+    def sample(k):
+        traces.append(1)  # runs when the sampler is traced, i.e. when data are generated
+        return (0.5 * k.astype(jnp.float32)[None],)  # distinct per sample, compiles at once
+
+    def generate():
+        return _datasets._generate(
+            "toy", {"n": 4}, sample, jax.random.PRNGKey(0), 3, 0, 4, tmp_path, False
+        )[0]
+
+    data = generate()
+    (path,) = tmp_path.iterdir()
+    assert generate() is not None and len(traces) == 1  # read back, not regenerated
+    original = path.read_bytes()
+    middle = bytearray(original)
+    middle[len(middle) // 2] ^= 0xFF  # a flipped byte inside the array: zip's CRC-32 fails
+    for corrupt in (b"not a cache file" * 4, original[: len(original) // 2], bytes(middle)):
+        path.write_bytes(corrupt)
+        with pytest.warns(RuntimeWarning, match=re.escape(str(path)) + ".*regenerating"):
+            again = generate()
+        np.testing.assert_array_equal(again, data)
+        with np.load(path) as stored:  # rewritten, readable, the same numbers
+            np.testing.assert_array_equal(stored["out0"], data)
+    assert len(traces) == 4
+
+
+def test_an_unwritable_cache_dir_fails_before_generating(tmp_path, monkeypatch):
+    """Issue 17: an unwritable cache_dir was found only after the data had been generated."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("data were generated before cache_dir was checked")
+
+    monkeypatch.setattr(_datasets, "per_sample_keys", no_generation)
+    with pytest.raises(ValueError, match=r"cache_dir=.*a-file.*not a writable directory"):
+        pde.burgers_dataset(key=jax.random.PRNGKey(0), n_samples=2, cache_dir=blocker / "sub")

@@ -222,8 +222,67 @@ def test_tableau_checks_and_bad_arguments():
     @jax.jit
     def blow_up(u):
         stepper = pde.ETDRK(pde.Burgers(0.0, dealias=False), 5.0, (16,), "etdrk1")
-        return pde.rollout(stepper, u, 60, full_output=True).result
+        return pde.rollout(stepper, u, 60, full_output=True, throw=False).result
 
     assert (
         blow_up(jnp.asarray(40 * np.sin(2 * np.pi * np.arange(16) / 16))[None]) == RESULTS.nonfinite
     )
+
+
+def test_concrete_physical_parameters_are_checked_when_built():
+    """Issue 17 item 7: a negative, infinite or NaN parameter raises at construction, naming it
+    (an infinite viscosity, dt or domain length, a NaN coefficient used to be accepted)."""
+    cases = [
+        (lambda: pde.Burgers(-0.1), "Burgers: nu must be finite and >= 0; got -0.1"),
+        (lambda: pde.Burgers(math.inf), "Burgers: nu must be finite"),
+        (lambda: pde.Burgers(0.1, length=math.inf), "Burgers: lengths must be finite and > 0"),
+        (lambda: pde.AdvectionDiffusion(-1e-3), "AdvectionDiffusion: nu"),
+        (lambda: pde.AdvectionDiffusion(0.1, math.nan), "AdvectionDiffusion: velocity"),
+        (lambda: pde.KuramotoSivashinsky(length=0.0), "KuramotoSivashinsky: lengths"),
+        (lambda: pde.KortewegDeVries(dispersion=math.nan), "KortewegDeVries: dispersion"),
+        (lambda: pde.KortewegDeVries(convection=math.inf), "KortewegDeVries: convection"),
+        (lambda: pde.NavierStokes2D(-1e-3), "NavierStokes2D: nu"),
+        (lambda: pde.NavierStokes2D(drag=math.inf), "NavierStokes2D: drag"),
+        (lambda: pde.NavierStokes2D(lengths=(1.0, math.inf)), r"NavierStokes2D: lengths .*inf"),
+        (lambda: pde.ETDRK(pde.Burgers(), math.inf, (16,)), "ETDRK: dt must be finite and > 0"),
+        (lambda: pde.ETDRK(pde.Burgers(), math.nan, (16,)), "ETDRK: dt"),
+        (lambda: pde.ETDRK(pde.Burgers(), 0.0, (16,)), "ETDRK: dt"),
+        (lambda: pde.ETDRK(pde.Burgers(), jnp.array([0.1, 0.2]), (16,)), "dt must be a scalar"),
+        (lambda: pde.ETDRK(pde.Burgers(), 0.1, (16,), contour_points=0), "contour_points"),
+        (lambda: pde.GaussianRandomField(2.0, 3.0, math.inf), "GaussianRandomField: scale"),
+        (lambda: pde.Burgers(0.1).cole_hopf(0.0, 0.0, a=1.0, b=2.0), "a > |b|"),
+        (lambda: pde.KortewegDeVries().soliton(0.0, 0.0, speed=-1.0), "same sign"),
+    ]
+    for build, message in cases:
+        with pytest.raises(ValueError, match=message):
+            build()
+    with pytest.raises(TypeError, match="AbstractEquation"):
+        pde.ETDRK(lambda u: u, 0.1, (16,))
+    with pytest.raises(ValueError, match=r"step_spectral.*\(1, 9\).*\(1, 16\)"):
+        jax.eval_shape(  # traced only: the check is at trace time
+            lambda: pde.ETDRK(pde.Burgers(), 0.1, (16,)).step_spectral(
+                jnp.zeros((1, 16), jnp.complex64)
+            )
+        )
+
+
+@jax.jit
+def _burgers_step_and_rhs(nu, dt, length, u):
+    eq = pde.Burgers(nu, length=length)
+    return pde.ETDRK(eq, dt, (16,), "etdrk1")(u), eq.rhs(u)
+
+
+def test_traced_physical_parameters_are_checked_when_run():
+    """Issue 17 item 7: a traced negative viscosity (a sweep under jit) used to give NaN or a
+    growing solution silently; now the compiled stepper (and rhs) raises, naming the parameter."""
+    u = jnp.asarray(np.sin(2 * np.pi * np.arange(16) / 16))[None]
+    _, rhs = _burgers_step_and_rhs(0.1, 0.01, 1.0, u)
+    np.testing.assert_allclose(rhs, pde.Burgers(0.1).rhs(u), rtol=1e-6, atol=1e-6)
+    for args, message in (
+        ((-0.1, 0.01, 1.0), "Burgers: nu must be finite and >= 0"),
+        ((0.1, -0.01, 1.0), "ETDRK: dt must be finite and > 0"),
+        ((0.1, math.nan, 1.0), "ETDRK: dt"),
+        ((0.1, 0.01, 0.0), "Burgers: lengths must be finite and > 0"),
+    ):
+        with pytest.raises(Exception, match=message):
+            jax.block_until_ready(_burgers_step_and_rhs(*args, u))

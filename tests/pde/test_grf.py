@@ -89,3 +89,15 @@ def test_sweep_over_alpha_compiles_once_and_bad_arguments():
         pde.GaussianRandomField(boundary="neumann").sample(key, (1, 4))
     with pytest.raises(ValueError, match="lengths"):
         pde.GaussianRandomField(lengths=(1.0, 2.0)).sample(key, (4, 4, 4))
+
+
+def test_traced_negative_parameters_raise():
+    """A traced negative scale gave a NaN draw silently (square roots of negative variances);
+    the concrete one is rejected at construction."""
+    key = jax.random.PRNGKey(0)
+    draw = jax.jit(lambda scale: pde.GaussianRandomField(2.0, 3.0, scale).sample(key, (8,)))
+    assert np.all(np.isfinite(draw(1.0)))
+    with pytest.raises(Exception, match="GaussianRandomField: scale must be finite and > 0"):
+        jax.block_until_ready(draw(-1.0))
+    with pytest.raises(ValueError, match="GaussianRandomField: alpha"):
+        pde.GaussianRandomField(float("nan"))

@@ -56,6 +56,18 @@ def test_predictions_and_losses_in_closed_form():
     np.testing.assert_allclose(unrolled, np.mean(1.1 ** np.arange(1, 5) - 1), rtol=1e-4)
     np.testing.assert_allclose(teacher, 0.1, rtol=1e-4)
     np.testing.assert_allclose(push, 1.1**4 - 1, rtol=1e-4)
+    # A diverging model: the prediction raises by default (pde.rollout's throw=True), the
+    # training losses are NaN, which train.fit reports with the step (or skips).
+    nan = jnp.asarray(jnp.nan)
+    with pytest.raises(Exception, match=r"non-finite|NaN"):
+        jax.block_until_ready(train.autoregressive_predict(Scaled(nan), traj[:2], 5))
+    losses = jax.jit(
+        lambda m: [
+            train.rollout_loss(m, traj, history=2, horizon=4),
+            train.rollout_loss(m, traj, history=1, mode="pushforward", pushforward_steps=3),
+        ]
+    )(Scaled(nan))
+    assert np.all(np.isnan(losses))
 
 
 def test_pushforward_gradient_stops_at_the_unrolled_steps():
