@@ -5,6 +5,11 @@ Both :class:`~jaxsolve.ode.NeuralODE` and :func:`~jaxsolve.ode.log_likelihood` i
 and optionally the per-step error/stiffness sums of the global regulariser in an extra state
 component), calls :func:`diffrax.diffeqsolve` with ``throw=False`` and maps diffrax's outcome to
 :data:`jaxsolve.RESULTS`.
+
+A state (or a value of the vector field at the state) that is not finite ends the solve at that
+step with ``RESULTS.nonfinite`` (see :func:`~._solver_tools.stop_on_nonfinite`): diffrax alone
+would reject and shrink until ``max_steps``. After any failed solve, saved times the solve did
+not reach hold ``inf`` (diffrax's fill value), so ``ys`` is never finite where it is not data.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import diffrax as dfx
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
@@ -28,6 +34,7 @@ from ._solver_tools import (
     explicit_tableau,
     initial_extras,
     restrict_norm_to_state,
+    stop_on_nonfinite,
 )
 
 # Adjoints that differentiate the discrete solver itself ("discretise-then-optimise"): the sums in
@@ -71,20 +78,52 @@ def map_result(diffrax_result, ys) -> RESULTS:
 
 
 def check_ts(ts):
-    """``ts`` must be a 1-D increasing array of at least two times."""
+    """``ts`` must be a 1-D finite non-decreasing array of at least two times, ts[-1] > ts[0].
+
+    Concrete ``ts`` are checked now; traced ones when the compiled code runs (an error, not a
+    result code: a wrong grid is a wrong argument, not a failed solve).
+    """
     ts = jnp.asarray(ts)
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"ts must be a 1-D array of at least 2 times; got shape {ts.shape}.")
     if not jnp.issubdtype(ts.dtype, jnp.floating):
         raise TypeError(f"ts must be a floating array; got dtype {ts.dtype}.")
-    if is_concrete(ts) and np.any(np.diff(np.asarray(ts)) < 0):
-        raise ValueError("ts must be non-decreasing, with ts[-1] > ts[0].")
-    if is_concrete(ts) and not np.asarray(ts)[-1] > np.asarray(ts)[0]:
-        raise ValueError(f"ts[-1] must be larger than ts[0]; got {np.asarray(ts)[[0, -1]]}.")
-    return ts
+    if is_concrete(ts):
+        a = np.asarray(ts)
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"ts must be finite; got {a[~np.isfinite(a)][:3]} among its entries.")
+        if np.any(np.diff(a) < 0):
+            raise ValueError("ts must be non-decreasing, with ts[-1] > ts[0].")
+        if not a[-1] > a[0]:
+            raise ValueError(f"ts[-1] must be larger than ts[0]; got {a[[0, -1]]}.")
+        return ts
+    bad = ~jnp.all(jnp.isfinite(ts)) | jnp.any(jnp.diff(ts) < 0) | ~(ts[-1] > ts[0])
+    return eqx.error_if(ts, bad, "ts must be finite and non-decreasing, with ts[-1] > ts[0].")
 
 
-def check_solver_setup(solver, stepsize_controller, adjoint, max_steps):
+def check_field_output(vector_field, t0, y0, args, *, name="vector_field"):
+    """``vector_field(t, y, args)`` must return y's structure, shapes and (floating) kind: a
+    mismatch otherwise fails deep inside the Runge-Kutta arithmetic or broadcasts silently."""
+    expected = jax.eval_shape(lambda y: y, y0)
+    describe = lambda tree: jtu.tree_map(lambda a: f"{a.dtype}{list(a.shape)}", tree)
+    try:
+        out = eqx.filter_eval_shape(vector_field, t0, y0, args)
+    except Exception as error:
+        raise ValueError(
+            f"{name}(t, y, args) fails on the initial state y0 {describe(expected)}: {error}"
+        ) from error
+    same = jtu.tree_structure(out) == jtu.tree_structure(expected) and all(
+        hasattr(o, "shape") and o.shape == e.shape and jnp.issubdtype(o.dtype, jnp.inexact)
+        for o, e in zip(jtu.tree_leaves(out), jtu.tree_leaves(expected), strict=True)
+    )
+    if not same:
+        raise ValueError(
+            f"{name}(t, y, args) must return the state's shape {describe(expected)}; got "
+            f"{describe(out) if all(hasattr(o, 'shape') for o in jtu.tree_leaves(out)) else out}."
+        )
+
+
+def check_solver_setup(solver, stepsize_controller, adjoint, max_steps, dt0=None):
     if not isinstance(solver, dfx.AbstractSolver):
         raise TypeError(f"solver must be a diffrax solver; got {type(solver).__name__}.")
     if not isinstance(stepsize_controller, dfx.AbstractStepSizeController):
@@ -96,6 +135,12 @@ def check_solver_setup(solver, stepsize_controller, adjoint, max_steps):
         raise TypeError(f"adjoint must be a diffrax adjoint; got {type(adjoint).__name__}.")
     if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive Python int; got {max_steps!r}.")
+    if dt0 is not None and is_concrete(dt0):
+        # A NaN first step would make every time NaN; a negative one is diffrax's terse
+        # "(t1 - t0) * dt0 >= 0".
+        a = np.asarray(dt0)
+        if a.ndim != 0 or not (np.isfinite(a) and a > 0):
+            raise ValueError(f"dt0 must be a positive finite scalar (the first step); got {dt0!r}.")
 
 
 def integrate(
@@ -141,6 +186,7 @@ def integrate(
             f"{type(adjoint).__name__}. LocalRegulariser('unbiased') works with any adjoint."
         )
     t0, t1 = ts[0], ts[-1]
+    check_field_output(vector_field, t0, y0, args)
     init_evaluations = controller_init_evaluations(stepsize_controller, dt0)
     if init_evaluations:
         # diffrax wraps every term (to normalise the direction of time) before its controller
@@ -152,6 +198,10 @@ def integrate(
             bare, t0, t1, y0, None, args, solver.func, solver.error_order(bare)
         )
         dt0 = jax.lax.stop_gradient(t_next - t0)
+        # The heuristic's probe f(t0 + h0, y0 + h0 f0) may leave the field's domain (NaN), and a
+        # NaN dt0 would make every step NaN: start small instead and let the controller grow it
+        # (factor 10 per accepted step). A non-finite y0 or f(t0, y0) ends the first step anyway.
+        dt0 = jnp.where(jnp.isfinite(dt0) & (dt0 > 0), dt0, 1e-6 * (t1 - t0))
     wrapped = InstrumentedSolver(
         solver,
         error_norm_fn(stepsize_controller) if error else None,
@@ -177,6 +227,7 @@ def integrate(
         term = dfx.ODETerm(vector_field)
         controller = stepsize_controller
         saveat = dfx.SaveAt(ts=ts)
+    controller = stop_on_nonfinite(controller)
     sol = dfx.diffeqsolve(
         term,
         wrapped,
@@ -199,6 +250,9 @@ def integrate(
             pick = (extras["pick_t"], extras["pick_y"])
     else:
         ys = sol.ys
+    # The value at ts[0] = t0 is y0 itself (diffrax interpolates it from the first accepted step:
+    # the same numbers after a successful first step, but inf when the first step failed).
+    ys = jtu.tree_map(lambda saved, first: saved.at[0].set(first), ys, y0)
     stats = sol.stats
     num_steps = jnp.asarray(stats["num_steps"], jnp.int32)
     per_step = evaluations_per_step(solver)

@@ -50,6 +50,7 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import (
@@ -57,6 +58,7 @@ from .._core import (
     as_float,
     check_choice,
     check_sigma_range,
+    is_concrete,
     per_sample_keys,
 )
 from ._driver import check_solver_setup, integrate, maybe_throw
@@ -66,7 +68,8 @@ class LogLikelihood(eqx.Module):
     r"""Result of :func:`log_likelihood`, one entry per sample.
 
     ``log_prob`` = ``prior_log_prob`` + ``delta_log_prob`` (+ the schedule's scale term
-    :math:`-d\log\alpha(t_{\min})` when a schedule is used); ``latent`` is :math:`x(s_{\max})` in VE
+    :math:`-d\log\alpha(t_{\min})` when a schedule is used), and NaN for a sample whose ``result``
+    is not successful (only seen with ``throw=False``); ``latent`` is :math:`x(s_{\max})` in VE
     scale; ``nfe`` counts evaluations of the augmented field (each is one denoiser pass plus the
     Jacobian-vector products of the divergence).
     """
@@ -135,7 +138,7 @@ def log_likelihood(
     adjoint: dfx.AbstractAdjoint | None = None,
     dt0: float | None = None,
     max_steps: int = 4096,
-    throw: bool = False,
+    throw: bool = True,
 ) -> LogLikelihood:
     r"""Log-density :math:`\log q_{s_{\min}}(x)` of the model's probability-flow ODE, per sample.
 
@@ -152,15 +155,28 @@ def log_likelihood(
     ``"gaussian"``, ``n_probes`` per sample, needs ``key``). Solver defaults: Tsit5 with a PID
     controller at ``rtol = atol = 1e-5``; gradients with respect to the denoiser's parameters go
     through ``adjoint`` (default ``RecursiveCheckpointAdjoint``).
+
+    Failures: a sample whose solve fails gets a non-successful ``result`` (``max_steps_reached``;
+    ``nonfinite`` as soon as its state or the denoiser's output is not finite, after one step, not
+    ``max_steps``) and ``log_prob`` NaN (a failed sample has no density, and -inf would read as
+    "zero density"). ``throw=True`` (the default: a density is never meant to fail) raises
+    instead; pass ``throw=False`` to read the codes. ``sigma_min``/``sigma_max`` (or ``t_min``/
+    ``t_max``) that are traced are checked when the compiled code runs, concrete ones now.
     """
     check_choice("divergence", divergence, {"exact", "hutchinson"})
     check_choice("probe", probe, {"rademacher", "gaussian"})
     if not isinstance(n_probes, int) or isinstance(n_probes, bool) or n_probes < 1:
         raise ValueError(f"n_probes must be a positive Python int; got {n_probes!r}.")
+    if not isinstance(throw, bool):
+        raise TypeError(f"throw must be a bool; got {type(throw).__name__}.")
     if not callable(denoiser):
         raise TypeError(f"denoiser must be callable as denoiser(x, sigma); got {type(denoiser)}.")
     if prior is not None and not callable(prior):
         raise TypeError(f"prior must be callable as prior(z, sigma_max); got {type(prior)}.")
+    for name, value in (("x", x), ("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if value is not None and jnp.iscomplexobj(value):
+            # as_float would drop the imaginary part without a word.
+            raise TypeError(f"{name} must be real; got dtype {jnp.result_type(value)}.")
     x = as_float(x)
     if x.ndim < 2:
         raise ValueError(f"x must have a batch axis, shape (n, *event_shape); got shape {x.shape}.")
@@ -182,6 +198,7 @@ def log_likelihood(
         alpha = as_float(schedule.alpha(t_min)).astype(dtype)
         x = x / alpha
         log_scale = -d * jnp.log(alpha)
+        names = ("sigma_min (the schedule's sigma at t_min)", "sigma_max (its sigma at t_max)")
     else:
         if sigma_min is None or sigma_max is None:
             raise ValueError("pass sigma_min= and sigma_max= (or a schedule=).")
@@ -189,12 +206,13 @@ def log_likelihood(
             raise ValueError("t_min=/t_max= are only meaningful with schedule=.")
         sigma_min = as_float(sigma_min).astype(dtype)
         sigma_max = as_float(sigma_max).astype(dtype)
-    check_sigma_range(sigma_min, sigma_max)
+        names = ("sigma_min", "sigma_max")
     if jnp.ndim(sigma_min) != 0 or jnp.ndim(sigma_max) != 0:
         raise ValueError(
             f"sigma_min and sigma_max must be scalars; got shapes {jnp.shape(sigma_min)} and "
             f"{jnp.shape(sigma_max)}."
         )
+    sigma_min, sigma_max = _check_noise_range(sigma_min, sigma_max, names)
 
     solver = dfx.Tsit5() if solver is None else solver
     stepsize_controller = (
@@ -203,7 +221,7 @@ def log_likelihood(
         else stepsize_controller
     )
     adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
-    check_solver_setup(solver, stepsize_controller, adjoint, max_steps)
+    check_solver_setup(solver, stepsize_controller, adjoint, max_steps, dt0)
     if divergence == "hutchinson" and key is None:
         raise ValueError("divergence='hutchinson' draws random probes: pass key=.")
     if prior is not None:
@@ -213,6 +231,7 @@ def log_likelihood(
                 f"prior(z, sigma_max) must return one log-density per sample, shape ({n},); got "
                 f"{getattr(out, 'shape', type(out))}."
             )
+    _check_denoiser_output(denoiser, x, sigma_min)
     exact = divergence == "exact"
     n, event_shape = x.shape[0], x.shape[1:]
     if exact:
@@ -238,7 +257,9 @@ def log_likelihood(
         prior_lp = gaussian_prior_log_prob(latent, sigma_max)
     else:
         prior_lp = as_float(prior(latent, sigma_max)).astype(dtype)
-    log_prob = maybe_throw(result, prior_lp + delta + log_scale, throw)
+    failed = jnp.where(result == RESULTS.successful, 0.0, jnp.nan).astype(dtype)
+    # Added, not selected, so that a gradient still flows through every sample's value.
+    log_prob = maybe_throw(result, prior_lp + delta + log_scale + failed, throw)
     return LogLikelihood(
         log_prob=log_prob,
         prior_log_prob=prior_lp,
@@ -250,6 +271,39 @@ def log_likelihood(
         sigma_min=sigma_min,
         sigma_max=sigma_max,
     )
+
+
+def _check_noise_range(sigma_min, sigma_max, names):
+    """0 < sigma_min < sigma_max < inf: concrete values now (ValueError), traced ones when the
+    compiled code runs (otherwise a swapped pair surfaces as diffrax's "(t1 - t0) * dt0 >= 0")."""
+    if is_concrete((sigma_min, sigma_max)):
+        check_sigma_range(sigma_min, sigma_max, names=names)
+        if not np.isfinite(np.asarray(sigma_max)):
+            raise ValueError(f"{names[1]} must be finite; got {np.asarray(sigma_max).item()!r}.")
+        return sigma_min, sigma_max
+    bad = ~((0 < sigma_min) & (sigma_min < sigma_max) & jnp.isfinite(sigma_max))
+    message = f"{names[0]} must be positive and smaller than {names[1]}, which must be finite."
+    return eqx.error_if((sigma_min, sigma_max), bad, message)
+
+
+def _check_denoiser_output(denoiser, x, sigma):
+    """The field calls ``denoiser`` on a batch of one: it must return that batch's shape (a
+    wrong shape would otherwise fail inside the solver's arithmetic, or broadcast silently)."""
+    one = jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype)
+    try:
+        out = eqx.filter_eval_shape(denoiser, one, jax.ShapeDtypeStruct((), x.dtype))
+    except Exception as error:
+        raise ValueError(
+            f"denoiser(x, sigma) fails on a batch of one sample of x, shape {one.shape}: {error}"
+        ) from error
+    if not (
+        hasattr(out, "shape") and out.shape == one.shape and jnp.issubdtype(out.dtype, jnp.floating)
+    ):
+        got = f"shape {out.shape}, dtype {out.dtype}" if hasattr(out, "shape") else repr(out)
+        raise ValueError(
+            f"denoiser(x, sigma) must return an array of x's shape: called with shape "
+            f"{one.shape} it returned {got}."
+        )
 
 
 @eqx.filter_jit

@@ -31,6 +31,10 @@ class ODESolution(eqx.Module):
     ``stiffness_estimate`` are the regularisation terms :math:`R_E`, :math:`R_S` (scalars) of the
     regulariser used, and None when it did not compute them — add ``weight * term`` to the loss.
     ``probe_time`` is :math:`t_r` of a local regulariser.
+
+    After a failed solve (``result`` not successful, seen only with ``throw=False``), ``ys``
+    holds the solution up to the last accepted step and ``inf`` at every later time (diffrax's
+    fill value for times a solve did not reach): never a plausible number where there is no data.
     """
 
     ts: Float[Array, " n"]
@@ -55,8 +59,13 @@ class NeuralODE(eqx.Module):
     diffrax objects. ``dt0`` is the first step; with None and a PID controller it comes from the
     initial-step heuristic of Hairer, Nørsett & Wanner, run here on the bare vector field (inside
     ``diffeqsolve`` diffrax 0.7 falls back to a fixed 0.01, whatever the time scale).
-    ``max_steps`` bounds the solve (``result`` is then ``max_steps_reached``); ``throw=True``
-    raises on a failed solve instead.
+    ``max_steps`` bounds the solve (``result`` is then ``max_steps_reached``). A non-finite state
+    (a NaN ``y0``, a field that returns NaN or inf) ends the solve at that step with ``result``
+    ``nonfinite``; diffrax alone rejects such steps until ``max_steps``.
+
+    ``throw=True`` (the default) raises on a failed solve, when the compiled code runs: a result
+    that failed silently would enter a loss as ``inf``. ``throw=False`` returns the code in
+    :class:`ODESolution` ``.result`` for the caller to handle (e.g. to skip such samples).
 
     A call solves one initial condition ``y0`` (any array shape); batch with ``jax.vmap``, which
     gives every sample its own adaptive steps and statistics.
@@ -79,7 +88,7 @@ class NeuralODE(eqx.Module):
         *,
         dt0: float | None = None,
         max_steps: int = 4096,
-        throw: bool = False,
+        throw: bool = True,
     ):
         if not callable(vector_field):
             raise TypeError(
@@ -93,9 +102,11 @@ class NeuralODE(eqx.Module):
             else stepsize_controller
         )
         self.adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
-        check_solver_setup(self.solver, self.stepsize_controller, self.adjoint, max_steps)
+        check_solver_setup(self.solver, self.stepsize_controller, self.adjoint, max_steps, dt0)
         if dt0 is None and isinstance(self.stepsize_controller, dfx.ConstantStepSize):
             raise ValueError("dt0 must be given with a ConstantStepSize controller; got None.")
+        if not isinstance(throw, bool):
+            raise TypeError(f"throw must be a bool; got {type(throw).__name__}.")
         self.dt0 = dt0
         self.max_steps = max_steps
         self.throw = throw
@@ -114,6 +125,12 @@ class NeuralODE(eqx.Module):
         ``regulariser``: None, a :class:`GlobalRegulariser` or a :class:`LocalRegulariser`
         (which needs ``key``). The returned :class:`ODESolution` carries the regularisation terms.
         """
+        if jnp.iscomplexobj(y0) or jnp.iscomplexobj(ts):
+            # as_float would drop the imaginary part without a word.
+            raise TypeError(
+                f"y0 and ts must be real; got dtypes {jnp.result_type(y0)} and "
+                f"{jnp.result_type(ts)}."
+            )
         y0 = as_float(y0)
         ts = check_ts(as_float(ts).astype(y0.dtype))
         common = dict(

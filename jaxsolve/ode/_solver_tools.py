@@ -20,6 +20,14 @@ known exactly from the step counts), and optionally adds :math:`E_n|h_n|` and :m
 \lambda_n|` of each *accepted* step to an extra state component (and can keep a uniformly random
 accepted step there). Because they live in the state, they are saved like ``ys`` and
 differentiate through any discretise-then-optimise adjoint.
+
+**Non-finite states end the solve.** diffrax answers a non-finite candidate step by rejecting it
+and shrinking the step (right when a too-large step left the domain of the field, e.g. a
+``sqrt(y)`` stepped below zero). When the state itself, or the field at the state
+:math:`f(t_n, y_n)`, is not finite, no step size helps: diffrax would reject until ``max_steps``
+(4096 attempts of a NaN field, reported as "max steps"). :class:`InstrumentedSolver` marks such
+a step and :func:`stop_on_nonfinite` wraps the step-size controller so that it ends the solve
+there with diffrax's ``nonfinite`` result.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from .._core import exact_tensordot
+from .._core import exact_tensordot, safe_divide, safe_sqrt
 
 
 def safe_rms(x):
@@ -41,9 +49,7 @@ def safe_rms(x):
     leaves = jtu.tree_leaves(x)
     total = sum(jnp.sum(jnp.abs(leaf) ** 2) for leaf in leaves)
     n = sum(leaf.size for leaf in leaves)
-    mean = total / n
-    positive = mean > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, mean, 1.0)), 0.0)
+    return safe_sqrt(total / n)
 
 
 def explicit_tableau(solver):
@@ -73,6 +79,24 @@ def evaluations_per_step(solver) -> int | None:
     if type(solver) is dfx.Euler:
         return 1
     return None
+
+
+def all_finite(tree):
+    """True when every floating entry of ``tree`` is finite (a scalar boolean array)."""
+    leaves = [leaf for leaf in jtu.tree_leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+    if not leaves:
+        return jnp.array(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def first_stage_is_the_field_at_the_state(solver) -> bool:
+    """True when the solver's first stage is :math:`k_1 = h f(t_n, y_n)`, exposed as
+    ``dense_info["k"][0]``: every explicit Runge-Kutta tableau, and implicit ones whose first
+    stage is explicit (ESDIRK methods such as Kvaerno3/4/5)."""
+    tableau = getattr(solver, "tableau", None)
+    if not isinstance(tableau, dfx.ButcherTableau) or tableau.c1 != 0:
+        return False
+    return tableau.a_diagonal is None or tableau.a_diagonal[0] == 0
 
 
 def _inner_controller(controller):
@@ -153,8 +177,7 @@ def stiffness_estimate(tableau, ks):
     dy = jtu.tree_map(lambda k: exact_tensordot(weights, k, axes=1), ks)
     dk = jtu.tree_map(lambda k: k[s - 1] - k[s - 2], ks)
     num, den = safe_rms(dk), safe_rms(dy)
-    positive = den > 0
-    return jnp.where(positive, num / jnp.where(positive, den, 1.0), 0.0)
+    return safe_divide(num, den, jnp.zeros_like(num))
 
 
 class _FirstComponentNorm(eqx.Module):
@@ -232,6 +255,13 @@ class InstrumentedSolver(dfx.AbstractWrappedSolver):
         return self.solver.term_structure
 
     @property
+    def root_finder(self):
+        # diffrax forwards isinstance checks through a wrapped solver, so it treats this wrapper
+        # of an implicit solver as implicit and hands the controller's tolerances to
+        # `solver.root_finder` (with eqx.tree_at, which follows this property into the field).
+        return self.solver.root_finder
+
+    @property
     def interpolation_cls(self):  # pyright: ignore
         return self.solver.interpolation_cls
 
@@ -262,6 +292,14 @@ class InstrumentedSolver(dfx.AbstractWrappedSolver):
         y1, y_error, dense_info, solver_state, result = self.solver.step(
             terms, t0, t1, y0, args, solver_state, made_jump
         )
+        if y_error is not None and first_stage_is_the_field_at_the_state(self.solver):
+            # f(t0, y0) is not finite: every step size gives a non-finite candidate, so rejecting
+            # and shrinking cannot help. A finite (zero) error estimate next to a non-finite
+            # candidate is the mark StopOnNonFinite reads to end the solve here.
+            first = jtu.tree_map(lambda k: k[0], dense_info["k"])
+            stuck = all_finite(y0) & ~all_finite(first)
+            y_error = jtu.tree_map(lambda e: jnp.where(stuck, jnp.zeros_like(e), e), y_error)
+            y1 = jtu.tree_map(lambda y: jnp.where(stuck, jnp.full_like(y, jnp.nan), y), y1)
         if not self.has_extras:
             return y1, y_error, dense_info, solver_state, result
         (y0_main, _), (y1_main, extras) = y0, y1
@@ -289,3 +327,78 @@ class InstrumentedSolver(dfx.AbstractWrappedSolver):
 
     def func(self, terms, t0, y0, args):
         return self.solver.func(terms, t0, y0, args)
+
+
+class StopOnNonFinite(dfx.AbstractStepSizeController):
+    r"""Wraps a step-size controller: a step that no step size can make finite ends the solve.
+
+    That is a step from a non-finite state; a non-finite candidate whose error estimate is finite
+    (:class:`InstrumentedSolver`'s mark for a non-finite :math:`f(t_n, y_n)`, or else an overflow
+    of finite stages); or any non-finite candidate of a controller that cannot shrink the step
+    (constant steps, ``StepTo``) or of a solver without an error estimate. Such a step is
+    rejected and the result becomes diffrax's ``nonfinite``, so the solve stops with its last
+    finite state. Any other non-finite candidate (a finite state whose step went too far) is left
+    to the adaptive controller, which rejects it and shrinks the step.
+
+    A step that no longer advances time (:math:`t_n + h = t_n` in floating point) ends the solve
+    with ``dt_min_reached``: it happens when the field is non-finite just beyond :math:`t_n`
+    (``where(t > 1, nan, ...)``), and each further attempt would repeat it until ``max_steps``.
+    """
+
+    controller: dfx.AbstractStepSizeController
+
+    def wrap(self, direction):
+        return type(self)(self.controller.wrap(direction))
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        return self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
+
+    def adapt_step_size(
+        self, t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state
+    ):
+        keep, next_t0, next_t1, made_jump, controller_state, result = (
+            self.controller.adapt_step_size(
+                t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state
+            )
+        )
+        adaptive = isinstance(self.controller, dfx.AbstractAdaptiveStepSizeController)
+        if y_error is None or not adaptive:
+            cannot_shrink = jnp.array(True)
+        else:
+            cannot_shrink = all_finite(y_error)
+        hopeless = ~all_finite(y0) | (~all_finite(y1_candidate) & cannot_shrink)
+        keep = keep & ~hopeless
+        next_t0 = jnp.where(hopeless, t0, next_t0)
+        next_t1 = jnp.where(hopeless, t1, next_t1)
+        result = dfx.RESULTS.where(
+            hopeless & (result == dfx.RESULTS.successful), dfx.RESULTS.nonfinite, result
+        )
+        stalled = ~(t1 > t0)
+        result = dfx.RESULTS.where(
+            stalled & (result == dfx.RESULTS.successful), dfx.RESULTS.dt_min_reached, result
+        )
+        return keep, next_t0, next_t1, made_jump, controller_state, result
+
+
+class _AdaptiveStopOnNonFinite(StopOnNonFinite, dfx.AbstractAdaptiveStepSizeController):
+    """:class:`StopOnNonFinite` around an adaptive controller, still seen by diffrax as adaptive
+    (it hands the controller's tolerances on to an implicit solver's root find)."""
+
+    @property
+    def rtol(self):
+        return self.controller.rtol
+
+    @property
+    def atol(self):
+        return self.controller.atol
+
+    @property
+    def norm(self):
+        return self.controller.norm
+
+
+def stop_on_nonfinite(controller) -> StopOnNonFinite:
+    """``controller`` wrapped in :class:`StopOnNonFinite` (keeping it adaptive if it was)."""
+    if isinstance(controller, dfx.AbstractAdaptiveStepSizeController):
+        return _AdaptiveStopOnNonFinite(controller)
+    return StopOnNonFinite(controller)

@@ -1,10 +1,13 @@
 """Probability-flow log-likelihood against the exact oracles of the diffusion pillar."""
 
 import diffrax as dfx
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from jaxsolve import RESULTS, ode
 from jaxsolve import diffusion as jd
@@ -211,3 +214,141 @@ def test_likelihood_argument_checks():
         ode.log_likelihood(
             g.denoise, x, sigma_min=0.1, sigma_max=10.0, prior=lambda z, s: jnp.sum(z)
         )
+
+
+# --- Failures: non-finite inputs stop at once; argument errors name the argument. -------------
+
+
+def nan_model(g):
+    """The Gaussian oracle with a NaN mean: its denoiser returns NaN everywhere. (Built with
+    tree_at, past the constructor's checks, to keep the compiled solve of the tests above.)"""
+    return eqx.tree_at(lambda m: m.loc, g, jnp.full_like(g.loc, jnp.nan))
+
+
+def test_nonfinite_sample_or_denoiser_stops_at_once(x64):
+    """Per sample: a NaN/inf entry of x, or a NaN denoiser, gives ``nonfinite`` after one step
+    (2 + 1 + 6 evaluations) and log_prob NaN; the other samples keep their exact value. Before:
+    4096 steps each and ``max_steps_reached``. throw=True (the default) raises the code."""
+    g = gaussian()
+    x = g.sample(jax.random.PRNGKey(0), N, sigma=SIGMA_MIN)
+    x = x.at[2, 1].set(jnp.nan).at[5, 0].set(-jnp.inf)
+    bad = np.isin(np.arange(N), [2, 5])
+    common = dict(sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, stepsize_controller=tight())
+    res = ode.log_likelihood(g.denoise, x, prior=g.log_prob, throw=False, **common)
+    assert np.all(np.asarray(res.result == RESULTS.nonfinite) == bad)
+    assert np.all(np.asarray(res.result == RESULTS.successful) == ~bad)
+    np.testing.assert_array_equal(res.num_steps[bad], 1)
+    np.testing.assert_array_equal(res.nfe[bad], 2 + 1 + 6)
+    assert np.all(np.isnan(res.log_prob[bad]))
+    np.testing.assert_allclose(
+        res.log_prob[~bad], g.log_prob(x[~bad], SIGMA_MIN), rtol=0, atol=1e-7
+    )
+
+    broken = nan_model(g)
+    res = ode.log_likelihood(broken.denoise, x, prior=g.log_prob, throw=False, **common)
+    assert np.all(np.asarray(res.result == RESULTS.nonfinite))
+    np.testing.assert_array_equal(res.num_steps, 1)
+    assert np.all(np.isnan(res.log_prob))
+    with pytest.raises(Exception, match="NaN or infinity"):
+        jax.block_until_ready(ode.log_likelihood(g.denoise, x, prior=g.log_prob, **common))
+
+
+_LIKELIHOOD_JIT = eqx.filter_jit(
+    lambda model, prior, x, sigma_min, sigma_max, throw: ode.log_likelihood(
+        model.denoise,
+        x,
+        sigma_min=sigma_min,
+        sigma_max=sigma_max,
+        prior=prior.log_prob,
+        stepsize_controller=tight(),
+        throw=throw,
+    )
+)
+
+# Argument defects and the words the error must contain.
+_SIGMAS = {
+    "swapped": (SIGMA_MAX, SIGMA_MIN),
+    "negative sigma_min": (-1.0, SIGMA_MAX),
+    "equal": (1.0, 1.0),
+    "infinite sigma_max": (SIGMA_MIN, np.inf),
+    "NaN sigma_min": (np.nan, SIGMA_MAX),
+}
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(
+    spoilt=st.dictionaries(
+        st.integers(0, N - 1), st.sampled_from([np.nan, np.inf, -np.inf]), max_size=3
+    ),
+    model=st.sampled_from(["exact", "NaN denoiser"]),
+    defect=st.sampled_from(
+        [None, None, None, "x without batch axis", "complex x", "denoiser shape", *sorted(_SIGMAS)]
+    ),
+    mode=st.sampled_from(["eager", "eager, throw=True", "filter_jit"]),
+)
+@example(spoilt={}, model="exact", defect="swapped", mode="filter_jit")
+@example(spoilt={}, model="exact", defect="NaN sigma_min", mode="filter_jit")
+@example(spoilt={}, model="exact", defect="infinite sigma_max", mode="filter_jit")
+@example(spoilt={}, model="exact", defect="denoiser shape", mode="eager")
+@example(spoilt={3: np.nan}, model="exact", defect=None, mode="filter_jit")
+@example(spoilt={}, model="NaN denoiser", defect=None, mode="filter_jit")
+def test_bad_inputs_never_look_successful(x64, spoilt, model, defect, mode):
+    """A random mix of bad samples, a NaN denoiser, bad noise ranges (concrete or traced) and
+    malformed arguments: an error naming the argument, or per sample either the exact value with
+    ``successful`` or NaN with ``nonfinite`` after one step — never a successful-looking number."""
+    g = gaussian()
+    x = g.sample(jax.random.PRNGKey(0), N, sigma=SIGMA_MIN)
+    rows = np.zeros(N)
+    rows[list(spoilt)] = list(spoilt.values())
+    x = x.at[:, 0].add(jnp.asarray(rows))  # 0 leaves a sample alone; NaN/±inf spoil it
+    denoiser_model = g if model == "exact" else nan_model(g)
+    sigma_min, sigma_max = SIGMA_MIN, SIGMA_MAX
+    throw = mode == "eager, throw=True"
+    denoise = denoiser_model.denoise
+    if defect == "x without batch axis":
+        x = x[0]
+    elif defect == "complex x":
+        x = x.astype(jnp.complex128)
+    elif defect == "denoiser shape":
+        denoise = lambda y, s: y[0]
+    elif defect is not None:
+        sigma_min, sigma_max = _SIGMAS[defect]
+
+    def call():
+        if mode == "filter_jit":
+            if defect == "denoiser shape":  # a plain function, failing at trace time
+                return jax.jit(
+                    lambda x: ode.log_likelihood(denoise, x, sigma_min=0.1, sigma_max=1)
+                )(x)
+            return _LIKELIHOOD_JIT(
+                denoiser_model, g, x, jnp.asarray(sigma_min), jnp.asarray(sigma_max), False
+            )
+        return ode.log_likelihood(
+            denoise,
+            x,
+            sigma_min=sigma_min,
+            sigma_max=sigma_max,
+            prior=g.log_prob,
+            stepsize_controller=tight(),
+            throw=throw,
+        )
+
+    if defect is not None:
+        names = {"x without batch axis": "batch axis", "complex x": "x must be real"}
+        name = {**names, "denoiser shape": "denoiser"}.get(defect, "sigma_m(in|ax)")
+        with pytest.raises(Exception, match=name):
+            jax.block_until_ready(call())
+        return
+    bad = ~np.isfinite(np.asarray(rows)) | (model == "NaN denoiser")
+    if throw and bad.any():
+        with pytest.raises(Exception, match="NaN or infinity"):
+            jax.block_until_ready(call())
+        return
+    res = call()
+    assert np.all(np.asarray(res.result == RESULTS.nonfinite) == bad)
+    assert np.all(np.asarray(res.result == RESULTS.successful) == ~bad)
+    np.testing.assert_array_equal(res.num_steps[bad], 1)
+    assert np.all(np.isnan(res.log_prob[bad]))
+    np.testing.assert_allclose(
+        res.log_prob[~bad], g.log_prob(x[~bad], SIGMA_MIN), rtol=0, atol=1e-7
+    )
