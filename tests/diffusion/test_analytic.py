@@ -360,3 +360,14 @@ def test_traced_full_covariance_must_be_positive_semi_definite():
 def test_sample_count_must_be_a_positive_int():
     with pytest.raises(ValueError, match="n must be a positive"):
         Gaussian(np.zeros(2), np.eye(2)).sample(jax.random.PRNGKey(0), 0)
+
+
+def test_a_nan_noise_level_gives_nan_never_a_plausible_denoised_value():
+    # The Gaussian's gain lambda / (lambda + s^2) was guarded by "v > 0": a NaN sigma made it 1.
+    x = jnp.ones((2, 2))
+    for oracle in (
+        Gaussian(np.zeros(2), np.diag([1.0, 0.0])),
+        GaussianMixture(np.array([0.5, 0.5]), np.array([[1.0, 0.0], [-1.0, 0.0]]), np.ones((2, 2))),
+        Empirical(np.array([[0.0, 1.0], [1.0, 0.0]])),
+    ):
+        assert np.all(np.isnan(oracle.denoise(x, jnp.nan))), type(oracle).__name__

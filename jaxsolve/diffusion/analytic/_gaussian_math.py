@@ -54,8 +54,9 @@ def log_prob(x, sigma, mean, lam, u):
 
 def denoise(x, sigma, mean, lam, u):
     v = noised_eigvals(lam, sigma)
-    # lambda / (lambda + s^2), defined as 1 where both vanish (a degenerate direction at s = 0).
-    gain = jnp.where(v > 0, lam / jnp.where(v > 0, v, 1.0), 1.0)
+    # lambda / (lambda + s^2), defined as 1 where both vanish (a degenerate direction at s = 0);
+    # the test is "== 0" so that a NaN sigma gives NaN, not a gain of 1.
+    gain = jnp.where(v == 0, 1.0, lam / jnp.where(v == 0, 1.0, v))
     return from_coords(gain * coords(x, mean, u), mean, u)
 
 
