@@ -1,9 +1,9 @@
-r"""Krylov solvers for ``A x = b`` given only ``v -> A v``: restarted GMRES and conjugate gradients.
+r"""Krylov solvers for ``A x = b`` given only ``v -> A v``: restarted GMRES, CG and BiCGStab.
 
 They solve the backward (tangent / adjoint) systems of implicit differentiation, the Newton
 systems of :class:`Newton`, and are public through :func:`linear_solve`. One driver,
 :func:`krylov_iterate`, runs a ``lax.while_loop`` over a method's ``step``; every step costs
-exactly one matrix-vector product and updates a residual norm the driver tests,
+``products_per_step`` matrix-vector products and updates a residual norm the loop tests,
 :math:`\|b - A x\|_2 \le \text{atol} + \text{rtol}\,\|b\|_2`. The verdict uses the true residual
 of the returned ``x``; otherwise the code is ``RESULTS.max_steps_reached`` or
 ``RESULTS.nonfinite``. ``max_steps`` counts matrix-vector products and may be traced; a zero
@@ -29,16 +29,39 @@ initial guess (``x0=None``) costs none.
   true residual :math:`b - A x`, so the loop only stops on a true residual and the returned
   ``x`` needs no further product.
 - CG: "Methods of Conjugate Gradients for Solving Linear Systems" (Hestenes & Stiefel), for
-  symmetric definite ``A`` (positive or negative); the driver tests the recurrence residual and
-  measures the true one at the end (one more product).
+  symmetric definite ``A`` (positive or negative).
 - BiCGStab: "Bi-CGSTAB: A Fast and Smoothly Converging Variant of Bi-CG for the Solution of
   Nonsymmetric Linear Systems" (van der Vorst), for general ``A``: two products per step and a
   state of five vectors, no basis. Where GMRES(m) spends five products with an (m + 1)-vector
   basis per matrix-vector product, a BiCGStab step is a handful of vector operations; under
   ``jax.vmap`` over many small systems that is the cheaper solve (see
   ``benchmarks/bench_implicit.py``), at the price of a residual that need not decrease
-  monotonically. A breakdown (a zero inner product) leaves the iterate unchanged, so the solve
-  ends as ``max_steps_reached`` with the true residual measured, never as a silent zero.
+  monotonically.
+
+CG and BiCGStab update their residual by a recurrence, :math:`r \leftarrow r - \alpha A p`,
+which in floating point drifts from the true residual :math:`b - A x`: the gap grows like
+:math:`\varepsilon \max_k \|r_k\|` ("Reliable updated residuals in hybrid Bi-CG methods",
+Sleijpen & van der Vorst), so after a peak of the residual (a near-breakdown of BiCGStab) the
+recurrence can pass the tolerance while the true residual does not. Seen in float32: a
+backward solve whose residual peaked at 150 times its start reached a recurrence residual of
+0.97 tol and a true one of 1.13 tol, and the (honest) failure stopped a training run. So a run
+of steps ends when the recurrence claims convergence (or the method breaks down), the true
+residual of the iterate is measured (one product, the one that always gave the verdict), and
+where it misses the tolerance while the budget lasts the method restarts from that iterate
+with that residual (for BiCGStab a new shadow residual :math:`\hat r_0 = r`): the restarted
+recurrence starts from a small residual and leaves a gap at rounding level. Only a true
+residual is ever accepted. A solve that needs no restart spends what it did before: its steps
+and the one measurement that always gave the verdict (none at all for ``b = 0``); a measurement
+that leads to a restart counts in ``num_steps`` and in the budget (the last one may go past
+``max_steps``, as the verdict's always did). A BiCGStab breakdown (a zero
+:math:`\langle \hat r_0, r\rangle`, :math:`\langle \hat r_0, A p\rangle` or
+:math:`\langle A s, s \rangle`, an undefined ratio the step takes as 0) ends a run of steps the
+same way, since the recurrence cannot go on: the new shadow residual makes
+:math:`\langle \hat r_0, r\rangle = \|r\|^2 > 0`. Where :math:`\langle A r, r\rangle = 0` (a
+skew ``A``) the restarted step breaks down again without moving, and the budget ends as
+``max_steps_reached`` with the true residual, never a silent zero. (Restarting inside the step
+from the recurrence residual would save the product but keep the gap; a breakdown is rare, and
+the measurement is what tells whether the iterate is done.)
 """
 
 from __future__ import annotations
@@ -55,15 +78,27 @@ from ._base import AbstractLinearSolver
 
 def krylov_iterate(method, matvec, b, x0, rtol, atol, max_steps):
     """Run ``method`` on ``A x = b`` from ``x0`` (``None``: zero, which saves a product);
-    ``(x, result, num_matvecs, residual_norm)``."""
+    ``(x, result, num_matvecs, residual_norm)`` with the true residual norm of ``x``."""
     dtype = b.dtype
     tol = jnp.asarray(atol, dtype) + jnp.asarray(rtol, dtype) * jnp.linalg.norm(b)
-    state = method.init(matvec, b, x0)
+    k0 = jnp.asarray(0 if x0 is None else 1, jnp.int32)
+    x, rnorm, k = method.run(matvec, b, x0, tol, max_steps, k0)
+    result = RESULTS.where(
+        jnp.isfinite(rnorm) & jnp.all(jnp.isfinite(x)),
+        RESULTS.where(rnorm <= tol, RESULTS.successful, RESULTS.max_steps_reached),
+        RESULTS.nonfinite,
+    )
+    return x, result, k, rnorm
+
+
+def run_steps(method, matvec, b, tol, max_steps, state, k):
+    """``method.step`` until its residual norm passes ``tol``, the budget of ``max_steps``
+    products ends, the norm is not finite or the method breaks down; ``(state, k)``."""
 
     def cond(carry):
         state, k = carry
         rn = method.residual_norm(state)
-        return (rn > tol) & (k < max_steps) & jnp.isfinite(rn)
+        return (rn > tol) & (k < max_steps) & jnp.isfinite(rn) & ~method.broke_down(state)
 
     per = method.products_per_step
 
@@ -71,15 +106,7 @@ def krylov_iterate(method, matvec, b, x0, rtol, atol, max_steps):
         state, k = carry
         return method.step(matvec, b, tol, state, k + per >= max_steps), k + per
 
-    k0 = jnp.asarray(0 if x0 is None else 1, jnp.int32)
-    state, k = lax.while_loop(cond, body, (state, k0))
-    x, rnorm, extra = method.final(matvec, b, state)
-    result = RESULTS.where(
-        jnp.isfinite(rnorm) & jnp.all(jnp.isfinite(x)),
-        RESULTS.where(rnorm <= tol, RESULTS.successful, RESULTS.max_steps_reached),
-        RESULTS.nonfinite,
-    )
-    return x, result, k + extra, rnorm
+    return lax.while_loop(cond, body, (state, k))
 
 
 class _KrylovMethod(AbstractLinearSolver):
@@ -87,8 +114,8 @@ class _KrylovMethod(AbstractLinearSolver):
     products_per_step = 1
 
     @abc.abstractmethod
-    def init(self, matvec, b, x0):
-        """State at ``x0`` (one matrix-vector product; none when ``x0`` is ``None``)."""
+    def run(self, matvec, b, x0, tol, max_steps, k):
+        """``(x, true residual norm of x, k + products spent)`` from ``x0``."""
 
     @abc.abstractmethod
     def step(self, matvec, b, tol, state, last):
@@ -96,11 +123,11 @@ class _KrylovMethod(AbstractLinearSolver):
 
     @abc.abstractmethod
     def residual_norm(self, state):
-        """The residual norm the driver tests."""
+        """The residual norm the loop tests."""
 
-    @abc.abstractmethod
-    def final(self, matvec, b, state):
-        """``(x, true residual norm of x, products spent on it)`` at the end."""
+    def broke_down(self, state):
+        """Whether the last step could not continue the recurrence (ends a run of steps)."""
+        return jnp.zeros((), bool)
 
     def solve(self, matvec, b, x0, rtol, atol, max_steps):
         return krylov_iterate(self, matvec, b, x0, rtol, atol, max_steps)
@@ -125,10 +152,14 @@ class GMRES(_KrylovMethod):
         if not isinstance(self.restart, int) or isinstance(self.restart, bool) or self.restart < 1:
             raise ValueError(f"GMRES restart must be a Python int >= 1; got {self.restart!r}.")
 
-    def init(self, matvec, b, x0):
+    def run(self, matvec, b, x0, tol, max_steps, k):
         m = min(self.restart, b.shape[0])
         x0, r0 = _start(matvec, b, x0)
-        return self._cycle(x0, r0, jnp.zeros((m + 1, b.shape[0]), b.dtype))
+        state = self._cycle(x0, r0, jnp.zeros((m + 1, b.shape[0]), b.dtype))
+        state, k = run_steps(self, matvec, b, tol, max_steps, state, k)
+        # The loop only stops after a restart (on its true residual, or forced by ``last``),
+        # which leaves the iterate at x with the residual norm already measured.
+        return state["x"], state["rnorm"], k
 
     @staticmethod
     def _cycle(x, r, basis):
@@ -149,11 +180,6 @@ class GMRES(_KrylovMethod):
 
     def residual_norm(self, state):
         return state["rnorm"]
-
-    def final(self, matvec, b, state):
-        # The loop only stops after a restart (on its true residual, or forced by ``last``),
-        # which leaves the iterate at x with the residual norm already measured.
-        return state["x"], state["rnorm"], 0
 
     def step(self, matvec, b, tol, state, last):
         basis, q, mat, y, beta, j = (state[k] for k in ("basis", "q", "m", "y", "beta", "j"))
@@ -209,19 +235,38 @@ class GMRES(_KrylovMethod):
 
 
 class _RecurrenceResidual(_KrylovMethod):
-    """A method whose residual is updated by a recurrence, which drifts from the true one: the
-    verdict measures the true residual at the end (one more product)."""
+    """A method whose residual is updated by a recurrence, which drifts from the true one:
+    runs of steps, each ended by a measurement of the true residual and, where that misses the
+    tolerance, followed by a restart from the iterate (see the module docstring)."""
 
-    def final(self, matvec, b, state):
-        return state["x"], jnp.linalg.norm(b - matvec(state["x"])), 1
+    @abc.abstractmethod
+    def restart(self, x, r):
+        """The state that starts the method at ``x`` with residual ``r = b - A x``."""
+
+    def run(self, matvec, b, x0, tol, max_steps, k):
+        # The carry is always the method (re)started at a true residual, and a run of steps
+        # first tests what this loop's cond tests: under vmap a member this loop has finished
+        # does not keep the steps' loop running.
+        def cond(carry):
+            state, k = carry
+            rn = self.residual_norm(state)
+            return (rn > tol) & (k < max_steps) & jnp.isfinite(rn)
+
+        def body(carry):
+            state, k = run_steps(self, matvec, b, tol, max_steps, *carry)
+            x = state["x"]
+            return self.restart(x, b - matvec(x)), k + 1
+
+        start = (self.restart(*_start(matvec, b, x0)), k)
+        state, k = lax.while_loop(cond, body, start)
+        return state["x"], self.residual_norm(state), k
 
 
 class CG(_RecurrenceResidual):
     """Conjugate gradients, for symmetric (positive or negative) definite operators."""
 
-    def init(self, matvec, b, x0):
-        x0, r = _start(matvec, b, x0)
-        return dict(x=x0, r=r, p=r, rs=exact_dot(r, r))
+    def restart(self, x, r):
+        return dict(x=x, r=r, p=r, rs=exact_dot(r, r))
 
     def residual_norm(self, state):
         return jnp.sqrt(state["rs"])
@@ -237,7 +282,8 @@ class CG(_RecurrenceResidual):
 
 
 def _ratio(num, den):
-    """``num / den``, and 0 where ``den`` is 0 (a breakdown: the step changes nothing)."""
+    """``num / den``, and 0 where ``den`` is 0 (a breakdown: the step skips that update, and
+    the run of steps ends)."""
     ok = den != 0
     return jnp.where(ok, num / jnp.where(ok, den, 1), 0.0)
 
@@ -248,16 +294,28 @@ class BiCGStab(_RecurrenceResidual):
 
     products_per_step = 2
 
-    def init(self, matvec, b, x0):
-        x0, r = _start(matvec, b, x0)
-        one = jnp.ones((), b.dtype)
-        zero = jnp.zeros_like(b)
-        # The shadow residual is the initial one; rho = alpha = omega = 1 makes the first
+    def restart(self, x, r):
+        one = jnp.ones((), r.dtype)
+        zero = jnp.zeros_like(r)
+        # The shadow residual is the (re)starting one; rho = alpha = omega = 1 makes the first
         # direction p = r.
-        return dict(x=x0, r=r, shadow=r, p=zero, v=zero, rho=one, alpha=one, omega=one)
+        return dict(
+            x=x,
+            r=r,
+            shadow=r,
+            p=zero,
+            v=zero,
+            rho=one,
+            alpha=one,
+            omega=one,
+            broke_down=jnp.zeros((), bool),
+        )
 
     def residual_norm(self, state):
         return jnp.linalg.norm(state["r"])
+
+    def broke_down(self, state):
+        return state["broke_down"]
 
     def step(self, matvec, b, tol, state, last):
         x, r, shadow = state["x"], state["r"], state["shadow"]
@@ -265,7 +323,8 @@ class BiCGStab(_RecurrenceResidual):
         beta = _ratio(rho, state["rho"]) * _ratio(state["alpha"], state["omega"])
         p = r + beta * (state["p"] - state["omega"] * state["v"])
         v = matvec(p)
-        alpha = _ratio(rho, exact_dot(shadow, v))
+        shadow_v = exact_dot(shadow, v)
+        alpha = _ratio(rho, shadow_v)
         s = r - alpha * v
         t = matvec(s)
         omega = _ratio(exact_dot(t, s), exact_dot(t, t))
@@ -278,4 +337,7 @@ class BiCGStab(_RecurrenceResidual):
             rho=rho,
             alpha=alpha,
             omega=omega,
+            # A zero ratio above stands for an undefined one: the next step's beta (or this
+            # alpha) has no meaning, so the run ends and the method restarts.
+            broke_down=(rho == 0) | (shadow_v == 0) | (omega == 0),
         )
