@@ -371,7 +371,8 @@ DETERMINISTIC = {
     "time_shift": lambda: jd.TimeShift(jd.DDIM(eta=0.0)),
     "bdia": lambda: jd.BDIA(0.5),
 }
-_ADJOINT_DEFAULT = {"deis_tab", "dpmpp_2m", "unipc_bh1"}  # the three the bug was found with
+# Two of the three the bug was found with (multistep history; a corrector) run by default.
+_ADJOINT_DEFAULT = {"dpmpp_2m", "unipc_bh1"}
 
 
 @pytest.mark.parametrize(
@@ -656,7 +657,7 @@ def _run_property_case(x, sigmas, mode, solver):
 _run_property_case_jit = jax.jit(_run_property_case, static_argnames="solver")
 
 
-@settings(max_examples=30, deadline=None, derandomize=True)
+@settings(max_examples=20, deadline=None, derandomize=True)
 @given(
     # Repeats bias the draws towards valid inputs, so that successes are checked too.
     grid=st.sampled_from(["valid", "padded", *sorted(_GRIDS)]),
