@@ -114,17 +114,23 @@ class StochasticInterpolant(eqx.Module):
         m0, c0, m1, c1 = (as_float(v) for v in (mean0, cov0, mean1, cov1))
         eye = jnp.eye(m0.shape[0], dtype=m0.dtype)
 
-        def model(x, t):
-            def one(xi, ti):
-                (a, b, g), (da, db, dg) = self.coefficients(ti)
-                mu = a * m0 + b * m1
-                cov = a * a * c0 + b * b * c1 + g * g * eye
-                r = jnp.linalg.solve(cov, xi - mu)
-                drift = da * m0 + db * m1 + exact_dot(da * a * c0 + db * b * c1 + dg * g * eye, r)
-                return drift, g * r
+        def at_time(x, t):
+            # x: (n, d) states sharing the time t; one factorisation serves them all.
+            (a, b, g), (da, db, dg) = self.coefficients(t)
+            mu = a * m0 + b * m1
+            cov = a * a * c0 + b * b * c1 + g * g * eye
+            r = jnp.linalg.solve(cov, (x - mu).T).T
+            gain = da * a * c0 + db * b * c1 + dg * g * eye
+            drift = da * m0 + db * m1 + exact_dot(r, gain.T)
+            return drift, g * r
 
-            t = jnp.broadcast_to(as_float(t), x.shape[:1])
-            return jax.vmap(one)(x, t)
+        def model(x, t):
+            t = as_float(t)
+            if t.ndim == 0:  # the sampler's case: one time for the whole batch
+                return at_time(x, t)
+            t = jnp.broadcast_to(t, x.shape[:1])
+            drift, eta = jax.vmap(lambda xi, ti: at_time(xi[None], ti))(x, t)
+            return drift[:, 0], eta[:, 0]
 
         return model
 
