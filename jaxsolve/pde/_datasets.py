@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -43,7 +42,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
-from .._core import RESULTS, default_float, per_sample_keys
+from .._core import RESULTS, check_writable_dir, default_float, per_sample_keys
 from ._checks import check_parameter
 from ._darcy import darcy_solve
 from ._equations import Burgers, NavierStokes2D, fno_forcing
@@ -126,16 +125,11 @@ def _read_cache(path: str, n_samples: int, dtype) -> tuple | None:
 
 
 def _check_writable(cache_dir: str) -> None:
-    """Create ``cache_dir`` and a file in it, or raise ``ValueError`` naming it."""
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=cache_dir, prefix=".probe-"):
-            pass
-    except OSError as err:
-        raise ValueError(
-            f"cache_dir={cache_dir!r} is not a writable directory ({type(err).__name__}: {err}); "
-            f"pass another directory, or cache_dir=None to keep the data in memory only."
-        ) from err
+    check_writable_dir(
+        "cache_dir",
+        cache_dir,
+        hint="pass another directory, or cache_dir=None to keep the data in memory only.",
+    )
 
 
 def _generate(

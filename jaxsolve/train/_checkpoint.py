@@ -24,13 +24,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import warnings
 
 import equinox as eqx
 import jax
 import numpy as np
 
+from .._core import check_writable_dir
 from . import _fingerprint
 
 FORMAT = "jaxsolve-checkpoint-2"
@@ -74,16 +74,12 @@ def check_writable(path: str, *, name: str = "checkpoint_path") -> None:
         raise TypeError(f"{name} must be a path (str); got {type(path).__name__}.")
     if os.path.isdir(path):
         raise ValueError(f"{name} {str(path)!r} is a directory; it must name the checkpoint file.")
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".jaxsolve-probe-"):
-            pass
-    except OSError as err:
-        raise ValueError(
-            f"{name} {str(path)!r} cannot be written ({type(err).__name__}: {err}); checked "
-            "before training so that no work is lost."
-        ) from err
+    check_writable_dir(
+        name,
+        os.path.dirname(os.path.abspath(path)),
+        given=str(path),
+        hint="checked before training so that no work is lost.",
+    )
 
 
 def _digest(header: dict, payload: bytes) -> str:
