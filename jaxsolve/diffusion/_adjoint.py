@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from .._core import RESULTS
 
 
-def adjoint_sample(denoiser, x, sigmas, integrate, final_step):
+def adjoint_sample(denoiser, x, sigmas, integrate, final_step, state):
     r"""Sample with the driver, differentiated by the adjoint method.
 
     ``integrate(denoiser, x) -> (x_out, nfe, taken, result, (x_last, state_last, last))`` is the
@@ -48,39 +48,46 @@ def adjoint_sample(denoiser, x, sigmas, integrate, final_step):
     ``final_step(denoiser, x_last, state_last) -> x_out`` re-evaluates that last step; it is
     differentiated exactly, with the solver's history held fixed (for every solver whose final
     step is the denoised estimate, as all grid solvers', that is :math:`D(x_{n-1}, \sigma_{n-1})`).
+    ``state`` is an example of the solver state (its shapes).
 
     Returns ``(x_out, nfe, taken, result)``. A gradient through a sample whose ``result`` is not
     successful is NaN: the adjoint of a non-finite trajectory has no meaning, and a zero or finite
     number would look like a real gradient.
     """
-    closed = eqx.filter_closure_convert(denoiser, x, sigmas[0])
-    params, static = eqx.partition(closed, eqx.is_inexact_array)
-
-    def forward(params, x):
-        return integrate(eqx.combine(params, static), x)
+    # Three programs see the arrays the denoiser closes over (weights, a guidance scale): the
+    # forward integration, the final step and D on the whole state (the adjoint ODE). Each is
+    # closure-converted where it is used — a solver may call the denoiser on other shapes than
+    # the state's, e.g. per sample — and their closed-over arrays are matched by identity, so one
+    # list of parameters feeds all three and collects their gradients.
+    forward = _Converted(lambda y: integrate(denoiser, y), x)
+    last_step = _Converted(lambda y, st: final_step(denoiser, y, st), x, state)
+    flow = _Converted(denoiser, x, sigmas[0])
+    last_step.index_into(forward)
+    flow.index_into(forward)
 
     @jax.custom_vjp
     def run(params, x):
-        x_out, nfe, taken, result, _ = forward(params, x)
+        x_out, nfe, taken, result, _ = forward.call(params, x)
         return x_out, nfe, taken, result
 
     def run_fwd(params, x):
-        x_out, nfe, taken, result, final_input = forward(params, x)
+        x_out, nfe, taken, result, final_input = forward.call(params, x)
         return (x_out, nfe, taken, result), (params, final_input, result)
 
     def run_bwd(residuals, cotangents):
-        params, (x_last, state_last, last), result = residuals
+        fwd_params, (x_last, state_last, last), result = residuals
         cotangent = cotangents[0]
+        params = flow.own(fwd_params)
 
         def denoise(p, y, s):
-            return eqx.combine(p, static)(y, s)
+            return flow.module(p)(y, s)
 
         # The final step exactly (the solver's history held fixed).
         _, vjp = jax.vjp(
-            lambda p, y: final_step(eqx.combine(p, static), y, state_last), params, x_last
+            lambda p, y: last_step.module(p)(y, state_last), last_step.own(fwd_params), x_last
         )
-        g_params, a = vjp(cotangent)
-        zero_params = jax.tree_util.tree_map(jnp.zeros_like, g_params)
+        g_last, a = vjp(cotangent)
+        zero_params = jax.tree_util.tree_map(jnp.zeros_like, params)
 
         def eval_point(y, adj, s):
             d, vjp_d = jax.vjp(lambda p, z: denoise(p, z, s), params, y)
@@ -112,11 +119,56 @@ def adjoint_sample(denoiser, x, sigmas, integrate, final_step):
 
         steps = jnp.arange(sigmas.shape[0] - 2, -1, -1)
         (_, a0, acc), _ = jax.lax.scan(body, (x_last, a, zero_params), steps)
-        g_params = jax.tree_util.tree_map(lambda u, v: u + v, g_params, acc)
+        g_params = forward.collect(fwd_params, (last_step, g_last), (flow, acc))
         # No gradient through a failed sample looks plausible: it is NaN.
         failed = result != RESULTS.successful
         poison = lambda g: jnp.where(failed, jnp.nan, g)
-        return jax.tree_util.tree_map(poison, g_params), poison(a0)
+        return [poison(g) for g in g_params], poison(a0)
 
     run.defvjp(run_fwd, run_bwd)
-    return run(params, x)
+    return run(forward.params, x)
+
+
+class _Converted:
+    """A function closure-converted at example arguments, its inexact closed-over arrays as a
+    flat list of parameters (:func:`equinox.filter_closure_convert`)."""
+
+    def __init__(self, fn, *example):
+        converted = eqx.filter_closure_convert(fn, *example)
+        params, self.static = eqx.partition(converted, eqx.is_inexact_array)
+        self.params, self.treedef = jax.tree_util.tree_flatten(params)
+        self.index = None
+
+    def module(self, params):
+        return eqx.combine(jax.tree_util.tree_unflatten(self.treedef, params), self.static)
+
+    def call(self, params, *args):
+        return self.module(params)(*args)
+
+    def index_into(self, owner):
+        """Find each parameter in ``owner``'s by identity (the same closed-over array)."""
+        where = {id(p): j for j, p in enumerate(owner.params)}
+        self.index = [where.get(id(p)) for p in self.params]
+        for p, j in zip(self.params, self.index, strict=True):
+            if j is None and isinstance(p, jax.core.Tracer):
+                raise ValueError(
+                    "adjoint='adjoint': the denoiser closes over an array that the sampling run "
+                    "does not use, so its gradient cannot be collected."
+                )
+
+    def own(self, owner_params):
+        """This function's parameters taken from the owner's list (unmatched ones are constants
+        of this function alone, kept as they are)."""
+        return [
+            p if j is None else owner_params[j]
+            for p, j in zip(self.params, self.index, strict=True)
+        ]
+
+    def collect(self, params, *parts):
+        """The owner's gradient: the sum of each part's gradient, mapped onto ``params``."""
+        total = [jnp.zeros_like(p) for p in params]
+        for part, grads in parts:
+            for g, j in zip(grads, part.index, strict=True):
+                if j is not None:
+                    total[j] = total[j] + g
+        return total

@@ -164,7 +164,7 @@ def sample(
             return _counted(solver, "final_step", ctx, y, state, d)[0]
 
         x_out, nfe, taken, result = adjoint_sample(
-            denoiser, x, sigmas, integrate_keeping_final_input, final_step
+            denoiser, x, sigmas, integrate_keeping_final_input, final_step, solver.init(x, sigmas)
         )
         # Counts and codes carry no gradient (the custom rule's integer outputs would otherwise
         # come with instantiated zero tangents, which the error check cannot differentiate).
