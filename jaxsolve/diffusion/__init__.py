@@ -1,8 +1,10 @@
 """Pillar 1 — diffusion and flow models in the denoiser form.
 
-Schedules map a model's time to the VE noise level; grids choose the levels a sampler visits;
-adapters turn any parameterisation into ``denoiser(x, sigma) -> x0_hat``; :func:`sample` is the one
-driver that runs every solver as a step of a ``lax.scan``; :mod:`.analytic` holds exact oracles for
+Schedules map a model's time to the VE noise level; grids choose the levels a sampler visits
+(``_grids/``); adapters turn any parameterisation into ``denoiser(x, sigma) -> x0_hat``;
+:func:`sample` is the one driver that runs every solver as a step of a ``lax.scan``, solvers by
+family in ``_solvers/`` and the solvers that wrap another in ``_wrappers/``; how gradients flow
+through sampling is an adjoint object (``_adjoint.py``); :mod:`.analytic` holds exact oracles for
 measuring sampler error.
 """
 
@@ -25,6 +27,7 @@ from ._adapters import (
     to_v,
     to_x0,
 )
+from ._adjoint import AbstractAdjoint, AdjointDPM, Backprop, Checkpointed
 from ._flow_matching import (
     flow_matching_loss,
     generate,
@@ -35,12 +38,16 @@ from ._flow_matching import (
     u_shaped_times,
 )
 from ._grids import (
+    OSSResult,
     discrete_sigmas,
     discrete_timesteps,
     exponential_sigmas,
     karras_sigmas,
     logsnr_sigmas,
+    optimal_sigmas,
     polyexponential_sigmas,
+    restart_sigmas,
+    teleport_sigmas,
     time_quadratic_sigmas,
     time_uniform_sigmas,
 )
@@ -65,41 +72,25 @@ from ._schedules import (
     VPSchedule,
     ddpm_betas,
 )
-from ._seed import (
-    BDIA,
-    EMS,
-    GENIE,
-    GHVB,
-    CascadeRatioRegression,
-    DCSolver,
-    DPMSolverV3,
-    DualFast,
-    HeavyBall,
-    OSSResult,
-    Teleport,
-    TimeShift,
-    bdia_invert,
-    estimate_ems,
-    fit_dc_ratios,
-    gaussian_approximation,
-    optimal_sigmas,
-    reference_states,
-    shifted_sigma,
-    teleport_sigmas,
-)
 from ._solvers import (
+    BDIA,
     DDIM,
     DEIS,
     DPM2,
+    EMS,
+    GENIE,
+    GHVB,
     IPNDM,
     LMS,
     AbstractSolver,
     ButcherTableau,
+    CascadeRatioRegression,
+    DCSolver,
     DPMAdaptive,
     DPMSolver,
     DPMSolverPP,
     DPMSolverPPSDE,
-    EDMStochastic,
+    DPMSolverV3,
     Euler,
     EulerAncestral,
     EulerMaruyama,
@@ -109,11 +100,24 @@ from ._solvers import (
     FlowMidpoint,
     FlowRK,
     Heun,
-    PredictorCorrector,
-    Restart,
     StepContext,
     UniPC,
-    restart_sigmas,
+    bdia_invert,
+    estimate_ems,
+    fit_dc_ratios,
+    reference_states,
+)
+from ._wrappers import (
+    AbstractWrappedSolver,
+    DualFast,
+    EDMStochastic,
+    HeavyBall,
+    PredictorCorrector,
+    Restart,
+    Teleport,
+    TimeShift,
+    gaussian_approximation,
+    shifted_sigma,
 )
 
 __all__ = [
@@ -127,10 +131,15 @@ __all__ = [
     "IPNDM",
     "LMS",
     "PREDICTIONS",
+    "AbstractAdjoint",
     "AbstractSchedule",
     "AbstractSolver",
+    "AbstractWrappedSolver",
+    "AdjointDPM",
+    "Backprop",
     "ButcherTableau",
     "CascadeRatioRegression",
+    "Checkpointed",
     "ClassifierFreeGuidance",
     "CosineVPSchedule",
     "DCSolver",

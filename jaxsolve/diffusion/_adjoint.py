@@ -1,4 +1,21 @@
-r"""Gradients through sampling by the adjoint method, in exponential-integrator variables.
+r"""How reverse-mode gradients flow through :func:`~jaxsolve.diffusion.sample`: an adjoint object.
+
+As diffrax's ``adjoint=``, ``sample(adjoint=...)`` takes an :class:`AbstractAdjoint`, and the driver
+calls its two methods and never asks which one it has: ``check`` (refuse, at trace time, a run it
+cannot differentiate) and ``loop`` (run the driver's integration so that its gradients flow as
+the adjoint says).
+
+* :class:`Backprop` — through the ``lax.scan`` of the steps; memory grows with the steps.
+* :class:`Checkpointed` — each step recomputed in the backward pass (``checkpoints=None``), or
+  recursive (binomial, "treeverse") checkpointing with a fixed number of stored states
+  (``checkpoints=k``): memory :math:`O(k)` at the price of recomputing steps.
+* :class:`AdjointDPM` — the continuous adjoint, below.
+
+The strings ``"backprop"``, ``"checkpoint"`` and ``"adjoint"`` name ``Backprop()``,
+``Checkpointed()`` and ``AdjointDPM()`` (:func:`as_adjoint` maps them once, where ``sample`` is
+called). The forward sample is the same under every adjoint, bit for bit.
+
+**AdjointDPM**: gradients by the adjoint method, in exponential-integrator variables.
 
 "AdjointDPM: Adjoint Sensitivity Method for Gradient Backpropagation of Diffusion Probabilistic
 Models". With :math:`\lambda = -\log\sigma` the probability-flow ODE is
@@ -31,11 +48,126 @@ conditioning, a guidance scale); the grid itself gets none.
 
 from __future__ import annotations
 
+import abc
+from typing import Any
+
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 
-from .._core import RESULTS
+from .._core import RESULTS, check_choice
+
+
+class AbstractAdjoint(eqx.Module):
+    """How gradients flow through a sampling run (see the module).
+
+    The driver calls ``check`` while it validates its arguments and ``loop`` to integrate. ``run``
+    is the driver's sampling run: ``run.integrate(denoiser, x, *, scan=jax.lax.scan,
+    keep_final_input=False)`` is the whole integration (``scan(body, init, xs)`` runs its loop)
+    and returns ``(x_out, path, nfe, num_steps, result, final_input)``;
+    ``run.final_step(denoiser, x, state)`` re-evaluates the step into sigma = 0;
+    ``run.init(x)`` is the solver's initial state and ``run.sigmas`` the grid.
+    """
+
+    def check(
+        self, solver, *, max_steps: int | None, n_steps: Any, noise: Any, save_trajectory: bool
+    ) -> None:
+        """Raise a ``ValueError`` for a run this adjoint cannot differentiate."""
+
+    @abc.abstractmethod
+    def loop(self, run, denoiser, x) -> tuple:
+        """Integrate: ``(x_out, path, nfe, num_steps, result)``."""
+
+
+class Backprop(AbstractAdjoint):
+    """Reverse mode through the driver's ``lax.scan``: memory grows with the number of steps."""
+
+    def loop(self, run, denoiser, x):
+        return run.integrate(denoiser, x)[:5]
+
+
+class Checkpointed(AbstractAdjoint):
+    """Checkpointing: the backward pass recomputes steps instead of storing their intermediates.
+
+    Args:
+        checkpoints: ``None`` stores the state entering every step and recomputes each step once
+            (memory: one state per step); an int ``k`` stores only ``k`` states, placed by
+            recursive binomial checkpointing ("treeverse", as diffrax's
+            ``RecursiveCheckpointAdjoint``), and recomputes the rest (memory :math:`O(k)`; it does
+            not support forward-mode differentiation).
+    """
+
+    checkpoints: int | None = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        if self.checkpoints is not None and (
+            not isinstance(self.checkpoints, int)
+            or isinstance(self.checkpoints, bool)
+            or self.checkpoints < 1
+        ):
+            raise ValueError(
+                f"checkpoints must be None or a positive int; got {self.checkpoints!r}."
+            )
+
+    def scan(self, body, init, xs):
+        """The driver's loop, checkpointed."""
+        if self.checkpoints is None:
+            return jax.lax.scan(jax.checkpoint(body), init, xs)
+        return eqxi.scan(body, init, xs, kind="checkpointed", checkpoints=self.checkpoints)
+
+    def loop(self, run, denoiser, x):
+        return run.integrate(denoiser, x, scan=self.scan)[:5]
+
+
+class AdjointDPM(AbstractAdjoint):
+    """The continuous adjoint of the probability-flow ODE (see the module): memory independent of
+    the number of steps. Deterministic solvers on a fixed grid only; no trajectory, no
+    ``n_steps`` (pad the grid instead)."""
+
+    def check(self, solver, *, max_steps, n_steps, noise, save_trajectory):
+        if solver.stochastic or solver.adaptive or max_steps is not None or noise is not None:
+            raise ValueError(
+                "adjoint='adjoint' (AdjointDPM) needs a deterministic ODE solver on a fixed grid; "
+                f"got {type(solver).__name__}."
+            )
+        if save_trajectory:
+            raise ValueError("adjoint='adjoint' does not keep the trajectory (save_trajectory).")
+        if n_steps is not None:
+            raise ValueError(
+                "adjoint='adjoint' integrates the whole grid; pad the grid instead of passing "
+                "n_steps."
+            )
+
+    def loop(self, run, denoiser, x):
+        def integrate_keeping_final_input(d, y):
+            x_out, _, nfe, taken, result, final_input = run.integrate(d, y, keep_final_input=True)
+            return x_out, nfe, taken, result, final_input
+
+        x_out, nfe, taken, result = adjoint_sample(
+            denoiser, x, run.sigmas, integrate_keeping_final_input, run.final_step, run.init(x)
+        )
+        # Counts and codes carry no gradient (the custom rule's integer outputs would otherwise
+        # come with instantiated zero tangents, which the error check cannot differentiate).
+        nfe, taken, result = jax.lax.stop_gradient((nfe, taken, result))
+        return x_out, None, nfe, taken, result
+
+
+_ALIASES = {"backprop": Backprop, "checkpoint": Checkpointed, "adjoint": AdjointDPM}
+
+
+def as_adjoint(adjoint: AbstractAdjoint | str) -> AbstractAdjoint:
+    """The adjoint object for ``sample(adjoint=...)``: an :class:`AbstractAdjoint` as it is, or
+    one of the strings ``"backprop"``, ``"checkpoint"``, ``"adjoint"`` (see the module)."""
+    if isinstance(adjoint, str):
+        check_choice("adjoint", adjoint, set(_ALIASES))
+        return _ALIASES[adjoint]()
+    if not isinstance(adjoint, AbstractAdjoint):
+        raise TypeError(
+            "adjoint must be an AbstractAdjoint (Backprop(), Checkpointed(), AdjointDPM()) or one "
+            f"of 'backprop', 'checkpoint', 'adjoint'; got {type(adjoint).__name__}."
+        )
+    return adjoint
 
 
 def adjoint_sample(denoiser, x, sigmas, integrate, final_step, state):

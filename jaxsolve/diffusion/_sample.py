@@ -8,8 +8,13 @@ Every solver in :mod:`jaxsolve.diffusion` is a ``step`` this driver calls; the d
 * **noise** — draw ``k`` of step ``i`` for sample ``b`` is
   ``normal(fold_in(fold_in(fold_in(key, b), i), k))``, so a sample does not depend on the batch
   size;
-* **NFE counting** (static per branch) and **error reporting**: a NaN or infinity in the state is
-  the result code ``RESULTS.nonfinite``; ``throw=True`` (the default) raises it.
+* **NFE counting** — its denoiser counts the calls a step makes (see
+  :mod:`jaxsolve.diffusion._solvers._base`); a solver never reports a count;
+* **adaptive solvers** (``solver.adaptive``) — ``max_steps`` attempts, the remaining ones skipped
+  once the final step is taken, and ``RESULTS.max_steps_reached`` if it never is;
+* **error reporting** — a NaN or infinity in the state is the result code ``RESULTS.nonfinite``;
+  ``throw=True`` (the default) raises it;
+* **gradients** — how they flow is the ``adjoint`` object's (:mod:`jaxsolve.diffusion._adjoint`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -26,9 +31,9 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from .._core import RESULTS, as_float, check_choice, is_concrete, shard_batch
-from ._adjoint import adjoint_sample
-from ._solvers._base import FINAL, SKIP, STEP, AbstractSolver, StepContext
+from .._core import RESULTS, as_float, is_concrete, shard_batch
+from ._adjoint import AbstractAdjoint, as_adjoint
+from ._solvers._base import FINAL, SKIP, STEP, AbstractSolver, Evaluations, StepContext
 
 
 class SampleSolution(eqx.Module):
@@ -61,7 +66,7 @@ def sample(
     save_trajectory: bool = False,
     progress: bool = False,
     throw: bool = True,
-    adjoint: str = "backprop",
+    adjoint: AbstractAdjoint | str = "backprop",
     mesh: Mesh | None = None,
     data_axis: str = "data",
 ) -> Float[Array, "*batch ..."] | SampleSolution:
@@ -87,7 +92,9 @@ def sample(
         n_steps: take only this many steps (a traced integer is fine). Defaults to the number of
             steps in the grid (the index of its first 0); fewer stops early, without the final
             denoising.
-        max_steps: the number of attempted steps for adaptive solvers (:class:`DPMAdaptive`).
+        max_steps: the number of attempted steps for adaptive solvers (``solver.adaptive``, e.g.
+            :class:`DPMAdaptive`); running out of them before the final step is the result
+            ``RESULTS.max_steps_reached``. Other solvers take one step per grid interval.
         noise: optional ``noise(i, k) -> array like x`` replacing the key-based draws (e.g. to
             replay recorded noise or use a Brownian tree).
         batch_ndim: number of leading batch axes of ``x`` for per-sample noise.
@@ -95,11 +102,14 @@ def sample(
         save_trajectory: keep every intermediate state (with ``full_output``).
         progress: show a tqdm progress bar; works under ``jit`` (host callbacks).
         throw: raise if the state became non-finite (else report it in ``result``).
-        adjoint: how reverse-mode gradients flow through sampling: ``"backprop"`` (through the
-            scan; memory grows with the steps), ``"checkpoint"`` (each step recomputed in the
-            backward pass) or ``"adjoint"`` (AdjointDPM: the continuous adjoint solved backward in
-            exponential-integrator variables, memory independent of the number of steps; ODE
-            solvers only; see :mod:`jaxsolve.diffusion._adjoint`).
+        adjoint: how reverse-mode gradients flow through sampling, an :class:`AbstractAdjoint`:
+            :class:`Backprop` (through the scan; memory grows with the steps),
+            :class:`Checkpointed` (steps recomputed in the backward pass; recursive
+            checkpointing with ``Checkpointed(checkpoints=k)``) or :class:`AdjointDPM` (the
+            continuous adjoint solved backward in exponential-integrator variables, memory
+            independent of the number of steps; deterministic solvers on a fixed grid). The
+            strings ``"backprop"``, ``"checkpoint"`` and ``"adjoint"`` name ``Backprop()``,
+            ``Checkpointed()`` and ``AdjointDPM()``. The sample is the same under every one.
         mesh: a :class:`jax.sharding.Mesh` (e.g. :func:`jaxsolve.sharding.data_mesh`) to split
             the samples over: the first batch axis of ``x`` (its size a multiple of the devices
             on ``data_axis``), the noise and every intermediate state are sharded along it, so
@@ -112,7 +122,7 @@ def sample(
         raise TypeError(
             f"solver must be a jaxsolve sampler (AbstractSolver); got {type(solver).__name__}."
         )
-    check_choice("adjoint", adjoint, {"backprop", "checkpoint", "adjoint"})
+    adjoint = as_adjoint(adjoint)
     x = as_float(x)
     sigmas = _check_grid(sigmas, solver, x.dtype)
     if not 0 <= batch_ndim <= x.ndim:
@@ -123,55 +133,35 @@ def sample(
         x = shard_batch(x, mesh, data_axis)
     if solver.stochastic and key is None and noise is None:
         raise ValueError(f"{type(solver).__name__} is stochastic: pass key= (or noise=).")
+    adjoint.check(
+        solver, max_steps=max_steps, n_steps=n_steps, noise=noise, save_trajectory=save_trajectory
+    )
 
     grid_steps = sigmas.shape[0] - 1
     n_grid = jnp.argmax(sigmas == 0).astype(jnp.int32)  # index of the first 0 = number of steps
     n = n_grid if n_steps is None else _check_n_steps(n_steps, n_grid, sigmas)
-    iterations = solver.num_iterations(grid_steps, max_steps)
-    integrate = functools.partial(
-        _integrate_jit if _hashable(denoiser, noise, solver) else _integrate,
+    run = _SamplingRun(
+        integrate=functools.partial(
+            _integrate_jit if hashable(denoiser, noise, solver) else _integrate,
+            sigmas=sigmas,
+            solver=solver,
+            n=n,
+            key=key,
+            noise=noise,
+            iterations=_num_iterations(solver, grid_steps, max_steps),
+            batch_ndim=batch_ndim,
+            save_trajectory=save_trajectory,
+            progress=progress,
+            mesh=mesh,
+            data_axis=data_axis,
+        ),
+        final_step=functools.partial(
+            _final_step, solver=solver, sigmas=sigmas, n=n, batch_ndim=batch_ndim
+        ),
+        init=functools.partial(_init, solver=solver, sigmas=sigmas),
         sigmas=sigmas,
-        solver=solver,
-        n=n,
-        key=key,
-        noise=noise,
-        iterations=iterations,
-        batch_ndim=batch_ndim,
-        save_trajectory=save_trajectory,
-        progress=progress,
-        checkpoint=adjoint == "checkpoint",
-        mesh=mesh,
-        data_axis=data_axis,
     )
-    if adjoint == "adjoint":
-        if solver.stochastic or max_steps is not None or noise is not None:
-            raise ValueError(
-                f"adjoint='adjoint' needs a deterministic ODE solver on a fixed grid; got {type(solver).__name__}."
-            )
-        if save_trajectory:
-            raise ValueError("adjoint='adjoint' does not keep the trajectory (save_trajectory).")
-        if n_steps is not None:
-            raise ValueError(
-                "adjoint='adjoint' integrates the whole grid; pad the grid instead of passing n_steps."
-            )
-
-        def integrate_keeping_final_input(d, y):
-            x_out, _, nfe, taken, result, final_input = integrate(d, y, keep_final_input=True)
-            return x_out, nfe, taken, result, final_input
-
-        def final_step(d, y, state):
-            ctx = _final_context(sigmas, n, grid_steps, batch_ndim)
-            return _counted(solver, "final_step", ctx, y, state, d)[0]
-
-        x_out, nfe, taken, result = adjoint_sample(
-            denoiser, x, sigmas, integrate_keeping_final_input, final_step, solver.init(x, sigmas)
-        )
-        # Counts and codes carry no gradient (the custom rule's integer outputs would otherwise
-        # come with instantiated zero tangents, which the error check cannot differentiate).
-        nfe, taken, result = jax.lax.stop_gradient((nfe, taken, result))
-        path = None
-    else:
-        x_out, path, nfe, taken, result, _ = integrate(denoiser, x)
+    x_out, path, nfe, taken, result = adjoint.loop(run, denoiser, x)
     if not is_concrete(sigmas):
         # A concrete grid was checked above; a traced one is checked as it runs. Its sample is
         # NaN (and so is any gradient through it), never a plausible number.
@@ -200,7 +190,36 @@ def sample(
     )
 
 
-def _hashable(*trees):
+class _SamplingRun(NamedTuple):
+    """What the adjoint's ``loop`` runs (see :class:`~jaxsolve.diffusion.AbstractAdjoint`)."""
+
+    integrate: Callable  # (denoiser, x, *, scan, keep_final_input) -> the integration
+    final_step: Callable  # (denoiser, x, state) -> the step into sigma = 0
+    init: Callable  # x -> the solver's initial state
+    sigmas: Float[Array, " L"]
+
+
+def _num_iterations(solver, grid_steps, max_steps):
+    """Length of the driver's scan: ``max_steps`` attempts for an adaptive solver, one iteration
+    per grid interval otherwise."""
+    if solver.adaptive:
+        if max_steps is None:
+            raise ValueError(
+                f"{type(solver).__name__} is adaptive: it needs max_steps= (the number of attempted "
+                "steps) in sample()."
+            )
+        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
+            raise ValueError(f"max_steps must be a positive int; got {max_steps!r}.")
+        return max_steps
+    if max_steps is not None and max_steps != grid_steps:
+        raise ValueError(
+            f"max_steps={max_steps} is only for adaptive solvers; {type(solver).__name__} takes "
+            f"one step per grid interval ({grid_steps})."
+        )
+    return grid_steps
+
+
+def hashable(*trees):
     """Whether the non-array parts of ``trees`` can key a compilation cache (a callable
     dataclass with ``eq=True``, for one, cannot)."""
     try:
@@ -224,9 +243,9 @@ def _integrate(
     batch_ndim,
     save_trajectory,
     progress,
-    checkpoint,
     mesh,
     data_axis,
+    scan=jax.lax.scan,
     keep_final_input=False,
 ):
     grid_steps = sigmas.shape[0] - 1
@@ -237,7 +256,7 @@ def _integrate(
         draw = lambda i, k: shard_batch(unsharded_draw(i, k), mesh, data_axis)
 
     def body(carry, i):
-        x, state, nfe, taken, result, final_input = carry
+        x, state, nfe, taken, result, finished, final_input = carry
         ctx = StepContext(
             denoise=None,
             noise=lambda k: draw(i, k),
@@ -248,7 +267,9 @@ def _integrate(
             sigma_next=sigmas[jnp.minimum(i + 1, grid_steps)],
             batch_ndim=batch_ndim,
         )
-        phase = solver.phase(ctx, state)
+        # Once the step into sigma = 0 is taken, the remaining iterations (an adaptive solver's
+        # unused attempts) are skipped.
+        phase = jnp.where(finished, SKIP, solver.phase(ctx, state))
         # Branches not taken may still be evaluated (under vmap a switch becomes a select), so
         # each gets noise levels it can use safely: no denoiser call at sigma = 0, no log(0).
         step_ctx = ctx.replace(
@@ -261,10 +282,10 @@ def _integrate(
             return x, state, jnp.zeros((), jnp.int32)
 
         def final_branch(x, state):
-            return _counted(solver, "final_step", final_ctx, x, state, denoiser)
+            return _counted(solver, solver.final_step, final_ctx, x, state, denoiser)
 
         def step_branch(x, state):
-            return _counted(solver, "step", step_ctx, x, state, denoiser)
+            return _counted(solver, solver.step, step_ctx, x, state, denoiser)
 
         x_new, state_new, used = jax.lax.switch(
             phase, [skip_branch, final_branch, step_branch], x, state
@@ -283,18 +304,20 @@ def _integrate(
                 (x, state, i),
                 final_input,
             )
-        carry = (x_new, state_new, nfe + used, taken + (phase != SKIP), result, final_input)
-        return carry, (x_new if save_trajectory else None)
+        finished = finished | (phase == FINAL)
+        carry = (x_new, state_new, nfe + used, taken + (phase != SKIP), result, finished)
+        return (*carry, final_input), (x_new if save_trajectory else None)
 
-    if checkpoint:
-        body = jax.checkpoint(body)
     state = solver.init(x, sigmas)
     final_input = (x, state, jnp.zeros((), jnp.int32)) if keep_final_input else None
-    init = (x, state, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), RESULTS.successful)
-    (x_out, state, nfe, taken, result, final_input), path = jax.lax.scan(
-        body, (*init, final_input), jnp.arange(iterations)
+    zero = jnp.zeros((), jnp.int32)
+    init = (x, state, zero, zero, RESULTS.successful, jnp.zeros((), bool), final_input)
+    (x_out, _, nfe, taken, result, finished, final_input), path = scan(
+        body, init, jnp.arange(iterations)
     )
-    result = RESULTS.where(result == RESULTS.successful, solver.terminal_result(state), result)
+    if solver.adaptive:
+        ran_out = (result == RESULTS.successful) & ~finished
+        result = RESULTS.where(ran_out, RESULTS.max_steps_reached, result)
     return x_out, path, nfe, taken, result, final_input
 
 
@@ -302,7 +325,7 @@ def _integrate(
 # ``diffeqsolve``: arrays (the state, the grid, a solver's guidance scale, a module's weights) are
 # traced arguments, so calling ``sample`` again outside ``jit`` reuses the program instead of
 # tracing and compiling the scan anew; inside a user's ``jit`` / ``vmap`` / ``grad`` it inlines.
-# A denoiser whose non-array parts cannot be hashed runs uncompiled (as every call did before).
+# A denoiser whose non-array parts cannot be hashed runs uncompiled.
 _integrate_jit = eqx.filter_jit(_integrate)
 
 
@@ -325,14 +348,26 @@ def _final_context(sigmas, n, grid_steps, batch_ndim):
     )
 
 
+def _final_step(denoiser, x, state, *, solver, sigmas, n, batch_ndim):
+    """The step into sigma = 0 alone (the adjoint differentiates it exactly)."""
+    ctx = _final_context(sigmas, n, sigmas.shape[0] - 1, batch_ndim)
+    return _counted(solver, solver.final_step, ctx, x, state, denoiser)[0]
+
+
+def _init(x, *, solver, sigmas):
+    return solver.init(x, sigmas)
+
+
 def _counted(solver, method, ctx, x, state, denoiser):
-    """Call ``solver.<method>`` with a denoiser that counts its calls while being traced and
-    checks what it returns (once, at trace time: a wrong shape would otherwise surface deep
-    inside a ``lax.switch`` or broadcast silently)."""
-    calls = [0]
+    """``method(ctx, x, state)`` (the solver's step or final step) and the number of denoiser
+    evaluations it made: the one place NFE is counted. The denoiser counts its calls while the
+    step is traced (into the tally the context's ``cond`` and ``add_evaluations`` also use) and
+    checks what it returns (once, at trace time: a wrong shape would otherwise surface deep inside
+    a ``lax.switch`` or broadcast silently)."""
+    tally = Evaluations()
 
     def denoise(y, s):
-        calls[0] += 1
+        tally.count = tally.count + 1
         out = denoiser(y, s)
         expected = solver.denoiser_output_shape(y.shape)
         if not eqx.is_array_like(out):
@@ -347,13 +382,8 @@ def _counted(solver, method, ctx, x, state, denoiser):
             )
         return jnp.asarray(out).astype(y.dtype)
 
-    out = getattr(solver, method)(ctx.replace(denoise=denoise), x, state)
-    if len(out) == 3:
-        x_new, state_new, used = out
-        used = jnp.asarray(used, jnp.int32)
-    else:
-        (x_new, state_new), used = out, jnp.asarray(calls[0], jnp.int32)
-    return x_new.astype(x.dtype), state_new, used
+    x_new, state_new = method(ctx.replace(denoise=denoise, evaluations=tally), x, state)
+    return x_new.astype(x.dtype), state_new, jnp.asarray(tally.count, jnp.int32)
 
 
 def _noise_source(x, key, noise, batch_ndim):

@@ -330,7 +330,12 @@ def test_half_precision_denoiser_is_cast_back():
     assert out.dtype == jnp.float32
 
 
-def test_checkpointed_gradient_equals_backprop():
+@pytest.mark.parametrize(
+    "checkpointed",
+    # Recursive checkpointing (two stored states for six steps) compiles slowly.
+    ["checkpoint", pytest.param(jd.Checkpointed(checkpoints=2), marks=pytest.mark.slow)],
+)
+def test_checkpointed_gradient_equals_backprop(checkpointed):
     m = _mixture()
     x0 = m.sample(jax.random.PRNGKey(18), 4, sigma=20.0)
     sig = jd.karras_sigmas(6, 0.01, 20.0)
@@ -339,7 +344,7 @@ def test_checkpointed_gradient_equals_backprop():
         return jnp.sum(jd.sample(m, x, sig, jd.DPMSolverPP(order=2), adjoint=adjoint) ** 2)
 
     g1 = jax.jit(jax.grad(loss), static_argnums=1)(x0, "backprop")
-    g2 = jax.jit(jax.grad(loss), static_argnums=1)(x0, "checkpoint")
+    g2 = jax.jit(jax.grad(loss), static_argnums=1)(x0, checkpointed)
     np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-6)
     assert np.all(np.isfinite(g1))
 
@@ -391,16 +396,16 @@ def test_every_adjoint_gives_the_same_forward_sample(name, x64):
     grids = jax.vmap(lambda n: jd.karras_sigmas(n, 0.01, 20.0, max_steps=50))(counts)
     solver = DETERMINISTIC[name]()
 
+    adjoints = ("backprop", "checkpoint", "adjoint", jd.Checkpointed(checkpoints=3))
+
     @jax.jit
     def forward(grid):
-        return [
-            jd.sample(m, x0, grid, solver, adjoint=a) for a in ("backprop", "checkpoint", "adjoint")
-        ]
+        return [jd.sample(m, x0, grid, solver, adjoint=a) for a in adjoints]
 
-    backprop, checkpoint, adjoint = jax.vmap(forward)(grids)
+    backprop, *others = jax.vmap(forward)(grids)
     assert np.all(np.isfinite(backprop))
-    np.testing.assert_array_equal(checkpoint, backprop)
-    np.testing.assert_array_equal(adjoint, backprop)
+    for other in others:
+        np.testing.assert_array_equal(other, backprop)
     # and the padded, vmapped runs are the plain ones (up to the order of float64 operations)
     plain = jd.sample(m, x0, jd.karras_sigmas(4, 0.01, 20.0), solver, adjoint="adjoint")
     np.testing.assert_allclose(backprop[2], plain, rtol=1e-12, atol=1e-12)

@@ -1,11 +1,52 @@
-"""One file per sampler family; every solver is a step on :func:`jaxsolve.diffusion.sample`."""
+"""Solvers by family; every solver is a step on :func:`jaxsolve.diffusion.sample`.
+
+=========================  =====================================================================
+file                       solvers (paper)
+=========================  =====================================================================
+``_base.py``               :class:`AbstractSolver`, :class:`StepContext`: the step contract
+``runge_kutta.py``         :class:`Euler`, :class:`Heun`, :class:`DPM2`, :class:`ExplicitRK`,
+                           :class:`FlowEuler`, :class:`FlowHeun`, :class:`FlowMidpoint`
+                           ("Elucidating the Design Space of Diffusion-Based Generative Models")
+``ancestral.py``           :class:`DDIM`, :class:`EulerAncestral` ("Denoising Diffusion Implicit
+                           Models")
+``dpm_solver.py``          :class:`DPMSolver`, :class:`DPMSolverPP`, :class:`DPMSolverPPSDE`
+                           ("DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model
+                           Sampling in Around 10 Steps", "DPM-Solver++: Fast Solver for Guided
+                           Sampling of Diffusion Probabilistic Models")
+``dpm_solver_v3.py``       :class:`DPMSolverV3`, :class:`EMS`, :func:`estimate_ems`
+                           ("DPM-Solver-v3: Improved Diffusion ODE Solver with Empirical Model
+                           Statistics")
+``adaptive.py``            :class:`DPMAdaptive` (DPM-Solver, adaptive step size)
+``linear_multistep.py``    :class:`DEIS`, :class:`IPNDM`, :class:`LMS` ("Fast Sampling of
+                           Diffusion Models with Exponential Integrator")
+``ghvb.py``                :class:`GHVB` ("Diffusion Sampling with Momentum for Mitigating
+                           Divergence Artifacts")
+``unipc.py``               :class:`UniPC` ("UniPC: A Unified Predictor-Corrector Framework for
+                           Fast Sampling of Diffusion Models")
+``dc_solver.py``           :class:`DCSolver`, :func:`fit_dc_ratios`, :func:`reference_states`,
+                           :class:`CascadeRatioRegression` ("DC-Solver: Improving
+                           Predictor-Corrector Diffusion Sampler via Dynamic Compensation")
+``genie.py``               :class:`GENIE` ("GENIE: Higher-Order Denoising Diffusion Solvers")
+``bdia.py``                :class:`BDIA`, :func:`bdia_invert` ("Exact Diffusion Inversion via
+                           Bi-directional Integration Approximation")
+``euler_maruyama.py``      :class:`EulerMaruyama` ("Score-Based Generative Modeling through
+                           Stochastic Differential Equations")
+=========================  =====================================================================
+
+Solvers that wrap another solver are in :mod:`jaxsolve.diffusion._wrappers`.
+"""
 
 from ._base import AbstractSolver, StepContext
 from .adaptive import DPMAdaptive
 from .ancestral import DDIM, EulerAncestral
+from .bdia import BDIA, bdia_invert
+from .dc_solver import CascadeRatioRegression, DCSolver, fit_dc_ratios, reference_states
 from .dpm_solver import DPMSolver, DPMSolverPP, DPMSolverPPSDE
+from .dpm_solver_v3 import EMS, DPMSolverV3, estimate_ems
+from .euler_maruyama import EulerMaruyama
+from .genie import GENIE
+from .ghvb import GHVB
 from .linear_multistep import DEIS, IPNDM, LMS
-from .restart import Restart, restart_sigmas
 from .runge_kutta import (
     DPM2,
     ButcherTableau,
@@ -17,22 +58,27 @@ from .runge_kutta import (
     FlowRK,
     Heun,
 )
-from .stochastic import EDMStochastic, EulerMaruyama, PredictorCorrector
 from .unipc import UniPC
 
 __all__ = [
+    "BDIA",
     "DDIM",
     "DEIS",
     "DPM2",
+    "EMS",
+    "GENIE",
+    "GHVB",
     "IPNDM",
     "LMS",
     "AbstractSolver",
     "ButcherTableau",
+    "CascadeRatioRegression",
+    "DCSolver",
     "DPMAdaptive",
     "DPMSolver",
     "DPMSolverPP",
     "DPMSolverPPSDE",
-    "EDMStochastic",
+    "DPMSolverV3",
     "Euler",
     "EulerAncestral",
     "EulerMaruyama",
@@ -42,9 +88,10 @@ __all__ = [
     "FlowMidpoint",
     "FlowRK",
     "Heun",
-    "PredictorCorrector",
-    "Restart",
     "StepContext",
     "UniPC",
-    "restart_sigmas",
+    "bdia_invert",
+    "estimate_ems",
+    "fit_dc_ratios",
+    "reference_states",
 ]

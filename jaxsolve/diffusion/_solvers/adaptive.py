@@ -14,7 +14,8 @@ factor passed through :math:`1 + \arctan(f - 1)`) accepts the step when the fact
 With :func:`jaxsolve.diffusion.sample` use the grid ``[sigma_max, sigma_min, 0]`` and pass
 ``max_steps`` (the number of attempts, accepted or rejected); every attempt costs ``order``
 model calls. After reaching ``sigma_min`` the driver's final step denoises (k-diffusion stops at
-``sigma_min``). Running out of attempts gives ``RESULTS.max_steps_reached``. The error is an RMS
+``sigma_min``). The solver is ``adaptive``: the driver requires ``max_steps`` and reports
+``RESULTS.max_steps_reached`` when the attempts run out before the final step. The error is an RMS
 over the whole state; ``jax.vmap`` over samples gives each its own step sizes (k-diffusion shares
 one step size across a batch).
 """
@@ -27,9 +28,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from ..._core import RESULTS
 from .._adapters import eps_from_denoised
-from ._base import FINAL, SKIP, STEP, AbstractSolver, check_order
+from ._base import FINAL, STEP, AbstractSolver, check_order
 
 
 class _AdaptiveState(NamedTuple):
@@ -39,7 +39,6 @@ class _AdaptiveState(NamedTuple):
     inv_errors: Float[Array, " 3"]
     started: Bool[Array, ""]
     done: Bool[Array, ""]  # reached sigma_min
-    finalized: Bool[Array, ""]  # final denoising taken
     accepted: Float[Array, ""]
     rejected: Float[Array, ""]
 
@@ -56,17 +55,10 @@ class DPMAdaptive(AbstractSolver):
     dcoeff: float = 0.0
     accept_safety: float = 0.81
 
+    adaptive = True
+
     def __check_init__(self):
         check_order("DPMAdaptive", self.order, {2, 3})
-
-    def num_iterations(self, grid_steps, max_steps):
-        if max_steps is None:
-            raise ValueError(
-                "DPMAdaptive needs max_steps= (the number of attempted steps) in sample()."
-            )
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be a positive int; got {max_steps!r}.")
-        return max_steps
 
     def _ends(self, ctx):
         # Grid [sigma_max, sigma_min, 0]: integrate in lambda from -log sigma_max to -log sigma_min.
@@ -81,13 +73,13 @@ class DPMAdaptive(AbstractSolver):
             inv_errors=jnp.ones((3,), x.dtype),
             started=jnp.zeros((), bool),
             done=jnp.zeros((), bool),
-            finalized=jnp.zeros((), bool),
             accepted=zero,
             rejected=zero,
         )
 
     def phase(self, ctx, state):
-        return jnp.where(state.finalized, SKIP, jnp.where(state.done, FINAL, STEP))
+        # Once the final step is taken the driver skips the remaining attempts.
+        return jnp.where(state.done, FINAL, STEP)
 
     def step(self, ctx, x, state):
         lam_start, lam_end = self._ends(ctx)
@@ -141,15 +133,10 @@ class DPMAdaptive(AbstractSolver):
             inv_errors=errs,
             started=jnp.ones((), bool),
             done=lam_new >= lam_end - 1e-5,
-            finalized=state.finalized,
             accepted=state.accepted + accept,
             rejected=state.rejected + (~accept),
         )
         return jnp.where(accept, x_high, x), new_state
 
     def final_step(self, ctx, x, state):
-        s = ctx.sigmas[1]
-        return ctx.denoise(x, s), state._replace(finalized=jnp.ones((), bool))
-
-    def terminal_result(self, state):
-        return RESULTS.where(state.finalized, RESULTS.successful, RESULTS.max_steps_reached)
+        return ctx.denoise(x, ctx.sigmas[1]), state

@@ -107,6 +107,14 @@ class _DPMSolverFamily(AbstractSolver):
     def _eta(self):
         return 0.0
 
+    @property
+    def step_form(self) -> str | None:
+        # A multistep update is A x + (model-output terms) with A = sigma_n / sigma (data) or 1
+        # (noise); a singlestep one starts from its group's first state, not from x.
+        if not self.multistep or self.stochastic:
+            return None
+        return "data" if self.prediction == "data" else "noise"
+
     def _output(self, ctx, x):
         denoised = ctx.denoise(x, ctx.sigma)
         return denoised if self.prediction == "data" else eps_from_denoised(x, ctx.sigma, denoised)

@@ -51,6 +51,7 @@ class _AdamsBashforth(AbstractSolver):
     order: int = eqx.field(static=True)
     max_order: ClassVar[int] = 4
     diffusers_lower_order_final: ClassVar[bool] = False
+    step_form: ClassVar[str | None] = "noise"
 
     def __check_init__(self):
         check_order(type(self).__name__, self.order, set(range(1, self.max_order + 1)))

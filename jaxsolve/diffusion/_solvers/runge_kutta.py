@@ -71,6 +71,7 @@ class ExplicitRK(AbstractSolver):
 
     tableau: ClassVar[ButcherTableau]
     geometric_nodes: ClassVar[bool] = False
+    step_form: ClassVar[str | None] = "noise"  # x + (sigma_n - sigma) sum_j b_j k_j
 
     def step(self, ctx, x, state):
         def slope(y, s):

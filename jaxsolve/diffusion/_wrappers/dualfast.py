@@ -22,7 +22,15 @@ third-party summary of its method section, not its full text): the reference out
 :math:`\hat\epsilon_\tau` is the raw prediction at the previous grid level (``reference =
 "previous"``) or at the first one (``"first"``); the coefficient ramps linearly with the step,
 :math:`c_i = c\cdot i/(n-1)` (0 at the first step, ``c`` at the last), and also applies to the
-final denoising step.
+final denoising step. An adaptive solver (:class:`~jaxsolve.diffusion.DPMAdaptive`) has no step
+index on the grid, so its ramp is in :math:`\log\sigma` instead: at a step that starts at
+:math:`\sigma`, :math:`c\,\log(\sigma_0/\sigma)/\log(\sigma_0/\sigma_\text{end})` from the grid's
+first to its last positive level; the wrapper otherwise behaves as its solver does (it needs
+``max_steps`` and reports running out of them).
+
+The reference is read from the solver's first denoiser call of the step, which must happen at the
+step's own level: wrap DualFast *inside* the wrappers that branch or split the state
+(``Restart(DualFast(solver))``, ``Teleport(DualFast(solver), g)``, ``TimeShift(DualFast(solver))``).
 """
 
 from __future__ import annotations
@@ -32,9 +40,10 @@ from jaxtyping import Array, Float
 
 from ..._core import check_choice
 from .._solvers._base import AbstractSolver
+from ._base import AbstractWrappedSolver
 
 
-class DualFast(AbstractSolver):
+class DualFast(AbstractWrappedSolver):
     """Approximation-error compensation around ``solver`` (see the module); ``c`` may be traced."""
 
     solver: AbstractSolver
@@ -42,38 +51,51 @@ class DualFast(AbstractSolver):
     reference: str = "previous"
 
     def __check_init__(self):
-        if not isinstance(self.solver, AbstractSolver):
-            raise TypeError(f"solver must be a jaxsolve sampler; got {type(self.solver).__name__}.")
         check_choice("reference", self.reference, {"previous", "first"})
-
-    @property
-    def stochastic(self) -> bool:
-        return self.solver.stochastic
 
     def init(self, x, sigmas):
         return self.solver.init(x, sigmas), jnp.zeros_like(x), jnp.zeros((), bool)
 
+    def inner_state(self, state):
+        return state[0]
+
+    def _coefficient(self, ctx, sigma):
+        """``c`` ramped from 0 at the first step to ``c`` at the last (see the module)."""
+        if self.solver.adaptive:
+            start, end = ctx.sigmas[0], ctx.sigma_at(ctx.n - 1)
+            progress = jnp.clip(jnp.log(start / sigma) / jnp.log(start / end), 0.0, 1.0)
+            return self.c * progress
+        return self.c * ctx.i / jnp.maximum(ctx.n - 1, 1)
+
     def _run(self, method, ctx, x, state):
         inner, eps_ref, has_ref = state
-        coeff = self.c * ctx.i / jnp.maximum(ctx.n - 1, 1)
-        coeff = jnp.where(has_ref, coeff, 0.0)
-        raw = []
+        depth = ctx.evaluations.depth
+        first = []  # (raw eps, coefficient) of the solver's first call at this step's level
 
         def denoise(y, s):
             d = ctx.denoise(y, s)
             eps = (y - d) / s
-            raw.append(eps)
+            if first:
+                coeff = first[0][1]
+            else:
+                coeff = jnp.where(has_ref, self._coefficient(ctx, s), 0.0)
+                if ctx.evaluations.depth == depth:
+                    first.append((eps, coeff))
             return d - (coeff * s) * (eps - eps_ref)
 
-        out = method(ctx.replace(denoise=denoise), x, inner)
-        # The raw prediction at this grid level (the solver's first call is at (x, sigma)).
-        eps_here = raw[0] if raw else eps_ref
+        x_next, inner = method(ctx.replace(denoise=denoise), x, inner)
+        if not first:
+            raise ValueError(
+                f"DualFast({type(self.solver).__name__}(...)): the solver made no denoiser call at "
+                "the step's own level (it branches or splits the state); put DualFast inside it, "
+                "e.g. Restart(DualFast(solver)) or TimeShift(DualFast(solver))."
+            )
+        eps_here = first[0][0]
         if self.reference == "previous":
             new_ref = eps_here
         else:
             new_ref = jnp.where(has_ref, eps_ref, eps_here)
-        state = (out[1], new_ref, jnp.ones((), bool))
-        return (out[0], state) if len(out) == 2 else (out[0], state, out[2])
+        return x_next, (inner, new_ref, jnp.ones((), bool))
 
     def step(self, ctx, x, state):
         return self._run(self.solver.step, ctx, x, state)

@@ -16,17 +16,19 @@ here it is computed **exactly** by linearising the denoiser (``jax.linearize``: 
 then the tangent), so the method is the true second-order Taylor scheme (local error
 :math:`O(h^3)`, global order 2) for any differentiable denoiser.
 
-NFE accounting: the primal and the tangent pass cost about two evaluations, so each step reports
+NFE accounting: the primal and the tangent pass cost about two evaluations, so each step counts
 2 NFE; the last step, into :math:`\sigma = 0`, lands on the denoiser output as every jaxsolve
 solver's does (1 NFE).
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 
-from .._solvers._base import AbstractSolver
+from ._base import AbstractSolver
 
 
 class GENIE(AbstractSolver):
@@ -34,6 +36,8 @@ class GENIE(AbstractSolver):
 
     2 NFE per step (evaluation + JVP), 1 for the final denoising step. Order 2.
     """
+
+    step_form: ClassVar[str | None] = "noise"  # x + h (eps + h/2 d eps / d sigma)
 
     def step(self, ctx, x, state):
         sigma, sigma_next = ctx.sigma, ctx.sigma_next
@@ -44,5 +48,6 @@ class GENIE(AbstractSolver):
         # One primal evaluation, then the tangent along (eps, 1): the total derivative in sigma.
         e, tangent = jax.linearize(eps, x, sigma)
         de = tangent(e, jnp.ones_like(sigma))
+        ctx.add_evaluations(1)  # the tangent pass costs about one more evaluation
         h = sigma_next - sigma
-        return x + h * e + (0.5 * h * h) * de, state, 2
+        return x + h * e + (0.5 * h * h) * de, state

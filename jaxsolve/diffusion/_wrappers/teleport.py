@@ -17,18 +17,20 @@ In jaxsolve the skip is the first interval of the grid: :class:`Teleport` takes 
 ``sigmas[0] -> sigmas[1]`` with the Gaussian map and every later step with ``solver`` (which sees
 the grid from ``sigmas[1]`` on, as if it had started there). :func:`teleport_sigmas` builds such a
 grid and :func:`gaussian_approximation` the Gaussian from data. For Gaussian data the teleport
-*is* the exact ODE map.
+*is* the exact ODE map. The solver may be adaptive (it then integrates from ``sigmas[1]`` to
+``sigmas[2]`` on the grid ``[sigma_max, sigma_skip, sigma_min, 0]``; the jump is the driver's first
+of its ``max_steps`` iterations) or take a restart grid after the jump.
 """
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import ArrayLike, Float
 
-from ..._core import as_float, exact_dot, is_concrete
-from .._solvers._base import AbstractSolver, resolve_batch_ndim
+from ..._core import as_float, exact_dot
+from .._solvers._base import AbstractSolver, grid_phase, resolve_batch_ndim
 from ..analytic import Gaussian
+from ._base import AbstractWrappedSolver
 
 
 def gaussian_approximation(data: Float[ArrayLike, "n ..."], *, shrinkage: float = 0.0) -> Gaussian:
@@ -51,42 +53,20 @@ def gaussian_approximation(data: Float[ArrayLike, "n ..."], *, shrinkage: float 
     return Gaussian(mean, (1.0 - shrinkage) * cov + shrinkage * target)
 
 
-def teleport_sigmas(
-    sigma_max: Float[ArrayLike, ""], sigmas: Float[ArrayLike, " L"]
-) -> Float[Array, " L+1"]:
-    """The grid ``[sigma_max, *sigmas]``: teleport from ``sigma_max`` to ``sigmas[0]``, then ``sigmas``.
-
-    ``sigmas`` is the solver's own grid starting at the skip level (e.g.
-    ``karras_sigmas(n, sigma_min, sigma_skip)``), so ``n`` solver steps follow the free jump.
-    """
-    sigmas = as_float(sigmas)
-    sigma_max = as_float(sigma_max).astype(sigmas.dtype)
-    if sigmas.ndim != 1:
-        raise ValueError(f"sigmas must be a 1-D grid; got shape {sigmas.shape}.")
-    if is_concrete((sigma_max, sigmas)) and not float(sigma_max) > float(sigmas[0]):
-        raise ValueError(
-            f"sigma_max must exceed the skip level sigmas[0]; got {float(sigma_max):.6g} <= "
-            f"{float(sigmas[0]):.6g}."
-        )
-    return jnp.concatenate([sigma_max[None], sigmas])
-
-
-class Teleport(AbstractSolver):
+class Teleport(AbstractWrappedSolver):
     """Gaussian-map first step (0 NFE), then ``solver`` (see the module).
 
     ``gaussian`` is a :class:`~jaxsolve.diffusion.analytic.Gaussian` over the flattened event
     (``gaussian_approximation(data)``); ``batch_ndim`` is the number of leading batch axes of the
-    state (1 by default). With a one-step grid ``[sigma_max, 0]`` the teleport goes straight to
-    :math:`\\sigma = 0`.
+    state (``None``: ``sample``'s). With a one-step grid ``[sigma_max, 0]`` the teleport goes
+    straight to :math:`\\sigma = 0`.
     """
 
     solver: AbstractSolver
     gaussian: Gaussian
-    batch_ndim: int = 1
+    batch_ndim: int | None = None
 
     def __check_init__(self):
-        if not isinstance(self.solver, AbstractSolver):
-            raise TypeError(f"solver must be a jaxsolve sampler; got {type(self.solver).__name__}.")
         if not isinstance(self.gaussian, Gaussian):
             raise TypeError(
                 "gaussian must be a jaxsolve.diffusion.analytic.Gaussian (see "
@@ -94,43 +74,41 @@ class Teleport(AbstractSolver):
             )
 
     @property
-    def stochastic(self) -> bool:
-        return self.solver.stochastic
+    def step_form(self):
+        return None  # the first step is the Gaussian map
 
-    def _teleport(self, x, sigma_from, sigma_to):
-        lead = x.shape[: self.batch_ndim]
+    def _teleport(self, x, sigma_from, sigma_to, batch_ndim):
+        lead = x.shape[:batch_ndim]
         flat = x.reshape((*lead, -1))
         if flat.shape[-1] != self.gaussian.dim:
             raise ValueError(
                 f"the Gaussian has dimension {self.gaussian.dim} but a sample has "
-                f"{flat.shape[-1]} entries (shape {x.shape[self.batch_ndim :]})."
+                f"{flat.shape[-1]} entries (shape {x.shape[batch_ndim:]})."
             )
         return self.gaussian.ode_solution(flat, sigma_from, sigma_to).reshape(x.shape)
 
-    def _inner_ctx(self, ctx, denoise):
+    def inner_context(self, ctx):
         # The solver sees the grid from sigmas[1] on: step i of the driver is its step i - 1.
-        return ctx.replace(denoise=denoise, sigmas=ctx.sigmas[1:], i=ctx.i - 1, n=ctx.n - 1)
+        return ctx.replace(sigmas=ctx.sigmas[1:], i=ctx.i - 1, n=ctx.n - 1)
 
     def init(self, x, sigmas):
         return self.solver.init(x, sigmas[1:])
 
-    def _dispatch(self, method, ctx, x, state):
-        resolve_batch_ndim(self, ctx)  # its batch_ndim must be sample()'s
-        calls = [0]
+    def phase(self, ctx, state):
+        return jnp.where(
+            ctx.i == 0, grid_phase(ctx), self.solver.phase(self.inner_context(ctx), state)
+        )
 
-        def counted(y, s):
-            calls[0] += 1
-            return ctx.denoise(y, s)
+    def _dispatch(self, method, ctx, x, state):
+        batch_ndim = resolve_batch_ndim(self, ctx)
 
         def jump(x, state):
-            return self._teleport(x, ctx.sigma, ctx.sigma_next), state, jnp.zeros((), jnp.int32)
+            return self._teleport(x, ctx.sigma, ctx.sigma_next, batch_ndim), state
 
         def solve(x, state):
-            out = method(self._inner_ctx(ctx, counted), x, state)
-            used = out[2] if len(out) == 3 else calls[0]
-            return out[0], out[1], jnp.asarray(used, jnp.int32)
+            return method(self.inner_context(ctx), x, state)
 
-        return jax.lax.cond(ctx.i == 0, jump, solve, x, state)
+        return ctx.cond(ctx.i == 0, jump, solve, x, state)
 
     def step(self, ctx, x, state):
         return self._dispatch(self.solver.step, ctx, x, state)

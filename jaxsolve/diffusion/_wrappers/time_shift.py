@@ -26,7 +26,9 @@ steps), further limited to :math:`(\sqrt{\sigma_{i+1}\sigma_{i+2}}, \sqrt{\sigma
 so the shifted grid stays decreasing; shifting happens when :math:`\sigma_{i+1} >`
 ``cutoff_sigma`` (the paper's cutoff time). Each sample gets its own level, so the wrapped solver
 runs per sample under ``jax.vmap`` (its history records the shifted levels). ``window = 0`` (or a
-cutoff above the grid) is the wrapped solver exactly.
+cutoff above the grid) is the wrapped solver exactly. The shift needs a solver that steps down the
+grid: an adaptive one (which keeps its own levels) or one whose grid may go up (Restart) is
+refused.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ..._core import as_float, check_positive
 from .._solvers._base import AbstractSolver, resolve_batch_ndim
+from ._base import AbstractWrappedSolver, refuse
 
 
 def shifted_sigma(
@@ -67,15 +70,17 @@ def shifted_sigma(
     return jnp.clip(target, lo, hi)
 
 
-class TimeShift(AbstractSolver):
+class TimeShift(AbstractWrappedSolver):
     """Per-sample time shifting around ``solver`` (see the module).
 
     Args:
-        solver: any jaxsolve sampler (deterministic or stochastic); it runs per sample.
+        solver: a jaxsolve sampler that steps down the grid (deterministic or stochastic); it runs
+            per sample.
         window: half-width :math:`w` of the shift window in :math:`\\log\\sigma` (may be traced).
         cutoff_sigma: shift only while the next grid level exceeds it (the paper's cutoff time).
         data_variance: per-element variance :math:`v` of the data (0 = the paper's criterion).
-        batch_ndim: leading batch axes of the state (1 by default).
+        batch_ndim: leading batch axes of the state (1 by default; ``sample``'s must agree). The
+            solver's state is built per sample before the driver's ``batch_ndim`` is known.
     """
 
     solver: AbstractSolver
@@ -85,49 +90,59 @@ class TimeShift(AbstractSolver):
     batch_ndim: int = 1
 
     def __check_init__(self):
-        if not isinstance(self.solver, AbstractSolver):
-            raise TypeError(f"solver must be a jaxsolve sampler; got {type(self.solver).__name__}.")
         check_positive("window", self.window, allow_zero=True)
         check_positive("cutoff_sigma", self.cutoff_sigma, allow_zero=True)
         check_positive("data_variance", self.data_variance, allow_zero=True)
         if not isinstance(self.batch_ndim, int) or self.batch_ndim < 0:
             raise ValueError(f"batch_ndim must be a non-negative int; got {self.batch_ndim!r}.")
+        if not isinstance(self.solver, AbstractSolver):
+            return  # the base names it
+        reason = "the shift moves each sample between decreasing grid levels."
+        if self.solver.adaptive:
+            refuse("TimeShift", self.solver, "adaptive (it keeps its own levels)", reason)
+        if self.solver.allows_increasing_grid:
+            refuse("TimeShift", self.solver, "for grids that go up", reason)
 
     @property
-    def stochastic(self) -> bool:
-        return self.solver.stochastic
+    def step_form(self):
+        return None  # the step starts from each sample's shifted level
 
-    def _split(self, x):
-        lead = x.shape[: self.batch_ndim]
-        count = math.prod(lead)
-        return lead, x.reshape((count, 1, *x.shape[self.batch_ndim :]))
+    @staticmethod
+    def _split(x, batch_ndim):
+        count = math.prod(x.shape[:batch_ndim])
+        return x.reshape((count, 1, *x.shape[batch_ndim:]))
 
     def init(self, x, sigmas):
-        _, per_sample = self._split(x)
+        per_sample = self._split(x, self.batch_ndim)
         inner = jax.vmap(lambda xb: self.solver.init(xb, sigmas))(per_sample)
         levels = jnp.full((per_sample.shape[0],), sigmas[0], x.dtype)
         return inner, levels
 
-    def _run(self, method, ctx, x, state, shift):
-        resolve_batch_ndim(self, ctx)  # its batch_ndim must be sample()'s
-        _, per_sample = self._split(x)
+    def inner_state(self, state):
+        return state[0]
+
+    def phase(self, ctx, state):
+        # The samples advance together: each one's solver steps down the same grid (adaptive
+        # solvers, the only ones whose phase depends on their state, are refused).
         inner, levels = state
-        calls = [0]
+        return jax.vmap(lambda s, _: self.solver.phase(ctx, s))(inner, levels)[0]
+
+    def _run(self, method, ctx, x, state, shift):
+        batch_ndim = resolve_batch_ndim(self, ctx)
+        per_sample = self._split(x, batch_ndim)
+        inner, levels = state
 
         def one(b, xb, state_b, level):
-            def denoise(y, s):
-                calls[0] += 1
-                return ctx.denoise(y, s)
-
             def noise(k):
                 return ctx.noise(k).reshape((-1, 1, *xb.shape[1:]))[b]
 
-            out = method(ctx.replace(denoise=denoise, noise=noise, sigma=level), xb, state_b)
-            used = out[2] if len(out) == 3 else calls[0]
-            return out[0], out[1], jnp.asarray(used, jnp.int32)
+            # Each sample is a batch of one (batch_ndim 1) at its own level.
+            sample_ctx = ctx.replace(noise=noise, sigma=level, batch_ndim=1)
+            return ctx.evaluations_of(method, sample_ctx, xb, state_b)
 
         index = jnp.arange(per_sample.shape[0])
-        x_next, inner, used = jax.vmap(one)(index, per_sample, inner, levels)
+        (x_next, inner), used = jax.vmap(one)(index, per_sample, inner, levels)
+        ctx.add_evaluations(used[0])  # every sample makes the same calls
         x_next = x_next.reshape(x.shape)
         if shift:
             sigma_next = ctx.sigma_next
@@ -141,10 +156,10 @@ class TimeShift(AbstractSolver):
                 data_variance=self.data_variance,
                 lower=lower,
                 upper=upper,
-                batch_ndim=self.batch_ndim,
+                batch_ndim=batch_ndim,
             ).reshape(-1)
             levels = jnp.where(sigma_next > self.cutoff_sigma, shifted, sigma_next)
-        return x_next, (inner, levels), used[0]
+        return x_next, (inner, levels)
 
     def step(self, ctx, x, state):
         return self._run(self.solver.step, ctx, x, state, shift=True)

@@ -63,8 +63,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ..._core import as_float, check_sigma_range, exact_einsum, per_sample_keys
-from .._solvers import _history as hist
-from .._solvers._base import AbstractSolver, check_order
+from . import _history as hist
+from ._base import AbstractSolver, check_order
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
 

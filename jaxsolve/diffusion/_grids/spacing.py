@@ -1,4 +1,4 @@
-r"""Sigma grids: decreasing VE noise levels ending in 0.
+r"""Sigma grids by a spacing rule: decreasing VE noise levels ending in 0.
 
 A grid for ``n`` steps has ``n`` positive levels :math:`s_0 > \dots > s_{n-1}` followed by 0, so
 length ``n + 1``; a sampler takes ``n`` steps, the last one (to 0) landing on the denoiser output.
@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._core import as_float, check_choice, check_integer_count, check_sigma_range, is_concrete
-from ._schedules import AbstractSchedule, DiscreteVPSchedule
+from ..._core import as_float, check_choice, check_integer_count, check_sigma_range, is_concrete
+from .._schedules import AbstractSchedule, DiscreteVPSchedule
 
 
 def _grid(sigma_of_u: Callable, n, max_steps) -> Float[Array, " L"]:

@@ -41,8 +41,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from ..._core import as_float, check_positive, is_concrete
-from .._sample import sample
-from .._solvers._base import SKIP, STEP, AbstractSolver
+from ._base import SKIP, STEP, AbstractSolver
 
 
 def _eps(ctx, x, sigma):
@@ -143,6 +142,8 @@ def bdia_invert(
     Returns:
         The initial state :math:`x_0` (``n - 1`` model evaluations, one ``lax.scan``).
     """
+    from .._sample import sample  # here: the driver imports this package
+
     _check_gamma(gamma, allow_zero=False)
     check_positive("gamma", gamma)
     x_before_last, x_last = as_float(x_before_last), as_float(x_last)

@@ -42,11 +42,10 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from ..._core import as_float, check_integer_count, exact_einsum
-from .._sample import sample
-from .._solvers import _history as hist
-from .._solvers._base import AbstractSolver, check_order
-from .._solvers.dpm_solver import DPMSolverPP
-from .._solvers.unipc import UniPC
+from . import _history as hist
+from ._base import AbstractSolver, check_order
+from .dpm_solver import DPMSolverPP
+from .unipc import UniPC
 
 
 def _compensate(history: hist.History, ratio, dc_order: int):
@@ -150,6 +149,8 @@ def reference_states(
     (DPM-Solver++(3M) by default) in one driver run; entry ``j`` is the state at ``sigmas[j]``
     (the last, at 0, is the denoised endpoint of the fine run).
     """
+    from .._sample import sample  # here: the driver imports this package
+
     grid = np.asarray(sigmas, dtype=np.float64)
     n = int(np.argmax(grid == 0))
     if refine < 1:
@@ -201,6 +202,8 @@ def fit_dc_ratios(
         ``ratios`` of shape ``(len(sigmas) - 1,)`` for :class:`DCSolver` (1 where no compensation
         happens: the warm-up steps and the last two).
     """
+    from .._sample import sample  # here: the driver imports this package
+
     x = as_float(x)
     sigmas = as_float(sigmas).astype(x.dtype)
     reference = as_float(reference).astype(x.dtype)

@@ -1,68 +1,17 @@
-r"""Restart sampling ("Restart Sampling for Improving Generative Processes", Xu et al.).
+r"""Restart grids ("Restart Sampling for Improving Generative Processes").
 
-Restart alternates an ODE solver with large forward-noise jumps: when the trajectory reaches the
-lower end :math:`\sigma_j` of a restart interval :math:`[\sigma_j, \sigma_\text{max}]`, it is
-re-noised to :math:`\sigma_\text{max}` by :math:`x \leftarrow x + \sqrt{\sigma_\text{max}^2 -
-\sigma_j^2}\,z` (exactly the forward process, so the added noise contracts earlier errors) and
-integrated back down to :math:`\sigma_j` with ``n_restart`` steps; this repeats ``k`` times before
-the main trajectory continues.
-
-In jaxsolve the restarts are *data*: :func:`restart_sigmas` builds the augmented grid (a jump
-is an increase of :math:`\sigma`), and :class:`Restart` takes a jump where the grid goes up and an
-ODE step of ``solver`` where it goes down — no extra loop.
+Restart's forward-noise jumps are data: the grid goes up where the trajectory is re-noised and
+comes back down with a few ODE steps (:class:`~jaxsolve.diffusion.Restart` takes a jump where the
+grid increases, a step of its solver where it decreases).
 """
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..._core import check_sigma_range, is_concrete
-from .._grids import karras_sigmas
-from ._base import AbstractSolver
-from .runge_kutta import Heun
-
-
-class Restart(AbstractSolver):
-    """Forward-noise jumps where the grid increases, ``solver`` steps (default Heun) elsewhere.
-
-    Use with a grid from :func:`restart_sigmas`. A multistep ``solver`` restarts its history after
-    each jump.
-    """
-
-    solver: AbstractSolver = Heun()
-    s_noise: float = 1.0
-
-    stochastic = True
-    allows_increasing_grid = True
-
-    def init(self, x, sigmas):
-        return self.solver.init(x, sigmas)
-
-    def step(self, ctx, x, state):
-        going_up = ctx.sigma_next > ctx.sigma
-        # Under vmap both branches run: keep the ODE branch away from an upward "step".
-        ode_ctx = ctx.replace(sigma_next=jnp.where(going_up, 0.5 * ctx.sigma, ctx.sigma_next))
-        calls = [0]
-
-        def counted(y, s):
-            calls[0] += 1
-            return ctx.denoise(y, s)
-
-        def jump(x, state):
-            x_up = x + self.s_noise * jnp.sqrt(ctx.sigma_next**2 - ctx.sigma**2) * ctx.noise(0)
-            return x_up, self.solver.init(x, ctx.sigmas), jnp.zeros((), jnp.int32)
-
-        def ode(x, state):
-            out = self.solver.step(ode_ctx.replace(denoise=counted), x, state)
-            used = out[2] if len(out) == 3 else calls[0]
-            return out[0], out[1], jnp.asarray(used, jnp.int32)
-
-        return jax.lax.cond(going_up, jump, ode, x, state)
-
-    def final_step(self, ctx, x, state):
-        return self.solver.final_step(ctx, x, state)
+from .spacing import karras_sigmas
 
 
 def restart_sigmas(sigmas, restarts, rho=7.0, *, max_steps=None):
