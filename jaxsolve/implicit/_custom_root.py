@@ -25,15 +25,8 @@ from jax.flatten_util import ravel_pytree
 
 from .._core import RESULTS
 from ._base import Solution
-from ._implicit_diff import (
-    AbstractBackward,
-    ImplicitDiff,
-    _BackwardSolve,
-    fresh_scalars,
-    implicit_solution,
-    no_grad,
-)
-from ._norms import max_norm
+from ._convergence import Convergence
+from ._implicit_diff import ImplicitDiff, fresh_scalars, no_grad
 from ._solve import check_output
 
 _WHERE = "jaxsolve.implicit.custom_root"
@@ -92,7 +85,7 @@ def custom_root(
     the same way.
     """
     backward = ImplicitDiff() if backward is None else backward
-    if not isinstance(backward, AbstractBackward) or not isinstance(backward, ImplicitDiff):
+    if not isinstance(backward, ImplicitDiff):
         raise TypeError(
             "custom_root: backward must be an ImplicitDiff (the optimality conditions are "
             f"differentiated implicitly); got {type(backward).__name__}."
@@ -114,15 +107,14 @@ def custom_root(
             check_output(_WHERE, "optimality_fn", "x", opt, x_like, args, "optimality_fn(x, *args)")
             residual = _Optimality(eqx.filter_closure_convert(opt, x_like, args))
             primal = no_grad(_UserSolver(eqx.filter_closure_convert(solver_fn, x0, args), has_aux))
+            # The tolerances of the backward solve where ImplicitDiff gives none: there is no
+            # forward solve to take them from.
             dtype = ravel_pytree(x_like)[0].dtype
             default_tol = jnp.asarray(jnp.finfo(dtype).eps ** 0.75, dtype)
-            rtol = default_tol if backward.rtol is None else backward.rtol
-            atol = default_tol if backward.atol is None else backward.atol
-            solve = _BackwardSolve(
-                backward, rtol, atol, backward.max_steps, max_norm, _WHERE, backward.throw
+            defaults = Convergence(rtol=default_tol, atol=default_tol)
+            x, aux = backward.apply(
+                primal, residual, args, x0, convergence=defaults, throw=backward.throw, where=_WHERE
             )
-            solve = no_grad(solve)
-            x, aux = implicit_solution(residual, args, x0, primal=primal, backward=solve)
             return (x, aux) if has_aux else x
 
         return wrapped

@@ -27,10 +27,10 @@ import jax.tree_util as jtu
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from ._anderson import Anderson
-from ._base import AbstractSolver, Solution
-from ._implicit_diff import AbstractBackward, ImplicitDiff
+from ._base import AbstractBackward, AbstractSolver, Solution
+from ._convergence import Convergence
 from ._norms import max_norm
-from ._solve import _solve
+from ._solve import ImplicitSolve, _Residual
 
 
 class DEQOutput(eqx.Module):
@@ -63,14 +63,15 @@ def hutchinson_frobenius(fn: Callable, z: PyTree[Array], key: PRNGKeyArray, samp
     return jnp.mean(jax.vmap(one)(keys))
 
 
-class DEQ(eqx.Module):
+class DEQ(ImplicitSolve):
     r"""Equilibrium layer around ``cell(z, x) -> z`` (an Equinox module holding the weights).
 
     ``__call__(x, z0=None, *, key=None) -> DEQOutput`` solves ``z = cell(z, x)`` from ``z0``
     (warm start) or from ``state_init(x)`` (default: zeros shaped like ``x``). ``solver``,
     ``backward``, ``max_steps``, ``rtol``, ``atol`` and ``norm`` are those of
-    :func:`fixed_point`. With ``jacobian_samples > 0`` a ``key`` is required and
-    ``jacobian_loss`` is estimated. Single-sample convention: ``jax.vmap`` over a batch. Solver
+    :func:`fixed_point`; the last four are held as one :class:`Convergence`
+    (``deq.convergence``) and read under their own names too (``deq.rtol``). With
+    ``jacobian_samples > 0`` a ``key`` is required and ``jacobian_loss`` is estimated. Single-sample convention: ``jax.vmap`` over a batch. Solver
     hyper-parameters get zero gradients (exclude them from weight decay).
 
     Failures. A DEQ in training runs a fixed iteration budget, and reaching it is the normal
@@ -89,13 +90,6 @@ class DEQ(eqx.Module):
     """
 
     cell: Callable
-    solver: AbstractSolver
-    backward: AbstractBackward
-    max_steps: int = eqx.field(static=True)
-    rtol: float | Array
-    atol: float | Array
-    norm: Callable = eqx.field(static=True)
-    throw: bool = eqx.field(static=True)
     require_convergence: bool = eqx.field(static=True)
     jacobian_samples: int = eqx.field(static=True)
     state_init: Callable | None = eqx.field(static=True)
@@ -121,17 +115,12 @@ class DEQ(eqx.Module):
             raise ValueError(
                 f"DEQ jacobian_samples must be a Python int >= 0; got {jacobian_samples!r}."
             )
-        self.cell = cell
-        self.solver = Anderson() if solver is None else solver
-        self.backward = ImplicitDiff() if backward is None else backward
-        self.max_steps = max_steps
-        self.rtol = rtol
-        self.atol = atol
-        self.norm = norm
         for name, flag in dict(throw=throw, require_convergence=require_convergence).items():
             if not isinstance(flag, bool):
                 raise TypeError(f"DEQ {name} must be a bool; got {flag!r}.")
-        self.throw = throw
+        solver = Anderson() if solver is None else solver
+        super().__init__(solver, backward, Convergence(rtol, atol, norm, max_steps), throw)
+        self.cell = cell
         self.require_convergence = require_convergence
         self.jacobian_samples = jacobian_samples
         self.state_init = state_init
@@ -150,20 +139,11 @@ class DEQ(eqx.Module):
                 if self.state_init is not None
                 else jtu.tree_map(jnp.zeros_like, x)
             )
-        sol = _solve(
+        sol = self._solve(
             "jaxsolve.implicit.DEQ",
-            True,
-            _call_cell,
+            _Residual(_call_cell, True),
             z0,
             (self.cell, x),
-            self.solver,
-            self.backward,
-            self.max_steps,
-            self.rtol,
-            self.atol,
-            self.norm,
-            1e6,
-            self.throw,
             budget_is_normal=not self.require_convergence,
         )
         jac = None

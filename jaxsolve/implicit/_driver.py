@@ -1,19 +1,18 @@
 r"""The one iteration driver behind :func:`fixed_point`, :func:`root_find` and iterative backward
-solves: a single ``lax.while_loop`` that calls a solver's ``step``.
+solves: a single ``lax.while_loop`` that calls a solver's ``step`` until the solver's
+``terminate`` says done or the :class:`Convergence` budget ends.
 
-Convergence test (as in optimistix / Hairer's codes), per element scaled:
-
-.. math:: \Big\| \frac{F(x_k)}{\text{atol} + \text{rtol}\,|x_k|} \Big\| \le 1,
-
-with :math:`F(z) = f(z) - z` for a fixed point. The loop also stops when the state or residual
-is not finite (``RESULTS.nonfinite``), when the unscaled residual norm exceeds
-``divergence_factor`` times its initial value (``RESULTS.diverged``), or after ``max_steps``
-steps (``RESULTS.max_steps_reached``). ``rtol``, ``atol``, ``max_steps`` and
-``divergence_factor`` are traced values, so they can be swept with ``jax.vmap``. Under ``vmap``
-each member stops on its own: finished members are frozen while the others iterate.
+The solver decides convergence and its code (the default ``terminate``: the scaled residual test
+``successful``, ``diverged``, ``nonfinite``; see :class:`AbstractSolver`); the driver only counts
+steps and reports ``RESULTS.max_steps_reached`` when ``max_steps`` runs out first. The
+tolerances, ``max_steps`` and ``divergence_factor`` are traced values, so they can be swept with
+``jax.vmap``. Under ``vmap`` each member stops on its own: finished members are frozen while the
+others iterate.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -23,62 +22,44 @@ from jax.flatten_util import ravel_pytree
 from .._core import RESULTS
 
 
-def _status(x, fx, k, r0, norm, rtol, atol, max_steps, divergence_factor):
-    scale = atol + rtol * jnp.abs(x)
-    # Both norms in one batched reduction (one pass over fx instead of two).
-    scaled, rnorm = jax.vmap(norm)(jnp.stack([fx / scale, fx]))
-    # A NaN or infinity in the residual makes its norm non-finite, and a NaN in x makes the
-    # scale, hence the scaled norm, NaN: no separate pass over the state is needed.
-    finite = jnp.isfinite(rnorm) & jnp.isfinite(scaled)
-    converged = scaled <= 1
-    diverged = rnorm > divergence_factor * r0
-    out_of_steps = k >= max_steps
-    done = (~finite) | converged | diverged | out_of_steps
-    result = RESULTS.where(
-        finite,
-        RESULTS.where(
-            converged,
-            RESULTS.successful,
-            RESULTS.where(diverged, RESULTS.diverged, RESULTS.max_steps_reached),
-        ),
-        RESULTS.nonfinite,
+def iterate(fn, x0, args, solver, convergence):
+    """Run ``solver`` on ``fn(x, args) = 0`` from the flat vector ``x0`` until its ``terminate``
+    or the budget of ``convergence`` (a checked :class:`Convergence` whose norm acts on flat
+    vectors) ends. Returns ``(x, result, num_steps, residual_norm)``."""
+    dtype = x0.dtype
+    convergence = dataclasses.replace(
+        convergence,
+        rtol=jnp.asarray(convergence.rtol, dtype),
+        atol=jnp.asarray(convergence.atol, dtype),
+        divergence_factor=jnp.asarray(convergence.divergence_factor, dtype),
     )
-    return done, result, rnorm
-
-
-def iterate(fn, x0, args, solver, *, max_steps, rtol, atol, norm, divergence_factor):
-    """Run ``solver`` on ``fn(x, args) = 0`` from the flat vector ``x0``.
-
-    Returns ``(x, result, num_steps, residual_norm)``.
-    """
-    rtol = jnp.asarray(rtol, x0.dtype)
-    atol = jnp.asarray(atol, x0.dtype)
-    divergence_factor = jnp.asarray(divergence_factor, x0.dtype)
     fx0 = fn(x0, args)
-    r0 = norm(fx0)
+    r0 = convergence.norm(fx0)
     state0 = solver.init(fn, x0, fx0, args)
-    k0 = jnp.zeros((), jnp.int32)
-    check = lambda x, fx, k: _status(x, fx, k, r0, norm, rtol, atol, max_steps, divergence_factor)
-    done0, _, _ = check(x0, fx0, k0)
+
+    def verdict(x, fx, state, k):
+        done, result = solver.terminate(x, fx, state, convergence, r0)
+        out_of_steps = k >= convergence.max_steps
+        return done | out_of_steps, RESULTS.where(done, result, RESULTS.max_steps_reached)
 
     def cond(carry):
-        return ~carry[-1]
+        return ~carry[-2]
 
     def body(carry):
-        x, fx, state, k, _ = carry
+        x, fx, state, k, _, _ = carry
         x_new, state_new = solver.step(fn, x, fx, args, state)
         fx_new = fn(x_new, args)
         k_new = k + 1
-        done, _, _ = check(x_new, fx_new, k_new)
-        return x_new, fx_new, state_new, k_new, done
+        return x_new, fx_new, state_new, k_new, *verdict(x_new, fx_new, state_new, k_new)
 
-    x, fx, _, k, _ = lax.while_loop(cond, body, (x0, fx0, state0, k0, done0))
-    _, result, rnorm = check(x, fx, k)
-    return x, result, k, rnorm
+    k0 = jnp.zeros((), jnp.int32)
+    start = (x0, fx0, state0, k0, *verdict(x0, fx0, state0, k0))
+    x, fx, _, k, _, result = lax.while_loop(cond, body, start)
+    return x, result, k, convergence.norm(fx)
 
 
-def flatten_problem(fn, z0, norm):
-    """Flat views of a pytree problem: ``(x0, fn_flat, norm_flat, unravel)``.
+def flatten_problem(fn, z0):
+    """Flat views of a pytree problem: ``(x0, fn_flat, unravel)``.
 
     ``fn_flat(x, args)`` unravels ``x``, calls ``fn``, casts each output leaf to the dtype of the
     matching leaf of ``z0`` (a model may return a different precision) and ravels the result.
@@ -93,7 +74,4 @@ def flatten_problem(fn, z0, norm):
         flat, _ = ravel_pytree(jax.tree_util.tree_unflatten(treedef, out))
         return flat.astype(x.dtype)
 
-    def norm_flat(v):
-        return jnp.asarray(norm(unravel(v))).astype(v.dtype)
-
-    return x0, fn_flat, norm_flat, unravel
+    return x0, fn_flat, unravel

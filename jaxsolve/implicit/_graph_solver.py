@@ -31,9 +31,9 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._core import as_float, check_in_open_interval
 from ._anderson import Anderson
-from ._base import AbstractSolver, Solution
-from ._implicit_diff import AbstractBackward, ImplicitDiff
-from ._solve import fixed_point
+from ._base import AbstractBackward, AbstractSolver, Solution
+from ._convergence import Convergence
+from ._solve import ImplicitSolve, _Residual
 
 
 def _propagate(coeffs, h, senders, receivers):
@@ -48,7 +48,7 @@ def _transition(h, args):
     return gamma * _propagate(coeffs, h, senders, receivers) + b
 
 
-class ConvergentGraphSolver(eqx.Module):
+class ConvergentGraphSolver(ImplicitSolve):
     """CGS layer (see the module docstring).
 
     ``__call__(nodes, edges, senders, receivers) -> (outputs, Solution)`` with ``nodes``
@@ -70,12 +70,6 @@ class ConvergentGraphSolver(eqx.Module):
     gamma: Float[Array, ""]
     heads: int = eqx.field(static=True)
     hidden: int = eqx.field(static=True)
-    solver: AbstractSolver
-    backward: AbstractBackward
-    max_steps: int = eqx.field(static=True)
-    rtol: float | Array
-    atol: float | Array
-    throw: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -103,6 +97,8 @@ class ConvergentGraphSolver(eqx.Module):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"ConvergentGraphSolver {name} must be an int >= 1; got {v!r}.")
         check_in_open_interval("ConvergentGraphSolver gamma", gamma, 0.0, 1.0)
+        solver = Anderson() if solver is None else solver
+        super().__init__(solver, backward, Convergence(rtol, atol, max_steps=max_steps), throw)
         k1, k2, k3 = jax.random.split(key, 3)
         self.node_encoder = eqx.nn.MLP(node_dim, heads * hidden, width, depth, jax.nn.gelu, key=k1)
         self.edge_encoder = eqx.nn.MLP(
@@ -112,12 +108,6 @@ class ConvergentGraphSolver(eqx.Module):
         self.gamma = as_float(gamma)
         self.heads = heads
         self.hidden = hidden
-        self.solver = Anderson() if solver is None else solver
-        self.backward = ImplicitDiff() if backward is None else backward
-        self.max_steps = max_steps
-        self.rtol = rtol
-        self.atol = atol
-        self.throw = throw
 
     def transition(
         self,
@@ -153,16 +143,8 @@ class ConvergentGraphSolver(eqx.Module):
         n = nodes.shape[0]
         coeffs, b = self.transition(nodes, edges, senders, receivers)
         gamma = lax.stop_gradient(self.gamma).astype(b.dtype)
-        sol = fixed_point(
-            _transition,
-            jnp.zeros_like(b),
-            (coeffs, b, gamma, senders, receivers),
-            solver=self.solver,
-            backward=self.backward,
-            max_steps=self.max_steps,
-            rtol=self.rtol,
-            atol=self.atol,
-            throw=self.throw,
-        )
+        args = (coeffs, b, gamma, senders, receivers)
+        where = "jaxsolve.implicit.ConvergentGraphSolver"
+        sol = self._solve(where, _Residual(_transition, True), jnp.zeros_like(b), args)
         h = jnp.transpose(sol.value, (1, 0, 2)).reshape(n, self.heads * self.hidden)
         return jax.vmap(self.decoder)(h), sol

@@ -1,4 +1,4 @@
-r"""Differentiating through a solution: implicit differentiation and cheaper backward modes.
+r"""Differentiating through a solution by the implicit function theorem: :class:`ImplicitDiff`.
 
 **Implicit differentiation** ("Efficient and Modular Implicit Differentiation", Blondel et al.;
 "Deep Equilibrium Models", Bai et al.). If :math:`F(z^*, \theta) = 0` defines :math:`z^*(\theta)`
@@ -14,8 +14,8 @@ again for its primal, derivatives of any order work (``jax.hessian`` through a f
 No iteration of the forward solve is stored: memory does not grow with the iteration count.
 
 The linear system is solved by the :class:`ImplicitDiff` ``solver``: a Krylov method
-(:class:`BiCGStab`, :class:`GMRES`, :class:`CG`) or any nonlinear solver (:class:`Picard`, :class:`Anderson`, ...)
-run by the same driver on the linear residual :math:`A x - b` — Picard on it is exactly the
+(:class:`BiCGStab`, :class:`GMRES`, :class:`CG`) or any nonlinear solver (:class:`Picard`,
+:class:`Anderson`, ...) run by the same driver on the linear residual :math:`A x - b` — Picard on it is exactly the
 fixed-point iteration on the adjoint, :math:`u \leftarrow \bar z + (\partial_z f)^\top u`. The
 backward's convergence is checked: with ``throw=True`` a failure raises at run time; with
 ``throw=False`` the failed solution is NaN, so the gradient is visibly NaN, never a silent zero.
@@ -32,16 +32,8 @@ in forward and reverse mode and at every order. This is checked on the derivativ
 only on the value: ``jax.grad`` of a loss that is linear in ``z`` never evaluates the value's
 check. Under ``jax.vmap`` each member has its own code, so only the derivatives of the failed
 members are NaN (a gradient summed over a batch into shared weights is then NaN as a whole).
-:class:`JacobianFree` and :class:`PhantomGradient` derivatives are guarded the same way.
+:class:`JacobianFree` and :class:`PhantomGradient` (:mod:`._unrolled`) are guarded the same way.
 (:class:`DEQ` alone counts a reached iteration budget as its normal case; see its docstring.)
-
-**Jacobian-free backprop** ("JFB: Jacobian-Free Backpropagation for Implicit Networks", Fung et
-al.) replaces :math:`(I - \partial_z f)^{-1}` by :math:`I`: gradients come from one application
-of :math:`f` at the (non-differentiated) fixed point. **Phantom gradients** ("On Training
-Implicit Models", Geng et al.) backpropagate through :math:`k` damped steps
-:math:`z \leftarrow (1-\lambda) z + \lambda f(z)` started at the fixed point, a truncated Neumann
-series of the exact inverse. Both keep the forward value equal to the solution (the unrolled
-steps only carry derivatives) and work in forward and reverse mode.
 """
 
 from __future__ import annotations
@@ -50,47 +42,42 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float
 
-from .._core import RESULTS, as_float, check_positive, is_concrete
-from ._base import AbstractLinearSolver, AbstractSolver
-from ._driver import iterate
+from .._core import RESULTS, as_float, check_positive
+from ._base import AbstractBackward, AbstractLinearSolver, AbstractSolver
+from ._convergence import Convergence, check_max_steps
 from ._krylov import BiCGStab
-
-
-class AbstractBackward(eqx.Module):
-    """How a solve is differentiated: :class:`ImplicitDiff`, :class:`JacobianFree` or
-    :class:`PhantomGradient`."""
+from ._lineax import as_linear_solver
 
 
 class ImplicitDiff(AbstractBackward):
     r"""Exact derivatives by the implicit function theorem (see the module docstring).
 
-    - ``solver``: solves the tangent / adjoint system — :class:`BiCGStab` (the default),
-      :class:`GMRES`, :class:`CG` (symmetric systems, e.g. optimality conditions of a convex
-      objective), or a nonlinear solver run on the linear residual (:class:`Picard` =
-      fixed-point iteration on the adjoint, :class:`Anderson`, :class:`Broyden`).
+    Args:
+        solver: solves the tangent / adjoint system — :class:`BiCGStab` (the default),
+            :class:`GMRES`, :class:`CG` (symmetric systems, e.g. optimality conditions of a
+            convex objective; it takes a preconditioner), a nonlinear solver run on the
+            linear residual (:class:`Picard` = fixed-point iteration on the adjoint,
+            :class:`Anderson`, :class:`Broyden`), or a lineax solver (``lx.LU()``, wrapped in
+            :class:`LineaxSolver`; it keeps its own tolerances).
+        rtol, atol: its tolerances; ``None`` takes those of the forward solve
+            (:func:`custom_root`: ``eps ** 0.75`` of the dtype). The forward solve's ``norm``
+            is the one a nonlinear solver tests here.
+        max_steps: its step budget (matrix-vector products for a Krylov solver).
+        throw: raise when the backward solve fails; ``False`` returns NaN instead.
 
-      Why BiCGStab (measured, ``benchmarks/bench_implicit.py``): the backward system of a
-      convergent fixed point is :math:`I - J^\top` with :math:`\rho(J) < 1`. BiCGStab solves it
-      with two products per step and no basis, where each GMRES(m) product also pays for
-      five products with an (m + 1)-vector basis and its bookkeeping — under ``jax.vmap`` for
-      every member. Backward time against backprop through the unrolled iterations (one run,
-      ``benchmarks/results/implicit.json``): 0.37x (GMRES(10) 0.52x) for 64 states of size 64
-      under vmap, 0.42x (0.42x) for one state of size 512, with the same gradient error. On the non-normal systems of
-      ``tests/implicit/test_krylov.py`` (upper-triangular :math:`J`, :math:`\kappa \approx 200`)
-      it needed 37-59 products where GMRES(10) needed 51-110 and GMRES(5) stalls. BiCGStab's
-      residual need not fall monotonically and the method can break down (a zero inner
-      product); either way a solve that does not converge is reported (``throw``), and
-      ``GMRES()`` (restart 20, residual non-increasing) is the choice for a strongly
-      non-normal Jacobian where BiCGStab fails.
-    - ``rtol``, ``atol``: its tolerances; ``None`` takes those of the forward solve
-      (:func:`custom_root`: ``eps ** 0.75`` of the dtype).
-    - ``max_steps``: its step budget (matrix-vector products for a Krylov solver).
-    - ``throw``: raise when the backward solve fails; ``False`` returns NaN instead.
+    Why BiCGStab: the backward system of a convergent fixed point is :math:`I - J^\top` with
+    :math:`\rho(J) < 1`. BiCGStab solves it with two products per step and no basis, where each
+    GMRES(m) product also pays for five products with an (m + 1)-vector basis and its
+    bookkeeping — under ``jax.vmap`` for every member (timings against GMRES and against
+    backprop through the unrolled iterations: ``benchmarks/README.md``). BiCGStab's residual
+    need not fall monotonically and the method can break down (a zero inner product); either
+    way a solve that does not converge is reported (``throw``), and ``GMRES()`` (restart 20,
+    residual non-increasing) is the choice for a strongly non-normal Jacobian where BiCGStab
+    fails.
 
     A derivative through a solve whose result is not successful is NaN (``throw=False`` of the
     solve) or raises (``throw=True``), whatever this backward solve does: the implicit function
@@ -100,13 +87,13 @@ class ImplicitDiff(AbstractBackward):
 
     Precision on accelerators: on GPUs and TPUs a float32 matrix product defaults to TF32 or
     bfloat16 arithmetic (relative error ~1e-3), so ``f`` and its Jacobian products are only that
-    accurate, and a backward tolerance far below it may not be reached (on an H200 a float32 DEQ
-    whose backward solve met ``rtol = 1e-4`` on CPU failed it with the default precision, and
-    trained under ``jax.default_matmul_precision("float32")``). Use that context, or a looser
-    ``rtol``.
+    accurate, and a backward tolerance far below it may not be reached. Run under
+    ``jax.default_matmul_precision("float32")``, or pass a looser ``rtol``.
     """
 
-    solver: AbstractSolver | AbstractLinearSolver = eqx.field(default_factory=BiCGStab)
+    solver: AbstractSolver | AbstractLinearSolver = eqx.field(
+        default_factory=BiCGStab, converter=as_linear_solver
+    )
     rtol: Float[Array, ""] | None = None
     atol: Float[Array, ""] | None = None
     max_steps: int = 256
@@ -116,51 +103,19 @@ class ImplicitDiff(AbstractBackward):
         if not isinstance(self.solver, (AbstractSolver, AbstractLinearSolver)):
             raise TypeError(
                 "ImplicitDiff solver must be a jaxsolve.implicit solver (GMRES, CG, Picard, "
-                f"Anderson, Broyden, Newton); got {type(self.solver).__name__}."
+                f"Anderson, Broyden, Newton) or a lineax solver; got {type(self.solver).__name__}."
             )
         for name in ("rtol", "atol"):
             if getattr(self, name) is not None:
                 check_positive(f"ImplicitDiff {name}", getattr(self, name))
-        _check_max_steps("ImplicitDiff max_steps", self.max_steps)
+        check_max_steps("ImplicitDiff max_steps", self.max_steps)
 
-
-class JacobianFree(AbstractBackward):
-    """Jacobian-free backpropagation (JFB): derivatives of one step ``f(z*)`` at the solution."""
-
-
-class PhantomGradient(AbstractBackward):
-    """Phantom gradient: derivatives of ``steps`` damped steps (``damping`` = lambda) from ``z*``."""
-
-    steps: int = eqx.field(static=True, default=5)
-    damping: Float[Array, ""] = eqx.field(converter=as_float, default=0.5)
-
-    def __check_init__(self):
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
-            raise ValueError(
-                f"PhantomGradient steps must be a Python int >= 1; got {self.steps!r}."
-            )
-        check_positive("PhantomGradient damping", self.damping)
-
-
-def _check_max_steps(name, max_steps):
-    """``max_steps``, checked: a concrete one must be an int >= 1 (now); a traced one an integer
-    scalar (now) that is >= 0 (at run time, on the returned value). A traced 0 is allowed: a
-    sweep over budgets (``jax.vmap`` over ``max_steps``) may start at 0, which returns the
-    initial guess with its code."""
-    if isinstance(max_steps, bool):
-        raise TypeError(f"{name} must be an integer; got {max_steps!r}.")
-    if isinstance(max_steps, (int, np.integer)):
-        if max_steps < 1:
-            raise ValueError(f"{name} must be >= 1; got {max_steps}.")
-        return max_steps
-    a = jnp.asarray(max_steps)
-    if not jnp.issubdtype(a.dtype, jnp.integer) or a.ndim != 0:
-        raise TypeError(f"{name} must be an integer scalar; got {a.dtype} of shape {a.shape}.")
-    if is_concrete(a):
-        if int(a) < 1:
-            raise ValueError(f"{name} must be >= 1; got {int(a)}.")
-        return a
-    return eqx.error_if(a, a < 0, f"{name} must be >= 0; got a negative traced value.")
+    def apply(self, primal, residual, args, z0, *, convergence, throw, where):
+        rtol = convergence.rtol if self.rtol is None else as_float(self.rtol)
+        atol = convergence.atol if self.atol is None else as_float(self.atol)
+        rule = Convergence(rtol=rtol, atol=atol, norm=convergence.norm, max_steps=self.max_steps)
+        solve = no_grad(_BackwardSolve(self, rule, where, throw))
+        return implicit_solution(residual, args, z0, primal=primal, backward=solve)
 
 
 def no_grad(tree):
@@ -172,26 +127,7 @@ def no_grad(tree):
 # Linear solves (the backward systems), with failures raised or turned into NaN.
 
 
-def solve_flat_linear(matvec, b, solver, *, rtol, atol, max_steps, norm, x0=None):
-    """Solve ``matvec(x) = b`` on flat vectors; ``(x, result, num_steps, residual_norm)``."""
-    if isinstance(solver, AbstractLinearSolver):
-        # A zero start is passed as None: the Krylov method then skips the product A 0.
-        return solver.solve(matvec, b, x0, rtol, atol, max_steps)
-    x0 = jnp.zeros_like(b) if x0 is None else x0
-    return iterate(
-        lambda x, _: matvec(x) - b,
-        x0,
-        None,
-        solver,
-        max_steps=max_steps,
-        rtol=rtol,
-        atol=atol,
-        norm=norm,
-        divergence_factor=1e6,
-    )
-
-
-_FAILURES = ("max_steps_reached", "nonfinite", "diverged")
+_FAILURES = ("max_steps_reached", "nonfinite", "diverged", "linear_solve_failed")
 
 
 def raise_or_nan(x, result, throw, where, hint=""):
@@ -215,17 +151,15 @@ def failed_derivative_message(where):
 class _BackwardSolve(eqx.Module):
     """The ``solve`` / ``transpose_solve`` handed to ``lax.custom_linear_solve``.
 
-    ``forward_result`` is the forward solve's code, filled in by the derivative rule (``None``
-    when the forward solve has none); where it is not successful the system is not solved
-    (its right-hand side is zeroed, which every solver finishes at once) and the answer is NaN
-    (``forward_throw=False``) or an error naming ``forward_where`` and the code.
+    ``convergence`` is the backward solve's rule. ``forward_result`` is the forward solve's
+    code, filled in by the derivative rule (``None`` when the forward solve has none); where it
+    is not successful the system is not solved (its right-hand side is zeroed, which every
+    solver finishes at once) and the answer is NaN (``forward_throw=False``) or an error naming
+    ``forward_where`` and the code.
     """
 
     backward: ImplicitDiff
-    rtol: Array
-    atol: Array
-    max_steps: Array | int
-    norm: object = eqx.field(static=True)
+    convergence: Convergence
     forward_where: str = eqx.field(static=True, default="jaxsolve.implicit")
     forward_throw: bool = eqx.field(static=True, default=True)
     forward_result: RESULTS | None = None
@@ -245,15 +179,8 @@ class _BackwardSolve(eqx.Module):
             # solution), so under vmap a failed member does not keep the loop running.
             b_flat = jnp.where(forward_failed, jnp.zeros_like(b_flat), b_flat)
         mv = lambda x: ravel_pytree(matvec(unravel(x)))[0].astype(b_flat.dtype)
-        x, result, _, _ = solve_flat_linear(
-            mv,
-            b_flat,
-            self.backward.solver,
-            rtol=self.rtol,
-            atol=self.atol,
-            max_steps=self.max_steps,
-            norm=lambda v: jnp.asarray(self.norm(unravel(v)), v.dtype),
-        )
+        rule = self.convergence.flat(unravel)
+        x, result, _, _ = self.backward.solver.solve_linear(mv, b_flat, rule)
         where = (
             f"{self.forward_where}: the implicit-differentiation (backward/tangent) linear solve "
             f"with {type(self.backward.solver).__name__} failed ({RESULTS[RESULTS.backward_failed]})"
@@ -349,41 +276,3 @@ def _implicit_solution_jvp(primals, tangents, *, primal, backward):
     solve = backward.given(primal.result_of(aux))
     z_dot = lax.custom_linear_solve(lin, neg_rhs, solve=solve, transpose_solve=solve)
     return out, (z_dot, none_aux)
-
-
-def unrolled_steps(residual, params, z_star, steps, damping):
-    """``steps`` damped steps ``z <- z + damping * residual(z, params)`` from ``z_star``."""
-    damping = lax.stop_gradient(damping)
-
-    def body(_, z):
-        r = residual(z, params)
-        return jtu.tree_map(lambda a, b: a + jnp.asarray(damping, a.dtype) * b, z, r)
-
-    return lax.fori_loop(0, steps, body, lax.stop_gradient(z_star))
-
-
-@eqx.filter_custom_jvp
-def guard_derivatives(x, *, result, throw, where):
-    """``x`` unchanged; its derivatives NaN (``throw=False``) or an error (``throw=True``) where
-    ``result`` is not successful. The tangent is multiplied by 1 or NaN, a linear map, so reverse
-    mode transposes it into the same NaN; the check sits on that multiplier, which the
-    derivative needs, so no dead-code elimination skips it."""
-    return x
-
-
-@guard_derivatives.def_jvp
-def _guard_derivatives_jvp(primals, tangents, *, result, throw, where):
-    (x,), (t,) = primals, tangents
-
-    def scale(tangent):
-        if tangent is None:
-            return None
-        one = jnp.ones((), tangent.dtype)
-        return tangent * raise_or_nan(one, result, throw, failed_derivative_message(where))
-
-    return x, jtu.tree_map(scale, t, is_leaf=lambda v: v is None)
-
-
-def straight_through(value, carrier):
-    """``value`` in the forward pass, the derivatives of ``carrier`` in both modes."""
-    return jtu.tree_map(lambda v, c: v + (c - lax.stop_gradient(c)), value, carrier)

@@ -23,6 +23,7 @@ from jaxtyping import Array, Float
 
 from .._core import as_float, check_positive
 from ._base import AbstractSolver
+from ._convergence import Convergence
 from ._krylov import GMRES
 
 
@@ -66,8 +67,7 @@ class Newton(AbstractSolver):
         else:
             eta = jnp.asarray(self.forcing, dtype)
         _, jvp = jax.linearize(lambda y: fn(y, args), x)
-        p, _, _, _ = GMRES(self.restart).solve(
-            jvp, -fx, None, eta, jnp.asarray(0.0, dtype), self.inner_max_steps
-        )
+        inner = Convergence(rtol=eta, atol=jnp.zeros((), dtype), max_steps=self.inner_max_steps)
+        p, _, _, _ = GMRES(self.restart).solve_linear(jvp, -fx, inner)
         x_new = x + jnp.asarray(self.damping, dtype) * p
         return x_new, dict(fnorm_prev=fnorm, eta_prev=eta)

@@ -1,8 +1,9 @@
 r"""Public entry points: :func:`fixed_point`, :func:`root_find` and :func:`linear_solve`.
 
 They check their arguments, hoist closed-over arrays of ``fn`` into explicit inputs (so
-derivatives with respect to them are implicit too), pick the backward mode and run the one
-driver of :mod:`._driver`.
+derivatives with respect to them are implicit too), run the one driver of :mod:`._driver` and
+hand the run to the backward mode's ``apply``, which attaches the derivatives. The tolerances,
+norm and budget travel as one :class:`Convergence`, which the call's keywords build.
 """
 
 from __future__ import annotations
@@ -14,31 +15,17 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, PyTree
 
-from .._core import RESULTS, as_float, check_positive, is_concrete
+from .._core import RESULTS
 from ._anderson import Anderson
-from ._base import AbstractLinearSolver, AbstractSolver, Solution
+from ._base import AbstractBackward, AbstractLinearSolver, AbstractSolver, Solution
+from ._convergence import Convergence
 from ._driver import flatten_problem, iterate
-from ._implicit_diff import (
-    AbstractBackward,
-    ImplicitDiff,
-    JacobianFree,
-    PhantomGradient,
-    _BackwardSolve,
-    _check_max_steps,
-    fresh_scalars,
-    guard_derivatives,
-    implicit_solution,
-    no_grad,
-    raise_or_nan,
-    solve_flat_linear,
-    straight_through,
-    unrolled_steps,
-)
+from ._implicit_diff import ImplicitDiff, fresh_scalars, no_grad, raise_or_nan
 from ._krylov import GMRES
+from ._lineax import as_linear_solver
 from ._newton import Newton
 from ._norms import max_norm
 
@@ -107,52 +94,18 @@ def check_output(where, fn_name, z_name, fn, z0, args, call=None):
         )
 
 
-def check_tolerance(name, value):
-    """A positive scalar tolerance: concrete values are checked now, traced ones at run time.
-
-    Concreteness is judged on what the caller passed: under ``jit`` even a Python float's cast
-    to an array is traced, and its check would wait for run time.
-    """
-    concrete = is_concrete(value)
-    if concrete:
-        check_positive(name, np.asarray(value))
-    value = as_float(value)
-    if value.ndim != 0:
-        raise ValueError(f"{name} must be a scalar; got an array of shape {value.shape}.")
-    if concrete:
-        return value
-    return eqx.error_if(value, ~(value > 0), f"{name} must be positive.")
-
-
-def check_options(where, solver, backward, norm, max_steps, divergence_factor):
+def check_methods(where, solver, backward):
+    """``solver`` and ``backward`` are what the drivers can call."""
     if not isinstance(solver, AbstractSolver):
         raise TypeError(
             f"{where}: solver must be a jaxsolve.implicit solver (Picard, Anderson, Broyden, "
             f"Newton); got {type(solver).__name__}."
         )
-    if not isinstance(backward, (ImplicitDiff, JacobianFree, PhantomGradient)):
+    if not isinstance(backward, AbstractBackward):
         raise TypeError(
-            f"{where}: backward must be ImplicitDiff, JacobianFree or PhantomGradient; got "
-            f"{type(backward).__name__}."
+            f"{where}: backward must be a jaxsolve.implicit backward mode (ImplicitDiff, "
+            f"JacobianFree, PhantomGradient); got {type(backward).__name__}."
         )
-    if not callable(norm):
-        raise TypeError(f"{where}: norm must be callable; got {type(norm).__name__}.")
-    max_steps = _check_max_steps(f"{where}: max_steps", max_steps)
-    concrete = is_concrete(divergence_factor)
-    if concrete and not np.all(np.asarray(divergence_factor) > 1):
-        raise ValueError(
-            f"{where}: divergence_factor must be > 1; got {np.asarray(divergence_factor)}."
-        )
-    divergence_factor = as_float(divergence_factor)
-    if divergence_factor.ndim != 0:
-        raise ValueError(
-            f"{where}: divergence_factor must be a scalar; got shape {divergence_factor.shape}."
-        )
-    if not concrete:
-        divergence_factor = eqx.error_if(
-            divergence_factor, ~(divergence_factor > 1), f"{where}: divergence_factor must be > 1."
-        )
-    return max_steps, divergence_factor
 
 
 # ----------------------------------------------------------------------------------------------
@@ -183,80 +136,85 @@ def gradient_result(result, budget_is_normal):
 
 
 class _DriverPrimal(eqx.Module):
+    """The forward solve a backward mode runs: the driver on the flattened residual."""
+
     solver: AbstractSolver
-    max_steps: Any
-    rtol: Array
-    atol: Array
-    divergence_factor: Array
-    norm: Callable = eqx.field(static=True)
+    convergence: Convergence
     budget_is_normal: bool = eqx.field(static=True, default=False)
 
     def result_of(self, aux):
         return gradient_result(aux[0], self.budget_is_normal)
 
     def __call__(self, residual, params, z0):
-        x0, fn_flat, norm_flat, unravel = flatten_problem(residual, z0, self.norm)
-        x, result, k, rnorm = iterate(
-            fn_flat,
-            x0,
-            params,
-            self.solver,
-            max_steps=self.max_steps,
-            rtol=self.rtol,
-            atol=self.atol,
-            norm=norm_flat,
-            divergence_factor=self.divergence_factor,
-        )
+        x0, fn_flat, unravel = flatten_problem(residual, z0)
+        rule = self.convergence.flat(unravel)
+        x, result, k, rnorm = iterate(fn_flat, x0, params, self.solver, rule)
         return unravel(x), (result, k, rnorm)
 
 
-def _solve(
-    where,
-    fixed,
-    fn,
-    z0,
-    args,
-    solver,
-    backward,
-    max_steps,
-    rtol,
-    atol,
-    norm,
-    div,
-    throw,
-    *,
-    budget_is_normal=False,
-) -> Solution:
-    z_name = "z0" if fixed else "x0"
-    z0 = check_state(z_name, fresh_scalars(z0))
-    args = fresh_scalars(args)
-    max_steps, div = check_options(where, solver, backward, norm, max_steps, div)
-    rtol = check_tolerance(f"{where}: rtol", rtol)
-    atol = check_tolerance(f"{where}: atol", atol)
-    check_output(where, "fn", z_name, fn, z0, args)
-    residual = _Residual(eqx.filter_closure_convert(fn, z0, args), fixed)
-    primal = no_grad(_DriverPrimal(solver, max_steps, rtol, atol, div, norm, budget_is_normal))
-    if isinstance(backward, ImplicitDiff):
-        b_rtol = rtol if backward.rtol is None else as_float(backward.rtol)
-        b_atol = atol if backward.atol is None else as_float(backward.atol)
-        solve = _BackwardSolve(backward, b_rtol, b_atol, backward.max_steps, norm, where, throw)
-        solve = no_grad(solve)
-        z, aux = implicit_solution(residual, args, z0, primal=primal, backward=solve)
-    else:
-        z_star, aux = primal(no_grad(residual), no_grad(args), no_grad(z0))
-        if isinstance(backward, JacobianFree):
-            steps, damping = 1, jnp.ones((), jnp.result_type(float))
-        else:  # PhantomGradient (check_options admits nothing else)
-            steps, damping = backward.steps, backward.damping
-        carrier = unrolled_steps(residual, args, z_star, steps, damping)
-        # These modes need no solution either, but one step from a point that is not a fixed
-        # point is no better an answer: the same guard as ImplicitDiff's.
-        carrier = guard_derivatives(carrier, result=primal.result_of(aux), throw=throw, where=where)
-        z = straight_through(z_star, carrier)
-    result, k, rnorm = aux
-    if throw:
-        z = raise_or_nan(z, primal.result_of(aux), True, where)
-    return Solution(z, result, k, rnorm)
+class ImplicitSolve(eqx.Module):
+    """How a residual is solved and differentiated: the ``solver``, the ``convergence`` rule its
+    ``terminate`` reads, the ``backward`` mode (default :class:`ImplicitDiff`) and whether a
+    failure raises (``throw``).
+
+    :func:`fixed_point` and :func:`root_find` build one from their keywords for each call;
+    :class:`DEQ` and :class:`ConvergentGraphSolver` are one (they derive from it), so the field
+    group is written once. ``max_steps``, ``rtol``, ``atol`` and ``norm`` read the rule's values
+    under the names of the constructors' keywords.
+    """
+
+    solver: AbstractSolver
+    backward: AbstractBackward
+    convergence: Convergence
+    throw: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        solver: AbstractSolver,
+        backward: AbstractBackward | None,
+        convergence: Convergence,
+        throw: bool,
+    ):
+        self.solver = solver
+        self.backward = ImplicitDiff() if backward is None else backward
+        self.convergence = convergence
+        self.throw = throw
+
+    @property
+    def max_steps(self):
+        return self.convergence.max_steps
+
+    @property
+    def rtol(self):
+        return self.convergence.rtol
+
+    @property
+    def atol(self):
+        return self.convergence.atol
+
+    @property
+    def norm(self):
+        return self.convergence.norm
+
+    def _solve(self, where, residual, z0, args, *, budget_is_normal=False) -> Solution:
+        """Solve ``residual(z, args) = 0`` from ``z0``; ``where`` names the entry point in
+        messages; ``budget_is_normal`` lets a reached ``max_steps`` pass for derivatives and
+        ``throw`` (it is still reported)."""
+        z_name = "z0" if residual.fixed_point else "x0"
+        z0 = check_state(z_name, fresh_scalars(z0))
+        args = fresh_scalars(args)
+        check_methods(where, self.solver, self.backward)
+        convergence = self.convergence.checked(where)
+        check_output(where, "fn", z_name, residual.fn, z0, args)
+        fn = eqx.filter_closure_convert(residual.fn, z0, args)
+        residual = _Residual(fn, residual.fixed_point)
+        primal = no_grad(_DriverPrimal(self.solver, convergence, budget_is_normal))
+        z, aux = self.backward.apply(
+            primal, residual, args, z0, convergence=convergence, throw=self.throw, where=where
+        )
+        if self.throw:
+            z = raise_or_nan(z, primal.result_of(aux), True, where)
+        return Solution(z, *aux)
 
 
 def fixed_point(
@@ -278,8 +236,10 @@ def fixed_point(
     ``fn(z, args)`` must be pure and return the structure and shapes of ``z0`` (floating leaves;
     other precisions are cast to ``z0``'s). ``solver``: :class:`Picard`, :class:`Anderson`
     (default), :class:`Broyden` or :class:`Newton`, all on the residual :math:`F = f - z`.
-    Converged when :math:`\|F(z) / (\text{atol} + \text{rtol}|z|)\| \le 1` with ``norm``
-    (default :func:`max_norm`); ``rtol``, ``atol``, ``max_steps`` and ``divergence_factor`` may be
+    ``max_steps``, ``rtol``, ``atol``, ``norm`` and ``divergence_factor`` make the
+    :class:`Convergence` rule the solver's ``terminate`` tests: converged when
+    :math:`\|F(z) / (\text{atol} + \text{rtol}|z|)\| \le 1` with ``norm`` (default
+    :func:`max_norm`); ``rtol``, ``atol``, ``max_steps`` and ``divergence_factor`` may be
     traced (then checked at run time; a traced ``max_steps`` may be 0, for sweeps over budgets).
     A run-time failure is a code in ``Solution.result`` (``max_steps_reached``, ``diverged`` when
     :math:`\|F\|` exceeds ``divergence_factor`` times its initial value, ``nonfinite``);
@@ -288,7 +248,9 @@ def fixed_point(
     ``backward`` (default :class:`ImplicitDiff`, BiCGStab) decides the derivatives with
     respect to ``args`` and to arrays ``fn`` closes over — exact implicit differentiation in both
     forward and reverse mode, or :class:`JacobianFree` / :class:`PhantomGradient`. The derivative
-    with respect to ``z0`` is zero.
+    with respect to ``z0`` is zero. An :class:`ImplicitDiff` without tolerances of its own uses
+    ``rtol`` and ``atol`` of this call; its own, where given, take precedence for the backward
+    solve.
 
     A derivative through a solve whose result is not successful is NaN (``throw=False``) or
     raises (``throw=True``), in forward and reverse mode and under ``vmap`` per member: the
@@ -296,22 +258,9 @@ def fixed_point(
     solve is not one, so its derivative would be a plausible wrong number.
     """
     solver = Anderson() if solver is None else solver
-    backward = ImplicitDiff() if backward is None else backward
-    return _solve(
-        "jaxsolve.implicit.fixed_point",
-        True,
-        fn,
-        z0,
-        args,
-        solver,
-        backward,
-        max_steps,
-        rtol,
-        atol,
-        norm,
-        divergence_factor,
-        throw,
-    )
+    convergence = Convergence(rtol, atol, norm, max_steps, divergence_factor)
+    method = ImplicitSolve(solver, backward, convergence, throw)
+    return method._solve("jaxsolve.implicit.fixed_point", _Residual(fn, True), z0, args)
 
 
 def root_find(
@@ -338,22 +287,9 @@ def root_find(
     :math:`g(x) - x`; so do :class:`JacobianFree` and :class:`PhantomGradient`.
     """
     solver = Newton() if solver is None else solver
-    backward = ImplicitDiff() if backward is None else backward
-    return _solve(
-        "jaxsolve.implicit.root_find",
-        False,
-        fn,
-        x0,
-        args,
-        solver,
-        backward,
-        max_steps,
-        rtol,
-        atol,
-        norm,
-        divergence_factor,
-        throw,
-    )
+    convergence = Convergence(rtol, atol, norm, max_steps, divergence_factor)
+    method = ImplicitSolve(solver, backward, convergence, throw)
+    return method._solve("jaxsolve.implicit.root_find", _Residual(fn, False), x0, args)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -372,22 +308,13 @@ class _LinearResidual(eqx.Module):
 
 class _LinearPrimal(eqx.Module):
     solver: AbstractLinearSolver | AbstractSolver
-    rtol: Array
-    atol: Array
-    max_steps: Any
-    norm: Callable = eqx.field(static=True)
+    convergence: Convergence
 
     def __call__(self, residual, b, _):
         flat, unravel = ravel_pytree(b)
         mv_flat = lambda x: ravel_pytree(residual.matvec(unravel(x)))[0].astype(flat.dtype)
-        x, result, k, rnorm = solve_flat_linear(
-            mv_flat,
-            flat,
-            self.solver,
-            rtol=self.rtol,
-            atol=self.atol,
-            max_steps=self.max_steps,
-            norm=lambda v: jnp.asarray(self.norm(unravel(v)), v.dtype),
+        x, result, k, rnorm = self.solver.solve_linear(
+            mv_flat, flat, self.convergence.flat(unravel)
         )
         return unravel(x), (result, k, rnorm)
 
@@ -409,7 +336,10 @@ def linear_solve(
     r"""Solve :math:`A x = b` with :math:`A` given as ``matvec`` (linear in its argument).
 
     ``solver``: :class:`GMRES` (default), :class:`CG` (symmetric definite ``A``) — both stop at
-    :math:`\|b - Ax\|_2 \le \text{atol} + \text{rtol}\|b\|_2` and report that 2-norm — or a
+    :math:`\|b - Ax\|_2 \le \text{atol} + \text{rtol}\|b\|_2` and report that 2-norm (a
+    :class:`CG` with a preconditioner :math:`M^{-1}`: the same test and norm of
+    :math:`M^{-1}(b - Ax)` and :math:`M^{-1}b`), a lineax solver (its own tolerances; see
+    :class:`LineaxSolver`) — or a
     nonlinear solver run by the fixed-point driver on :math:`Ax - b` (its convergence test and
     ``norm``; :class:`Picard` is the Richardson iteration :math:`x + (Ax - b)`, which converges
     when :math:`\rho(I + A) < 1`). Differentiable with respect to ``b`` and to arrays ``matvec``
@@ -419,27 +349,26 @@ def linear_solve(
     derivative through a solve whose result is not successful is NaN (``throw=False``) or
     raises (``throw=True``).
     """
-    solver = GMRES() if solver is None else solver
+    solver = as_linear_solver(GMRES() if solver is None else solver)
     if not isinstance(solver, (AbstractLinearSolver, AbstractSolver)):
         raise TypeError(
-            f"jaxsolve.implicit.linear_solve: solver must be a jaxsolve.implicit solver; got "
-            f"{type(solver).__name__}."
+            f"jaxsolve.implicit.linear_solve: solver must be a jaxsolve.implicit solver or a "
+            f"lineax solver; got {type(solver).__name__}."
         )
-    b = check_state("b", b)
-    rtol = check_tolerance("jaxsolve.implicit.linear_solve: rtol", rtol)
-    atol = check_tolerance("jaxsolve.implicit.linear_solve: atol", atol)
-    max_steps = _check_max_steps("jaxsolve.implicit.linear_solve: max_steps", max_steps)
     where = "jaxsolve.implicit.linear_solve"
+    b = check_state("b", b)
+    convergence = Convergence(rtol, atol, norm, max_steps).checked(where)
     check_output(where, "matvec", "b", lambda x, _: matvec(x), b, None, "matvec(x)")
     # The residual A x - b and its solution go through the same implicit rule as fixed_point:
     # lax.custom_linear_solve would run the tangent solve without the forward code, and so give
-    # a derivative of the solution where the solve had failed.
+    # a derivative of the solution where the solve had failed. The tangent and adjoint systems
+    # reuse the solver, its tolerances and its budget.
     residual = _LinearResidual(eqx.filter_closure_convert(matvec, b))
-    primal = no_grad(_LinearPrimal(solver, rtol, atol, max_steps, norm))
-    backward = ImplicitDiff(solver, throw=throw)
-    solve = no_grad(_BackwardSolve(backward, rtol, atol, max_steps, norm, where, throw))
-    x, aux = implicit_solution(residual, b, b, primal=primal, backward=solve)
-    result, k, rnorm = aux
+    primal = no_grad(_LinearPrimal(solver, convergence))
+    backward = ImplicitDiff(solver, max_steps=convergence.max_steps, throw=throw)
+    x, aux = backward.apply(
+        primal, residual, b, b, convergence=convergence, throw=throw, where=where
+    )
     if throw:
-        x = raise_or_nan(x, result, True, where)
-    return Solution(x, result, k, rnorm)
+        x = raise_or_nan(x, primal.result_of(aux), True, where)
+    return Solution(x, *aux)

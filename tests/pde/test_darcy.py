@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from jaxsolve import RESULTS, pde
 
+from .._jaxpr import HIGHEST, dot_precisions
+
 
 def _u(x, y):
     return jnp.sin(jnp.pi * x) * jnp.sin(2 * jnp.pi * y) * jnp.exp(x)
@@ -122,6 +124,15 @@ def test_result_codes_and_bad_arguments():
         pde.darcy_solve(jnp.ones((2, 5, 5)))
     with pytest.raises(ValueError, match="shape of a"):
         pde.darcy_solve(jnp.ones((5, 5)), jnp.ones((4, 4)))
+
+
+def test_inner_products_are_full_precision():
+    """The solve is jaxsolve.implicit.CG with the Poisson preconditioner, whose inner products
+    ask for full precision (a float32 product at the default precision is TF32 on a GPU); the
+    solver darcy_solve had of its own used jnp.vdot at the default precision. The stencil and
+    the sine transforms have no products, so every dot_general is the solver's."""
+    precisions = dot_precisions(lambda a: pde.darcy_solve(a).u, jnp.ones((9, 9)))
+    assert precisions and all(p == HIGHEST for p in precisions), precisions
 
 
 def test_non_positive_coefficients_are_rejected():
