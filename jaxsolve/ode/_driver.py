@@ -33,6 +33,8 @@ from ._solver_tools import (
     evaluations_per_step,
     explicit_tableau,
     initial_extras,
+    require_error_estimate,
+    require_stiffness_estimate,
     restrict_norm_to_state,
     stop_on_nonfinite,
 )
@@ -163,71 +165,34 @@ def integrate(
     With ``error``/``stiffness`` the global sums :math:`\\sum_n E_n|h_n|` and
     :math:`\\sum_n h_n|\\hat\\lambda_n|` over accepted steps are returned in ``sums`` (in that
     order, those requested). With ``reservoir_key``, ``pick`` is the starting point ``(t, y)`` of a
-    uniformly random accepted step (reservoir sampling in the state). NFE counts every vector-field evaluation: the controller's initial-step
-    heuristic (PID without ``dt0``: two), the pre-computed first stage, and every attempted step;
-    it is -1 for solvers whose count is data dependent (implicit methods).
+    uniformly random accepted step (reservoir sampling in the state). NFE counts every vector-field
+    evaluation: the controller's initial-step heuristic (PID without ``dt0``: two), the
+    pre-computed first stage, and every attempted step; it is -1 for solvers whose count is data
+    dependent (implicit methods).
     """
-    accumulate = error or stiffness or reservoir_key is not None
-    if error and not isinstance(solver, dfx.AbstractAdaptiveSolver):
-        raise TypeError(
-            "the error regulariser needs a solver with an embedded error estimate (a diffrax "
-            f"AbstractAdaptiveSolver such as Tsit5); got {type(solver).__name__}."
-        )
-    if stiffness and (explicit_tableau(solver) is None or solver.tableau.num_stages < 2):
-        raise TypeError(
-            "the stiffness estimate needs an explicit Runge-Kutta solver with at least two stages "
-            f"(Tsit5, Dopri5, Dopri8, Bosh3, Heun, ...); got {type(solver).__name__}."
-        )
-    if accumulate and not isinstance(adjoint, DISCRETE_ADJOINTS):
-        raise TypeError(
-            "quantities gathered over the solver's own steps (the global regulariser's sums, the "
-            "biased local probe point) need a discretise-then-optimise adjoint "
-            "(RecursiveCheckpointAdjoint, DirectAdjoint or ForwardMode); got "
-            f"{type(adjoint).__name__}. LocalRegulariser('unbiased') works with any adjoint."
-        )
+    _check_instrumentation(solver, adjoint, error, stiffness, reservoir_key)
     t0, t1 = ts[0], ts[-1]
     check_field_output(vector_field, t0, y0, args)
     init_evaluations = controller_init_evaluations(stepsize_controller, dt0)
     if init_evaluations:
-        # diffrax wraps every term (to normalise the direction of time) before its controller
-        # picks dt0, and its initial-step heuristic only runs on a bare ODETerm: inside
-        # diffeqsolve it silently falls back to dt0 = 0.01 whatever the time scale. Run the
-        # heuristic here, on the bare term, and pass its step on.
-        bare = dfx.ODETerm(vector_field)
-        t_next, _ = stepsize_controller.init(
-            bare, t0, t1, y0, None, args, solver.func, solver.error_order(bare)
-        )
-        dt0 = jax.lax.stop_gradient(t_next - t0)
-        # The heuristic's probe f(t0 + h0, y0 + h0 f0) may leave the field's domain (NaN), and a
-        # NaN dt0 would make every step NaN: start small instead and let the controller grow it
-        # (factor 10 per accepted step). A non-finite y0 or f(t0, y0) ends the first step anyway.
-        dt0 = jnp.where(jnp.isfinite(dt0) & (dt0 > 0), dt0, 1e-6 * (t1 - t0))
+        dt0 = _initial_step(vector_field, solver, stepsize_controller, t0, t1, y0, args)
     wrapped = InstrumentedSolver(
         solver,
         error_norm_fn(stepsize_controller) if error else None,
         stiffness=stiffness,
         reservoir_key=reservoir_key,
     )
-    if accumulate:
+    gathers = wrapped.has_extras
+    if gathers:
         extras = initial_extras(
             y0, n_sums=int(error) + int(stiffness), reservoir=reservoir_key is not None
         )
-        state0 = (y0, extras)
-        term = dfx.ODETerm(AugmentedField(vector_field))
-        controller = restrict_norm_to_state(stepsize_controller)
-        saveat = dfx.SaveAt(
-            subs=[
-                dfx.SubSaveAt(ts=ts, fn=lambda t, y, a: y[0]),
-                # Saved from the final state itself (not interpolated), so the extras are exact.
-                dfx.SubSaveAt(t1=True, fn=lambda t, y, a: y[1]),
-            ]
+        term, state0, controller, saveat = _augmented_problem(
+            vector_field, ts, y0, extras, stepsize_controller
         )
     else:
-        state0 = y0
-        term = dfx.ODETerm(vector_field)
-        controller = stepsize_controller
+        term, state0, controller = dfx.ODETerm(vector_field), y0, stepsize_controller
         saveat = dfx.SaveAt(ts=ts)
-    controller = stop_on_nonfinite(controller)
     sol = dfx.diffeqsolve(
         term,
         wrapped,
@@ -237,40 +202,114 @@ def integrate(
         state0,
         args,
         saveat=saveat,
-        stepsize_controller=controller,
+        stepsize_controller=stop_on_nonfinite(controller),
         adjoint=adjoint,
         max_steps=max_steps,
         throw=False,
     )
-    sums = pick = None
-    if accumulate:
-        ys, extras = sol.ys[0], jtu.tree_map(lambda e: e[0], sol.ys[1])
-        sums = extras.get("sums")
-        if "pick_y" in extras:
-            pick = (extras["pick_t"], extras["pick_y"])
-    else:
-        ys = sol.ys
+    ys, sums, pick = _unpack_saved(sol.ys, gathers)
     # The value at ts[0] = t0 is y0 itself (diffrax interpolates it from the first accepted step:
     # the same numbers after a successful first step, but inf when the first step failed).
     ys = jtu.tree_map(lambda saved, first: saved.at[0].set(first), ys, y0)
-    stats = sol.stats
-    num_steps = jnp.asarray(stats["num_steps"], jnp.int32)
-    per_step = evaluations_per_step(solver)
-    if per_step is None:
-        nfe = jnp.full((), -1, jnp.int32)
-    else:
-        first = 1 if explicit_tableau(solver) is not None and solver.tableau.fsal else 0
-        init = init_evaluations + first
-        nfe = jnp.asarray(init + per_step * num_steps, jnp.int32)
+    num_steps = jnp.asarray(sol.stats["num_steps"], jnp.int32)
     return RawSolve(
         ys=ys,
         sums=sums,
         pick=pick,
         num_steps=num_steps,
-        num_accepted_steps=jnp.asarray(stats["num_accepted_steps"], jnp.int32),
-        num_rejected_steps=jnp.asarray(stats["num_rejected_steps"], jnp.int32),
-        nfe=nfe,
+        num_accepted_steps=jnp.asarray(sol.stats["num_accepted_steps"], jnp.int32),
+        num_rejected_steps=jnp.asarray(sol.stats["num_rejected_steps"], jnp.int32),
+        nfe=count_evaluations(solver, init_evaluations, num_steps),
         result=map_result(sol.result, ys),
+    )
+
+
+def _check_instrumentation(solver, adjoint, error, stiffness, reservoir_key):
+    """What each gathered quantity needs of the solver and the adjoint (``TypeError``)."""
+    if error:
+        require_error_estimate(solver, "the error regulariser")
+    if stiffness:
+        require_stiffness_estimate(solver)
+    gathers = error or stiffness or reservoir_key is not None
+    if gathers and not isinstance(adjoint, DISCRETE_ADJOINTS):
+        raise TypeError(
+            "quantities gathered over the solver's own steps (the global regulariser's sums, the "
+            "biased local probe point) need a discretise-then-optimise adjoint "
+            "(RecursiveCheckpointAdjoint, DirectAdjoint or ForwardMode); got "
+            f"{type(adjoint).__name__}. LocalRegulariser('unbiased') works with any adjoint."
+        )
+
+
+def _initial_step(vector_field, solver, stepsize_controller, t0, t1, y0, args):
+    """The controller's first step from the initial-step heuristic, run on the bare field.
+
+    diffrax wraps every term (to normalise the direction of time) before its controller picks
+    dt0, and its initial-step heuristic only runs on a bare ODETerm: inside diffeqsolve it
+    silently falls back to dt0 = 0.01 whatever the time scale.
+    """
+    bare = dfx.ODETerm(vector_field)
+    t_next, _ = stepsize_controller.init(
+        bare, t0, t1, y0, None, args, solver.func, solver.error_order(bare)
+    )
+    dt0 = jax.lax.stop_gradient(t_next - t0)
+    # The heuristic's probe f(t0 + h0, y0 + h0 f0) may leave the field's domain (NaN), and a
+    # NaN dt0 would make every step NaN: start small instead and let the controller grow it
+    # (factor 10 per accepted step). A non-finite y0 or f(t0, y0) ends the first step anyway.
+    return jnp.where(jnp.isfinite(dt0) & (dt0 > 0), dt0, 1e-6 * (t1 - t0))
+
+
+def _augmented_problem(vector_field, ts, y0, extras, stepsize_controller):
+    """Term, initial state, controller and saving of the solve of ``(y, extras)``: the extras
+    ride along in the state, invisible to step control, and are saved exactly at ``t1``."""
+    saveat = dfx.SaveAt(
+        subs=[
+            dfx.SubSaveAt(ts=ts, fn=lambda t, y, a: y[0]),
+            # Saved from the final state itself (not interpolated), so the extras are exact.
+            dfx.SubSaveAt(t1=True, fn=lambda t, y, a: y[1]),
+        ]
+    )
+    term = dfx.ODETerm(AugmentedField(vector_field))
+    return term, (y0, extras), restrict_norm_to_state(stepsize_controller), saveat
+
+
+def _unpack_saved(saved, gathers):
+    """``(ys, sums, pick)`` from what the solve saved (``sums``/``pick`` None when not gathered)."""
+    if not gathers:
+        return saved, None, None
+    ys, extras = saved[0], jtu.tree_map(lambda e: e[0], saved[1])
+    pick = (extras["pick_t"], extras["pick_y"]) if "pick_y" in extras else None
+    return ys, extras.get("sums"), pick
+
+
+def count_evaluations(solver, init_evaluations, num_steps):
+    """Vector-field evaluations of the solve: the controller's, the pre-computed first stage of
+    an FSAL method, and a fixed number per attempted step (-1 when that number is unknown)."""
+    per_step = evaluations_per_step(solver)
+    if per_step is None:
+        return jnp.full((), -1, jnp.int32)
+    first = 1 if explicit_tableau(solver) is not None and solver.tableau.fsal else 0
+    return jnp.asarray(init_evaluations + first + per_step * num_steps, jnp.int32)
+
+
+def integrate_with(
+    node, ts, y0, args, *, error: bool = False, stiffness: bool = False, reservoir_key=None
+) -> RawSolve:
+    """:func:`integrate` with the vector field, solver, controller, adjoint, ``dt0`` and
+    ``max_steps`` of ``node`` (a :class:`~jaxsolve.ode.NeuralODE`); the keywords choose what the
+    solve gathers. How a regulariser runs the solve it instruments."""
+    return integrate(
+        node.vector_field,
+        ts,
+        y0,
+        args,
+        solver=node.solver,
+        stepsize_controller=node.stepsize_controller,
+        adjoint=node.adjoint,
+        dt0=node.dt0,
+        max_steps=node.max_steps,
+        error=error,
+        stiffness=stiffness,
+        reservoir_key=reservoir_key,
     )
 
 

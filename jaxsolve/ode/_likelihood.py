@@ -27,12 +27,13 @@ for the exact denoiser of a distribution :math:`q_{s_{\min}} = p_{s_{\min}}` exa
 density of the *noised* data at level :math:`s_{\min}` (a continuous density, not a discrete
 likelihood; dequantisation for discrete data is the caller's business).
 
-**Divergence.** ``divergence="exact"``: :math:`\nabla\!\cdot D = \operatorname{tr}\partial_x D`
-from :math:`d` Jacobian-vector products (small :math:`d`). ``"hutchinson"``: the unbiased estimate
-:math:`\frac1K\sum_k \varepsilon_k^\top \partial_x D\,\varepsilon_k` with Rademacher or Gaussian
-probes held fixed along the trajectory ("FFJORD: Free-form Continuous Dynamics for Scalable
-Reversible Generative Models"): the log-likelihood estimate is linear in the divergence
-estimates along one fixed trajectory, so it is unbiased (up to the solver's error).
+**Divergence** (see :mod:`._divergence`). ``divergence="exact"``: :math:`\nabla\!\cdot D =
+\operatorname{tr}\partial_x D` from :math:`d` Jacobian-vector products (small :math:`d`).
+``"hutchinson"``: the unbiased estimate :math:`\frac1K\sum_k \varepsilon_k^\top \partial_x
+D\,\varepsilon_k` with Rademacher or Gaussian probes held fixed along the trajectory ("FFJORD:
+Free-form Continuous Dynamics for Scalable Reversible Generative Models"): the log-likelihood
+estimate is linear in the divergence estimates along one fixed trajectory, so it is unbiased (up
+to the solver's error).
 
 **Flow and VP models.** With a ``schedule`` (from :mod:`jaxsolve.diffusion`), ``x`` is a sample
 in the model's own scale at time ``t_min``, :math:`x_t = \alpha(t) x_{ve}`; the noise range is
@@ -53,14 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from .._core import (
-    RESULTS,
-    as_float,
-    check_choice,
-    check_sigma_range,
-    is_concrete,
-    per_sample_keys,
-)
+from .._core import RESULTS, as_float, check_sigma_range, is_concrete
+from ._divergence import AbstractDivergence, as_divergence
 from ._driver import check_solver_setup, integrate, maybe_throw
 
 
@@ -98,7 +93,7 @@ class _FlowField(eqx.Module):
     """:math:`u \\mapsto (x - D(x, e^u),\\ d - \\widehat{\\nabla\\cdot D})` for one sample."""
 
     denoiser: Callable
-    exact: bool = eqx.field(static=True)
+    trace: Callable = eqx.field(static=True)  # an AbstractDivergence's estimator()
 
     def __call__(self, u, state, probes):
         x, _ = state
@@ -108,15 +103,8 @@ class _FlowField(eqx.Module):
             return self.denoiser(y[None], sigma)[0].astype(y.dtype)
 
         d0, tangent = jax.linearize(denoise, x)
-        d = x.size
-        if self.exact:
-            basis = jnp.eye(d, dtype=x.dtype).reshape((d, *x.shape))
-            columns = jax.vmap(tangent)(basis).reshape(d, d)
-            div = jnp.trace(columns)
-        else:
-            jvps = jax.vmap(tangent)(probes)
-            div = jnp.mean(jnp.sum((probes * jvps).reshape(probes.shape[0], -1), axis=-1))
-        return x - d0, jnp.asarray(d, x.dtype) - div
+        div = self.trace(tangent, x, probes)
+        return x - d0, jnp.asarray(x.size, x.dtype) - div
 
 
 def log_likelihood(
@@ -129,7 +117,7 @@ def log_likelihood(
     t_min: Float[ArrayLike, ""] | None = None,
     t_max: Float[ArrayLike, ""] | None = None,
     prior: Callable | None = None,
-    divergence: str = "exact",
+    divergence: str | AbstractDivergence = "exact",
     probe: str = "rademacher",
     n_probes: int = 1,
     key: PRNGKeyArray | None = None,
@@ -151,10 +139,11 @@ def log_likelihood(
     ``t_min``/``t_max`` (defaults: the schedule's), in which case ``x`` is in the model's own scale
     at ``t_min``. ``prior(z, sigma_max) -> (n,)`` is the log-density at the top in VE scale
     (default :math:`\mathcal N(0, s_{\max}^2 I)`; an oracle's ``log_prob`` gives the exact noised
-    marginal). ``divergence``: ``"exact"`` or ``"hutchinson"`` (``probe``: ``"rademacher"`` or
-    ``"gaussian"``, ``n_probes`` per sample, needs ``key``). Solver defaults: Tsit5 with a PID
-    controller at ``rtol = atol = 1e-5``; gradients with respect to the denoiser's parameters go
-    through ``adjoint`` (default ``RecursiveCheckpointAdjoint``).
+    marginal). ``divergence``: ``"exact"`` (:class:`ExactDivergence`), ``"hutchinson"``
+    (:class:`HutchinsonDivergence` with ``probe``: ``"rademacher"`` or ``"gaussian"`` and
+    ``n_probes`` per sample), or an estimator object; a random one needs ``key``. Solver
+    defaults: Tsit5 with a PID controller at ``rtol = atol = 1e-5``; gradients with respect to the
+    denoiser's parameters go through ``adjoint`` (default ``RecursiveCheckpointAdjoint``).
 
     Failures: a sample whose solve fails gets a non-successful ``result`` (``max_steps_reached``;
     ``nonfinite`` as soon as its state or the denoiser's output is not finite, after one step, not
@@ -163,83 +152,18 @@ def log_likelihood(
     instead; pass ``throw=False`` to read the codes. ``sigma_min``/``sigma_max`` (or ``t_min``/
     ``t_max``) that are traced are checked when the compiled code runs, concrete ones now.
     """
-    check_choice("divergence", divergence, {"exact", "hutchinson"})
-    check_choice("probe", probe, {"rademacher", "gaussian"})
-    if not isinstance(n_probes, int) or isinstance(n_probes, bool) or n_probes < 1:
-        raise ValueError(f"n_probes must be a positive Python int; got {n_probes!r}.")
-    if not isinstance(throw, bool):
-        raise TypeError(f"throw must be a bool; got {type(throw).__name__}.")
-    if not callable(denoiser):
-        raise TypeError(f"denoiser must be callable as denoiser(x, sigma); got {type(denoiser)}.")
-    if prior is not None and not callable(prior):
-        raise TypeError(f"prior must be callable as prior(z, sigma_max); got {type(prior)}.")
-    for name, value in (("x", x), ("sigma_min", sigma_min), ("sigma_max", sigma_max)):
-        if value is not None and jnp.iscomplexobj(value):
-            # as_float would drop the imaginary part without a word.
-            raise TypeError(f"{name} must be real; got dtype {jnp.result_type(value)}.")
-    x = as_float(x)
-    if x.ndim < 2:
-        raise ValueError(f"x must have a batch axis, shape (n, *event_shape); got shape {x.shape}.")
-    dtype = x.dtype
-    n, event_shape = x.shape[0], x.shape[1:]
-    d = math.prod(event_shape)
-
-    log_scale = jnp.zeros((), dtype)
-    if schedule is not None:
-        if sigma_min is not None or sigma_max is not None:
-            raise ValueError(
-                "pass either schedule= (with optional t_min=/t_max=) or sigma_min=/sigma_max=, "
-                "not both."
-            )
-        t_min = schedule.t_min if t_min is None else t_min
-        t_max = schedule.t_max if t_max is None else t_max
-        sigma_min = as_float(schedule.to_ve_sigma(t_min)).astype(dtype)
-        sigma_max = as_float(schedule.to_ve_sigma(t_max)).astype(dtype)
-        alpha = as_float(schedule.alpha(t_min)).astype(dtype)
-        x = x / alpha
-        log_scale = -d * jnp.log(alpha)
-        names = ("sigma_min (the schedule's sigma at t_min)", "sigma_max (its sigma at t_max)")
-    else:
-        if sigma_min is None or sigma_max is None:
-            raise ValueError("pass sigma_min= and sigma_max= (or a schedule=).")
-        if t_min is not None or t_max is not None:
-            raise ValueError("t_min=/t_max= are only meaningful with schedule=.")
-        sigma_min = as_float(sigma_min).astype(dtype)
-        sigma_max = as_float(sigma_max).astype(dtype)
-        names = ("sigma_min", "sigma_max")
-    if jnp.ndim(sigma_min) != 0 or jnp.ndim(sigma_max) != 0:
-        raise ValueError(
-            f"sigma_min and sigma_max must be scalars; got shapes {jnp.shape(sigma_min)} and "
-            f"{jnp.shape(sigma_max)}."
-        )
-    sigma_min, sigma_max = _check_noise_range(sigma_min, sigma_max, names)
-
-    solver = dfx.Tsit5() if solver is None else solver
-    stepsize_controller = (
-        dfx.PIDController(rtol=1e-5, atol=1e-5)
-        if stepsize_controller is None
-        else stepsize_controller
+    divergence = as_divergence(divergence, probe, n_probes)
+    _check_callables(denoiser, prior, throw)
+    x, sigma_min, sigma_max, log_scale = _ve_problem(
+        x, sigma_min, sigma_max, schedule, t_min, t_max
     )
-    adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+    solver, stepsize_controller, adjoint = _solver_defaults(solver, stepsize_controller, adjoint)
     check_solver_setup(solver, stepsize_controller, adjoint, max_steps, dt0)
-    if divergence == "hutchinson" and key is None:
-        raise ValueError("divergence='hutchinson' draws random probes: pass key=.")
-    if prior is not None:
-        out = jax.eval_shape(prior, jax.ShapeDtypeStruct(x.shape, dtype), sigma_max)
-        if getattr(out, "shape", None) != (n,):
-            raise ValueError(
-                f"prior(z, sigma_max) must return one log-density per sample, shape ({n},); got "
-                f"{getattr(out, 'shape', type(out))}."
-            )
+    if divergence.needs_key and key is None:
+        raise ValueError(f"divergence={divergence!r} draws random probes: pass key=.")
+    _check_prior(prior, x, sigma_max)
     _check_denoiser_output(denoiser, x, sigma_min)
-    exact = divergence == "exact"
-    n, event_shape = x.shape[0], x.shape[1:]
-    if exact:
-        probes = jnp.zeros((n, 0, *event_shape), dtype)
-    else:
-        draw = jax.random.rademacher if probe == "rademacher" else jax.random.normal
-        keys = per_sample_keys(key, n)
-        probes = jax.vmap(lambda k: draw(k, (n_probes, *event_shape), dtype=dtype))(keys)
+    probes = divergence.probes(key, x.shape[0], x.shape[1:], x.dtype)
     latent, delta, nfe, num_steps, result = _solve_flows(
         denoiser,
         x,
@@ -250,14 +174,14 @@ def log_likelihood(
         stepsize_controller,
         adjoint,
         dt0,
-        exact=exact,
+        trace=divergence.estimator(),
         max_steps=max_steps,
     )
     if prior is None:
         prior_lp = gaussian_prior_log_prob(latent, sigma_max)
     else:
-        prior_lp = as_float(prior(latent, sigma_max)).astype(dtype)
-    failed = jnp.where(result == RESULTS.successful, 0.0, jnp.nan).astype(dtype)
+        prior_lp = as_float(prior(latent, sigma_max)).astype(x.dtype)
+    failed = jnp.where(result == RESULTS.successful, 0.0, jnp.nan).astype(x.dtype)
     # Added, not selected, so that a gradient still flows through every sample's value.
     log_prob = maybe_throw(result, prior_lp + delta + log_scale + failed, throw)
     return LogLikelihood(
@@ -271,6 +195,89 @@ def log_likelihood(
         sigma_min=sigma_min,
         sigma_max=sigma_max,
     )
+
+
+def _check_callables(denoiser, prior, throw):
+    if not isinstance(throw, bool):
+        raise TypeError(f"throw must be a bool; got {type(throw).__name__}.")
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable as denoiser(x, sigma); got {type(denoiser)}.")
+    if prior is not None and not callable(prior):
+        raise TypeError(f"prior must be callable as prior(z, sigma_max); got {type(prior)}.")
+
+
+def _ve_problem(x, sigma_min, sigma_max, schedule, t_min, t_max):
+    """``(x, sigma_min, sigma_max, log_scale)`` in VE scale, checked: ``x`` divided by
+    :math:`\\alpha(t_{\\min})` and ``log_scale`` :math:`= -d\\log\\alpha(t_{\\min})` with a schedule,
+    ``x`` as given and ``log_scale`` 0 without."""
+    for name, value in (("x", x), ("sigma_min", sigma_min), ("sigma_max", sigma_max)):
+        if value is not None and jnp.iscomplexobj(value):
+            # as_float would drop the imaginary part without a word.
+            raise TypeError(f"{name} must be real; got dtype {jnp.result_type(value)}.")
+    x = as_float(x)
+    if x.ndim < 2:
+        raise ValueError(f"x must have a batch axis, shape (n, *event_shape); got shape {x.shape}.")
+    if schedule is not None:
+        x, sigma_min, sigma_max, log_scale, names = _schedule_range(
+            x, sigma_min, sigma_max, schedule, t_min, t_max
+        )
+    else:
+        if sigma_min is None or sigma_max is None:
+            raise ValueError("pass sigma_min= and sigma_max= (or a schedule=).")
+        if t_min is not None or t_max is not None:
+            raise ValueError("t_min=/t_max= are only meaningful with schedule=.")
+        sigma_min = as_float(sigma_min).astype(x.dtype)
+        sigma_max = as_float(sigma_max).astype(x.dtype)
+        log_scale = jnp.zeros((), x.dtype)
+        names = ("sigma_min", "sigma_max")
+    if jnp.ndim(sigma_min) != 0 or jnp.ndim(sigma_max) != 0:
+        raise ValueError(
+            f"sigma_min and sigma_max must be scalars; got shapes {jnp.shape(sigma_min)} and "
+            f"{jnp.shape(sigma_max)}."
+        )
+    sigma_min, sigma_max = _check_noise_range(sigma_min, sigma_max, names)
+    return x, sigma_min, sigma_max, log_scale
+
+
+def _schedule_range(x, sigma_min, sigma_max, schedule, t_min, t_max):
+    """The VE noise range of ``schedule`` between ``t_min`` and ``t_max`` (default: its own), and
+    ``x`` in VE scale with the log-density term of that change of scale."""
+    if sigma_min is not None or sigma_max is not None:
+        raise ValueError(
+            "pass either schedule= (with optional t_min=/t_max=) or sigma_min=/sigma_max=, "
+            "not both."
+        )
+    dtype = x.dtype
+    t_min = schedule.t_min if t_min is None else t_min
+    t_max = schedule.t_max if t_max is None else t_max
+    sigma_min = as_float(schedule.to_ve_sigma(t_min)).astype(dtype)
+    sigma_max = as_float(schedule.to_ve_sigma(t_max)).astype(dtype)
+    alpha = as_float(schedule.alpha(t_min)).astype(dtype)
+    log_scale = -math.prod(x.shape[1:]) * jnp.log(alpha)
+    names = ("sigma_min (the schedule's sigma at t_min)", "sigma_max (its sigma at t_max)")
+    return x / alpha, sigma_min, sigma_max, log_scale, names
+
+
+def _solver_defaults(solver, stepsize_controller, adjoint):
+    """Tsit5, a PID controller at ``rtol = atol = 1e-5`` and backpropagation through the solver
+    (recursive checkpointing), for those not given."""
+    solver = dfx.Tsit5() if solver is None else solver
+    if stepsize_controller is None:
+        stepsize_controller = dfx.PIDController(rtol=1e-5, atol=1e-5)
+    adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+    return solver, stepsize_controller, adjoint
+
+
+def _check_prior(prior, x, sigma_max):
+    if prior is None:
+        return
+    n = x.shape[0]
+    out = jax.eval_shape(prior, jax.ShapeDtypeStruct(x.shape, x.dtype), sigma_max)
+    if getattr(out, "shape", None) != (n,):
+        raise ValueError(
+            f"prior(z, sigma_max) must return one log-density per sample, shape ({n},); got "
+            f"{getattr(out, 'shape', type(out))}."
+        )
 
 
 def _check_noise_range(sigma_min, sigma_max, names):
@@ -318,13 +325,13 @@ def _solve_flows(
     adjoint,
     dt0,
     *,
-    exact,
+    trace,
     max_steps,
 ):
     """Every sample's augmented probability-flow ODE, each its own adaptive solve (compiled once
     per configuration; the prior and the probes stay outside so they do not multiply programs)."""
     dtype = x.dtype
-    field = _FlowField(denoiser, exact)
+    field = _FlowField(denoiser, trace)
     us = jnp.stack([jnp.log(sigma_min), jnp.log(sigma_max)])
 
     def solve_one(x_i, probes_i):

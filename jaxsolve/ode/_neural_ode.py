@@ -18,8 +18,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import RESULTS, as_float
-from ._driver import DISCRETE_ADJOINTS, check_solver_setup, check_ts, integrate, maybe_throw
-from ._regularisers import GlobalRegulariser, LocalRegulariser, local_probe
+from ._driver import check_solver_setup, check_ts, maybe_throw
+from ._regularisers import AbstractRegulariser, as_regulariser
 
 
 class ODESolution(eqx.Module):
@@ -117,13 +117,14 @@ class NeuralODE(eqx.Module):
         y0: Float[ArrayLike, "..."],
         args=None,
         *,
-        regulariser: GlobalRegulariser | LocalRegulariser | None = None,
+        regulariser: AbstractRegulariser | None = None,
         key: PRNGKeyArray | None = None,
     ) -> ODESolution:
         """Solve from ``ts[0]`` to ``ts[-1]`` starting at ``y0``; save at every ``ts``.
 
-        ``regulariser``: None, a :class:`GlobalRegulariser` or a :class:`LocalRegulariser`
-        (which needs ``key``). The returned :class:`ODESolution` carries the regularisation terms.
+        ``regulariser``: None, or a regulariser such as :class:`GlobalRegulariser` or
+        :class:`LocalRegulariser` (which needs ``key``): it runs the solve, instrumented as it
+        needs, and the returned :class:`ODESolution` carries its regularisation terms.
         """
         if jnp.iscomplexobj(y0) or jnp.iscomplexobj(ts):
             # as_float would drop the imaginary part without a word.
@@ -133,88 +134,19 @@ class NeuralODE(eqx.Module):
             )
         y0 = as_float(y0)
         ts = check_ts(as_float(ts).astype(y0.dtype))
-        common = dict(
-            solver=self.solver,
-            stepsize_controller=self.stepsize_controller,
-            adjoint=self.adjoint,
-            dt0=self.dt0,
-            max_steps=self.max_steps,
-        )
-        if regulariser is None:
-            raw = integrate(self.vector_field, ts, y0, args, **common)
-            return self._finish(ts, raw, raw.result)
-        if isinstance(regulariser, GlobalRegulariser):
-            if not isinstance(self.adjoint, DISCRETE_ADJOINTS):
-                raise TypeError(
-                    "GlobalRegulariser needs a discretise-then-optimise adjoint "
-                    "(RecursiveCheckpointAdjoint, DirectAdjoint or ForwardMode); this NeuralODE "
-                    f"has {type(self.adjoint).__name__}. Use LocalRegulariser with it instead."
-                )
-            raw = integrate(
-                self.vector_field,
-                ts,
-                y0,
-                args,
-                error=regulariser.error,
-                stiffness=regulariser.stiffness,
-                **common,
-            )
-            sums = list(raw.sums)
-            error = sums.pop(0) if regulariser.error else None
-            stiff = sums.pop(0) if regulariser.stiffness else None
-            return self._finish(ts, raw, raw.result, error=error, stiffness=stiff)
-        if isinstance(regulariser, LocalRegulariser):
-            return self._local(ts, y0, args, regulariser, key, common)
-        raise TypeError(
-            "regulariser must be None, a GlobalRegulariser or a LocalRegulariser; got "
-            f"{type(regulariser).__name__}."
-        )
-
-    def _local(self, ts, y0, args, regulariser, key, common):
-        if key is None:
-            raise ValueError("LocalRegulariser draws a random time: pass key=.")
-        if regulariser.sampling == "unbiased":
-            u = jax.random.uniform(key, (), ts.dtype)
-            t_r = ts[0] + u * (ts[-1] - ts[0])
-            # Save at t_r as well, at its sorted position, so any adjoint sees an ordinary output.
-            n = ts.shape[0]
-            all_ts = jnp.concatenate([ts, t_r[None]])
-            order = jnp.argsort(all_ts, stable=True)
-            raw = integrate(self.vector_field, all_ts[order], y0, args, **common)
-            inverse = jnp.argsort(order)
-            y_r = raw.ys[inverse[n]]
-            raw = raw._replace(ys=raw.ys[inverse[:n]])
-        else:
-            raw = integrate(self.vector_field, ts, y0, args, reservoir_key=key, **common)
-            t_r, y_r = raw.pick
-        error, stiff, probe_nfe, probe_result = local_probe(
-            self.vector_field,
-            self.solver,
-            self.stepsize_controller,
-            self.dt0,
-            t_r,
-            y_r,
-            args,
-            ts[-1],
-            stiffness=regulariser.stiffness,
-        )
-        raw = raw._replace(nfe=jnp.where(raw.nfe < 0, -1, raw.nfe + probe_nfe))
-        result = RESULTS.where(raw.result == RESULTS.successful, probe_result, raw.result)
-        return self._finish(ts, raw, result, error=error, stiffness=stiff, probe_time=t_r)
-
-    def _finish(self, ts, raw, result, *, error=None, stiffness=None, probe_time=None):
-        ys = maybe_throw(result, raw.ys, self.throw)
+        solved = as_regulariser(regulariser).solve(self, ts, y0, args, key)
+        raw = solved.raw
         return ODESolution(
             ts=ts,
-            ys=ys,
+            ys=maybe_throw(solved.result, raw.ys, self.throw),
             num_steps=raw.num_steps,
             num_accepted_steps=raw.num_accepted_steps,
             num_rejected_steps=raw.num_rejected_steps,
             nfe=raw.nfe,
-            result=result,
-            error_estimate=error,
-            stiffness_estimate=stiffness,
-            probe_time=probe_time,
+            result=solved.result,
+            error_estimate=solved.error_estimate,
+            stiffness_estimate=solved.stiffness_estimate,
+            probe_time=solved.probe_time,
         )
 
 

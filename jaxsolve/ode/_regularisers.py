@@ -32,24 +32,85 @@ the order of the embedded pair: the error estimate is then exactly zero) and pos
 
 from __future__ import annotations
 
+import abc
+from typing import NamedTuple
+
 import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
-from .._core import check_choice
-from ._driver import map_result
+from .._core import RESULTS, check_choice
+from ._driver import DISCRETE_ADJOINTS, RawSolve, count_evaluations, integrate_with, map_result
 from ._solver_tools import (
     InstrumentedSolver,
     controller_init_evaluations,
     error_norm_fn,
-    evaluations_per_step,
-    explicit_tableau,
+    require_error_estimate,
+    require_stiffness_estimate,
     stiffness_estimate,
 )
 
 
-class GlobalRegulariser(eqx.Module):
+class RegularisedSolve(NamedTuple):
+    """What :meth:`AbstractRegulariser.solve` returns: the solve, its outcome (which a probe step
+    may change), and the regularisation terms (None for those not computed)."""
+
+    raw: RawSolve
+    result: RESULTS
+    error_estimate: Float[Array, ""] | None = None
+    stiffness_estimate: Float[Array, ""] | None = None
+    probe_time: Float[Array, ""] | None = None
+
+
+class AbstractRegulariser(eqx.Module):
+    """A loss term read from the adaptive solver's own heuristics.
+
+    :class:`~jaxsolve.ode.NeuralODE` hands its solve to the regulariser: :meth:`solve` runs it,
+    instrumented as this regulariser needs (through :func:`~._driver.integrate_with`), and returns
+    the terms it adds to the :class:`~jaxsolve.ode.ODESolution`. A new regulariser is a subclass;
+    the ``NeuralODE`` does not change.
+    """
+
+    @abc.abstractmethod
+    def solve(self, node, ts, y0, args, key) -> RegularisedSolve:
+        """Solve ``node``'s equation from ``ts[0]`` to ``ts[-1]`` (saving at ``ts``), with the
+        terms of this regulariser.
+
+        Args:
+            node: the NeuralODE (its vector field, solver, controller, adjoint, ``dt0`` and
+                ``max_steps``); ``integrate_with(node, ts, y0, args, error=, stiffness=,
+                reservoir_key=)`` runs the solve, gathering what the keywords ask for.
+            ts: the save times (checked: finite, increasing, at least two).
+            y0: the initial state.
+            args: passed to the vector field.
+            key: the call's PRNG key, or None.
+        """
+
+
+class NoRegulariser(AbstractRegulariser):
+    """The plain solve: no instrumentation and no terms (what ``regulariser=None`` means)."""
+
+    def solve(self, node, ts, y0, args, key):
+        del key
+        raw = integrate_with(node, ts, y0, args)
+        return RegularisedSolve(raw, raw.result)
+
+
+def as_regulariser(regulariser) -> AbstractRegulariser:
+    """``regulariser`` itself, :class:`NoRegulariser` for None; ``TypeError`` for anything else."""
+    if regulariser is None:
+        return NoRegulariser()
+    if not isinstance(regulariser, AbstractRegulariser):
+        raise TypeError(
+            "regulariser must be None or a regulariser (an AbstractRegulariser such as "
+            f"GlobalRegulariser or LocalRegulariser); got {type(regulariser).__name__}."
+        )
+    return regulariser
+
+
+class GlobalRegulariser(AbstractRegulariser):
     r"""Sum the solver's heuristics over every accepted step ("Opening the Blackbox").
 
     ``error``: :math:`R_E = \sum_n E_n|h_n|` (the paper's ERNODE). ``stiffness``:
@@ -64,8 +125,23 @@ class GlobalRegulariser(eqx.Module):
         if not (self.error or self.stiffness):
             raise ValueError("GlobalRegulariser needs error=True or stiffness=True (or both).")
 
+    def solve(self, node, ts, y0, args, key):
+        del key
+        if not isinstance(node.adjoint, DISCRETE_ADJOINTS):
+            raise TypeError(
+                "GlobalRegulariser needs a discretise-then-optimise adjoint "
+                "(RecursiveCheckpointAdjoint, DirectAdjoint or ForwardMode); this NeuralODE "
+                f"has {type(node.adjoint).__name__}. Use LocalRegulariser with it instead."
+            )
+        raw = integrate_with(node, ts, y0, args, error=self.error, stiffness=self.stiffness)
+        # The sums come in the order error, stiffness, of those requested.
+        sums = list(raw.sums)
+        error = sums.pop(0) if self.error else None
+        stiffness = sums.pop(0) if self.stiffness else None
+        return RegularisedSolve(raw, raw.result, error, stiffness)
 
-class LocalRegulariser(eqx.Module):
+
+class LocalRegulariser(AbstractRegulariser):
     r"""The solver's heuristics of one step from a random time ("Locally Regularized NDEs").
 
     ``sampling``: ``"unbiased"`` (:math:`t_r \sim U[t_0, t_1)`; any adjoint) or ``"biased"``
@@ -80,21 +156,51 @@ class LocalRegulariser(eqx.Module):
     def __check_init__(self):
         check_choice("sampling", self.sampling, {"unbiased", "biased"})
 
+    def solve(self, node, ts, y0, args, key):
+        if key is None:
+            raise ValueError("LocalRegulariser draws a random time: pass key=.")
+        if self.sampling == "unbiased":
+            raw, t_r, y_r = _solve_through_uniform_time(node, ts, y0, args, key)
+        else:
+            raw = integrate_with(node, ts, y0, args, reservoir_key=key)
+            t_r, y_r = raw.pick
+        error, stiffness, probe_nfe, probe_result = local_probe(
+            node.vector_field,
+            node.solver,
+            node.stepsize_controller,
+            node.dt0,
+            t_r,
+            y_r,
+            args,
+            ts[-1],
+            stiffness=self.stiffness,
+        )
+        raw = raw._replace(nfe=jnp.where(raw.nfe < 0, -1, raw.nfe + probe_nfe))
+        result = RESULTS.where(raw.result == RESULTS.successful, probe_result, raw.result)
+        return RegularisedSolve(raw, result, error, stiffness, t_r)
+
+
+def _solve_through_uniform_time(node, ts, y0, args, key):
+    r"""The solve saved at ``ts`` and at :math:`t_r \sim U[t_0, t_1)`: ``(raw, t_r, y(t_r))``."""
+    u = jax.random.uniform(key, (), ts.dtype)
+    t_r = ts[0] + u * (ts[-1] - ts[0])
+    # Save at t_r as well, at its sorted position, so any adjoint sees an ordinary output.
+    n = ts.shape[0]
+    all_ts = jnp.concatenate([ts, t_r[None]])
+    order = jnp.argsort(all_ts, stable=True)
+    raw = integrate_with(node, all_ts[order], y0, args)
+    inverse = jnp.argsort(order)
+    y_r = raw.ys[inverse[n]]
+    return raw._replace(ys=raw.ys[inverse[:n]]), t_r, y_r
+
 
 def local_probe(
     vector_field, solver, stepsize_controller, dt0, t_r, y_r, args, t_end, *, stiffness: bool
 ):
     """One solver step from ``(t_r, y_r)``: (E·|h|, h|λ| or None, NFE of the probe, result)."""
-    if not isinstance(solver, dfx.AbstractAdaptiveSolver):
-        raise TypeError(
-            "LocalRegulariser needs a solver with an embedded error estimate (a diffrax "
-            f"AbstractAdaptiveSolver such as Tsit5); got {type(solver).__name__}."
-        )
-    if stiffness and (explicit_tableau(solver) is None or solver.tableau.num_stages < 2):
-        raise TypeError(
-            "the stiffness estimate needs an explicit Runge-Kutta solver with at least two stages; "
-            f"got {type(solver).__name__}."
-        )
+    require_error_estimate(solver, "LocalRegulariser")
+    if stiffness:
+        require_stiffness_estimate(solver)
     term = dfx.ODETerm(vector_field)
     t_next, _ = stepsize_controller.init(
         term, t_r, t_end, y_r, dt0, args, solver.func, solver.error_order(term)
@@ -108,10 +214,5 @@ def local_probe(
     )
     error = error_norm_fn(stepsize_controller)(y_r, y1, y_error) * jnp.abs(h)
     stiff = stiffness_estimate(solver.tableau, dense_info["k"]) if stiffness else None
-    per_step = evaluations_per_step(solver)
-    if per_step is None:
-        nfe = -1
-    else:
-        fsal = explicit_tableau(solver) is not None and solver.tableau.fsal
-        nfe = controller_init_evaluations(stepsize_controller, dt0) + per_step + int(fsal)
+    nfe = count_evaluations(solver, controller_init_evaluations(stepsize_controller, dt0), 1)
     return error, stiff, nfe, map_result(result, y1)

@@ -81,6 +81,25 @@ def evaluations_per_step(solver) -> int | None:
     return None
 
 
+def require_error_estimate(solver, who: str) -> None:
+    """``TypeError`` unless ``solver`` has an embedded error estimate (``who`` needs it)."""
+    if not isinstance(solver, dfx.AbstractAdaptiveSolver):
+        raise TypeError(
+            f"{who} needs a solver with an embedded error estimate (a diffrax "
+            f"AbstractAdaptiveSolver such as Tsit5); got {type(solver).__name__}."
+        )
+
+
+def require_stiffness_estimate(solver) -> None:
+    """``TypeError`` unless ``solver`` is an explicit Runge-Kutta method with two stages or
+    more (the stiffness estimate compares its last two)."""
+    if explicit_tableau(solver) is None or solver.tableau.num_stages < 2:
+        raise TypeError(
+            "the stiffness estimate needs an explicit Runge-Kutta solver with at least two stages "
+            f"(Tsit5, Dopri5, Dopri8, Bosh3, Heun, ...); got {type(solver).__name__}."
+        )
+
+
 def all_finite(tree):
     """True when every floating entry of ``tree`` is finite (a scalar boolean array)."""
     leaves = [leaf for leaf in jtu.tree_leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]

@@ -123,6 +123,18 @@ def test_hutchinson_estimate_of_the_gaussian(x64, probe):
     eps = jax.vmap(lambda k: draw(k, (1, 3), dtype=jnp.float64))(per_sample_keys(key, n))[:, 0]
     quad = jnp.einsum("ni,ij,nj->n", eps, m, eps)
     np.testing.assert_allclose(res.log_prob, exact + jnp.trace(m) - quad, rtol=0, atol=1e-6)
+    # The estimator as an object is the same computation (and the same compiled solve).
+    same = ode.log_likelihood(
+        g.denoise,
+        x,
+        sigma_min=SIGMA_MIN,
+        sigma_max=SIGMA_MAX,
+        prior=g.log_prob,
+        divergence=ode.HutchinsonDivergence(probe),
+        key=key,
+        stepsize_controller=tolerance(1e-8),
+    )
+    np.testing.assert_array_equal(same.log_prob, res.log_prob)
 
     estimates = np.asarray(res.log_prob)
     se = estimates.std(ddof=1) / np.sqrt(n)
@@ -210,6 +222,17 @@ def test_likelihood_argument_checks():
         ode.log_likelihood(g.denoise, x, sigma_min=0.1, sigma_max=10.0, probe="sphere")
     with pytest.raises(ValueError, match="n_probes"):
         ode.log_likelihood(g.denoise, x, sigma_min=0.1, sigma_max=10.0, n_probes=0)
+    with pytest.raises(TypeError, match="divergence must be"):
+        ode.log_likelihood(g.denoise, x, sigma_min=0.1, sigma_max=10.0, divergence=None)
+    with pytest.raises(ValueError, match="probe"):
+        ode.HutchinsonDivergence("sphere")
+    with pytest.raises(ValueError, match="n_probes"):
+        ode.HutchinsonDivergence(n_probes=0)
+    hutchinson = dict(sigma_min=0.1, sigma_max=10.0, divergence=ode.HutchinsonDivergence())
+    with pytest.raises(ValueError, match="key"):
+        ode.log_likelihood(g.denoise, x, **hutchinson)
+    with pytest.raises(ValueError, match="carries its own"):
+        ode.log_likelihood(g.denoise, x, n_probes=4, key=jax.random.PRNGKey(0), **hutchinson)
     with pytest.raises(ValueError, match="one log-density per sample"):
         ode.log_likelihood(
             g.denoise, x, sigma_min=0.1, sigma_max=10.0, prior=lambda z, s: jnp.sum(z)

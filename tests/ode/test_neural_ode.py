@@ -12,6 +12,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jaxsolve import RESULTS, ode
+from jaxsolve.ode._driver import integrate_with
+from jaxsolve.ode._regularisers import RegularisedSolve
 
 
 class LinearSystem(eqx.Module):
@@ -184,6 +186,27 @@ def test_a_step_that_leaves_the_domain_is_still_retried():
     assert sol.result == RESULTS.successful
     assert int(sol.num_rejected_steps) > 0
     np.testing.assert_allclose(sol.ys, jnp.exp(-ts)[:, None] * y0, rtol=1e-4, atol=1e-8)
+
+
+class EndpointEnergy(ode.AbstractRegulariser):
+    """A regulariser written outside NeuralODE: |y(t1)|^2 of the plain solve as its term."""
+
+    def solve(self, node, ts, y0, args, key):
+        raw = integrate_with(node, ts, y0, args)
+        return RegularisedSolve(raw, raw.result, error_estimate=jnp.sum(raw.ys[-1] ** 2))
+
+
+def test_a_new_regulariser_plugs_in_without_changing_neural_ode():
+    """NeuralODE hands its solve to the regulariser object and reports what that returns (the
+    same solve as the tests above, so nothing new is compiled)."""
+    ts = jnp.array([0.0, 0.5, 1.0])
+    y0 = jnp.array([1.0, 0.5])
+    plain = GUARDED(ts, y0, HEALTHY)
+    sol = GUARDED(ts, y0, HEALTHY, regulariser=EndpointEnergy())
+    np.testing.assert_array_equal(sol.ys, plain.ys)
+    assert int(sol.nfe) == int(plain.nfe) and sol.result == RESULTS.successful
+    np.testing.assert_allclose(sol.error_estimate, jnp.sum(plain.ys[-1] ** 2), rtol=1e-6)
+    assert sol.stiffness_estimate is None and sol.probe_time is None
 
 
 @pytest.mark.slow

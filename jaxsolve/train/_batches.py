@@ -1,0 +1,160 @@
+r"""Where :func:`~jaxsolve.train.fit`'s minibatch of each step comes from, and micro-batching.
+
+A batch source is a function of ``(data, data_key, step)``, so that the minibatch of step ``s``
+does not depend on how the steps are chunked or on where a run was resumed:
+
+* :class:`Minibatches` — shuffled epochs of ``batch_size`` samples: epoch ``e`` is the
+  permutation drawn with ``fold_in(data_key, e)`` (the remainder of an epoch is dropped);
+* :class:`FullBatch` — every sample at every step;
+* :class:`Generated` — ``data(fold_in(data_key, s))``, data made on the fly.
+
+The sources hold only what shapes the program (sizes, the generating function); the arrays come
+in as an argument of the compiled chunk, so one compiled program serves any data of those shapes.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class AbstractBatches(eqx.Module):
+    """``batches(data, data_key, step)``: the minibatch of training step ``step``."""
+
+    @abc.abstractmethod
+    def __call__(self, data, data_key, step): ...
+
+
+class Minibatches(AbstractBatches):
+    """Minibatch ``step`` of shuffled epochs of ``batch_size`` out of ``n`` samples."""
+
+    n: int = eqx.field(static=True)
+    batch_size: int = eqx.field(static=True)
+
+    def __call__(self, data, data_key, step):
+        per_epoch = self.n // self.batch_size
+        perm = jax.random.permutation(jax.random.fold_in(data_key, step // per_epoch), self.n)
+        start = (step % per_epoch) * self.batch_size
+        idx = jax.lax.dynamic_slice(perm, (start,), (self.batch_size,))
+        return jax.tree_util.tree_map(lambda a: jnp.asarray(a)[idx], data)
+
+
+class FullBatch(AbstractBatches):
+    """All of ``data`` at every step."""
+
+    def __call__(self, data, data_key, step):
+        del data_key, step
+        return data
+
+
+class Generated(AbstractBatches):
+    """``data(fold_in(data_key, step))``: ``data`` is a function of a key."""
+
+    def __call__(self, data, data_key, step):
+        return data(jax.random.fold_in(data_key, step))
+
+
+def batch_source(data, batch_size) -> AbstractBatches:
+    """The source of ``fit``'s minibatches for ``data`` and ``batch_size``, after checking that
+    ``data`` is a function or arrays sharing a leading sample axis (``ValueError`` otherwise)."""
+    if callable(data):
+        return Generated()
+    leaves = jax.tree_util.tree_leaves(data)
+    if not leaves:
+        raise ValueError("data is empty.")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(data):
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype") or np.ndim(leaf) < 1:
+            raise ValueError(
+                f"data{jax.tree_util.keystr(path)} must be an array with a leading (sample) axis; "
+                f"got {type(leaf).__name__} of shape {np.shape(leaf)}."
+            )
+    n = leaves[0].shape[0]
+    if any(leaf.shape[0] != n for leaf in leaves):
+        raise ValueError(
+            "every array in data needs the same leading (sample) axis; got "
+            f"{[leaf.shape for leaf in leaves]}."
+        )
+    if batch_size is None:
+        return FullBatch()
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int | np.integer)
+        or not 1 <= batch_size <= n
+    ):
+        raise ValueError(
+            f"batch_size must be an int in [1, {n}] (the number of samples); got {batch_size!r}."
+        )
+    return Minibatches(int(n), int(batch_size))
+
+
+def check_count(name, value, *, minimum):
+    """``value`` as an int >= ``minimum``; ``ValueError`` naming ``name`` otherwise (a bool, a
+    float such as ``2.0``, or a string is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        what = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
+        raise ValueError(f"{name} must be {what}; got {value!r}.")
+    return int(value)
+
+
+def check_microbatches(microbatches):
+    return check_count("microbatches", microbatches, minimum=1)
+
+
+def split_shape(batch_shape, microbatches):
+    """Shape of one of ``microbatches`` equal parts of a minibatch; ``ValueError`` if it does not
+    split."""
+    if microbatches == 1:
+        return batch_shape
+
+    def part(path, leaf):
+        n = leaf.shape[0] if leaf.shape else None
+        if n is None or n % microbatches:
+            raise ValueError(
+                f"microbatches={microbatches} must divide the minibatch's sample axis; "
+                f"batch{jax.tree_util.keystr(path)} has shape {tuple(leaf.shape)}."
+            )
+        return jax.ShapeDtypeStruct((n // microbatches, *leaf.shape[1:]), leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(part, batch_shape)
+
+
+def microbatched(fn: Callable, microbatches: int) -> Callable:
+    """``fn(params, batch, key)`` averaged over ``microbatches`` equal parts of ``batch``.
+
+    ``fn`` returns any pytree of batch means (typically ``(loss, grads)`` from
+    ``jax.value_and_grad``); the parts are taken along every leaf's leading (sample) axis and
+    evaluated one after another in a ``lax.scan``, so only one part's intermediates are alive
+    at a time. Part ``j`` gets the key ``fold_in(key, j)`` (``key`` may be ``None``). For
+    per-sample means this equals ``fn`` on the whole batch up to rounding; it is what
+    :func:`fit` does with ``microbatches=k``, for hand-written training steps.
+    """
+    check_microbatches(microbatches)
+    if microbatches == 1:
+        return fn
+
+    def averaged(params, batch, key):
+        split_shape(jax.eval_shape(lambda: batch), microbatches)
+        parts = jax.tree_util.tree_map(
+            lambda a: jnp.reshape(a, (microbatches, a.shape[0] // microbatches, *a.shape[1:])),
+            batch,
+        )
+
+        def part_key(j):
+            return None if key is None else jax.random.fold_in(key, j)
+
+        def accumulate(total, jb):
+            j, part = jb
+            return jax.tree_util.tree_map(jnp.add, total, fn(params, part, part_key(j))), None
+
+        first = jax.tree_util.tree_map(lambda a: a[0], parts)
+        shapes = jax.eval_shape(lambda: fn(params, first, part_key(0)))
+        zero = jax.tree_util.tree_map(lambda t: jnp.zeros(t.shape, t.dtype), shapes)
+        total, _ = jax.lax.scan(accumulate, zero, (jnp.arange(microbatches), parts))
+        return jax.tree_util.tree_map(lambda t: t / microbatches, total)
+
+    return averaged
