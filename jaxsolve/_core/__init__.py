@@ -4,11 +4,13 @@ helpers."""
 from ._dtypes import as_float, default_float, expand_to
 from ._errors import (
     check_choice,
+    check_int,
     check_in_open_interval,
     check_integer_count,
     check_positive,
     check_sigma_range,
     is_concrete,
+    is_int,
 )
 from ._files import check_writable_dir
 from ._numerics import safe_divide, safe_sqrt
@@ -26,6 +28,7 @@ __all__ = [
     "axis_size",
     "check_choice",
     "check_in_open_interval",
+    "check_int",
     "check_integer_count",
     "check_positive",
     "check_shardable",
@@ -38,6 +41,7 @@ __all__ = [
     "exact_tensordot",
     "expand_to",
     "is_concrete",
+    "is_int",
     "per_sample_keys",
     "replicate",
     "safe_divide",

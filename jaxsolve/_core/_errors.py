@@ -24,8 +24,39 @@ def _describe(x):
 
 
 def check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(choices)!r}; got {value!r}.")
+    """``value`` if it is one of ``choices`` (which may include ``None``); else ``ValueError``
+    naming ``name`` and listing the choices."""
+    try:
+        ok = value in choices
+    except TypeError:  # an unhashable value against a set
+        ok = False
+    if isinstance(value, bool):  # True == 1: a flag is no order or size
+        ok = any(c is value for c in choices)
+    if not ok:
+        shown = ", ".join(repr(c) for c in sorted(choices, key=lambda c: (c is not None, str(c))))
+        raise ValueError(f"{name} must be one of {shown}; got {value!r}.")
+    return value
+
+
+def is_int(value) -> bool:
+    """A Python or NumPy integer: not a bool, not a float that happens to be whole."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_int(name, value, *, minimum=1, maximum=None):
+    """``value`` as a Python int in ``[minimum, maximum]`` (a static size, count or order).
+
+    A bool, a float or an array is refused with ``TypeError``, a value out of range with
+    ``ValueError``; both messages name ``name``. For a count that may be traced, see
+    :func:`check_integer_count`.
+    """
+    if not is_int(value):
+        raise TypeError(f"{name} must be an int; got {value!r} ({type(value).__name__}).")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}.")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}; got {value}.")
     return value
 
 
