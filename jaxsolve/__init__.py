@@ -8,7 +8,7 @@ differentiation), :mod:`jaxsolve.ode` (neural ODEs). Shared result codes live in
 from . import diffusion, implicit, ode, operators, pde, sharding, train
 from ._core import RESULTS
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version string: pyproject.toml reads it (setuptools dynamic)
 
 __all__ = [
     "RESULTS",

@@ -23,12 +23,30 @@ from nbclient import NotebookClient
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 CELL_TIMEOUT = 300  # seconds per cell; a notebook is meant to finish in well under a minute
-INSTALL_CELL = """\
-# On Colab (or any fresh environment) install jaxsolve first.
+INSTALL_CELL = '''\
+# Install jaxsolve from the checkout this notebook sits in, unless it is installed already.
+# Locally, open the notebook in the checkout's notebooks/ folder. On Colab, first bring the
+# checkout onto the machine in a cell of its own: `!git clone <repository URL> jaxsolve`, or
+# upload it as a zip and unzip it into /content/jaxsolve (README.md, "GPU, TPU and Colab", has
+# the GPU and TPU lines). If pip upgrades jax, restart the session before going on.
+import importlib.metadata
+from pathlib import Path
+
 try:
-    import jaxsolve
-except ImportError:
-    %pip install -q jaxsolve"""
+    importlib.metadata.version("jaxsolve")
+except importlib.metadata.PackageNotFoundError:
+    here = Path.cwd()
+    checkout = next(
+        (
+            p
+            for p in (here, *here.parents, here / "jaxsolve")
+            if (p / "pyproject.toml").is_file() and (p / "jaxsolve" / "__init__.py").is_file()
+        ),
+        None,
+    )
+    if checkout is None:
+        raise RuntimeError(f"no jaxsolve checkout at {here}, above it or in ./jaxsolve") from None
+    %pip install -q "{checkout}[plots]"'''
 KERNEL_NAME = "jaxsolve-test-python"
 PROBE = "import os, sys\nprint(sys.executable, sys.prefix, os.environ.get('MPLBACKEND'), sep='\\n')"
 
@@ -63,13 +81,33 @@ def test_notebook_is_committed_clean_and_opens_with_the_install_cell(path):
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("# ")
     install = nb.cells[1]
     assert install.cell_type == "code" and install.source.strip() == INSTALL_CELL, (
-        f"{path.name}: the second cell must be the Colab install cell:\n{INSTALL_CELL}"
+        f"{path.name}: the second cell must be the install cell:\n{INSTALL_CELL}"
     )
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, (
                 f"{path.name}: cell {i} has stored outputs; commit notebooks without outputs"
             )
+
+
+@pytest.mark.parametrize("where", ["notebooks", "colab"])
+def test_install_cell_finds_the_checkout(where, tmp_path, monkeypatch):
+    """Where jaxsolve is not installed, the install cell installs the checkout: from the notebooks'
+    folder the repository above it, and on Colab (working directory /content) the clone in
+    ./jaxsolve. (Where it is installed, as in the test below, the cell does nothing.)"""
+    root = NOTEBOOK_DIR.parent
+    if where == "colab":
+        (tmp_path / "jaxsolve").symlink_to(root, target_is_directory=True)
+        monkeypatch.chdir(tmp_path)
+    else:
+        monkeypatch.chdir(NOTEBOOK_DIR)
+    code = INSTALL_CELL.replace(
+        'importlib.metadata.version("jaxsolve")',
+        'raise importlib.metadata.PackageNotFoundError("jaxsolve")',
+    ).replace('%pip install -q "{checkout}[plots]"', "installed = checkout")
+    namespace = {}
+    exec(code, namespace)
+    assert namespace["installed"].resolve() == root.resolve()
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
