@@ -1,7 +1,10 @@
-"""Dtype rules: state and schedule arithmetic in float32 (float64 under ``jax_enable_x64``).
+"""Dtype rules: arithmetic in the default float, float32 (float64 under ``jax_enable_x64``).
 
-Half-precision inputs (a model that returns bfloat16, a bfloat16 time) are promoted, because
-log-SNR and noise levels lose all meaning in 8 bits of mantissa.
+One rule for half precision, in every pillar: a float16 or bfloat16 input (a model that returns
+bfloat16, a bfloat16 time or state) is promoted to the default float, because log-SNR, noise
+levels and tolerance tests lose all meaning in 8 bits of mantissa. :func:`as_float` (schedules,
+times, diffusion states) also lifts float32 to float64 under x64; :func:`promote_half` (the state
+of an iterative solve, which keeps the caller's float32 or float64) lifts half precision only.
 """
 
 import jax.numpy as jnp
@@ -16,13 +19,23 @@ def default_float():
 def as_float(x):
     """``x`` as a floating array of at least the default precision.
 
-    Integers and Python scalars become the default float; float16/bfloat16 are promoted to
-    float32 (or float64 under x64); float32/float64 arrays keep their dtype.
+    Integers, bools and Python scalars become the default float; a floating array is promoted to
+    the default float where it is narrower (float16/bfloat16 always; float32 under x64) and keeps
+    its dtype otherwise.
     """
     x = jnp.asarray(x)
     if jnp.issubdtype(x.dtype, jnp.floating):
         return x.astype(jnp.promote_types(x.dtype, default_float()))
     return x.astype(default_float())
+
+
+def promote_half(x):
+    """``x`` with half precision (float16, bfloat16) promoted to the default float; any other
+    dtype kept (a float32 state stays float32 under x64)."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits < 32:
+        return x.astype(default_float())
+    return x
 
 
 def expand_to(v, x):

@@ -117,13 +117,14 @@ def check_integer_count(name, n, *, max_steps=None, minimum=1):
     traced, wrapped in a runtime check).
     """
     if max_steps is not None:
-        if not isinstance(max_steps, (int, np.integer)) or isinstance(max_steps, bool):
-            raise TypeError(f"max_steps must be a Python int; got {type(max_steps).__name__}.")
-        if max_steps < minimum:
-            raise ValueError(f"max_steps must be >= {minimum}; got {max_steps}.")
+        max_steps = check_int("max_steps", max_steps, minimum=minimum)
     if is_concrete(n):
         a = np.asarray(n)
-        if a.ndim != 0 or not (np.issubdtype(a.dtype, np.integer) or float(a) == int(a)):
+        if (
+            a.ndim != 0
+            or a.dtype == bool  # True == 1: a flag is no count
+            or not (np.issubdtype(a.dtype, np.integer) or float(a) == int(a))
+        ):
             raise ValueError(f"{name} must be an integer; got {_describe(a)}.")
         value = int(a)
         if value < minimum:
@@ -136,10 +137,30 @@ def check_integer_count(name, n, *, max_steps=None, minimum=1):
             f"{name} is traced, so it cannot fix an array length: pass a static max_steps= and "
             f"{name} may then be any traced integer in [{minimum}, max_steps]."
         )
+    n = _traced_integer_scalar(name, n)
+    bad = (n < minimum) | (n > max_steps)
+    return eqx.error_if(n, bad, f"{name} must lie in [{minimum}, max_steps={max_steps}].")
+
+
+def check_step_budget(name, max_steps):
+    """A loop's step budget: a concrete integer >= 1, or a traced integer scalar.
+
+    A budget bounds a ``while_loop`` and fixes no array length, so, unlike
+    :func:`check_integer_count`, it may be traced with no static upper bound (a sweep over budgets
+    is one ``jax.vmap``). A concrete value is checked now; a traced one must be a scalar of
+    integer dtype (now) and >= 0 (when the compiled code runs, on the returned value). A traced 0
+    is allowed: a sweep may start there, and a solve with no steps returns its initial guess.
+    """
+    if is_concrete(max_steps):
+        return check_integer_count(name, max_steps)
+    budget = _traced_integer_scalar(name, max_steps)
+    return eqx.error_if(budget, budget < 0, f"{name} must be >= 0; got a negative traced value.")
+
+
+def _traced_integer_scalar(name, n):
     n = jnp.asarray(n)
     if not jnp.issubdtype(n.dtype, jnp.integer):
         raise TypeError(f"{name} must have an integer dtype; got {n.dtype}.")
     if n.ndim != 0:
         raise ValueError(f"{name} must be a scalar; got shape {n.shape}.")
-    bad = (n < minimum) | (n > max_steps)
-    return eqx.error_if(n, bad, f"{name} must lie in [{minimum}, max_steps={max_steps}].")
+    return n

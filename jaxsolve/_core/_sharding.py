@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
 
-from ._errors import is_concrete
+from ._errors import check_int, is_concrete
 
 
 def data_mesh(n_devices: int | None = None, axis: str = "data", *, devices=None) -> Mesh:
@@ -45,19 +45,24 @@ def data_mesh(n_devices: int | None = None, axis: str = "data", *, devices=None)
         raise ValueError(f"axis must be a non-empty string; got {axis!r}.")
     if n_devices is None:
         n_devices = len(devices)
-    if isinstance(n_devices, bool) or not isinstance(n_devices, int | np.integer):
-        raise TypeError(f"n_devices must be an int; got {type(n_devices).__name__}.")
+    n_devices = check_int("n_devices", n_devices, minimum=None)
     if not 1 <= n_devices <= len(devices):
         raise ValueError(
             f"n_devices must lie in [1, {len(devices)}] (the devices available); got {n_devices}."
         )
-    return Mesh(
-        np.asarray(devices[: int(n_devices)]), (axis,), axis_types=(jax.sharding.AxisType.Auto,)
-    )
+    return Mesh(np.asarray(devices[:n_devices]), (axis,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def axis_size(mesh: Mesh, axis: str) -> int:
-    """The number of devices along ``axis`` of ``mesh``; a clear error if either is wrong."""
+    """The number of devices along ``axis`` of ``mesh``.
+
+    Args:
+        mesh: a :class:`jax.sharding.Mesh` (``TypeError`` otherwise).
+        axis: one of its axis names (``ValueError`` otherwise).
+
+    Returns:
+        the size of that axis.
+    """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh; got {type(mesh).__name__}.")
     if axis not in mesh.axis_names:
@@ -88,8 +93,15 @@ def _is_array(leaf) -> bool:
 def check_shardable(tree: PyTree, mesh: Mesh, axis: str = "data", *, name: str = "batch") -> int:
     """Check that every array leaf of ``tree`` can be split along its leading axis over ``axis``.
 
-    ``tree`` may hold arrays, tracers or :class:`jax.ShapeDtypeStruct`. Returns the number of
-    devices on ``axis``; raises ``ValueError`` naming the offending leaf otherwise.
+    Args:
+        tree: arrays, tracers or :class:`jax.ShapeDtypeStruct` (other leaves are skipped).
+        mesh: the device mesh.
+        axis: the mesh axis the leading (sample) axis is split over.
+        name: what ``tree`` is, for the error messages.
+
+    Returns:
+        the number of devices on ``axis``; raises ``ValueError`` naming the offending leaf when
+        one is a scalar or its leading axis does not divide over them.
     """
     size = axis_size(mesh, axis)
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
@@ -115,9 +127,16 @@ def shard_batch(tree: PyTree, mesh: Mesh, axis: str = "data") -> PyTree:
 
     Trailing axes, and every other mesh axis, are replicated. Works on concrete arrays
     (``device_put``) and on traced values inside ``jit`` (a sharding constraint, which tells the
-    SPMD partitioner how to split the computation that produces and consumes them). The leading
-    axis of every array must be divisible by the number of devices along ``axis``
-    (``ValueError`` otherwise); non-array leaves are returned unchanged.
+    SPMD partitioner how to split the computation that produces and consumes them).
+
+    Args:
+        tree: a pytree; the leading axis of every array must be divisible by the number of
+            devices along ``axis`` (``ValueError`` otherwise).
+        mesh: the device mesh.
+        axis: the mesh axis to split over.
+
+    Returns:
+        ``tree`` with its arrays sharded; non-array leaves unchanged.
     """
     check_shardable(tree, mesh, axis)
     sharding = NamedSharding(mesh, PartitionSpec(axis))
@@ -127,9 +146,16 @@ def shard_batch(tree: PyTree, mesh: Mesh, axis: str = "data") -> PyTree:
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     """Put a full copy of every array in ``tree`` on every device of ``mesh``.
 
-    Parameters, optimiser states and other values every device needs whole (concrete arrays are
-    copied with ``device_put``; traced ones get a replicated sharding constraint). Non-array
-    leaves (``None``, Python scalars, functions) are returned unchanged.
+    For the parameters, optimiser states and other values every device needs whole (concrete
+    arrays are copied with ``device_put``; traced ones get a replicated sharding constraint).
+
+    Args:
+        tree: a pytree.
+        mesh: the device mesh.
+
+    Returns:
+        ``tree`` with its arrays replicated; non-array leaves (``None``, Python scalars,
+        functions) unchanged.
     """
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh; got {type(mesh).__name__}.")
@@ -142,8 +168,14 @@ def to_host(tree: PyTree) -> PyTree:
 
     A replicated array is read from one local copy; an array sharded over devices of several
     hosts is gathered from all processes first (``multihost_utils.process_allgather``), so every
-    process ends up with the same full value, e.g. to write a checkpoint. PRNG key arrays and
-    non-array leaves are returned unchanged.
+    process ends up with the same full value, e.g. to write a checkpoint.
+
+    Args:
+        tree: a pytree.
+
+    Returns:
+        ``tree`` with NumPy arrays in place of its JAX arrays; PRNG key arrays and non-array
+        leaves unchanged.
     """
 
     def one(a):
