@@ -7,6 +7,8 @@ the same weights give the same function on every grid that holds their modes.
 
 * :class:`SpectralConv` (dense, Tucker or CP weights, stored as real arrays), :class:`FNO`,
   :class:`TFNO`, :class:`T1` (Transform Once), :class:`DeepONet`, :class:`MultiONet`.
+* :class:`AbstractChannelsLast`: the protocol of the layers an FNO block holds (a channels-first
+  ``__call__`` and a ``channels_last`` twin).
 * Spectral helpers: :func:`rfft_modes` / :func:`irfft_modes` (and their matrix-product twins),
   :func:`dct_modes` / :func:`idct_modes`, :func:`spectral_derivative`, :func:`sobolev_norm`,
   :func:`dealias` (2/3 rule).
@@ -15,6 +17,7 @@ the same weights give the same function on every grid that holds their modes.
 
 from ._deeponet import DeepONet, MultiONet
 from ._fno import FNO, TFNO, ChannelMLP, FNOBlock, SoftGating, count_params, padding_cells
+from ._layout import AbstractChannelsLast
 from ._losses import h1_loss, h1_norm, lp_norm, relative_lp_loss, sobolev_loss
 from ._spectral import (
     check_grid,
@@ -45,6 +48,7 @@ __all__ = [
     "FNO",
     "T1",
     "TFNO",
+    "AbstractChannelsLast",
     "CPSpectralWeight",
     "ChannelMLP",
     "DeepONet",

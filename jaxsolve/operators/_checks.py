@@ -6,7 +6,7 @@ batch axis passed by mistake is the most common error, so it gets its own messag
 
 import math
 
-import numpy as np
+from .._core import is_int
 
 
 def check_sample(x, *, channels: int, num_spatial_dims: int, where: str) -> None:
@@ -31,25 +31,6 @@ def check_sample(x, *, channels: int, num_spatial_dims: int, where: str) -> None
             f"{where} expects {channels} input channels, shape {expected}; got shape {shape} "
             f"with {shape[0]} channels."
         )
-
-
-def check_option(name: str, value, choices) -> None:
-    """``ValueError`` unless ``value`` is one of ``choices`` (which may include ``None``)."""
-    if value not in choices:
-        shown = ", ".join(repr(c) for c in sorted(choices, key=lambda c: (c is not None, str(c))))
-        raise ValueError(f"{name} must be one of {shown}; got {value!r}.")
-
-
-def check_sizes(**sizes) -> None:
-    """Raise ``ValueError`` naming the first of ``sizes`` that is not a positive int."""
-    for name, v in sizes.items():
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int; got {v!r}.")
-
-
-def is_int(v) -> bool:
-    """A Python or NumPy integer (not a bool, not a float that happens to be whole)."""
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def check_widths(name: str, widths) -> tuple[int, ...]:

@@ -35,9 +35,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ._checks import check_sizes, check_widths, is_int
+from .._core import check_int, default_float, is_int
+from ._checks import check_widths
 from ._init import draw, subkeys
 
 
@@ -121,14 +122,13 @@ class DeepONet(eqx.Module):
         dtype=None,
     ):
         self.in_shape = _shape_tuple(in_shape)
-        check_sizes(coord_dim=coord_dim, out_channels=out_channels, latent=latent)
+        self.coord_dim = check_int("coord_dim", coord_dim)
+        self.out_channels = check_int("out_channels", out_channels)
+        self.latent = check_int("latent", latent)
         branch_widths = check_widths("branch_widths", branch_widths)
         trunk_widths = check_widths("trunk_widths", trunk_widths)
-        self.coord_dim = int(coord_dim)
-        self.out_channels = int(out_channels)
-        self.latent = int(latent)
         self.activation = activation
-        dtype = dtype or jnp.zeros(()).dtype
+        dtype = dtype or default_float()
         kb, kt = subkeys(key, 2)
         p = self.out_channels * self.latent
         self.branch = _linears([int(np.prod(self.in_shape)), *branch_widths, p], kb, dtype)
@@ -148,8 +148,8 @@ class DeepONet(eqx.Module):
         return y
 
     def __call__(
-        self, u: Float[Array, " *in_shape"], y: Float[Array, " n dim"]
-    ) -> Float[Array, " cout n"]:
+        self, u: Float[ArrayLike, " *in_shape"], y: Float[ArrayLike, " *n dim"]
+    ) -> Float[Array, " cout *n"]:
         u, y, single = _check_inputs(u, y, self.in_shape, self.coord_dim, "DeepONet")
         b = self._branch(u.astype(self.bias.dtype)).reshape(self.out_channels, self.latent)
         t = jax.vmap(self._trunk)(y.astype(self.bias.dtype))
@@ -187,13 +187,11 @@ class MultiONet(eqx.Module):
         dtype=None,
     ):
         self.in_shape = _shape_tuple(in_shape)
-        check_sizes(coord_dim=coord_dim, out_channels=out_channels, width=width, depth=depth)
-        self.coord_dim = int(coord_dim)
-        self.out_channels = int(out_channels)
-        n_sum = depth if n_sum is None else n_sum
-        if not is_int(n_sum) or not 1 <= n_sum <= depth:
-            raise ValueError(f"n_sum must be an int in [1, depth={depth}]; got {n_sum!r}.")
-        n_sum = int(n_sum)
+        self.coord_dim = check_int("coord_dim", coord_dim)
+        self.out_channels = check_int("out_channels", out_channels)
+        width = check_int("width", width)
+        depth = check_int("depth", depth)
+        n_sum = check_int("n_sum", depth if n_sum is None else n_sum, maximum=depth)
         if width % self.out_channels:
             raise ValueError(
                 f"width={width} must be divisible by out_channels={self.out_channels}: each "
@@ -202,7 +200,7 @@ class MultiONet(eqx.Module):
         self.n_sum = n_sum
         self.branch_activation = branch_activation
         self.trunk_activation = trunk_activation
-        dtype = dtype or jnp.zeros(()).dtype
+        dtype = dtype or default_float()
         kb, kt = subkeys(key, 2)
         self.branch = _linears([int(np.prod(self.in_shape))] + [width] * depth, kb, dtype)
         self.trunk = _linears([self.coord_dim] + [width] * depth, kt, dtype)
@@ -218,8 +216,8 @@ class MultiONet(eqx.Module):
         return jnp.stack(hs)
 
     def __call__(
-        self, u: Float[Array, " *in_shape"], y: Float[Array, " n dim"]
-    ) -> Float[Array, " cout n"]:
+        self, u: Float[ArrayLike, " *in_shape"], y: Float[ArrayLike, " *n dim"]
+    ) -> Float[Array, " cout *n"]:
         u, y, single = _check_inputs(u, y, self.in_shape, self.coord_dim, "MultiONet")
         dtype = self.bias.dtype
         hb = self._hidden(self.branch, u.astype(dtype), self.branch_activation)[-self.n_sum :]

@@ -30,22 +30,33 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._core import check_choice
-from ._checks import check_option, check_real, check_sample, check_sizes, is_int
+from .._core import check_choice, check_int, default_float
+from ._checks import check_real, check_sample
 from ._init import draw, subkeys
+from ._layout import AbstractChannelsLast
 from ._spectral import periodic_grid
 from ._spectral_conv import SpectralConv
 
 _SKIPS = {"linear", "identity", "soft-gating", None}
 
 
-class ChannelMLP(eqx.Module):
+class ChannelMLP(AbstractChannelsLast):
     """Pointwise MLP over the channel axis of ``(channels, *spatial)``: a 1x1 convolution stack.
 
     With ``init="uniform"`` weights and biases start uniform in :math:`\\pm 1/\\sqrt{\\text{fan-in}}`
     (PyTorch's default for ``Conv1d``, as neuraloperator's ``ChannelMLP``); ``init="normal"`` draws
     weights from :math:`N(0, 1/\\text{fan-in})` with zero biases (variance-preserving for linear
     maps). ``activation`` between layers, not after the last.
+
+    Args:
+        in_channels, out_channels: channels in and out.
+        hidden_channels: width of the hidden layers (default ``in_channels``).
+        n_layers: number of linear maps (1: one 1x1 convolution, no activation).
+        key: PRNG key of the initial weights.
+        activation: the nonlinearity between layers (default :func:`jax.nn.gelu`).
+        use_bias: whether each layer adds a bias.
+        init: ``"uniform"`` or ``"normal"`` (see above).
+        dtype: of the weights (default: the default float).
     """
 
     weights: tuple[Float[Array, " cout cin"], ...]
@@ -65,9 +76,11 @@ class ChannelMLP(eqx.Module):
         init: str = "uniform",
         dtype=None,
     ):
-        check_sizes(in_channels=in_channels, out_channels=out_channels, n_layers=n_layers)
+        check_int("in_channels", in_channels)
+        check_int("out_channels", out_channels)
+        check_int("n_layers", n_layers)
         if hidden_channels is not None:
-            check_sizes(hidden_channels=hidden_channels)
+            check_int("hidden_channels", hidden_channels)
         check_choice("init", init, {"uniform", "normal"})
         hidden = in_channels if hidden_channels is None else hidden_channels
         sizes = [in_channels] + [hidden] * (n_layers - 1) + [out_channels]
@@ -93,7 +106,33 @@ class ChannelMLP(eqx.Module):
                 x = self.activation(x)
         return x
 
-    def _channels_last(self, x: Float[Array, "*spatial cin"]) -> Float[Array, "*spatial cout"]:
+    @classmethod
+    def pointwise(
+        cls,
+        in_channels: int,
+        out_channels: int,
+        hidden_channels: int,
+        *,
+        key: PRNGKeyArray,
+        activation: Callable = jax.nn.gelu,
+        init: str = "uniform",
+        dtype=None,
+    ) -> "ChannelMLP":
+        """The lifting or projection map of an operator: one linear map when
+        ``hidden_channels`` is 0, else two with ``hidden_channels`` between them."""
+        n_layers = 2 if hidden_channels else 1
+        return cls(
+            in_channels,
+            out_channels,
+            hidden_channels or None,
+            n_layers,
+            key=key,
+            activation=activation,
+            init=init,
+            dtype=dtype,
+        )
+
+    def channels_last(self, x: Float[Array, "*spatial cin"]) -> Float[Array, "*spatial cout"]:
         """The same map on a channels-last field (the FNO's internal layout)."""
         n = len(self.weights)
         for i, w in enumerate(self.weights):
@@ -105,32 +144,32 @@ class ChannelMLP(eqx.Module):
         return x
 
 
-class SoftGating(eqx.Module):
+class SoftGating(AbstractChannelsLast):
     """Per-channel scaling ``w_c x_c`` (weights start at one), neuraloperator's soft-gating skip."""
 
     weight: Float[Array, " c"]
 
     def __init__(self, channels: int, dtype=None):
-        check_sizes(channels=channels)
-        self.weight = jnp.asarray(np.ones((channels,)), dtype or jnp.zeros(()).dtype)
+        check_int("channels", channels)
+        self.weight = jnp.asarray(np.ones((channels,)), dtype or default_float())
 
     def __call__(self, x):
         return self.weight.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype) * x
 
-    def _channels_last(self, x):
+    def channels_last(self, x):
         return self.weight.astype(x.dtype) * x
 
 
-class _Identity(eqx.Module):
+class _Identity(AbstractChannelsLast):
     def __call__(self, x):
         return x
 
-    def _channels_last(self, x):
+    def channels_last(self, x):
         return x
 
 
 def _make_skip(kind, channels, key, dtype):
-    check_option("skip", kind, _SKIPS)
+    check_choice("skip", kind, _SKIPS)
     if kind == "linear":
         return ChannelMLP(channels, channels, n_layers=1, key=key, use_bias=False, dtype=dtype)
     if kind == "soft-gating":
@@ -141,26 +180,29 @@ def _make_skip(kind, channels, key, dtype):
 
 
 class FNOBlock(eqx.Module):
-    """One Fourier block: ``conv(x) + skip(x)``, then (optionally) ``mlp(.) + mlp_skip(x)``."""
+    """One Fourier block: ``conv(x) + skip(x)``, then (optionally) ``mlp(.) + mlp_skip(x)``.
+
+    Every layer it holds is an :class:`AbstractChannelsLast`: the block runs channels-last.
+    """
 
     conv: SpectralConv
-    skip: eqx.Module | None
+    skip: AbstractChannelsLast | None
     mlp: ChannelMLP | None
-    mlp_skip: eqx.Module | None
+    mlp_skip: AbstractChannelsLast | None
     activation: Callable = eqx.field(static=True)
 
     def __call__(self, x: Float[Array, "*spatial c"], *, last: bool) -> Float[Array, "*spatial c"]:
         """The block on a channels-last field ``(*spatial, width)``, the FNO's internal layout."""
-        y = self.conv._channels_last(x)
+        y = self.conv.channels_last(x)
         if self.skip is not None:
-            y = y + self.skip._channels_last(x)
+            y = y + self.skip.channels_last(x)
         if not last:
             y = self.activation(y)
         if self.mlp is not None:
-            y = self.mlp._channels_last(y)
+            y = self.mlp.channels_last(y)
             if self.mlp_skip is not None:
                 # The channel-MLP skip starts from the block input, as in neuraloperator.
-                y = y + self.mlp_skip._channels_last(x)
+                y = y + self.mlp_skip.channels_last(x)
             if not last:
                 y = self.activation(y)
         return y
@@ -181,10 +223,49 @@ def _normalize_padding(domain_padding, d):
     return None if all(f == 0 for f in fr) else fr
 
 
-def _check_hidden(name, value):
-    """A hidden MLP width: None (the default) or an int >= 0 (0: a single linear layer)."""
-    if value is not None and not (is_int(value) and value >= 0):
-        raise ValueError(f"{name} must be None or an int >= 0; got {value!r}.")
+def lift_and_project(
+    key,
+    num_spatial_dims,
+    in_channels,
+    out_channels,
+    width,
+    *,
+    lifting_channels,
+    projection_channels,
+    positional_embedding,
+    activation,
+    init,
+    dtype,
+):
+    """The pointwise ends of an operator: lifting ``P`` and projection ``Q`` (:class:`FNO`,
+    :class:`T1`).
+
+    Args:
+        key: split as ``(P, Q, rest)``.
+        num_spatial_dims, in_channels, out_channels, width: the operator's sizes (positive ints).
+        lifting_channels, projection_channels: hidden widths of ``P`` and ``Q`` (ints >= 0; 0
+            is one linear map).
+        positional_embedding: ``P`` also takes the ``num_spatial_dims`` grid coordinates.
+        activation, init, dtype: as :class:`ChannelMLP`.
+
+    Returns:
+        ``(lifting, projection, rest)``, ``rest`` the key left for the layers between them.
+    """
+    for name, size in (
+        ("num_spatial_dims", num_spatial_dims),
+        ("in_channels", in_channels),
+        ("out_channels", out_channels),
+        ("width", width),
+    ):
+        check_int(name, size)
+    check_int("lifting_channels", lifting_channels, minimum=0)
+    check_int("projection_channels", projection_channels, minimum=0)
+    k_lift, k_proj, rest = subkeys(key, 3)
+    lift_in = in_channels + (num_spatial_dims if positional_embedding else 0)
+    kw = dict(activation=activation, init=init, dtype=dtype)
+    lifting = ChannelMLP.pointwise(lift_in, width, lifting_channels, key=k_lift, **kw)
+    projection = ChannelMLP.pointwise(width, out_channels, projection_channels, key=k_proj, **kw)
+    return lifting, projection, rest
 
 
 def padding_cells(fractions: Sequence[float], spatial_shape: Sequence[int]) -> tuple[int, ...]:
@@ -213,39 +294,33 @@ def padding_cells(fractions: Sequence[float], spatial_shape: Sequence[int]) -> t
 class FNO(eqx.Module):
     r"""Fourier Neural Operator on one sample ``(in_channels, *spatial)``; batch with ``jax.vmap``.
 
-    Parameters
-    ----------
-    width
-        Hidden channels of the Fourier blocks.
-    modes
-        Frequencies kept per sign on each axis (see :class:`SpectralConv` for the conversion from
-        neuraloperator's ``n_modes``).
-    n_layers
-        Number of Fourier blocks.
-    lifting_channels, projection_channels
-        Hidden width of the lifting / projection MLPs (default ``2 * width``; ``0`` makes the
-        MLP a single linear layer).
-    skip
-        ``"linear"`` (default), ``"identity"``, ``"soft-gating"`` or ``None``.
-    activation
-        Pointwise nonlinearity (default :func:`jax.nn.gelu`).
-    channel_mlp_expansion
-        ``None`` (default, the original FNO block) or the hidden ratio of a per-block channel MLP
-        (neuraloperator uses 0.5) with skip ``channel_mlp_skip``.
-    domain_padding, padding_mode
-        Fraction of each axis to pad (a float or one per axis) and ``"symmetric"`` (``f N``
-        cells on both ends) or ``"one-sided"`` (``f N`` cells at the end); see the module doc.
-    positional_embedding
-        Append the periodic grid coordinates :math:`x_n = n / N \in [0, 1)` as extra input
-        channels.
-    factorization, rank
-        Spectral weight factorisation (``None``, ``"tucker"``, ``"cp"``); see
-        :class:`SpectralConv`.
-    spectral_bias
-        A per-channel bias in each spectral convolution (neuraloperator's placement).
-    transform
-        How the truncated Fourier transforms are computed (``"auto"``, ``"dft"``, ``"fft"``,
-        ``"pruned-fft"``; see :class:`SpectralConv`): the same function, different speed.
+    Args:
+        num_spatial_dims, in_channels, out_channels: the operator's shape.
+        width: hidden channels of the Fourier blocks.
+        modes: frequencies kept per sign on each axis (see :class:`SpectralConv` for the
+            conversion from neuraloperator's ``n_modes``).
+        n_layers: number of Fourier blocks.
+        key: PRNG key of the initial weights.
+        lifting_channels, projection_channels: hidden width of the lifting / projection MLPs
+            (default ``2 * width``; ``0`` makes the MLP a single linear layer).
+        skip: ``"linear"`` (default), ``"identity"``, ``"soft-gating"`` or ``None``.
+        activation: pointwise nonlinearity (default :func:`jax.nn.gelu`).
+        channel_mlp_expansion: ``None`` (default, the original FNO block) or the hidden ratio of
+            a per-block channel MLP (neuraloperator uses 0.5) with skip ``channel_mlp_skip``.
+        channel_mlp_skip: the skip of that channel MLP (same choices as ``skip``).
+        domain_padding, padding_mode: fraction of each axis to pad (a float or one per axis) and
+            ``"symmetric"`` (``f N`` cells on both ends) or ``"one-sided"`` (``f N`` cells at the
+            end); see the module doc.
+        positional_embedding: append the periodic grid coordinates
+            :math:`x_n = n / N \in [0, 1)` as extra input channels.
+        factorization, rank: spectral weight factorisation (``None``, ``"tucker"``, ``"cp"``);
+            see :class:`SpectralConv`.
+        spectral_bias: a per-channel bias in each spectral convolution (neuraloperator's
+            placement).
+        transform: how the truncated Fourier transforms are computed (``"auto"``, ``"dft"``,
+            ``"fft"``, ``"pruned-fft"``; see :class:`SpectralConv`): the same function, different
+            speed.
+        dtype: of the weights (default: the default float).
 
     With ``channel_mlp_expansion=0.5`` and ``activation=partial(jax.nn.gelu,
     approximate=False)`` this is neuraloperator 2.0's default ``FNO`` with
@@ -290,18 +365,24 @@ class FNO(eqx.Module):
         transform: str = "auto",
         dtype=None,
     ):
-        check_sizes(
-            num_spatial_dims=num_spatial_dims,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            width=width,
-            n_layers=n_layers,
-        )
+        check_int("width", width)  # before 2 * width below
+        check_int("n_layers", n_layers)
         check_choice("padding_mode", padding_mode, {"symmetric", "one-sided"})
-        check_option("skip", skip, _SKIPS)
-        check_option("channel_mlp_skip", channel_mlp_skip, _SKIPS)
-        _check_hidden("lifting_channels", lifting_channels)
-        _check_hidden("projection_channels", projection_channels)
+        check_choice("skip", skip, _SKIPS)
+        check_choice("channel_mlp_skip", channel_mlp_skip, _SKIPS)
+        self.lifting, self.projection, k_blocks = lift_and_project(
+            key,
+            num_spatial_dims,
+            in_channels,
+            out_channels,
+            width,
+            lifting_channels=2 * width if lifting_channels is None else lifting_channels,
+            projection_channels=2 * width if projection_channels is None else projection_channels,
+            positional_embedding=positional_embedding,
+            activation=activation,
+            init="uniform",
+            dtype=dtype,
+        )
         if channel_mlp_expansion is not None:
             ratio = check_real(
                 "channel_mlp_expansion", channel_mlp_expansion, minimum=0.0, strict=True
@@ -320,18 +401,6 @@ class FNO(eqx.Module):
         self.domain_padding = _normalize_padding(domain_padding, d)
         self.padding_mode = padding_mode
         self.positional_embedding = bool(positional_embedding)
-        lift_in = self.in_channels + (d if self.positional_embedding else 0)
-        lifting_channels = 2 * width if lifting_channels is None else lifting_channels
-        projection_channels = 2 * width if projection_channels is None else projection_channels
-        k_lift, k_proj, k_blocks = subkeys(key, 3)
-
-        def mlp(cin, cout, hidden, k):
-            if hidden:
-                return ChannelMLP(cin, cout, hidden, 2, key=k, activation=activation, dtype=dtype)
-            return ChannelMLP(cin, cout, n_layers=1, key=k, activation=activation, dtype=dtype)
-
-        self.lifting = mlp(lift_in, width, lifting_channels, k_lift)
-        self.projection = mlp(width, out_channels, projection_channels, k_proj)
         blocks = []
         for kb in subkeys(k_blocks, n_layers):
             kc, ks, km, kms = subkeys(kb, 4)
@@ -379,16 +448,17 @@ class FNO(eqx.Module):
         )
         x = jnp.asarray(x)
         dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else None
-        # Inside, the hidden state is channels-last, (*spatial, width): every pointwise layer is
-        # then a matrix product on the last axis and the spectral transforms are products along
-        # the spatial axes, which under jax.vmap keeps the batch axis in front without the
-        # full-size transposes a channels-first layout forces around each 1x1 convolution
-        # (a 1.5x faster training step on CPU). Only the input and output are transposed.
+        # Inside, the hidden state is channels-last, (*spatial, width), and every layer runs
+        # through its channels_last entry point (AbstractChannelsLast): pointwise layers are
+        # matrix products on the last axis and the spectral transforms products along the
+        # spatial axes, which under jax.vmap keeps the batch axis in front without the
+        # full-size transposes a channels-first layout forces around each 1x1 convolution.
+        # Only the input and output are transposed.
         v = jnp.moveaxis(x, 0, -1)
         if self.positional_embedding:
             grid = jnp.moveaxis(periodic_grid(x.shape[1:], dtype=dtype), 0, -1)
             v = jnp.concatenate([v, grid.astype(v.dtype)], axis=-1)
-        v = self.lifting._channels_last(v)
+        v = self.lifting.channels_last(v)
         widths = None
         if self.domain_padding is not None:
             v, widths = self._pad(v)
@@ -397,7 +467,7 @@ class FNO(eqx.Module):
             v = block(v, last=i == n - 1)
         if widths is not None:
             v = self._crop(v, widths)
-        return jnp.moveaxis(self.projection._channels_last(v), -1, 0)
+        return jnp.moveaxis(self.projection.channels_last(v), -1, 0)
 
 
 class TFNO(FNO):

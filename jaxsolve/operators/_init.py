@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._core import is_concrete
+from .._core import default_float, is_concrete
 
 
 def subkeys(key, n: int):
@@ -32,7 +32,7 @@ def draw(key, specs, dtype=None):
     ``kind`` is ``"normal"`` (``scale * N(0, 1)``), ``"uniform"`` (``U(-scale, scale)``),
     ``"zeros"`` or ``"ones"``.
     """
-    dtype = jnp.dtype(dtype or jnp.zeros(()).dtype)
+    dtype = jnp.dtype(dtype or default_float())
     specs = [(kind, tuple(int(n) for n in shape), float(scale)) for kind, shape, scale in specs]
     n_normal = sum(math.prod(s) for k, s, _ in specs if k == "normal")
     n_uniform = sum(math.prod(s) for k, s, _ in specs if k == "uniform")

@@ -26,8 +26,8 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
-from .._core import as_float, is_concrete, safe_divide, safe_sqrt
-from ._spectral import normalize_lengths, sobolev_norm, spectral_derivative
+from .._core import as_float, is_concrete, normalize_lengths, safe_divide, safe_sqrt
+from ._spectral import sobolev_norm, spectral_derivative
 
 
 def _check_pair(pred, target, where):
@@ -142,7 +142,7 @@ def h1_norm(
     """
     u = as_float(u)
     d = u.ndim - 1
-    lengths = normalize_lengths(lengths, d)
+    lengths = normalize_lengths(lengths, d, "h1_norm")
     total = jnp.sum(u**2)
     for j in range(d):
         orders = tuple(1 if i == j else 0 for i in range(d))

@@ -1,7 +1,7 @@
 r"""Spectral helpers on periodic grids: mode selection, Sobolev norms, derivatives, dealiasing.
 
-Conventions
------------
+Conventions:
+
 * A field is ``(channels, *spatial)`` (or any leading axes followed by the spatial axes); the
   spatial axes sample a periodic box :math:`\prod_j [0, L_j)` at :math:`x_n = n L / N`.
 * Transforms use the *forward* normalisation, :math:`\hat u_k = \frac1N\sum_n u_n e^{-2\pi i k n/N}`,
@@ -35,7 +35,18 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Complex, Float
 
-from .._core import as_float, exact_tensordot, is_concrete, safe_sqrt
+from .._core import (
+    as_float,
+    dealias_mask,
+    exact_tensordot,
+    grid_coordinates,
+    is_concrete,
+    is_int,
+    normalize_lengths,
+    safe_sqrt,
+    wavenumbers,
+    wavevectors,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Static argument handling
@@ -44,7 +55,7 @@ from .._core import as_float, exact_tensordot, is_concrete, safe_sqrt
 
 def normalize_modes(modes, num_spatial_dims: int, name: str = "modes") -> tuple[int, ...]:
     """``modes`` (an int or one int per spatial axis) as a tuple of positive Python ints."""
-    if isinstance(modes, (int, np.integer)) and not isinstance(modes, bool):
+    if is_int(modes):
         modes = (int(modes),) * num_spatial_dims
     try:
         modes = tuple(modes)
@@ -58,7 +69,7 @@ def normalize_modes(modes, num_spatial_dims: int, name: str = "modes") -> tuple[
         )
     out = []
     for m in modes:
-        if not isinstance(m, (int, np.integer)) or isinstance(m, bool) or m < 1:
+        if not is_int(m) or m < 1:
             raise ValueError(f"{name} entries must be positive ints; got {modes!r}.")
         out.append(int(m))
     return tuple(out)
@@ -66,7 +77,7 @@ def normalize_modes(modes, num_spatial_dims: int, name: str = "modes") -> tuple[
 
 def _modes_tuple(modes) -> tuple[int, ...]:
     """``modes`` of a helper that takes its spatial rank from them: an int is one axis."""
-    if isinstance(modes, (int, np.integer)) and not isinstance(modes, bool):
+    if is_int(modes):
         return normalize_modes(modes, 1)
     try:
         rank = len(modes)
@@ -75,26 +86,6 @@ def _modes_tuple(modes) -> tuple[int, ...]:
     if rank == 0:
         raise ValueError("modes must name at least one spatial axis; got ().")
     return normalize_modes(modes, rank)
-
-
-def normalize_lengths(lengths, num_spatial_dims: int) -> tuple:
-    """Box lengths as a tuple with one entry per spatial axis (entries may be traced; concrete
-    ones must be finite and positive)."""
-    if isinstance(lengths, (tuple, list)):
-        if len(lengths) != num_spatial_dims:
-            raise ValueError(
-                f"lengths must have one entry per spatial axis ({num_spatial_dims}); "
-                f"got {len(lengths)}."
-            )
-        out = tuple(lengths)
-    else:
-        out = (lengths,) * num_spatial_dims
-    for length in out:
-        if is_concrete(length):
-            value = np.asarray(length)
-            if value.ndim or not np.isfinite(value) or not value > 0:
-                raise ValueError(f"lengths must be finite numbers > 0; got {lengths!r}.")
-    return out
 
 
 def mode_shape(modes: Sequence[int]) -> tuple[int, ...]:
@@ -255,7 +246,7 @@ def irfft_modes(
 # ``(channels, batch, *spatial)``, can then run every 1x1 convolution and every transform as a
 # plain GEMM without a single transpose of a full-size activation. The products are at full
 # precision (``exact_tensordot``): a truncated DFT stands in for an FFT and must be as accurate as
-# one, where a GPU's default float32 product is TF32 (an H200 gave 0.70703 for cos(pi/4)).
+# one, where a GPU's default float32 product is TF32 (10 mantissa bits: cos(pi/4) becomes 0.70703).
 
 
 def _rdft_matrices(n: int, m: int, dtype):
@@ -495,11 +486,6 @@ def idct_modes(
 # ----------------------------------------------------------------------------------------------
 
 
-def wavenumbers(n: int, *, real: bool = False) -> np.ndarray:
-    """Integer frequencies of an FFT-ordered axis of length ``n`` (``rfftfreq`` if ``real``)."""
-    return np.fft.rfftfreq(n, 1.0 / n) if real else np.fft.fftfreq(n, 1.0 / n)
-
-
 def _full_spectrum_weights(spatial_shape):
     """Multiplicity of each ``rfftn`` coefficient in the full spectrum (Parseval weights).
 
@@ -516,14 +502,9 @@ def _full_spectrum_weights(spatial_shape):
 
 def _wavevector_norm2(spatial_shape, lengths, real_last: bool, dtype):
     """:math:`|\\xi_k|^2 = \\sum_j (2\\pi k_j / L_j)^2` on the (r)fft grid."""
-    d = len(spatial_shape)
     total = 0.0
-    for j, (n, length) in enumerate(zip(spatial_shape, lengths, strict=True)):
-        k = wavenumbers(n, real=real_last and j == d - 1)
-        xi = 2.0 * np.pi * jnp.asarray(k, dtype) / jnp.asarray(length, dtype)
-        shape = [1] * d
-        shape[j] = xi.shape[0]
-        total = total + (xi**2).reshape(shape)
+    for xi in wavevectors(spatial_shape, lengths, dtype, real_last=real_last):
+        total = total + xi**2
     return total
 
 
@@ -557,7 +538,7 @@ def sobolev_norm(
     ``num_spatial_dims = u.ndim - 1`` (one channel axis, the single-sample convention).
     """
     u, d = _split_spatial(u, num_spatial_dims)
-    lengths = normalize_lengths(lengths, d)
+    lengths = normalize_lengths(lengths, d, "sobolev_norm")
     if is_concrete(s) and not np.all(np.isfinite(np.asarray(s, np.float64))):
         raise ValueError(f"s must be finite (the Sobolev order); got {s!r}.")
     spatial = u.shape[u.ndim - d :]
@@ -594,9 +575,7 @@ def spectral_derivative(
     if isinstance(orders, (int, np.integer)):
         orders = (int(orders),)
     orders = tuple(orders)
-    if not orders or any(
-        not isinstance(a, (int, np.integer)) or isinstance(a, bool) or a < 0 for a in orders
-    ):
+    if not orders or any(not is_int(a) or a < 0 for a in orders):
         # A fractional order would be truncated: say so rather than differentiate less.
         raise ValueError(f"orders must be non-negative ints, one per spatial axis; got {orders}.")
     orders = tuple(int(a) for a in orders)
@@ -604,7 +583,7 @@ def spectral_derivative(
     d = len(orders)
     if u.ndim < d:
         raise ValueError(f"spectral_derivative: {d} orders for a field of shape {u.shape}.")
-    lengths = normalize_lengths(lengths, d)
+    lengths = normalize_lengths(lengths, d, "spectral_derivative")
     spatial = u.shape[u.ndim - d :]
     axes = tuple(range(u.ndim - d, u.ndim))
     uh = jnp.fft.rfftn(u, axes=axes, norm="forward")
@@ -613,32 +592,12 @@ def spectral_derivative(
     for j, (n, a, length) in enumerate(zip(spatial, orders, lengths, strict=True)):
         if a == 0:
             continue
-        k = wavenumbers(n, real=j == d - 1)
-        if a % 2 == 1 and n % 2 == 0:
-            k = np.where(np.abs(k) == n // 2, 0.0, k)
+        k = wavenumbers(n, real=j == d - 1, odd=a % 2 == 1)
         ik = 2j * np.pi * jnp.asarray(k, ctype) / jnp.asarray(length, ctype)
         shape = [1] * d
         shape[j] = ik.shape[0]
         factor = factor * (ik**a).reshape(shape)
     return jnp.fft.irfftn(uh * factor, s=spatial, axes=axes, norm="forward")
-
-
-def dealias_mask(spatial_shape: Sequence[int]) -> np.ndarray:
-    """Boolean ``rfftn``-shaped mask of Orszag's 2/3 rule: keep :math:`3|k_j| < N_j` on every axis.
-
-    A product of two fields whose spectra lie in the mask has no aliased component inside the mask
-    ("On the Elimination of Aliasing in Finite-Difference Schemes by Filtering High-Wavenumber
-    Components", Orszag 1971): a sum frequency above ``N/2`` folds back by ``N``, which for
-    :math:`|k| < N/3` on both factors lands outside the mask.
-    """
-    d = len(spatial_shape)
-    mask = np.ones((), bool)
-    for j, n in enumerate(spatial_shape):
-        k = wavenumbers(int(n), real=j == d - 1)
-        shape = [1] * d
-        shape[j] = k.shape[0]
-        mask = mask & (3 * np.abs(k) < n).reshape(shape)
-    return mask
 
 
 def dealias(
@@ -657,11 +616,5 @@ def periodic_grid(
     spatial_shape: Sequence[int], lengths: float | Sequence[float] = 1.0, *, dtype=None
 ) -> Float[Array, " dims *spatial"]:
     """Coordinates ``x_n = n L / N`` of a periodic grid, stacked as ``(d, *spatial_shape)``."""
-    d = len(spatial_shape)
-    lengths = normalize_lengths(lengths, d)
-    dtype = dtype or as_float(0.0).dtype
-    axes = [
-        jnp.arange(n, dtype=dtype) * (jnp.asarray(length, dtype) / n)
-        for n, length in zip(spatial_shape, lengths, strict=True)
-    ]
-    return jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=0)
+    lengths = normalize_lengths(lengths, len(spatial_shape), "periodic_grid")
+    return grid_coordinates(spatial_shape, lengths, dtype=dtype)

@@ -18,12 +18,13 @@ from collections.abc import Sequence
 
 import equinox as eqx
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jaxtyping import Array, Complex, Float, PRNGKeyArray
 
-from ._checks import check_option, check_real, check_sample, check_sizes, is_int
+from .._core import check_choice, check_int, default_float, is_int
+from ._checks import check_real, check_sample
 from ._init import draw
+from ._layout import AbstractChannelsLast
 from ._spectral import (
     check_grid,
     irdft_modes_last,
@@ -42,8 +43,9 @@ def _resolve_transform(transform: str, modes, spatial) -> str:
 
     A product costs ``2 * kept`` multiply-adds per grid point and axis against ``O(log N)`` for an
     FFT, but it is a GEMM and, in the FNO's channels-last layout, needs none of the transposes an
-    FFT forces under ``vmap``. Measured on CPU (1-D, N = 1024, width 64), the products win up to
-    64 modes and lose at 128, hence the bound ``2 * kept <= max(64, N / 6)``.
+    FFT forces under ``vmap``. The products are chosen while ``2 * kept <= max(64, N / 6)``: a
+    fixed allowance of a GEMM's worth of modes, growing with the grid (``benchmarks/README.md``
+    has the timings behind the bound).
     """
     if transform != "auto":
         return transform
@@ -109,7 +111,7 @@ class TuckerSpectralWeight(eqx.Module):
     """
 
     core: Float[Array, " 2 ..."]
-    factors: tuple[Float[Array, " 2 n r"], ...]
+    factors: tuple[Float[Array, " 2 _n _r"], ...]
 
     @staticmethod
     def specs(dims, ranks, var):
@@ -160,7 +162,7 @@ class CPSpectralWeight(eqx.Module):
     by the mode factors, sum against ``B``.
     """
 
-    factors: tuple[Float[Array, " 2 n r"], ...]
+    factors: tuple[Float[Array, " 2 _n _r"], ...]
 
     @staticmethod
     def specs(dims, rank, var):
@@ -209,10 +211,8 @@ def _tucker_ranks(dims, rank) -> tuple[int, ...]:
             if not 1 <= r <= n:
                 raise ValueError(f"Tucker ranks must lie in [1, dim]; got {ranks} for dims {dims}.")
         return ranks
-    if isinstance(rank, (int, np.integer)) and not isinstance(rank, bool):
-        if rank < 1:
-            raise ValueError(f"rank must be >= 1; got {rank}.")
-        return tuple(min(int(rank), n) for n in dims)
+    if is_int(rank):
+        return tuple(min(check_int("rank", rank), n) for n in dims)
     frac = _rank_fraction(rank)
     budget = frac * math.prod(dims)
 
@@ -231,10 +231,8 @@ def _tucker_ranks(dims, rank) -> tuple[int, ...]:
 
 
 def _cp_rank(dims, rank) -> int:
-    if isinstance(rank, (int, np.integer)) and not isinstance(rank, bool):
-        if rank < 1:
-            raise ValueError(f"rank must be >= 1; got {rank}.")
-        return int(rank)
+    if is_int(rank):
+        return check_int("rank", rank)
     frac = _rank_fraction(rank)
     return max(1, round(frac * math.prod(dims) / sum(dims)))
 
@@ -249,37 +247,34 @@ def _rank_fraction(rank) -> float:
     return frac
 
 
-class SpectralConv(eqx.Module):
+class SpectralConv(AbstractChannelsLast):
     r"""Fourier layer on one sample ``(in_channels, *spatial) -> (out_channels, *spatial)``.
 
-    Parameters
-    ----------
-    num_spatial_dims, in_channels, out_channels
-        Layer shape; batch with :func:`jax.vmap`.
-    modes
-        An int or one int per spatial axis: frequencies kept **per sign**, as in the original
-        FNO code. Leading axes keep :math:`-m, \dots, m-1`; the last (real-FFT) axis keeps
-        :math:`0, \dots, m-1`. Conversion from neuraloperator 2.0's ``n_modes`` (its
-        ``SpectralConv`` keeps ``n`` centred frequencies on leading axes and ``n // 2 + 1`` on the
-        last): ``modes[j] = n_modes[j] // 2`` on leading axes (for even ``n_modes[j]``) and
-        ``modes[-1] = n_modes[-1] // 2 + 1`` on the last axis; conversely our ``modes`` equal its
-        ``n_modes = (2*m_1, ..., 2*m_{d-1}, 2*m_d - 2)``. With ``n_modes = 2*m`` on the last axis
-        too, neuraloperator keeps one more frequency (``m``) there.
-    factorization
-        ``None`` (dense), ``"tucker"`` or ``"cp"``.
-    rank
-        Factorisation rank: a float is a fraction of the dense parameter count (default 0.5);
-        an int is the CP rank / the Tucker rank of every axis (capped at the axis size); a
-        tuple gives the Tucker ranks of ``(in, out, *modes)``.
-    use_bias
-        Adds a per-output-channel constant (neuraloperator puts the FNO block's bias here).
-    transform
-        How the truncated transforms are computed; the result is the same up to rounding.
-        ``"dft"``: products with constant DFT matrices (fastest for few modes, and free of the
-        transposes an FFT forces under ``jax.vmap``); ``"pruned-fft"``: one FFT per axis on the
-        already truncated array; ``"fft"``: one multi-dimensional FFT each way; ``"auto"``
-        (default) picks ``"dft"`` when the kept modes are few for the grid, else
-        ``"pruned-fft"``.
+    Args:
+        num_spatial_dims, in_channels, out_channels: layer shape; batch with :func:`jax.vmap`.
+        modes: an int or one int per spatial axis: frequencies kept **per sign**, as in the
+            original FNO code. Leading axes keep :math:`-m, \dots, m-1`; the last (real-FFT) axis
+            keeps :math:`0, \dots, m-1`. Conversion from neuraloperator 2.0's ``n_modes`` (its
+            ``SpectralConv`` keeps ``n`` centred frequencies on leading axes and ``n // 2 + 1``
+            on the last): ``modes[j] = n_modes[j] // 2`` on leading axes (for even
+            ``n_modes[j]``) and ``modes[-1] = n_modes[-1] // 2 + 1`` on the last axis;
+            conversely our ``modes`` equal its ``n_modes = (2*m_1, ..., 2*m_{d-1}, 2*m_d - 2)``.
+            With ``n_modes = 2*m`` on the last axis too, neuraloperator keeps one more frequency
+            (``m``) there.
+        key: PRNG key of the initial weights.
+        factorization: ``None`` (dense), ``"tucker"`` or ``"cp"``.
+        rank: factorisation rank: a float is a fraction of the dense parameter count (default
+            0.5); an int is the CP rank / the Tucker rank of every axis (capped at the axis
+            size); a tuple gives the Tucker ranks of ``(in, out, *modes)``.
+        use_bias: adds a per-output-channel constant (neuraloperator puts the FNO block's bias
+            here).
+        transform: how the truncated transforms are computed; the result is the same up to
+            rounding. ``"dft"``: products with constant DFT matrices (fastest for few modes, and
+            free of the transposes an FFT forces under ``jax.vmap``); ``"pruned-fft"``: one FFT
+            per axis on the already truncated array; ``"fft"``: one multi-dimensional FFT each
+            way; ``"auto"`` (default) picks ``"dft"`` when the kept modes are few for the grid,
+            else ``"pruned-fft"``.
+        dtype: of the weights (default: the default float).
 
     The same weights evaluate on any grid that holds the modes (see :func:`check_grid`), and a
     band-limited input gives the same continuous output function on every such grid.
@@ -308,19 +303,15 @@ class SpectralConv(eqx.Module):
         transform: str = "auto",
         dtype=None,
     ):
-        check_sizes(
-            num_spatial_dims=num_spatial_dims, in_channels=in_channels, out_channels=out_channels
-        )
-        check_option("factorization", factorization, {None, "tucker", "cp", "dense"})
+        self.num_spatial_dims = check_int("num_spatial_dims", num_spatial_dims)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.out_channels = check_int("out_channels", out_channels)
+        check_choice("factorization", factorization, {None, "tucker", "cp", "dense"})
         factorization = None if factorization == "dense" else factorization
-        self.num_spatial_dims = int(num_spatial_dims)
-        self.in_channels = int(in_channels)
-        self.out_channels = int(out_channels)
         self.modes = normalize_modes(modes, self.num_spatial_dims)
         self.factorization = factorization
-        check_option("transform", transform, _TRANSFORMS)
-        self.transform = transform
-        dtype = dtype or jnp.zeros(()).dtype
+        self.transform = check_choice("transform", transform, _TRANSFORMS)
+        dtype = dtype or default_float()
         dims = (self.in_channels, self.out_channels, *mode_shape(self.modes))
         # Glorot-like variance of the complex entries, E|W|^2 = 2 / (in + out), as neuraloperator.
         var = 2.0 / (self.in_channels + self.out_channels)
@@ -358,7 +349,7 @@ class SpectralConv(eqx.Module):
     def _channels_first(self, x, transform):
         spatial = x.shape[1:]
         if transform == "dft":
-            y = jnp.moveaxis(self._channels_last(jnp.moveaxis(x, 0, -1), "dft"), -1, 0)
+            y = jnp.moveaxis(self._last(jnp.moveaxis(x, 0, -1), "dft"), -1, 0)
             return y
         xh = rfft_modes(x, self.modes, pruned=transform == "pruned-fft")
         y = irfft_modes(self.weights.contract(xh), spatial, pruned=transform == "pruned-fft")
@@ -366,8 +357,11 @@ class SpectralConv(eqx.Module):
             y = y + self.bias.reshape((-1,) + (1,) * self.num_spatial_dims).astype(y.dtype)
         return y
 
-    def _channels_last(self, x, transform=None):
+    def channels_last(self, x: Float[Array, "*spatial cin"]) -> Float[Array, "*spatial cout"]:
         """The layer on a channels-last field ``(*spatial, in_channels)`` (used inside the FNO)."""
+        return self._last(x, None)
+
+    def _last(self, x, transform):
         spatial = x.shape[:-1]
         check_grid(self.modes, spatial)
         transform = transform or _resolve_transform(self.transform, self.modes, spatial)

@@ -39,9 +39,9 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._core import check_choice
-from ._checks import check_sample, check_sizes, is_int
-from ._fno import ChannelMLP
+from .._core import check_choice, check_int, default_float
+from ._checks import check_sample
+from ._fno import ChannelMLP, lift_and_project
 from ._init import draw, subkeys
 from ._spectral import (
     _check_dct_grid,
@@ -73,7 +73,7 @@ class T1Layer(eqx.Module):
     """One frequency-domain layer of :class:`T1` (see the module doc for the formula)."""
 
     channel: Float[Array, " p cin cout *modes"]
-    mixers: tuple[Float[Array, " p m m"], ...]
+    mixers: tuple[Float[Array, " p _m _m"], ...]
     bias: Float[Array, " p cout *modes"]
 
     def __call__(self, z, activation, last: bool):
@@ -102,30 +102,26 @@ def _k_eff(modes, transform):
 class T1(eqx.Module):
     r"""Transform-Once neural operator on one sample ``(in_channels, *spatial)``.
 
-    Parameters
-    ----------
-    width
-        Channels of the frequency-domain layers.
-    modes
-        For ``transform="rfft"``: frequencies per sign as in :class:`SpectralConv`. For
-        ``transform="dct"``: the cosine modes ``0..m-1`` kept on each axis.
-    n_layers
-        Number of frequency-domain layers.
-    grid_shape
-        The training grid; the variance-preserving initialisation depends on its size. The model
-        evaluates on any grid that holds the modes.
-    transform
-        ``"rfft"`` (periodic grid ``x_n = n/N``) or ``"dct"`` (cell centres ``(n + 1/2)/N``).
-    init
-        ``"vp"`` (variance-preserving, default; see the module doc) or ``"standard"`` (fan-in
-        only, which shrinks the output variance by ``K_eff / N``).
-    activation
-        Applied in frequency space (to real and imaginary parts for the FFT).
-    lifting_channels, projection_channels
-        Hidden width of the pointwise lifting / projection (``0``, the default, is one linear
-        map, which keeps the initialisation exactly variance-preserving).
-    positional_embedding
-        Append the grid coordinates (periodic or cell-centred, as the transform) as channels.
+    Args:
+        num_spatial_dims, in_channels, out_channels: the operator's shape.
+        width: channels of the frequency-domain layers.
+        modes: for ``transform="rfft"``, frequencies per sign as in :class:`SpectralConv`; for
+            ``transform="dct"``, the cosine modes ``0..m-1`` kept on each axis.
+        grid_shape: the training grid; the variance-preserving initialisation depends on its
+            size. The model evaluates on any grid that holds the modes.
+        key: PRNG key of the initial weights.
+        n_layers: number of frequency-domain layers.
+        transform: ``"rfft"`` (periodic grid ``x_n = n/N``) or ``"dct"`` (cell centres
+            ``(n + 1/2)/N``).
+        init: ``"vp"`` (variance-preserving, default; see the module doc) or ``"standard"``
+            (fan-in only, which shrinks the output variance by ``K_eff / N``).
+        activation: applied in frequency space (to real and imaginary parts for the FFT).
+        lifting_channels, projection_channels: hidden width of the pointwise lifting /
+            projection (``0``, the default, is one linear map, which keeps the initialisation
+            exactly variance-preserving).
+        positional_embedding: append the grid coordinates (periodic or cell-centred, as the
+            transform) as channels.
+        dtype: of the weights (default: the default float).
 
     Exactly one forward and one inverse transform appear in the computation, whatever
     ``n_layers`` is.
@@ -161,23 +157,25 @@ class T1(eqx.Module):
         positional_embedding: bool = False,
         dtype=None,
     ):
-        check_sizes(
-            num_spatial_dims=num_spatial_dims,
-            in_channels=in_channels,
-            out_channels=out_channels,
-            width=width,
-            n_layers=n_layers,
-        )
+        check_int("n_layers", n_layers)
         check_choice("transform", transform, {"rfft", "dct"})
         check_choice("init", init, {"vp", "standard"})
-        for name, hidden in (
-            ("lifting_channels", lifting_channels),
-            ("projection_channels", projection_channels),
-        ):
-            if not (is_int(hidden) and hidden >= 0):
-                raise ValueError(f"{name} must be an int >= 0 (0: one linear map); got {hidden!r}.")
+        dtype = dtype or default_float()
+        # Weights N(0, 1/fan-in), zero biases: variance-preserving pointwise ends.
+        self.lifting, self.projection, k_layers = lift_and_project(
+            key,
+            num_spatial_dims,
+            in_channels,
+            out_channels,
+            width,
+            lifting_channels=lifting_channels,
+            projection_channels=projection_channels,
+            positional_embedding=positional_embedding,
+            activation=activation,
+            init="normal",
+            dtype=dtype,
+        )
         d = int(num_spatial_dims)
-        dtype = dtype or jnp.zeros(()).dtype
         self.num_spatial_dims = d
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
@@ -193,10 +191,6 @@ class T1(eqx.Module):
             _check_dct_grid(self.modes, grid_shape)
             kshape = self.modes
         cplx = transform == "rfft"
-        k_lift, k_proj, k_layers = subkeys(key, 3)
-        lift_in = self.in_channels + (d if self.positional_embedding else 0)
-        self.lifting = self._pointwise(lift_in, width, lifting_channels, k_lift, dtype)
-        self.projection = self._pointwise(width, out_channels, projection_channels, k_proj, dtype)
         gain = math.prod(grid_shape) / _k_eff(self.modes, transform) if init == "vp" else 1.0
         p = 2 if cplx else 1
         layers = []
@@ -210,20 +204,6 @@ class T1(eqx.Module):
             arrays = draw(kl, specs, dtype)
             layers.append(T1Layer(arrays[0], tuple(arrays[1:-1]), arrays[-1]))
         self.layers = tuple(layers)
-
-    def _pointwise(self, cin, cout, hidden, key, dtype):
-        """Pointwise map with N(0, 1/fan-in) weights and zero biases (variance-preserving)."""
-        n = 2 if hidden else 1
-        return ChannelMLP(
-            cin,
-            cout,
-            hidden or None,
-            n,
-            key=key,
-            activation=self.activation,
-            init="normal",
-            dtype=dtype,
-        )
 
     def __call__(self, x: Float[Array, " cin *spatial"]) -> Float[Array, " cout *spatial"]:
         check_sample(

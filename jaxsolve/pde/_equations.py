@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float
 
-from .._core import as_float, is_concrete
+from .._core import as_float, check_int, is_concrete
 from ._checks import check_parameter, check_traced_parameters
 from ._spectral import SpectralGrid
 
@@ -158,14 +158,8 @@ class AdvectionDiffusion(AbstractEquation):
         lengths: float | Sequence[float] = 1.0,
         forcing: Callable | None = None,
     ):
-        if (
-            not isinstance(num_spatial_dims, int)
-            or isinstance(num_spatial_dims, bool)
-            or num_spatial_dims < 1
-        ):
-            raise ValueError(f"num_spatial_dims must be a positive int; got {num_spatial_dims!r}.")
         self.nu = nu
-        self.num_spatial_dims = num_spatial_dims
+        self.num_spatial_dims = check_int("num_spatial_dims", num_spatial_dims)
         if velocity is not None:
             velocity = tuple(velocity) if isinstance(velocity, (tuple, list)) else (velocity,)
             if len(velocity) != num_spatial_dims:

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float
 
-from .._core import as_float, check_choice, default_float
+from .._core import as_float, check_choice, check_int, default_float
 from ._checks import check_parameter, check_traced_parameters
 from ._equations import AbstractEquation
 from ._grf import check_shape
@@ -125,9 +125,8 @@ class PhiExpr:
 
 def phi(k: int, c: float = 1.0) -> PhiExpr:
     r"""The expression :math:`\varphi_k(c\,z)`."""
-    if not isinstance(k, (int, np.integer)) or k < 0:
-        raise ValueError(f"phi: k must be a non-negative int; got {k!r}.")
-    return PhiExpr({((int(k), float(c)),): 1.0})
+    k = check_int("k", k, minimum=0)
+    return PhiExpr({((k, float(c)),): 1.0})
 
 
 class ExpRKTableau(eqx.Module):
@@ -332,12 +331,7 @@ class ETDRK(eqx.Module):
                 f"equation must be an AbstractEquation (Burgers, NavierStokes2D, ...) or define "
                 f"{', '.join(needed)}; got {type(equation).__name__}."
             )
-        if (
-            not isinstance(contour_points, (int, np.integer))
-            or isinstance(contour_points, bool)
-            or contour_points < 1
-        ):
-            raise ValueError(f"contour_points must be a positive int; got {contour_points!r}.")
+        check_int("contour_points", contour_points)
         shape = check_shape(shape)
         d = equation.num_spatial_dims
         if len(shape) != d:

@@ -38,7 +38,16 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._core import as_float, check_choice, default_float
+from .._core import (
+    as_float,
+    axis_shape,
+    check_choice,
+    default_float,
+    grid_coordinates,
+    is_int,
+    normalize_lengths,
+    wavevectors,
+)
 from ._checks import check_parameter, check_traced_parameters
 
 BOUNDARIES = ("periodic", "neumann")
@@ -46,39 +55,15 @@ BOUNDARIES = ("periodic", "neumann")
 
 def check_shape(shape, name: str = "shape", *, minimum: int = 1) -> tuple[int, ...]:
     """``shape`` as a tuple of Python ints >= ``minimum`` (a bare int is a 1-D grid)."""
-    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+    if is_int(shape):
         shape = (int(shape),)
     try:
         shape = tuple(shape)
     except TypeError:
         raise TypeError(f"{name} must be an int or a tuple of ints; got {shape!r}.") from None
-    if not shape or any(
-        not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < minimum for n in shape
-    ):
+    if not shape or any(not is_int(n) or n < minimum for n in shape):
         raise ValueError(f"{name} must be a non-empty tuple of ints >= {minimum}; got {shape!r}.")
     return tuple(int(n) for n in shape)
-
-
-def normalize_lengths(lengths, d: int, where: str = "SpectralGrid") -> tuple:
-    """``lengths`` (one number, or one per axis) as a tuple of ``d`` box lengths, each finite and
-    positive where concrete (traced ones are checked by the equations at run time)."""
-    if isinstance(lengths, (tuple, list)):
-        if len(lengths) != d:
-            raise ValueError(
-                f"lengths must have one entry per spatial axis ({d}); got {len(lengths)}."
-            )
-        out = tuple(lengths)
-    else:
-        out = (lengths,) * d
-    for length in out:
-        check_parameter(where, "lengths", length, "positive")
-    return out
-
-
-def _axis_shape(j: int, d: int, n: int) -> list:
-    shape = [1] * d
-    shape[j] = n
-    return shape
 
 
 def cosine_synthesis(c: Float[Array, " ..."], num_axes: int) -> Float[Array, " ..."]:
@@ -149,15 +134,18 @@ class GaussianRandomField(eqx.Module):
         """:math:`|\\kappa_k|^2` on the mode grid (rfft layout, or cosine modes 0..N-1)."""
         d = len(shape)
         lengths = normalize_lengths(self.lengths, d, "GaussianRandomField")
+        if self.boundary == "periodic":
+            kappas = wavevectors(shape, lengths, dtype)
+        else:
+            kappas = tuple(
+                (np.pi * jnp.arange(n, dtype=dtype) / jnp.asarray(length, dtype)).reshape(
+                    axis_shape(j, d, n)
+                )
+                for j, (n, length) in enumerate(zip(shape, lengths, strict=True))
+            )
         total = jnp.zeros((), dtype)
-        for j, (n, length) in enumerate(zip(shape, lengths, strict=True)):
-            if self.boundary == "periodic":
-                last = j == d - 1
-                k = np.fft.rfftfreq(n, 1.0 / n) if last else np.fft.fftfreq(n, 1.0 / n)
-                kappa = 2.0 * np.pi * jnp.asarray(k, dtype) / jnp.asarray(length, dtype)
-            else:
-                kappa = np.pi * jnp.arange(n, dtype=dtype) / jnp.asarray(length, dtype)
-            total = total + (kappa**2).reshape(_axis_shape(j, d, kappa.shape[0]))
+        for kappa in kappas:
+            total = total + kappa**2
         return total
 
     def eigenvalues(self, shape: int | Sequence[int]) -> Float[Array, " ..."]:
@@ -203,7 +191,7 @@ class GaussianRandomField(eqx.Module):
             w = np.full(n, 2.0)
             w[0] = 1.0
             f = jnp.sqrt(jnp.asarray(w, dtype) / jnp.asarray(length, dtype))
-            norm = norm * f.reshape(_axis_shape(j, d, n))
+            norm = norm * f.reshape(axis_shape(j, d, n))
         return cosine_synthesis(jnp.sqrt(lam) * norm * xi, d)
 
     def __call__(self, key: PRNGKeyArray, shape: int | Sequence[int]) -> Float[Array, " *shape"]:
@@ -214,12 +202,9 @@ class GaussianRandomField(eqx.Module):
         minimum = 2 if self.boundary == "neumann" else 1
         shape = check_shape(shape, minimum=minimum)
         lengths = normalize_lengths(self.lengths, len(shape), "GaussianRandomField")
-        dtype = default_float()
-        axes = []
-        for n, length in zip(shape, lengths, strict=True):
-            step = jnp.asarray(length, dtype) / (n if self.boundary == "periodic" else n - 1)
-            axes.append(jnp.arange(n, dtype=dtype) * step)
-        return jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=0)
+        return grid_coordinates(
+            shape, lengths, dtype=default_float(), endpoint=self.boundary == "neumann"
+        )
 
 
 def gaussian_random_field(

@@ -14,9 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float
 
-from .._core import default_float
-from ..operators import dealias_mask
-from ._grf import check_shape, normalize_lengths
+from .._core import dealias_mask, default_float, grid_coordinates, normalize_lengths, wavevectors
+from ._grf import check_shape
 
 
 class SpectralGrid(eqx.Module):
@@ -28,9 +27,11 @@ class SpectralGrid(eqx.Module):
     shape: tuple[int, ...] = eqx.field(static=True)
     lengths: tuple
 
-    def __init__(self, shape: int | Sequence[int], lengths: float | Sequence = 1.0):
+    def __init__(
+        self, shape: int | Sequence[int], lengths: float | Float[ArrayLike, ""] | Sequence = 1.0
+    ):
         self.shape = check_shape(shape)
-        self.lengths = normalize_lengths(lengths, len(self.shape))
+        self.lengths = normalize_lengths(lengths, len(self.shape), "SpectralGrid")
 
     @property
     def num_spatial_dims(self) -> int:
@@ -49,18 +50,7 @@ class SpectralGrid(eqx.Module):
         is not a real function on the grid (Trefethen, "Spectral Methods in MATLAB"), so symbols
         of odd order (advection, dispersion, a first derivative in a nonlinear term) use these.
         """
-        d = self.num_spatial_dims
-        dtype = default_float()
-        out = []
-        for j, (n, length) in enumerate(zip(self.shape, self.lengths, strict=True)):
-            k = np.fft.rfftfreq(n, 1.0 / n) if j == d - 1 else np.fft.fftfreq(n, 1.0 / n)
-            if odd and n % 2 == 0:
-                k = np.where(np.abs(k) == n // 2, 0.0, k)
-            xi = 2.0 * np.pi * jnp.asarray(k, dtype) / jnp.asarray(length, dtype)
-            shape = [1] * d
-            shape[j] = xi.shape[0]
-            out.append(xi.reshape(shape))
-        return tuple(out)
+        return wavevectors(self.shape, self.lengths, default_float(), odd=odd)
 
     def laplacian(self) -> Float[Array, " ..."]:
         """Symbol of the Laplacian, :math:`-|\\xi|^2`, broadcast to :attr:`spectral_shape`."""
@@ -70,24 +60,19 @@ class SpectralGrid(eqx.Module):
         return total
 
     def dealias_mask(self) -> np.ndarray:
-        """Orszag's 2/3-rule mask on the ``rfftn`` layout (see :func:`operators.dealias_mask`)."""
+        """Orszag's 2/3-rule mask on the ``rfftn`` layout (as :func:`operators.dealias_mask`)."""
         return dealias_mask(self.shape)
 
     def coordinates(self) -> Float[Array, " dims *spatial"]:
         """Grid points ``x_n = n L / N`` stacked as ``(d, *shape)``."""
-        dtype = default_float()
-        axes = [
-            jnp.arange(n, dtype=dtype) * (jnp.asarray(length, dtype) / n)
-            for n, length in zip(self.shape, self.lengths, strict=True)
-        ]
-        return jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=0)
+        return grid_coordinates(self.shape, self.lengths, dtype=default_float())
 
-    def rfft(self, u: Float[ArrayLike, " ... *spatial"]) -> Complex[Array, " ... *modes"]:
+    def rfft(self, u: Float[ArrayLike, " ..."]) -> Complex[Array, " ..."]:
         u = jnp.asarray(u)
         axes = tuple(range(u.ndim - self.num_spatial_dims, u.ndim))
         return jnp.fft.rfftn(u, axes=axes, norm="forward")
 
-    def irfft(self, uh: Complex[ArrayLike, " ... *modes"]) -> Float[Array, " ... *spatial"]:
+    def irfft(self, uh: Complex[ArrayLike, " ..."]) -> Float[Array, " ..."]:
         uh = jnp.asarray(uh)
         axes = tuple(range(uh.ndim - self.num_spatial_dims, uh.ndim))
         return jnp.fft.irfftn(uh, s=self.shape, axes=axes, norm="forward")

@@ -2,6 +2,7 @@
 
 import math
 
+import chex
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -230,8 +231,8 @@ def test_weights_are_real_and_one_optax_adam_step_works():
         return optax.apply_updates(p, u), s, val
 
     p1, state, l0 = step(params, state)
-    for leaf in jax.tree_util.tree_leaves(p1):
-        assert leaf.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(leaf)))
+    chex.assert_type(jax.tree_util.tree_leaves(p1), jnp.float32)
+    chex.assert_tree_all_finite(p1)
     _, _, l1 = step(p1, state)
     assert l1 < l0
 

@@ -1,5 +1,6 @@
 """Transform Once (T1): one transform each way, variance-preserving start, resolution invariance."""
 
+import chex
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -147,7 +148,8 @@ def test_trains_and_errors():
     model = ops.T1(1, 1, 1, width=4, modes=6, grid_shape=32, key=jax.random.PRNGKey(0))
     grad = eqx.filter_jit(eqx.filter_grad(lambda m: jnp.sum(m(jnp.ones((1, 32))) ** 2)))(model)
     leaves = jax.tree_util.tree_leaves(eqx.filter(grad, eqx.is_inexact_array))
-    assert leaves and all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+    assert leaves
+    chex.assert_tree_all_finite(leaves)
     assert any(float(jnp.max(jnp.abs(x))) > 0 for x in leaves)
     with pytest.raises(ValueError, match=r"batch of 3 samples.*jax\.vmap"):
         model(jnp.zeros((3, 1, 32)))

@@ -229,6 +229,7 @@ def test_tableau_checks_and_bad_arguments():
     )
 
 
+@pytest.mark.wrong_argument_types
 def test_concrete_physical_parameters_are_checked_when_built():
     """Issue 17 item 7: a negative, infinite or NaN parameter raises at construction, naming it
     (an infinite viscosity, dt or domain length, a NaN coefficient used to be accepted)."""

@@ -1,5 +1,6 @@
 """Gaussian random fields: sample spectra and covariances against c(-Laplacian + tau^2)^(-alpha)."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,7 +63,7 @@ def test_neumann_covariance_in_the_cosine_basis():
 def test_zero_mean_and_2d_neumann_shapes():
     grf = pde.GaussianRandomField(2.0, 3.0, boundary="neumann", zero_mean=True)
     u = np.asarray(jax.jit(lambda k: grf.sample(k, (7, 5)))(jax.random.PRNGKey(0)), np.float64)
-    assert u.shape == (7, 5)
+    chex.assert_shape(u, (7, 5))
     # The constant mode is the trapezoid-weighted mean of a cosine series on the nodes.
     w1 = np.r_[0.5, np.ones(5), 0.5] / 6
     w2 = np.r_[0.5, np.ones(3), 0.5] / 4
