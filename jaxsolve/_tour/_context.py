@@ -51,6 +51,20 @@ def pyplot():
     return plt
 
 
+def scatter_panel(ax, points, title: str, half_width: float, *, background=None) -> None:
+    """One square panel of 2-D samples on ``[-half_width, half_width]^2``, no ticks; the
+    ``background`` points (the data) in grey beneath them."""
+    if background is not None:
+        ax.scatter(*np.asarray(background).T, s=1, c="0.75")
+    ax.scatter(*np.asarray(points).T, s=1, alpha=0.6)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlim(-half_width, half_width)
+    ax.set_ylim(-half_width, half_width)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def ring_mixture(n_modes: int = 8, radius: float = 2.5, var: float = 0.03):
     """The tour's 2-D data: equal Gaussians on a circle (an exact oracle of its own)."""
     from ..diffusion.analytic import GaussianMixture

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ._context import TourContext, pyplot, ring_mixture
+from ._context import TourContext, pyplot, ring_mixture, scatter_panel
 
 
 def schedules_section(ctx: TourContext) -> None:
@@ -234,15 +234,7 @@ def trained_model_section(ctx: TourContext) -> None:
     fig, axes = plt.subplots(len(nfes), len(shown), figsize=(3.3 * len(shown), 3.3 * len(nfes)))
     for i, nfe in enumerate(nfes):
         for j, name in enumerate(shown):
-            ax = axes[i, j]
-            ax.scatter(*np.asarray(data).T, s=1, c="0.75")
-            ax.scatter(*samples[name][i].T, s=1, alpha=0.6)
-            ax.set_title(f"{name}, NFE {nfe}", fontsize=9)
-            ax.set_xlim(-4, 4)
-            ax.set_ylim(-4, 4)
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            scatter_panel(axes[i, j], samples[name][i], f"{name}, NFE {nfe}", 4, background=data)
     fig.suptitle("Samples of the trained model (grey: data)")
     ctx.savefig(fig, "diffusion_samples.png")
 

@@ -31,8 +31,8 @@ class _Cell(eqx.Module):
 
     @property
     def w(self):
-        # The 32 x 32 SVD is a few microseconds; it is the cap's derivative in V that keeps
-        # training on the ball instead of letting Adam step out of it.
+        # The spectral norm of a small matrix is cheap; it is the cap's derivative in V that
+        # keeps training on the ball instead of letting Adam step out of it.
         return self.v * jnp.minimum(1.0, self.rho / jnp.linalg.norm(self.v, 2))
 
     def __call__(self, z, x):

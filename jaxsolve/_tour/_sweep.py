@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._context import TourContext, pyplot, ring_mixture
+from ._context import TourContext, pyplot, ring_mixture, scatter_panel
 
 
 def sweep_section(ctx: TourContext) -> None:
@@ -53,13 +53,6 @@ def sweep_section(ctx: TourContext) -> None:
     fig, axes = plt.subplots(3, 3, figsize=(9, 9))
     for i, k in enumerate(np.asarray(steps)):
         for j, s in enumerate(np.asarray(scales)):
-            ax = axes[i, j]
-            ax.scatter(*np.asarray(out[i, j]).T, s=1, alpha=0.5)
-            ax.set_title(f"{k} steps, guidance {s:g}", fontsize=9)
-            ax.set_xlim(-5, 5)
-            ax.set_ylim(-5, 5)
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            scatter_panel(axes[i, j], out[i, j], f"{k} steps, guidance {s:g}", 5)
     fig.suptitle("One compiled call: step counts x classifier-free guidance scales")
     ctx.savefig(fig, "sweep_grid.png")

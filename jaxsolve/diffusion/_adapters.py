@@ -107,7 +107,7 @@ class ModelDenoiser(eqx.Module):
         check_choice("prediction", self.prediction, set(PREDICTIONS))
         _check_adapter(f"from_{self.prediction}", "fn", self.fn, self.schedule)
 
-    def __call__(self, x: Float[Array, "..."], sigma: ArrayLike) -> Float[Array, "..."]:
+    def __call__(self, x: Float[ArrayLike, "..."], sigma: ArrayLike) -> Float[Array, "..."]:
         sigma = as_float(sigma)
         x = as_float(x)
         kind = PREDICTIONS[self.prediction]
@@ -133,7 +133,7 @@ class DenoiserModel(eqx.Module):
         check_choice("prediction", self.prediction, set(PREDICTIONS))
         _check_adapter(f"to_{self.prediction}", "denoiser", self.denoiser, self.schedule)
 
-    def __call__(self, x_t: Float[Array, "..."], t: ArrayLike) -> Float[Array, "..."]:
+    def __call__(self, x_t: Float[ArrayLike, "..."], t: ArrayLike) -> Float[Array, "..."]:
         t = as_float(t)
         x_t = as_float(x_t)
         kind = PREDICTIONS[self.prediction]

@@ -56,7 +56,7 @@ import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 
-from .._core import RESULTS, check_choice
+from .._core import RESULTS, check_choice, check_int
 
 
 class AbstractAdjoint(eqx.Module):
@@ -101,14 +101,8 @@ class Checkpointed(AbstractAdjoint):
     checkpoints: int | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
-        if self.checkpoints is not None and (
-            not isinstance(self.checkpoints, int)
-            or isinstance(self.checkpoints, bool)
-            or self.checkpoints < 1
-        ):
-            raise ValueError(
-                f"checkpoints must be None or a positive int; got {self.checkpoints!r}."
-            )
+        if self.checkpoints is not None:
+            check_int("checkpoints", self.checkpoints)
 
     def scan(self, body, init, xs):
         """The driver's loop, checkpointed."""

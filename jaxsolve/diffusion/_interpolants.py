@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._core import as_float, check_choice, exact_dot, expand_to, is_concrete
+from .._core import as_float, check_choice, check_int, exact_dot, expand_to, is_concrete
 from ._solvers._base import AbstractSolver
 
 
@@ -137,8 +137,7 @@ class StochasticInterpolant(eqx.Module):
 
 def interpolant_grid(n: int, t0: float = 1e-3):
     """Grid in :math:`\\tau = 1 - t` for ``n`` steps from :math:`t_0` to 1: ``1 - linspace(t0, 1, n+1)``."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int; got {n!r}.")
+    n = check_int("n", n)
     return 1.0 - jnp.linspace(t0, 1.0, n + 1)
 
 

@@ -51,9 +51,7 @@ class Precond(eqx.Module):
         c_noise = 0.25 * jnp.log(sigma)
         return c_skip, c_out, c_in, c_noise
 
-    def __call__(
-        self, x: Float[Array, "*batch ..."], sigma: ArrayLike
-    ) -> Float[Array, "*batch ..."]:
+    def __call__(self, x: Float[Array, " *shape"], sigma: ArrayLike) -> Float[Array, " *shape"]:
         x = as_float(x)
         batch = x.shape[: self.batch_ndim]
         sigma = jnp.broadcast_to(as_float(sigma), batch)

@@ -17,7 +17,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 
 class FourierEmbedding(eqx.Module):
@@ -30,7 +30,7 @@ class FourierEmbedding(eqx.Module):
             raise ValueError(f"embedding dim must be even; got {dim}.")
         self.freqs = scale * jax.random.normal(key, (dim // 2,))
 
-    def __call__(self, c: Float[Array, ""]) -> Float[Array, " dim"]:
+    def __call__(self, c: Float[ArrayLike, ""]) -> Float[Array, " dim"]:
         phase = 2.0 * math.pi * jax.lax.stop_gradient(self.freqs) * c
         return jnp.concatenate([jnp.cos(phase), jnp.sin(phase)])
 
@@ -58,7 +58,7 @@ class NoiseMLP(eqx.Module):
         ]
         self.out = eqx.nn.Linear(width, dim, key=keys[-1])
 
-    def __call__(self, x: Float[Array, " d"], c: Float[Array, ""]) -> Float[Array, " d"]:
+    def __call__(self, x: Float[Array, " d"], c: Float[ArrayLike, ""]) -> Float[Array, " d"]:
         e = jax.nn.silu(self.embed_proj(self.embed(c)))
         h = x
         for layer, cond in zip(self.layers, self.cond_layers, strict=True):
@@ -139,7 +139,7 @@ class UNet2D(eqx.Module):
         ]
         self.head = eqx.nn.Conv2d(widths[0], channels, 3, padding=1, key=next(k))
 
-    def __call__(self, x: Float[Array, "c h w"], c: Float[Array, ""]) -> Float[Array, "c h w"]:
+    def __call__(self, x: Float[Array, "c h w"], c: Float[ArrayLike, ""]) -> Float[Array, "c h w"]:
         if x.ndim != 3 or x.shape[0] != self.channels:
             raise ValueError(
                 f"UNet2D expects one image of shape ({self.channels}, H, W); got {x.shape}. "

@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from .._core import RESULTS, as_float, is_concrete, shard_batch
+from .._core import RESULTS, as_float, check_int, is_concrete, shard_batch
 from ._adjoint import AbstractAdjoint, as_adjoint
 from ._solvers._base import FINAL, SKIP, STEP, AbstractSolver, Evaluations, StepContext
 
@@ -53,7 +53,7 @@ class SampleSolution(eqx.Module):
 
 def sample(
     denoiser: Callable,
-    x: Float[ArrayLike, "*batch ..."],
+    x: Float[ArrayLike, " *shape"],
     sigmas: Float[ArrayLike, " L"],
     solver: AbstractSolver,
     *,
@@ -69,7 +69,7 @@ def sample(
     adjoint: AbstractAdjoint | str = "backprop",
     mesh: Mesh | None = None,
     data_axis: str = "data",
-) -> Float[Array, "*batch ..."] | SampleSolution:
+) -> Float[Array, " *shape"] | SampleSolution:
     r"""Sample by integrating from ``sigmas[0]`` down the grid with ``solver``.
 
     The integration is compiled (``equinox.filter_jit``, as diffrax compiles ``diffeqsolve``):
@@ -208,9 +208,7 @@ def _num_iterations(solver, grid_steps, max_steps):
                 f"{type(solver).__name__} is adaptive: it needs max_steps= (the number of attempted "
                 "steps) in sample()."
             )
-        if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
-            raise ValueError(f"max_steps must be a positive int; got {max_steps!r}.")
-        return max_steps
+        return check_int("max_steps", max_steps)
     if max_steps is not None and max_steps != grid_steps:
         raise ValueError(
             f"max_steps={max_steps} is only for adaptive solvers; {type(solver).__name__} takes "

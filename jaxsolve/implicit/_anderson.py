@@ -20,7 +20,7 @@ a damped Picard step.
 
 Safeguard (``safeguard=True``, the default): Anderson's extrapolation is not a descent method,
 and on a map that is contractive only near its fixed point it can wander indefinitely where
-plain iteration converges (a trained DEQ cell did so on 2 of 256 inputs). So an extrapolated
+plain iteration converges (a trained DEQ cell can do so on a few inputs). So an extrapolated
 iterate whose residual :math:`\|F\|_2` exceeds that of the point it was extrapolated from is
 rejected: the solver goes back to that point, takes a damped Picard step from it, and restarts
 the history. This is the monotone variant of the safeguarding in "Globally Convergent Type-I
@@ -36,13 +36,8 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._core import as_float, check_positive, exact_dot
+from .._core import as_float, check_int, check_positive, exact_dot
 from ._base import AbstractSolver
-
-
-def _check_history(name, m):
-    if not isinstance(m, int) or isinstance(m, bool) or m < 1:
-        raise ValueError(f"{name} must be a Python int >= 1; got {m!r}.")
 
 
 class Anderson(AbstractSolver):
@@ -57,7 +52,7 @@ class Anderson(AbstractSolver):
     safeguard: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
-        _check_history("Anderson history", self.history)
+        check_int("Anderson history", self.history)
         check_positive("Anderson ridge", self.ridge, allow_zero=True)
         check_positive("Anderson damping", self.damping)
 

@@ -145,7 +145,7 @@ class AbstractLinearSolver(eqx.Module):
         atol: Array,
         max_steps: Array,
     ) -> tuple[Array, RESULTS, Array, Array]:
-        """:meth:`solve_linear` with the tolerances as arguments (the older spelling)."""
+        """:meth:`solve_linear` with the tolerances as separate arguments."""
         convergence = Convergence(rtol=rtol, atol=atol, max_steps=max_steps)
         return self.solve_linear(matvec, b, convergence, x0)
 

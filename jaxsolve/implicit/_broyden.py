@@ -30,8 +30,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._core import as_float, check_positive, exact_dot, is_concrete
-from ._anderson import _check_history
+from .._core import as_float, check_int, check_positive, exact_dot, is_concrete
 from ._base import AbstractSolver
 
 
@@ -43,7 +42,7 @@ class Broyden(AbstractSolver):
     jacobian_init: Float[Array, ""] = eqx.field(converter=as_float, default=-1.0)
 
     def __check_init__(self):
-        _check_history("Broyden memory", self.memory)
+        check_int("Broyden memory", self.memory)
         check_positive("Broyden damping", self.damping)
         if is_concrete(self.jacobian_init) and float(self.jacobian_init) == 0.0:
             raise ValueError("Broyden jacobian_init must be nonzero; got 0.0.")

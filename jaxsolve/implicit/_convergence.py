@@ -22,58 +22,26 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree
 
-from .._core import as_float, check_positive, is_concrete
+from .._core import as_float, check_step_budget, is_concrete
 from ._norms import max_norm
 
 
-def check_tolerance(name, value):
-    """A positive scalar tolerance: concrete values are checked now, traced ones at run time.
+def _check_scalar_above(name, value, bound, what):
+    """``value`` as a float scalar > ``bound``: a concrete value is checked now, a traced one when
+    the compiled code runs (on the returned value); messages say ``name`` must be ``what``.
 
     Concreteness is judged on what the caller passed: under ``jit`` even a Python float's cast
     to an array is traced, and its check would wait for run time.
     """
     concrete = is_concrete(value)
-    if concrete:
-        check_positive(name, np.asarray(value))
+    if concrete and not np.all(np.asarray(value) > bound):  # NaN fails too
+        raise ValueError(f"{name} must be {what}; got {np.asarray(value)}.")
     value = as_float(value)
     if value.ndim != 0:
         raise ValueError(f"{name} must be a scalar; got an array of shape {value.shape}.")
     if concrete:
         return value
-    return eqx.error_if(value, ~(value > 0), f"{name} must be positive.")
-
-
-def check_max_steps(name, max_steps):
-    """``max_steps``, checked: a concrete one must be an int >= 1 (now); a traced one an integer
-    scalar (now) that is >= 0 (at run time, on the returned value). A traced 0 is allowed: a
-    sweep over budgets (``jax.vmap`` over ``max_steps``) may start at 0, which returns the
-    initial guess with its code."""
-    if isinstance(max_steps, bool):
-        raise TypeError(f"{name} must be an integer; got {max_steps!r}.")
-    if isinstance(max_steps, (int, np.integer)):
-        if max_steps < 1:
-            raise ValueError(f"{name} must be >= 1; got {max_steps}.")
-        return max_steps
-    a = jnp.asarray(max_steps)
-    if not jnp.issubdtype(a.dtype, jnp.integer) or a.ndim != 0:
-        raise TypeError(f"{name} must be an integer scalar; got {a.dtype} of shape {a.shape}.")
-    if is_concrete(a):
-        if int(a) < 1:
-            raise ValueError(f"{name} must be >= 1; got {int(a)}.")
-        return a
-    return eqx.error_if(a, a < 0, f"{name} must be >= 0; got a negative traced value.")
-
-
-def _check_divergence_factor(name, value):
-    concrete = is_concrete(value)
-    if concrete and not np.all(np.asarray(value) > 1):
-        raise ValueError(f"{name} must be > 1; got {np.asarray(value)}.")
-    value = as_float(value)
-    if value.ndim != 0:
-        raise ValueError(f"{name} must be a scalar; got shape {value.shape}.")
-    if concrete:
-        return value
-    return eqx.error_if(value, ~(value > 1), f"{name} must be > 1.")
+    return eqx.error_if(value, ~(value > bound), f"{name} must be {what}.")
 
 
 class Convergence(eqx.Module):
@@ -104,12 +72,12 @@ class Convergence(eqx.Module):
         ``where`` and the argument."""
         if not callable(self.norm):
             raise TypeError(f"{where}: norm must be callable; got {type(self.norm).__name__}.")
-        max_steps = check_max_steps(f"{where}: max_steps", self.max_steps)
-        divergence_factor = _check_divergence_factor(
-            f"{where}: divergence_factor", self.divergence_factor
+        max_steps = check_step_budget(f"{where}: max_steps", self.max_steps)
+        divergence_factor = _check_scalar_above(
+            f"{where}: divergence_factor", self.divergence_factor, 1, "> 1"
         )
-        rtol = check_tolerance(f"{where}: rtol", self.rtol)
-        atol = check_tolerance(f"{where}: atol", self.atol)
+        rtol = _check_scalar_above(f"{where}: rtol", self.rtol, 0, "positive")
+        atol = _check_scalar_above(f"{where}: atol", self.atol, 0, "positive")
         return Convergence(rtol, atol, self.norm, max_steps, divergence_factor)
 
     def flat(self, unravel: Callable) -> Convergence:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
+from .._core import check_int
 from ._anderson import Anderson
 from ._base import AbstractBackward, AbstractSolver, Solution
 from ._convergence import Convergence
@@ -111,10 +112,7 @@ class DEQ(ImplicitSolve):
     ):
         if not callable(cell):
             raise TypeError(f"DEQ cell must be callable; got {type(cell).__name__}.")
-        if not isinstance(jacobian_samples, int) or jacobian_samples < 0:
-            raise ValueError(
-                f"DEQ jacobian_samples must be a Python int >= 0; got {jacobian_samples!r}."
-            )
+        check_int("DEQ jacobian_samples", jacobian_samples, minimum=0)
         for name, flag in dict(throw=throw, require_convergence=require_convergence).items():
             if not isinstance(flag, bool):
                 raise TypeError(f"DEQ {name} must be a bool; got {flag!r}.")

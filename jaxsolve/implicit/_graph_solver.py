@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from .._core import as_float, check_in_open_interval
+from .._core import as_float, check_in_open_interval, check_int
 from ._anderson import Anderson
 from ._base import AbstractBackward, AbstractSolver, Solution
 from ._convergence import Convergence
@@ -90,12 +90,10 @@ class ConvergentGraphSolver(ImplicitSolve):
         atol: float | Array = 1e-6,
         throw: bool = True,
     ):
-        for name, v in dict(node_dim=node_dim, edge_dim=edge_dim, out_dim=out_dim).items():
-            if not isinstance(v, int) or v < 0 or (name == "out_dim" and v < 1):
-                raise ValueError(f"ConvergentGraphSolver {name} must be a valid int; got {v!r}.")
-        for name, v in dict(hidden=hidden, heads=heads).items():
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"ConvergentGraphSolver {name} must be an int >= 1; got {v!r}.")
+        for name, v in dict(node_dim=node_dim, edge_dim=edge_dim).items():
+            check_int(f"ConvergentGraphSolver {name}", v, minimum=0)
+        for name, v in dict(out_dim=out_dim, hidden=hidden, heads=heads).items():
+            check_int(f"ConvergentGraphSolver {name}", v)
         check_in_open_interval("ConvergentGraphSolver gamma", gamma, 0.0, 1.0)
         solver = Anderson() if solver is None else solver
         super().__init__(solver, backward, Convergence(rtol, atol, max_steps=max_steps), throw)

@@ -24,7 +24,7 @@ backward's convergence is checked: with ``throw=True`` a failure raises at run t
 the last iterate of a solve that stopped early (``max_steps_reached``, ``diverged``) the
 implicit derivatives are those of a point that is not a fixed point, finite and plausible but
 wrong (for :math:`z = a \cos z`, :math:`a = 1/2`, after two Picard steps: 0.747 for the true
-0.739; off by 54 % on another two-step example). So the forward result code travels into the
+0.739). So the forward result code travels into the
 derivative rule (the ``custom_jvp`` gets it from the primal, and the linear solve of the tangent
 and of the adjoint system reads it): where the forward solve was not successful, the derivative
 is NaN (``throw=False`` of the solve) or an error naming the forward failure (``throw=True``),
@@ -44,11 +44,11 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jax import lax
 from jax.flatten_util import ravel_pytree
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
-from .._core import RESULTS, as_float, check_positive
+from .._core import RESULTS, as_float, check_positive, check_step_budget
 from ._base import AbstractBackward, AbstractLinearSolver, AbstractSolver
-from ._convergence import Convergence, check_max_steps
+from ._convergence import Convergence
 from ._krylov import BiCGStab
 from ._lineax import as_linear_solver
 
@@ -94,9 +94,9 @@ class ImplicitDiff(AbstractBackward):
     solver: AbstractSolver | AbstractLinearSolver = eqx.field(
         default_factory=BiCGStab, converter=as_linear_solver
     )
-    rtol: Float[Array, ""] | None = None
-    atol: Float[Array, ""] | None = None
-    max_steps: int = 256
+    rtol: float | Float[Array, ""] | None = None
+    atol: float | Float[Array, ""] | None = None
+    max_steps: int | ArrayLike = 256
     throw: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
@@ -108,7 +108,7 @@ class ImplicitDiff(AbstractBackward):
         for name in ("rtol", "atol"):
             if getattr(self, name) is not None:
                 check_positive(f"ImplicitDiff {name}", getattr(self, name))
-        check_max_steps("ImplicitDiff max_steps", self.max_steps)
+        check_step_budget("ImplicitDiff max_steps", self.max_steps)
 
     def apply(self, primal, residual, args, z0, *, convergence, throw, where):
         rtol = convergence.rtol if self.rtol is None else as_float(self.rtol)

@@ -44,18 +44,17 @@ CG and BiCGStab update their residual by a recurrence, :math:`r \leftarrow r - \
 which in floating point drifts from the true residual :math:`b - A x`: the gap grows like
 :math:`\varepsilon \max_k \|r_k\|` ("Reliable updated residuals in hybrid Bi-CG methods",
 Sleijpen & van der Vorst), so after a peak of the residual (a near-breakdown of BiCGStab) the
-recurrence can pass the tolerance while the true residual does not. Seen in float32: a
-backward solve whose residual peaked at 150 times its start reached a recurrence residual of
-0.97 tol and a true one of 1.13 tol, and the (honest) failure stopped a training run. So a run
+recurrence can pass the tolerance while the true residual does not (in float32, after a peak
+far above the starting residual, the gap is of the order of the tolerance itself). So a run
 of steps ends when the recurrence claims convergence (or the method breaks down), the true
-residual of the iterate is measured (one product, the one that always gave the verdict), and
+residual of the iterate is measured (one product, the one that gives the verdict), and
 where it misses the tolerance while the budget lasts the method restarts from that iterate
 with that residual (for BiCGStab a new shadow residual :math:`\hat r_0 = r`): the restarted
 recurrence starts from a small residual and leaves a gap at rounding level. Only a true
-residual is ever accepted. A solve that needs no restart spends what it did before: its steps
-and the one measurement that always gave the verdict (none at all for ``b = 0``); a measurement
-that leads to a restart counts in ``num_steps`` and in the budget (the last one may go past
-``max_steps``, as the verdict's always did). A BiCGStab breakdown (a zero
+residual is ever accepted. A solve that needs no restart spends its steps and the one
+measurement that gives the verdict (none at all for ``b = 0``); a measurement that leads to a
+restart counts in ``num_steps`` and in the budget (the last one may go past ``max_steps``, as
+the verdict's measurement does). A BiCGStab breakdown (a zero
 :math:`\langle \hat r_0, r\rangle`, :math:`\langle \hat r_0, A p\rangle` or
 :math:`\langle A s, s \rangle`, an undefined ratio the step takes as 0) ends a run of steps the
 same way, since the recurrence cannot go on: the new shadow residual makes
@@ -76,7 +75,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array
 
-from .._core import RESULTS, exact_dot
+from .._core import RESULTS, check_int, exact_dot
 from ._base import AbstractLinearSolver
 
 
@@ -160,8 +159,7 @@ class GMRES(_KrylovMethod):
     restart: int = eqx.field(static=True, default=20)
 
     def __check_init__(self):
-        if not isinstance(self.restart, int) or isinstance(self.restart, bool) or self.restart < 1:
-            raise ValueError(f"GMRES restart must be a Python int >= 1; got {self.restart!r}.")
+        check_int("GMRES restart", self.restart)
 
     def run(self, matvec, b, x0, tol, max_steps, k):
         m = min(self.restart, b.shape[0])

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._core import as_float, check_positive
+from .._core import as_float, check_int, check_positive
 from ._base import AbstractSolver
 from ._convergence import Convergence
 from ._krylov import GMRES
@@ -44,10 +44,7 @@ class Newton(AbstractSolver):
     def __check_init__(self):
         check_positive("Newton damping", self.damping)
         GMRES(self.restart)
-        if not isinstance(self.inner_max_steps, int) or self.inner_max_steps < 1:
-            raise ValueError(
-                f"Newton inner_max_steps must be a Python int >= 1; got {self.inner_max_steps!r}."
-            )
+        check_int("Newton inner_max_steps", self.inner_max_steps)
         if self.forcing is not None:
             check_positive("Newton forcing", self.forcing)
 

@@ -18,7 +18,7 @@ import jax.tree_util as jtu
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, PyTree
 
-from .._core import RESULTS
+from .._core import RESULTS, promote_half
 from ._anderson import Anderson
 from ._base import AbstractBackward, AbstractLinearSolver, AbstractSolver, Solution
 from ._convergence import Convergence
@@ -44,8 +44,9 @@ def _describe(tree):
 def check_state(name, z0):
     """``z0`` as a pytree of floating arrays; integer, boolean or empty states raise.
 
-    Half-precision leaves are promoted to float32: a tolerance test in 8 bits of mantissa means
-    nothing (a model may still compute in bfloat16; its output is cast back to the state's dtype).
+    Half-precision leaves are promoted to the default float (:func:`jaxsolve._core.promote_half`):
+    a tolerance test in 8 bits of mantissa means nothing (a model may still compute in bfloat16;
+    its output is cast back to the state's dtype).
     """
     leaves, treedef = jtu.tree_flatten(z0)
     if not leaves:
@@ -60,9 +61,7 @@ def check_state(name, z0):
                 f"{name} must have a real floating dtype (the solution is continuous); got a leaf "
                 f"of dtype {a.dtype} and shape {a.shape}. Pass e.g. jnp.asarray({name}, float)."
             )
-        if jnp.finfo(a.dtype).bits < 32:
-            a = a.astype(jnp.float32)
-        out.append(a)
+        out.append(promote_half(a))
     return jtu.tree_unflatten(treedef, out)
 
 

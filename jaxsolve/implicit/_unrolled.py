@@ -23,7 +23,7 @@ from equinox import AbstractVar
 from jax import lax
 from jaxtyping import Array, Float
 
-from .._core import as_float, check_positive
+from .._core import as_float, check_int, check_positive
 from ._base import AbstractBackward
 from ._implicit_diff import failed_derivative_message, no_grad, raise_or_nan
 
@@ -99,8 +99,5 @@ class PhantomGradient(_UnrolledBackward):
     damping: Float[Array, ""] = eqx.field(converter=as_float, default=0.5)
 
     def __check_init__(self):
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 1:
-            raise ValueError(
-                f"PhantomGradient steps must be a Python int >= 1; got {self.steps!r}."
-            )
+        check_int("PhantomGradient steps", self.steps)
         check_positive("PhantomGradient damping", self.damping)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._core import check_choice, per_sample_keys
+from .._core import check_choice, check_int, per_sample_keys
 
 
 class AbstractDivergence(eqx.Module):
@@ -81,7 +81,7 @@ class HutchinsonDivergence(AbstractDivergence):
 
     def __check_init__(self):
         check_choice("probe", self.probe, {"rademacher", "gaussian"})
-        _check_n_probes(self.n_probes)
+        check_int("n_probes", self.n_probes)
 
     @property
     def needs_key(self) -> bool:
@@ -94,11 +94,6 @@ class HutchinsonDivergence(AbstractDivergence):
 
     def estimator(self) -> Callable:
         return _mean_quadratic_form
-
-
-def _check_n_probes(n_probes):
-    if not isinstance(n_probes, int) or isinstance(n_probes, bool) or n_probes < 1:
-        raise ValueError(f"n_probes must be a positive Python int; got {n_probes!r}.")
 
 
 def _trace(tangent, x, probes):
@@ -123,7 +118,7 @@ def as_divergence(divergence, probe: str, n_probes: int) -> AbstractDivergence:
     and must keep their defaults beside an object, which carries its own).
     """
     check_choice("probe", probe, {"rademacher", "gaussian"})
-    _check_n_probes(n_probes)
+    check_int("n_probes", n_probes)
     if isinstance(divergence, AbstractDivergence):
         if (probe, n_probes) != ("rademacher", 1):
             raise ValueError(

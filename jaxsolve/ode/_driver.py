@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from .._core import RESULTS, is_concrete
+from .._core import RESULTS, check_int, is_concrete
 from ._solver_tools import (
     AugmentedField,
     InstrumentedSolver,
@@ -125,7 +125,14 @@ def check_field_output(vector_field, t0, y0, args, *, name="vector_field"):
         )
 
 
-def check_solver_setup(solver, stepsize_controller, adjoint, max_steps, dt0=None):
+def solver_setup(solver, stepsize_controller, adjoint, max_steps, dt0, *, rtol, atol):
+    """``(solver, stepsize_controller, adjoint)`` with defaults for those that are None (Tsit5,
+    a PID controller at ``rtol`` and ``atol``, backpropagation through the solver by recursive
+    checkpointing), checked together with ``max_steps`` and ``dt0``."""
+    solver = dfx.Tsit5() if solver is None else solver
+    if stepsize_controller is None:
+        stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol)
+    adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     if not isinstance(solver, dfx.AbstractSolver):
         raise TypeError(f"solver must be a diffrax solver; got {type(solver).__name__}.")
     if not isinstance(stepsize_controller, dfx.AbstractStepSizeController):
@@ -135,14 +142,14 @@ def check_solver_setup(solver, stepsize_controller, adjoint, max_steps, dt0=None
         )
     if not isinstance(adjoint, dfx.AbstractAdjoint):
         raise TypeError(f"adjoint must be a diffrax adjoint; got {type(adjoint).__name__}.")
-    if not isinstance(max_steps, int) or isinstance(max_steps, bool) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive Python int; got {max_steps!r}.")
+    check_int("max_steps", max_steps)
     if dt0 is not None and is_concrete(dt0):
         # A NaN first step would make every time NaN; a negative one is diffrax's terse
         # "(t1 - t0) * dt0 >= 0".
         a = np.asarray(dt0)
         if a.ndim != 0 or not (np.isfinite(a) and a > 0):
             raise ValueError(f"dt0 must be a positive finite scalar (the first step); got {dt0!r}.")
+    return solver, stepsize_controller, adjoint
 
 
 def integrate(

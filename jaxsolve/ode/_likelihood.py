@@ -56,7 +56,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import RESULTS, as_float, check_sigma_range, is_concrete
 from ._divergence import AbstractDivergence, as_divergence
-from ._driver import check_solver_setup, integrate, maybe_throw
+from ._driver import integrate, maybe_throw, solver_setup
 
 
 class LogLikelihood(eqx.Module):
@@ -157,25 +157,23 @@ def log_likelihood(
     x, sigma_min, sigma_max, log_scale = _ve_problem(
         x, sigma_min, sigma_max, schedule, t_min, t_max
     )
-    solver, stepsize_controller, adjoint = _solver_defaults(solver, stepsize_controller, adjoint)
-    check_solver_setup(solver, stepsize_controller, adjoint, max_steps, dt0)
+    solver, stepsize_controller, adjoint = solver_setup(
+        solver, stepsize_controller, adjoint, max_steps, dt0, rtol=1e-5, atol=1e-5
+    )
     if divergence.needs_key and key is None:
         raise ValueError(f"divergence={divergence!r} draws random probes: pass key=.")
     _check_prior(prior, x, sigma_max)
     _check_denoiser_output(denoiser, x, sigma_min)
     probes = divergence.probes(key, x.shape[0], x.shape[1:], x.dtype)
-    latent, delta, nfe, num_steps, result = _solve_flows(
-        denoiser,
-        x,
-        probes,
-        sigma_min,
-        sigma_max,
-        solver,
-        stepsize_controller,
-        adjoint,
-        dt0,
-        trace=divergence.estimator(),
+    setup = dict(
+        solver=solver,
+        stepsize_controller=stepsize_controller,
+        adjoint=adjoint,
+        dt0=dt0,
         max_steps=max_steps,
+    )
+    latent, delta, nfe, num_steps, result = _solve_flows(
+        denoiser, x, probes, sigma_min, sigma_max, divergence.estimator(), setup
     )
     if prior is None:
         prior_lp = gaussian_prior_log_prob(latent, sigma_max)
@@ -258,16 +256,6 @@ def _schedule_range(x, sigma_min, sigma_max, schedule, t_min, t_max):
     return x / alpha, sigma_min, sigma_max, log_scale, names
 
 
-def _solver_defaults(solver, stepsize_controller, adjoint):
-    """Tsit5, a PID controller at ``rtol = atol = 1e-5`` and backpropagation through the solver
-    (recursive checkpointing), for those not given."""
-    solver = dfx.Tsit5() if solver is None else solver
-    if stepsize_controller is None:
-        stepsize_controller = dfx.PIDController(rtol=1e-5, atol=1e-5)
-    adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
-    return solver, stepsize_controller, adjoint
-
-
 def _check_prior(prior, x, sigma_max):
     if prior is None:
         return
@@ -314,38 +302,16 @@ def _check_denoiser_output(denoiser, x, sigma):
 
 
 @eqx.filter_jit
-def _solve_flows(
-    denoiser,
-    x,
-    probes,
-    sigma_min,
-    sigma_max,
-    solver,
-    stepsize_controller,
-    adjoint,
-    dt0,
-    *,
-    trace,
-    max_steps,
-):
+def _solve_flows(denoiser, x, probes, sigma_min, sigma_max, trace, setup):
     """Every sample's augmented probability-flow ODE, each its own adaptive solve (compiled once
-    per configuration; the prior and the probes stay outside so they do not multiply programs)."""
+    per configuration; the prior and the probes stay outside so they do not multiply programs).
+    ``setup`` holds :func:`integrate`'s solver, controller, adjoint, ``dt0`` and ``max_steps``."""
     dtype = x.dtype
     field = _FlowField(denoiser, trace)
     us = jnp.stack([jnp.log(sigma_min), jnp.log(sigma_max)])
 
     def solve_one(x_i, probes_i):
-        raw = integrate(
-            field,
-            us,
-            (x_i, jnp.zeros((), dtype)),
-            probes_i,
-            solver=solver,
-            stepsize_controller=stepsize_controller,
-            adjoint=adjoint,
-            dt0=dt0,
-            max_steps=max_steps,
-        )
+        raw = integrate(field, us, (x_i, jnp.zeros((), dtype)), probes_i, **setup)
         z, delta = raw.ys
         return z[-1], delta[-1], raw.nfe, raw.num_steps, raw.result
 

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from .._core import RESULTS, as_float
-from ._driver import check_solver_setup, check_ts, maybe_throw
+from .._core import RESULTS, as_float, check_int
+from ._driver import check_ts, maybe_throw, solver_setup
 from ._regularisers import AbstractRegulariser, as_regulariser
 
 
@@ -95,14 +95,9 @@ class NeuralODE(eqx.Module):
                 f"vector_field must be callable as f(t, y, args); got {type(vector_field)}."
             )
         self.vector_field = vector_field
-        self.solver = dfx.Tsit5() if solver is None else solver
-        self.stepsize_controller = (
-            dfx.PIDController(rtol=1e-3, atol=1e-6)
-            if stepsize_controller is None
-            else stepsize_controller
+        self.solver, self.stepsize_controller, self.adjoint = solver_setup(
+            solver, stepsize_controller, adjoint, max_steps, dt0, rtol=1e-3, atol=1e-6
         )
-        self.adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
-        check_solver_setup(self.solver, self.stepsize_controller, self.adjoint, max_steps, dt0)
         if dt0 is None and isinstance(self.stepsize_controller, dfx.ConstantStepSize):
             raise ValueError("dt0 must be given with a ConstantStepSize controller; got None.")
         if not isinstance(throw, bool):
@@ -173,11 +168,9 @@ class MLPField(eqx.Module):
         final_activation: Callable = lambda x: x,
         time_dependent: bool = False,
     ):
-        for name, value in (("dim", dim), ("width", width)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int; got {value!r}.")
-        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
-            raise ValueError(f"depth must be a non-negative int; got {depth!r}.")
+        check_int("dim", dim)
+        check_int("width", width)
+        check_int("depth", depth, minimum=0)
         self.dim = dim
         self.time_dependent = time_dependent
         self.mlp = eqx.nn.MLP(

@@ -47,7 +47,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._core import RESULTS, as_float, check_integer_count, default_float, is_concrete
+from .._core import RESULTS, as_float, check_step_budget, default_float, is_concrete
 from ..implicit import CG, Convergence
 from ._checks import check_parameter
 
@@ -231,13 +231,7 @@ def darcy_solve(
             f"darcy_solve: rtol must be < 1 (at rtol >= 1 the zero field meets the tolerance); "
             f"got {rtol!r}."
         )
-    if is_concrete(max_steps):
-        max_steps = check_integer_count("max_steps", max_steps, minimum=1)
-    elif not jnp.issubdtype(jnp.result_type(max_steps), jnp.integer) or jnp.ndim(max_steps):
-        raise TypeError(
-            f"max_steps must be an int or a traced integer scalar; got "
-            f"{jnp.result_type(max_steps)}{list(jnp.shape(max_steps))}."
-        )
+    max_steps = check_step_budget("max_steps", max_steps)
     # A traced coefficient: checked when the compiled code runs (a concrete one was checked
     # above). NaN passes this test on purpose: CG stops on it and reports RESULTS.nonfinite.
     if not is_concrete(a):

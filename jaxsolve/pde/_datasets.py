@@ -42,7 +42,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
-from .._core import RESULTS, check_writable_dir, default_float, per_sample_keys
+from .._core import RESULTS, check_int, check_writable_dir, default_float, per_sample_keys
 from ._checks import check_parameter
 from ._darcy import darcy_solve
 from ._equations import Burgers, NavierStokes2D, fno_forcing
@@ -67,28 +67,25 @@ def _key_data(key) -> list:
     return np.asarray(key).astype(np.uint64).ravel().tolist()
 
 
-def _check_count(name, value, minimum=1):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value!r}.")
-    return int(value)
-
-
-def _subsample_factor(name_fine, fine, name, coarse, *, nodes: bool) -> int:
-    """``fine -> coarse`` by taking every ``r``-th point (periodic) or node (boundary included)."""
+def _subsample(resolution, fine_resolution, *, nodes: bool) -> tuple[int, int, int]:
+    """``(resolution, fine_resolution, r)``, checked: the coarse grid takes every ``r``-th point
+    of the fine one (periodic), or every ``r``-th node, boundary included (``nodes``)."""
+    coarse = check_int("resolution", resolution, minimum=2 if nodes else 1)
+    fine = check_int("fine_resolution", fine_resolution, minimum=3 if nodes else 1)
     if nodes:
-        ok = coarse >= 2 and (fine - 1) % (coarse - 1) == 0
+        ok = (fine - 1) % (coarse - 1) == 0
         r = (fine - 1) // (coarse - 1) if ok else 0
-        rule = f"({name_fine} - 1) must be a multiple of ({name} - 1)"
+        rule = "(fine_resolution - 1) must be a multiple of (resolution - 1)"
     else:
         ok = fine % coarse == 0
         r = fine // coarse if ok else 0
-        rule = f"{name_fine} must be a multiple of {name}"
+        rule = "fine_resolution must be a multiple of resolution"
     if not ok:
         raise ValueError(
-            f"{name}={coarse} cannot be subsampled from {name_fine}={fine}: {rule} (the "
+            f"resolution={coarse} cannot be subsampled from fine_resolution={fine}: {rule} (the "
             f"coarse grid takes every r-th point of the fine one)."
         )
-    return r
+    return coarse, fine, r
 
 
 def _read_cache(path: str, n_samples: int, dtype) -> tuple | None:
@@ -145,9 +142,9 @@ def _generate(
     check: Callable | None = None,
 ):
     """Run ``sample_fn(key_i) -> tuple of arrays`` for every sample, in chunks, with caching."""
-    n_samples = _check_count("n_samples", n_samples)
-    offset = _check_count("offset", offset, minimum=0)
-    chunk_size = _check_count("chunk_size", chunk_size)
+    n_samples = check_int("n_samples", n_samples)
+    offset = check_int("offset", offset, minimum=0)
+    chunk_size = check_int("chunk_size", chunk_size)
     dtype = np.dtype(default_float())
     record = {
         "kind": kind,
@@ -228,9 +225,7 @@ def burgers_dataset(
     subsampled to ``resolution`` points. The input keeps the fine field's point values, as in the
     paper (the high modes of :math:`u_0` alias into the coarse input).
     """
-    resolution = _check_count("resolution", resolution)
-    fine_resolution = _check_count("fine_resolution", fine_resolution)
-    r = _subsample_factor("fine_resolution", fine_resolution, "resolution", resolution, nodes=False)
+    resolution, fine_resolution, r = _subsample(resolution, fine_resolution, nodes=False)
     steps, dt_eff = _time_steps("burgers_dataset", float(T), float(dt))
     Burgers(nu)  # checks nu now, not inside the first compiled chunk
     grf = GaussianRandomField(alpha=2.0, tau=5.0, scale=625.0, zero_mean=True)
@@ -276,9 +271,7 @@ def darcy_dataset(
     and solved (:func:`darcy_solve`) on the ``fine_resolution`` node grid, both subsampled to
     ``resolution`` nodes per side (boundary included).
     """
-    resolution = _check_count("resolution", resolution, minimum=2)
-    fine_resolution = _check_count("fine_resolution", fine_resolution, minimum=3)
-    r = _subsample_factor("fine_resolution", fine_resolution, "resolution", resolution, nodes=True)
+    resolution, fine_resolution, r = _subsample(resolution, fine_resolution, nodes=True)
     grf = GaussianRandomField(alpha=2.0, tau=3.0, scale=1.0, boundary="neumann", zero_mean=True)
     params = dict(resolution=resolution, fine=fine_resolution, low=3.0, high=12.0)
     shape = (fine_resolution, fine_resolution)
@@ -329,9 +322,7 @@ def navier_stokes_dataset(
     ``j * record_every`` (frame 0 is :math:`w_0`), ``frames = T / record_every + 1``. The
     paper's FNO-2D maps frames 0-9 to frames 10-49 (at ``nu=1e-3``, ``T=50``).
     """
-    resolution = _check_count("resolution", resolution)
-    fine_resolution = _check_count("fine_resolution", fine_resolution)
-    r = _subsample_factor("fine_resolution", fine_resolution, "resolution", resolution, nodes=False)
+    resolution, fine_resolution, r = _subsample(resolution, fine_resolution, nodes=False)
     check_parameter("navier_stokes_dataset", "T", float(T), "positive")
     check_parameter("navier_stokes_dataset", "record_every", float(record_every), "positive")
     NavierStokes2D(nu)  # checks nu now, not inside the first compiled chunk

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Int
 
-from .._core import RESULTS, check_integer_count
+from .._core import RESULTS, check_int, check_integer_count
 
 
 class Rollout(eqx.Module):
@@ -103,8 +103,7 @@ def rollout(
         ``num_steps // every`` (``max_steps // every`` with ``max_steps``), plus one with
         ``include_initial``; or a :class:`Rollout`.
     """
-    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-        raise ValueError(f"every must be a positive int; got {every!r}.")
+    check_int("every", every)
     if not callable(stepper):
         raise TypeError(f"stepper must be a callable state -> state; got {type(stepper).__name__}.")
     u0 = jax.tree_util.tree_map(jnp.asarray, u0)

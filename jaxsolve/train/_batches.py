@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._core import check_int
+
 
 class AbstractBatches(eqx.Module):
     """``batches(data, data_key, step)``: the minibatch of training step ``step``."""
@@ -81,28 +83,7 @@ def batch_source(data, batch_size) -> AbstractBatches:
         )
     if batch_size is None:
         return FullBatch()
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int | np.integer)
-        or not 1 <= batch_size <= n
-    ):
-        raise ValueError(
-            f"batch_size must be an int in [1, {n}] (the number of samples); got {batch_size!r}."
-        )
-    return Minibatches(int(n), int(batch_size))
-
-
-def check_count(name, value, *, minimum):
-    """``value`` as an int >= ``minimum``; ``ValueError`` naming ``name`` otherwise (a bool, a
-    float such as ``2.0``, or a string is not a count)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        what = {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int >= {minimum}")
-        raise ValueError(f"{name} must be {what}; got {value!r}.")
-    return int(value)
-
-
-def check_microbatches(microbatches):
-    return check_count("microbatches", microbatches, minimum=1)
+    return Minibatches(int(n), check_int("batch_size", batch_size, maximum=n))
 
 
 def split_shape(batch_shape, microbatches):
@@ -133,7 +114,7 @@ def microbatched(fn: Callable, microbatches: int) -> Callable:
     per-sample means this equals ``fn`` on the whole batch up to rounding; it is what
     :func:`fit` does with ``microbatches=k``, for hand-written training steps.
     """
-    check_microbatches(microbatches)
+    check_int("microbatches", microbatches)
     if microbatches == 1:
         return fn
 

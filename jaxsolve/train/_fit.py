@@ -34,8 +34,8 @@ from jax.sharding import Mesh
 from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
-from .._core import _sharding
-from ._batches import batch_source, check_count, check_microbatches, split_shape
+from .._core import _sharding, check_int
+from ._batches import batch_source, split_shape
 from ._nonfinite import check_finite, first_failure, nonfinite_in_batch, nonfinite_message
 from ._resume import Checkpointing, Start, describe_data, run_metadata
 from ._train_step import TrainStep, describe_output, run_chunk
@@ -151,9 +151,9 @@ def fit(
     """
 
     schedule = _Schedule.checked(num_steps, steps_per_call, eval_every, checkpoint_every)
-    skip_nonfinite = check_count("skip_nonfinite", skip_nonfinite, minimum=0)
+    skip_nonfinite = check_int("skip_nonfinite", skip_nonfinite, minimum=0)
     ema_decay = _check_ema_decay(ema_decay)
-    microbatches = check_microbatches(microbatches)
+    microbatches = check_int("microbatches", microbatches)
     _check_optimizer(optimizer)
     keys = _split_key(key)
     checkpoints = Checkpointing(checkpoint_path, checkpoint_every, resume)
@@ -246,11 +246,11 @@ class _Schedule(NamedTuple):
 
     @classmethod
     def checked(cls, num_steps, steps_per_call, eval_every, checkpoint_every):
-        num_steps = check_count("num_steps", num_steps, minimum=0)
+        num_steps = check_int("num_steps", num_steps, minimum=0)
         for name, every in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every)):
             if every is not None:
-                check_count(name, every, minimum=1)
-        chunk = check_count("steps_per_call", steps_per_call, minimum=1)
+                check_int(name, every)
+        chunk = check_int("steps_per_call", steps_per_call)
         for every in (eval_every, checkpoint_every):
             if every is not None:
                 chunk = math.gcd(chunk, every)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._core import check_choice, per_sample_keys
+from .._core import check_choice, check_int, per_sample_keys
 from ..operators import relative_lp_loss
 from ..pde import rollout
 
@@ -47,8 +47,7 @@ def _check_trajectory(trajectory, history):
             f"a trajectory sample must have shape (frames, channels, *spatial); got "
             f"{trajectory.shape}."
         )
-    if not isinstance(history, int) or isinstance(history, bool) or history < 1:
-        raise ValueError(f"history must be a positive int; got {history!r}.")
+    check_int("history", history)
     if trajectory.shape[0] <= history:
         raise ValueError(
             f"the trajectory has {trajectory.shape[0]} frames; history={history} needs at least "
@@ -125,13 +124,9 @@ def rollout_loss(
     loss = _relative_l2 if loss is None else loss
     frames = trajectory.shape[0]
     if mode == "pushforward":
-        if not isinstance(pushforward_steps, int) or pushforward_steps < 0:
-            raise ValueError(f"pushforward_steps must be an int >= 0; got {pushforward_steps!r}.")
-        span = pushforward_steps + 1
+        span = check_int("pushforward_steps", pushforward_steps, minimum=0) + 1
     else:
-        span = frames - history if horizon is None else horizon
-        if not isinstance(span, int) or span < 1:
-            raise ValueError(f"horizon must be a positive int; got {horizon!r}.")
+        span = frames - history if horizon is None else check_int("horizon", horizon)
     if history + span > frames:
         raise ValueError(
             f"history ({history}) + {'pushforward_steps + 1' if mode == 'pushforward' else 'horizon'}"

@@ -158,6 +158,7 @@ def test_half_precision_model_output_is_cast_back():
         (lambda: jd.to_score(None, jd.VPSchedule.linear()), "to_score: denoiser must be callable"),
     ],
 )
+@pytest.mark.wrong_argument_types
 def test_adapters_are_validated_when_built(make, match):
     # They used to be accepted and fail on their first call.
     with pytest.raises(TypeError, match=match):

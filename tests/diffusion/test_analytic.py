@@ -358,7 +358,7 @@ def test_traced_full_covariance_must_be_positive_semi_definite():
 
 
 def test_sample_count_must_be_a_positive_int():
-    with pytest.raises(ValueError, match="n must be a positive"):
+    with pytest.raises(ValueError, match="n must be >= 1"):
         Gaussian(np.zeros(2), np.eye(2)).sample(jax.random.PRNGKey(0), 0)
 
 

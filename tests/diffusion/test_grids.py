@@ -1,6 +1,7 @@
 import json
 import pathlib
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,7 +53,7 @@ def test_padded_grid_equals_unpadded_and_compiles_once(name):
 
     padded = jax.jit(jax.vmap(build))(ns)
     assert len(traces) == 1
-    assert padded.shape == (max_steps, max_steps + 1)
+    chex.assert_shape(padded, (max_steps, max_steps + 1))
     assert np.all(np.asarray(padded)[np.arange(max_steps + 1)[None, :] > ns[:, None]] == 0.0)
     # Each unpadded grid compiles its own shapes, so compare on a spread of step counts.
     for n in [1, 2, 3, 7, 16, max_steps]:

@@ -186,6 +186,7 @@ def test_v3_estimated_statistics_are_stable_and_beat_dpm_solver_pp(x64):
     assert np.all(err < pp[None]) and np.all(err[:, 1] < err[:, 0]), (err, pp)
 
 
+@pytest.mark.wrong_argument_types
 def test_v3_bad_arguments():
     with pytest.raises(ValueError, match="order"):
         jd.DPMSolverV3(jd.EMS.data_prediction(0.01, 1.0), order=4)
@@ -661,6 +662,7 @@ def test_time_shift_moves_each_sample_to_its_variance_matched_level(x64):
     _close(unshifted, m.denoise(x1, s1), tol=1e-12)  # below the cutoff nothing moves
 
 
+@pytest.mark.wrong_argument_types
 def test_time_shift_bad_arguments():
     with pytest.raises(ValueError, match="window"):
         jd.TimeShift(jd.Euler(), window=-0.1)

@@ -1,5 +1,6 @@
 """Training objectives, toy training, stochastic interpolants, and gradients through sampling."""
 
+import chex
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -364,10 +365,11 @@ def test_adjoint_arguments():
         jd.sample(den, x0, sig, jd.Heun(), adjoint="adjoint", save_trajectory=True)
 
 
+@pytest.mark.wrong_argument_types
 def test_unet_single_sample_and_errors():
     net = jd.UNet2D(channels=2, width=8, key=jax.random.PRNGKey(24))
     y = eqx.filter_jit(net)(jnp.ones((2, 8, 12)), 0.3)
-    assert y.shape == (2, 8, 12)
+    chex.assert_shape(y, (2, 8, 12))
     with pytest.raises(ValueError, match=r"jax\.vmap"):
         net(jnp.ones((3, 2, 8, 8)), 0.3)
     with pytest.raises(ValueError, match="divisible by 4"):

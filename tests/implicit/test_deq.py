@@ -253,6 +253,7 @@ def test_deq_budget_is_normal_but_nonfinite_is_not(x64):
         jax.block_until_ready(_VALUE_CODE_GRAD(default, jnp.array([0.0, jnp.nan])))
 
 
+@pytest.mark.wrong_argument_types
 def test_deq_require_convergence_treats_the_budget_as_a_failure(x64):
     strict = _two_step_deq(throw=False, require_convergence=True)
     _, code, grad = _VALUE_CODE_GRAD(strict, jnp.array([0.0]))

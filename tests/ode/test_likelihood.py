@@ -203,6 +203,7 @@ def test_gradient_with_respect_to_the_model(x64):
     np.testing.assert_allclose(grad, expected, rtol=1e-6)
 
 
+@pytest.mark.wrong_argument_types
 def test_likelihood_argument_checks():
     g = Gaussian(jnp.zeros(2), jnp.eye(2))
     x = jnp.ones((3, 2))
@@ -315,6 +316,7 @@ _SIGMAS = {
 @example(spoilt={}, model="exact", defect="denoiser shape", mode="eager")
 @example(spoilt={3: np.nan}, model="exact", defect=None, mode="filter_jit")
 @example(spoilt={}, model="NaN denoiser", defect=None, mode="filter_jit")
+@pytest.mark.wrong_argument_types
 def test_bad_inputs_never_look_successful(x64, spoilt, model, defect, mode):
     """A random mix of bad samples, a NaN denoiser, bad noise ranges (concrete or traced) and
     malformed arguments: an error naming the argument, or per sample either the exact value with

@@ -2,6 +2,7 @@
 
 import re
 
+import chex
 import diffrax as dfx
 import equinox as eqx
 import jax
@@ -265,7 +266,7 @@ def test_vmap_jit_grad_through_a_batch(x64):
 
     value_and_slope = jax.jit(jax.value_and_grad(loss, has_aux=True))
     (value, sol), slope = value_and_slope(0.0)
-    assert sol.ys.shape == (4, 6, 2) and sol.nfe.shape == (4,)
+    chex.assert_shape([sol.ys, sol.nfe], [(4, 6, 2), (4,)])
     # Samples start from different points: each has its own adaptive steps.
     assert len(set(np.asarray(sol.num_steps).tolist())) > 1
     # Directional derivative along a random direction in parameter space vs central FD (the step
@@ -304,7 +305,7 @@ def test_mlp_field_shapes():
     # the single one a float32 matrix-vector product, which differ by ~1e-3.
     with jax.default_matmul_precision("float32"):
         batch, single, at0, at1 = evaluate(f, y)
-    assert batch.shape == (5, 3)
+    chex.assert_shape(batch, (5, 3))
     np.testing.assert_allclose(batch[1], single, rtol=1e-5, atol=1e-6)  # float32 matmuls
     assert jnp.all(jnp.abs(batch) <= 1.0)
     assert not np.allclose(at0, at1)  # time enters
@@ -314,6 +315,7 @@ def test_mlp_field_shapes():
         ode.MLPField(3, 0, 2, key=key)
 
 
+@pytest.mark.wrong_argument_types
 def test_argument_checks():
     field = LinearSystem(-jnp.eye(2))
     with pytest.raises(ValueError, match="ts must be a 1-D"):
@@ -386,6 +388,7 @@ def _expected_result(y0_kind, field_kind, ts_kind):
 @example("finite", "healthy", "uneven", None, "filter_jit")
 @example("finite", "healthy", "grid", "ts decreasing", "filter_jit")
 @example("nan", "healthy", "grid", None, "eager, throw=True")
+@pytest.mark.wrong_argument_types
 def test_bad_inputs_never_look_successful(y0_kind, field_kind, ts_kind, defect, mode):
     """Each call raises an error naming the argument, or returns the exact code with ``ys`` the
     solution where it was reached and non-finite after; success comes only with the solution."""

@@ -336,6 +336,7 @@ def test_local_regulariser_with_backsolve_adjoint(x64):
     np.testing.assert_allclose(g_back, g_disc, rtol=1e-5)
 
 
+@pytest.mark.wrong_argument_types
 def test_regulariser_errors():
     ts = jnp.linspace(0.0, 1.0, 3)
     y0 = jnp.ones(2)

@@ -111,6 +111,7 @@ def test_gradient_with_respect_to_the_coefficient_matches_finite_differences(x64
     np.testing.assert_allclose(jnp.sum(grad * direction), fd, rtol=1e-6)
 
 
+@pytest.mark.wrong_argument_types
 def test_result_codes_and_bad_arguments():
     a = jnp.ones((17, 17))
     sol = jax.jit(lambda a: pde.darcy_solve(a, max_steps=1, throw=False))(a.at[3:9, 5:12].set(10.0))
@@ -135,6 +136,7 @@ def test_inner_products_are_full_precision():
     assert precisions and all(p == HIGHEST for p in precisions), precisions
 
 
+@pytest.mark.wrong_argument_types
 def test_non_positive_coefficients_are_rejected():
     """Issue 17 item 7: darcy_solve(-ones((9, 9))) reported success with u <= 0 (CG solves the
     negated system). A concrete coefficient that is not positive and finite now raises, naming

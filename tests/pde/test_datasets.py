@@ -6,6 +6,7 @@ Small grids here (the paper's sizes run in benchmarks/reproduce_fno_table.py).
 import os
 import re
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +20,8 @@ def test_burgers_dataset_is_nested_cached_and_solves_burgers(tmp_path):
     key = jax.random.PRNGKey(0)
     kw = dict(fine_resolution=256, dt=0.02, cache_dir=tmp_path, progress=False, chunk_size=4)
     u0, ut = pde.burgers_dataset(key, 6, 64, **kw)
-    assert u0.shape == ut.shape == (6, 1, 64) and u0.dtype == jnp.float32
+    chex.assert_shape([u0, ut], (6, 1, 64))
+    assert u0.dtype == jnp.float32
     # Sample i comes from fold_in(key, i): a subset at another offset and a coarser grid is the
     # same data (the padded last chunk does not leak into the result).
     v0, vt = pde.burgers_dataset(key, 3, 32, offset=2, **kw)
@@ -48,7 +50,7 @@ def test_burgers_dataset_is_nested_cached_and_solves_burgers(tmp_path):
 def test_darcy_dataset_values_boundary_and_subsampling():
     key = jax.random.PRNGKey(1)
     a, u = pde.darcy_dataset(key, 3, 9, fine_resolution=17, cache_dir=None, progress=False)
-    assert a.shape == u.shape == (3, 1, 9, 9)
+    chex.assert_shape([a, u], (3, 1, 9, 9))
     assert set(np.unique(np.asarray(a)).tolist()) == {3.0, 12.0}
     un = np.asarray(u)
     assert np.all(un[..., 0, :] == 0) and np.all(un[..., -1] == 0)
@@ -74,7 +76,7 @@ def test_navier_stokes_dataset_frames():
         cache_dir=None,
         progress=False,
     )
-    assert w.shape == (2, 3, 1, 8, 8)
+    chex.assert_shape(w, (2, 3, 1, 8, 8))
     # Frames are the solver's states at 0, 0.25, 0.5 (subsampled); the mean vorticity is zero
     # and stays zero (advection is a divergence, the forcing has zero mean).
     grf = pde.GaussianRandomField(2.5, 7.0, 7.0**1.5, zero_mean=True)

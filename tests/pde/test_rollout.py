@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,7 +18,7 @@ def test_saved_states_and_initial_state():
     traj = jax.jit(lambda u: pde.rollout(lambda v: 2.0 * v, u, 6, every=2))(u0)
     np.testing.assert_array_equal(traj, np.array([1, 4, 16, 64])[:, None] * np.array([1.0, -2.0]))
     final = pde.rollout(lambda v: v + 1.0, u0, 5, every=5, include_initial=False)
-    assert final.shape == (1, 2)
+    chex.assert_shape(final, (1, 2))
     np.testing.assert_array_equal(final[0], u0 + 5.0)
     # A pytree state: (position, step counter).
     out = pde.rollout(lambda s: (s[0] * 0.5, s[1] + 1), (jnp.ones(3), jnp.zeros((), jnp.int32)), 4)
@@ -78,6 +79,7 @@ def test_a_time_step_beyond_stability_raises_by_default():
     np.testing.assert_array_equal(stable, 0.0)
 
 
+@pytest.mark.wrong_argument_types
 def test_a_stepper_that_changes_the_state_is_named():
     """A stepper returning another shape or dtype used to fail inside lax.scan ("carry type
     mismatch"); the error now names the stepper, u0 and both types."""
@@ -141,6 +143,7 @@ def _case(**chosen):
 @example(**_case(bad="nu", bad_nu=-0.05, traced=True))
 @example(**_case(bad="nu", bad_nu=float("inf")))
 @example(**_case(bad="dt", bad_dt=float("nan"), traced=True))
+@pytest.mark.wrong_argument_types
 def test_rollout_property_bad_inputs(
     bad, nu, dt, bad_nu, bad_dt, bad_shape, bad_dtype, bad_value, where, traced
 ):

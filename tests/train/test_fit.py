@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import chex
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -29,8 +30,12 @@ def _problem():
     return model, (x, y), loss
 
 
+def _arrays(m):
+    return eqx.filter(m, eqx.is_array)
+
+
 def _leaves(m):
-    return [np.asarray(a) for a in jax.tree_util.tree_leaves(eqx.filter(m, eqx.is_array))]
+    return [np.asarray(a) for a in jax.tree_util.tree_leaves(_arrays(m))]
 
 
 def test_fit_converges_and_evaluates():
@@ -65,26 +70,22 @@ def test_chunking_does_not_change_the_result():
     )
     a = train.fit(loss, model, data, steps_per_call=7, **kw)
     b = train.fit(loss, model, data, steps_per_call=120, **kw)
-    for u, v in zip(_leaves(a.model), _leaves(b.model), strict=True):
-        np.testing.assert_array_equal(u, v)
+    chex.assert_trees_all_equal(_arrays(a.model), _arrays(b.model))
 
 
+@pytest.mark.wrong_argument_types
 def test_microbatches_take_the_full_batch_step(x64):
     """Accumulating a mean loss over equal parts of the minibatch is the full-batch step."""
     model, data, loss = _problem()
     kw = dict(optimizer=optax.adam(1e-2), num_steps=40, batch_size=32, progress=False)
     a = train.fit(loss, model, data, key=jax.random.PRNGKey(3), **kw)
     b = train.fit(loss, model, data, key=jax.random.PRNGKey(3), microbatches=4, **kw)
-    for u, v in zip(_leaves(a.model), _leaves(b.model), strict=True):
-        np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-14)
+    chex.assert_trees_all_close(_arrays(a.model), _arrays(b.model), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-12)
     # The building block on its own, for hand-written steps (key None is allowed).
     vg = jax.value_and_grad(lambda m, b, k: loss(m, b, k))
     whole, parts = vg(model, data, None), train.microbatched(vg, 8)(model, data, None)
-    for u, v in zip(
-        jax.tree_util.tree_leaves(whole), jax.tree_util.tree_leaves(parts), strict=True
-    ):
-        np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-14)
+    chex.assert_trees_all_close(whole, parts, rtol=1e-12, atol=1e-14)
     # Each part gets its own key: fold_in(key of the step, part index).
     seen = []
 
@@ -96,8 +97,12 @@ def test_microbatches_take_the_full_batch_step(x64):
         keyed, model, data, key=jax.random.PRNGKey(3), **{**kw, "num_steps": 1}, microbatches=2
     )
     assert len(seen) == 2 and not np.array_equal(seen[0], seen[1])
-    for bad, match in ((3, "must divide"), (0, "positive int"), (2.0, "positive int")):
-        with pytest.raises(ValueError, match=match):
+    for bad, error, match in (
+        (3, ValueError, "must divide"),
+        (0, ValueError, "microbatches must be >= 1"),
+        (2.0, TypeError, "microbatches must be an int"),
+    ):
+        with pytest.raises(error, match=match):
             train.fit(loss, model, data, key=jax.random.PRNGKey(3), microbatches=bad, **kw)
 
 
@@ -417,8 +422,7 @@ def test_resume_refuses_a_different_run(tmp_path):
     # Same arguments, nothing left to do: the checkpoint is the result (nothing recompiled).
     same = train.fit(loss, model, data, **kw)
     assert same.step == 10 and same.history["step"] == []
-    for u, v in zip(_leaves(same.model), _leaves(done.model), strict=True):
-        np.testing.assert_array_equal(u, v)
+    chex.assert_trees_all_equal(_arrays(same.model), _arrays(done.model))
     # A flipped bit, in the payload or in the header's step, fails the checksum.
     raw = open(path, "rb").read()
     template = (
@@ -553,15 +557,16 @@ def test_optimizer_fingerprint_sees_learning_rates_and_schedules():
         assert re.search(match, first_difference(hyperparameters(a), hyperparameters(b))), match
 
 
+@pytest.mark.wrong_argument_types
 def test_bad_arguments_are_named():
     kw = dict(optimizer=optax.sgd(0.1), num_steps=1, key=jax.random.PRNGKey(0), progress=False)
     x = jnp.ones((4, 2))
     sq = lambda w, b, k: jnp.mean((b - w) ** 2)
     for change, error, match in (
-        ({"steps_per_call": 0}, ValueError, "steps_per_call must be a positive int"),
-        ({"batch_size": True}, ValueError, "batch_size must be an int"),
-        ({"num_steps": 2.0}, ValueError, "num_steps must be a non-negative int"),
-        ({"skip_nonfinite": -1}, ValueError, "skip_nonfinite must be a non-negative int"),
+        ({"steps_per_call": 0}, ValueError, "steps_per_call must be >= 1"),
+        ({"batch_size": True}, TypeError, "batch_size must be an int"),
+        ({"num_steps": 2.0}, TypeError, "num_steps must be an int"),
+        ({"skip_nonfinite": -1}, ValueError, "skip_nonfinite must be >= 0"),
         ({"key": 0}, TypeError, "key must be a PRNG key"),
         (
             {"loss_fn": lambda w, b, k: (b - w) ** 2},

@@ -27,10 +27,15 @@ the paper searches per sample and takes the median).
 ``restart_from_teacher=True`` is the variant in which every student step starts from the teacher's
 state: the cost is then the sum of local errors, additive along the path, and the DP is exactly
 optimal for any one-step solver.
+
+Each search compiles one layer of the recursion (module-level ``eqx.filter_jit``, keyed on the
+denoiser's and solver's non-array parts, ``K`` and the shapes) and runs it for every ``k``; a
+later call with the same configuration reuses it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -40,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from ..._core import as_float
+from ..._core import as_float, check_int
 from .._sample import hashable, sample
 from .._solvers._base import AbstractSolver
 
@@ -55,12 +60,12 @@ class OSSResult(NamedTuple):
 
 def optimal_sigmas(
     denoiser: Callable,
-    x: Float[ArrayLike, "*batch ..."],
-    teacher_sigmas: Float[ArrayLike, " N+1"],
+    x: Float[ArrayLike, " *shape"],
+    teacher_sigmas: Float[ArrayLike, " L"],
     solver: AbstractSolver,
     num_steps: int,
     *,
-    reference: Float[ArrayLike, "N+1 *batch ..."] | None = None,
+    reference: Float[ArrayLike, " L *shape"] | None = None,
     teacher_solver: AbstractSolver | None = None,
     restart_from_teacher: bool = False,
 ) -> OSSResult:
@@ -77,29 +82,18 @@ def optimal_sigmas(
         teacher_solver: the solver of the default reference trajectory.
         restart_from_teacher: every student step starts from the teacher's state (additive
             local errors; one-step solvers only).
+
+    Returns:
+        An :class:`OSSResult`: the ``K``-step grid, its teacher indices and its cost.
     """
     n = _check_teacher(teacher_sigmas)
-    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or not 1 <= num_steps <= n:
-        raise ValueError(
-            f"num_steps must be an int in [1, {n}] (the teacher's steps); got {num_steps!r}."
-        )
+    num_steps = check_int("num_steps", num_steps, maximum=n)
     x = as_float(x)
     teacher = jnp.asarray(teacher_sigmas, x.dtype)
     reference = _teacher_reference(
         denoiser, x, teacher, solver if teacher_solver is None else teacher_solver, reference
     )
-    one_step = solver.init(x, teacher) is None
-    if restart_from_teacher and not one_step:
-        raise TypeError(
-            f"restart_from_teacher needs a one-step solver (no history); {type(solver).__name__} "
-            "carries state between steps."
-        )
-    if restart_from_teacher:
-        search = _search_from_teacher_states
-    elif one_step:
-        search = _search_one_step
-    else:
-        search = _search_with_history
+    search = _choose_search(solver, x, teacher, restart_from_teacher)
     pointers, cost = search(denoiser, solver, x, teacher, reference, num_steps)
     if not np.isfinite(float(cost)):
         raise FloatingPointError(
@@ -147,6 +141,20 @@ def _trace_back(pointers, num_steps):
     return np.asarray(indices[::-1])
 
 
+def _choose_search(solver, x, teacher, restart_from_teacher):
+    """The search that fits ``solver``: from the teacher's states, or over student states with
+    one step from each stored state (no history) or a re-run along the path (history)."""
+    one_step = solver.init(x, teacher) is None
+    if not restart_from_teacher:
+        return _search_one_step if one_step else _search_with_history
+    if not one_step:
+        raise TypeError(
+            f"restart_from_teacher needs a one-step solver (no history); {type(solver).__name__} "
+            "carries state between steps."
+        )
+    return _search_from_teacher_states
+
+
 # -- the three searches: (denoiser, solver, x, teacher, reference, K) -> (pointers, cost) --------
 
 
@@ -191,15 +199,22 @@ def _search_with_history(denoiser, solver, x, teacher, reference, K):
     return pointers, cost_k[n]
 
 
-# -- the compiled pieces (built once; a denoiser that cannot key a cache is closed over) ---------
+# -- the compiled pieces: (denoiser, solver, *arrays, K) -> a table or a layer of the DP ---------
 
 
 def _compiled(fn, denoiser, solver):
-    """``fn(denoiser, solver, *args)`` compiled: through the module-level cache when the
-    denoiser and solver can be hashed, else as a closure compiled for this call."""
+    """``fn`` with the denoiser and solver bound, compiled.
+
+    The module-level ``eqx.filter_jit`` of ``fn`` keys its cache on the non-array parts of the
+    denoiser and solver (and on ``K`` and the shapes), so every later call with the same
+    configuration reuses the compiled layer. A denoiser or solver whose non-array parts cannot
+    be hashed (a callable dataclass with ``eq=True``) cannot key that cache, and keying it by
+    identity would reuse a compilation after the object's fields change; it is compiled for this
+    call alone (once, for all ``K`` layers).
+    """
     if hashable(denoiser, solver):
-        return lambda *args: _COMPILED[fn](denoiser, solver, *args)
-    return eqx.filter_jit(lambda *args: fn(denoiser, solver, *args))
+        return functools.partial(_JITTED[fn], denoiser, solver)
+    return eqx.filter_jit(functools.partial(fn, denoiser, solver))
 
 
 def _local_costs(denoiser, solver, teacher, reference):
@@ -267,7 +282,7 @@ def _history_layer(denoiser, solver, x, teacher, reference, pointers, k, K):
     return jnp.min(table, axis=0), jnp.argmin(table, axis=0)
 
 
-_COMPILED = {fn: eqx.filter_jit(fn) for fn in (_local_costs, _one_step_layer, _history_layer)}
+_JITTED = {fn: eqx.filter_jit(fn) for fn in (_local_costs, _one_step_layer, _history_layer)}
 
 
 # -- shared pieces --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from ..._core import check_sigma_range, is_concrete
+from ..._core import check_int, check_sigma_range, default_float, is_concrete
 from .spacing import karras_sigmas
 
 
@@ -32,8 +32,8 @@ def restart_sigmas(sigmas, restarts, rho=7.0, *, max_steps=None):
     inserts = {}
     for lo, hi, n_restart, k in restarts:
         check_sigma_range(lo, hi, names=("restart sigma_min", "restart sigma_max"))
-        if not isinstance(n_restart, int) or n_restart < 1 or not isinstance(k, int) or k < 1:
-            raise ValueError(f"n_restart and k must be positive ints; got {n_restart!r}, {k!r}.")
+        check_int("restart n_restart", n_restart)
+        check_int("restart k", k)
         j = int(np.argmin(np.abs(positive - lo)))
         if positive[j] >= hi:
             raise ValueError(
@@ -57,4 +57,4 @@ def restart_sigmas(sigmas, restarts, rho=7.0, *, max_steps=None):
                 f"max_steps={max_steps} is smaller than the {grid.shape[0] - 1} restart grid steps."
             )
         grid = np.concatenate([grid, np.zeros(max_steps + 1 - grid.shape[0])])
-    return jnp.asarray(grid, dtype=jnp.result_type(float))
+    return jnp.asarray(grid, dtype=default_float())

@@ -87,7 +87,7 @@ class StepContext:
     ``evaluations`` is the driver's tally of this iteration's denoiser calls (see the module).
     """
 
-    denoise: Callable
+    denoise: Callable | None
     noise: Callable
     sigmas: Float[Array, " L"]
     i: Int[Array, ""]
@@ -186,9 +186,3 @@ def resolve_batch_ndim(solver, ctx: StepContext) -> int:
             "leave the solver's batch_ndim unset (it follows sample's) or pass the same value."
         )
     return ctx.batch_ndim
-
-
-def check_order(name: str, order: int, allowed) -> int:
-    if not isinstance(order, int) or isinstance(order, bool) or order not in allowed:
-        raise ValueError(f"{name} order must be one of {sorted(allowed)}; got {order!r}.")
-    return order

@@ -28,8 +28,9 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
+from ..._core import check_int
 from .._adapters import eps_from_denoised
-from ._base import FINAL, STEP, AbstractSolver, check_order
+from ._base import FINAL, STEP, AbstractSolver
 
 
 class _AdaptiveState(NamedTuple):
@@ -58,7 +59,7 @@ class DPMAdaptive(AbstractSolver):
     adaptive = True
 
     def __check_init__(self):
-        check_order("DPMAdaptive", self.order, {2, 3})
+        check_int("DPMAdaptive order", self.order, minimum=2, maximum=3)
 
     def _ends(self, ctx):
         # Grid [sigma_max, sigma_min, 0]: integrate in lambda from -log sigma_max to -log sigma_min.

@@ -118,14 +118,14 @@ class _BDIAInverse(AbstractSolver):
 
 def bdia_invert(
     denoiser: Callable,
-    x_before_last: Float[ArrayLike, "*batch ..."],
-    x_last: Float[ArrayLike, "*batch ..."],
+    x_before_last: Float[ArrayLike, " *shape"],
+    x_last: Float[ArrayLike, " *shape"],
     sigmas: Float[ArrayLike, " L"],
     gamma: Float[ArrayLike, ""] | float = 1.0,
     *,
     n_steps: int | Int[Array, ""] | None = None,
     throw: bool = True,
-) -> Float[Array, "*batch ..."]:
+) -> Float[Array, " *shape"]:
     r"""Recover the initial state of a :class:`BDIA` run exactly from its last two states.
 
     Args:

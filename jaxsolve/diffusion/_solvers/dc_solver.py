@@ -41,9 +41,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from ..._core import as_float, check_integer_count, exact_einsum
+from ..._core import as_float, check_int, check_integer_count, exact_einsum
 from . import _history as hist
-from ._base import AbstractSolver, check_order
+from ._base import AbstractSolver
 from .dpm_solver import DPMSolverPP
 from .unipc import UniPC
 
@@ -98,8 +98,8 @@ class DCSolver(AbstractSolver):
     _stop_at: Int[Array, ""] | int = -1
 
     def __check_init__(self):
-        check_order("DCSolver", self.order, {1, 2, 3})
-        check_order("DCSolver dc", self.dc_order, {1, 2, 3})
+        check_int("DCSolver order", self.order, maximum=3)
+        check_int("DCSolver dc_order", self.dc_order, maximum=3)
         _ = self._unipc  # validates variant / prediction
         if jnp.ndim(self.ratios) != 1:
             raise ValueError(
@@ -137,12 +137,12 @@ class DCSolver(AbstractSolver):
 
 def reference_states(
     denoiser: Callable,
-    x: Float[ArrayLike, "*batch ..."],
+    x: Float[ArrayLike, " *shape"],
     sigmas: Float[ArrayLike, " L"],
     *,
     refine: int = 20,
     solver: AbstractSolver | None = None,
-) -> Float[Array, "L *batch ..."]:
+) -> Float[Array, " L *shape"]:
     """A many-step reference: the state at every level of the concrete grid ``sigmas``.
 
     Each interval is split into ``refine`` log-uniform substeps and integrated with ``solver``
@@ -174,9 +174,9 @@ def reference_states(
 
 def fit_dc_ratios(
     denoiser: Callable,
-    x: Float[ArrayLike, "*batch ..."],
+    x: Float[ArrayLike, " *shape"],
     sigmas: Float[ArrayLike, " L"],
-    reference: Float[ArrayLike, "L *batch ..."],
+    reference: Float[ArrayLike, " L *shape"],
     *,
     order: int = 2,
     variant: str = "bh2",

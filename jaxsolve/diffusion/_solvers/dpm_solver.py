@@ -59,9 +59,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ..._core import check_int
 from .._adapters import eps_from_denoised
 from . import _history as hist
-from ._base import AbstractSolver, check_order
+from ._base import AbstractSolver
 
 
 def _coefficients(prediction, order, solver_type, h, sigma, sigma_next, eta):
@@ -100,7 +101,7 @@ class _DPMSolverFamily(AbstractSolver):
     prediction: ClassVar[str]
 
     def __check_init__(self):
-        check_order(type(self).__name__, self.order, {1, 2, 3})
+        check_int(f"{type(self).__name__} order", self.order, maximum=3)
         _check_solver_type(self.solver_type)
 
     @property
@@ -238,7 +239,7 @@ class DPMSolverPPSDE(_DPMSolverFamily):
     stochastic: ClassVar[bool] = True
 
     def __check_init__(self):
-        check_order("DPMSolverPPSDE", self.order, {1, 2, 3})
+        check_int("DPMSolverPPSDE order", self.order, maximum=3)
         _check_solver_type(self.solver_type)
         if not self.multistep:
             raise ValueError("DPMSolverPPSDE is multistep only; got multistep=False.")

@@ -30,10 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..._core import check_int
 from .._adapters import eps_from_denoised
 from .._schedules import AbstractSchedule
 from . import _history as hist
-from ._base import AbstractSolver, check_order
+from ._base import AbstractSolver
 
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(8)
 
@@ -54,7 +55,7 @@ class _AdamsBashforth(AbstractSolver):
     step_form: ClassVar[str | None] = "noise"
 
     def __check_init__(self):
-        check_order(type(self).__name__, self.order, set(range(1, self.max_order + 1)))
+        check_int(f"{type(self).__name__} order", self.order, maximum=self.max_order)
 
     def init(self, x, sigmas):
         return hist.empty(x, self.order)
@@ -115,7 +116,7 @@ class DEIS(_AdamsBashforth):
     max_order: ClassVar[int] = 3
 
     def __check_init__(self):
-        check_order("DEIS", self.order, {1, 2, 3})
+        check_int("DEIS order", self.order, maximum=3)
         if self.variable not in ("t", "log_sigma", "sigma"):
             raise ValueError(
                 f"variable must be 't', 'log_sigma' or 'sigma'; got {self.variable!r}."

@@ -25,9 +25,10 @@ from __future__ import annotations
 import equinox as eqx
 import jax.numpy as jnp
 
+from ..._core import check_int
 from .._adapters import eps_from_denoised
 from . import _history as hist
-from ._base import AbstractSolver, check_order
+from ._base import AbstractSolver
 
 
 def _b_vector(order, hh, b_h):
@@ -62,7 +63,7 @@ class UniPC(AbstractSolver):
     lower_order_final: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
-        check_order("UniPC", self.order, {1, 2, 3})
+        check_int("UniPC order", self.order, maximum=3)
         if self.variant not in ("bh1", "bh2"):
             raise ValueError(f"variant must be 'bh1' or 'bh2'; got {self.variant!r}.")
         if self.prediction not in ("data", "noise"):

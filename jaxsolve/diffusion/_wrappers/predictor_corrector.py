@@ -27,6 +27,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ..._core import check_choice, check_int
 from .._adapters import score_from_denoised
 from .._solvers._base import AbstractSolver, resolve_batch_ndim
 from .._solvers.euler_maruyama import EulerMaruyama
@@ -69,10 +70,8 @@ class PredictorCorrector(AbstractWrappedSolver):
         self.batch_ndim = batch_ndim
 
     def __check_init__(self):
-        if not isinstance(self.n_corrector, int) or self.n_corrector < 0:
-            raise ValueError(f"n_corrector must be a non-negative int; got {self.n_corrector!r}.")
-        if self.norms not in ("expected", "batch", "sample"):
-            raise ValueError(f"norms must be 'expected', 'batch' or 'sample'; got {self.norms!r}.")
+        check_int("n_corrector", self.n_corrector, minimum=0)
+        check_choice("norms", self.norms, {"expected", "batch", "sample"})
         if isinstance(self.solver, AbstractSolver) and self.solver.adaptive:
             refuse(
                 "PredictorCorrector",

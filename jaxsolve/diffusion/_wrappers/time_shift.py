@@ -39,13 +39,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ..._core import as_float, check_positive
+from ..._core import as_float, check_int, check_positive
 from .._solvers._base import AbstractSolver, resolve_batch_ndim
 from ._base import AbstractWrappedSolver, refuse
 
 
 def shifted_sigma(
-    x: Float[ArrayLike, "*batch ..."],
+    x: Float[ArrayLike, " ..."],
     sigma: Float[ArrayLike, ""],
     window: Float[ArrayLike, ""],
     *,
@@ -93,8 +93,7 @@ class TimeShift(AbstractWrappedSolver):
         check_positive("window", self.window, allow_zero=True)
         check_positive("cutoff_sigma", self.cutoff_sigma, allow_zero=True)
         check_positive("data_variance", self.data_variance, allow_zero=True)
-        if not isinstance(self.batch_ndim, int) or self.batch_ndim < 0:
-            raise ValueError(f"batch_ndim must be a non-negative int; got {self.batch_ndim!r}.")
+        check_int("batch_ndim", self.batch_ndim, minimum=0)
         if not isinstance(self.solver, AbstractSolver):
             return  # the base names it
         reason = "the shift moves each sample between decreasing grid levels."

@@ -54,7 +54,7 @@ class AbstractOracle(eqx.Module):
 
     def reference_solution(
         self,
-        x: Float[Array, "... d"],
+        x: Float[ArrayLike, "... d"],
         sigma_from: ArrayLike,
         sigma_to: ArrayLike,
         *,
@@ -102,8 +102,3 @@ def sample_normal(key, n, dim, dtype=None):
     dtype = default_float() if dtype is None else dtype
     keys = per_sample_keys(key, n)
     return jax.vmap(lambda k: jax.random.normal(k, (dim,), dtype))(keys)
-
-
-def check_n(n):
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"n must be a positive Python int (it fixes the output shape); got {n!r}.")

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ..._core import as_float, check_positive, exact_einsum, is_concrete, per_sample_keys
-from ._base import AbstractOracle, check_n
+from ..._core import as_float, check_int, check_positive, exact_einsum, is_concrete, per_sample_keys
+from ._base import AbstractOracle
 from ._checks import check_finite
 
 
@@ -95,7 +95,7 @@ class Empirical(AbstractOracle):
         )
 
     def sample(self, key: PRNGKeyArray, n: int, sigma: ArrayLike = 0.0) -> Float[Array, "n d"]:
-        check_n(n)
+        check_int("n", n)
         std = jnp.sqrt(jnp.broadcast_to(self._variance(sigma), (n,)))
 
         def draw(k, sd):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ..._core import as_float, exact_einsum
+from ..._core import as_float, check_int, exact_einsum
 from . import _gaussian_math as gm
-from ._base import AbstractOracle, check_n, sample_normal
+from ._base import AbstractOracle, sample_normal
 from ._checks import check_cov, check_vector
 
 
@@ -49,13 +49,13 @@ class Gaussian(AbstractOracle):
         return gm.denoise(as_float(x), sigma, self.loc, self.eigvals, self.eigvecs)
 
     def sample(self, key: PRNGKeyArray, n: int, sigma: ArrayLike = 0.0) -> Float[Array, "n d"]:
-        check_n(n)
+        check_int("n", n)
         z = sample_normal(key, n, self.dim, self.loc.dtype)
         std = jnp.sqrt(gm.noised_eigvals(self.eigvals, jnp.broadcast_to(as_float(sigma), (n,))))
         return gm.from_coords(std * z, self.loc, self.eigvecs)
 
     def ode_solution(
-        self, x: Float[Array, "... d"], sigma_from: ArrayLike, sigma_to: ArrayLike
+        self, x: Float[ArrayLike, "... d"], sigma_from: ArrayLike, sigma_to: ArrayLike
     ) -> Float[Array, "... d"]:
         r"""Exact probability-flow map from noise level ``sigma_from`` to ``sigma_to``.
 

@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ..._core import as_float, exact_einsum, per_sample_keys
+from ..._core import as_float, check_int, exact_einsum, per_sample_keys
 from . import _gaussian_math as gm
-from ._base import AbstractOracle, check_n
+from ._base import AbstractOracle
 from ._checks import check_cov, check_finite, check_weights
 
 
@@ -82,7 +82,7 @@ class GaussianMixture(AbstractOracle):
         return second - jnp.outer(m, m)
 
     def sample(self, key: PRNGKeyArray, n: int, sigma: ArrayLike = 0.0) -> Float[Array, "n d"]:
-        check_n(n)
+        check_int("n", n)
         sigma = jnp.broadcast_to(as_float(sigma), (n,))
         log_w = jnp.log(self.weights)
 
