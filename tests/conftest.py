@@ -66,5 +66,13 @@ def x64():
 _LONG_FIRST = ("tests/test_readme.py", "tests/test_notebooks.py", "tests/test_multidevice.py")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "wrong_argument_types: gives jaxsolve arguments against its annotations on purpose, to "
+        "check its own errors (skipped under -p tests.typecheck, where beartype rejects them first)",
+    )
+
+
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: not item.nodeid.startswith(_LONG_FIRST))

@@ -95,3 +95,19 @@ def test_shell_commands_are_what_ci_runs():
     # Every other shell block is an accelerator install, which CI cannot run.
     untested = [_heading(code) for lang, code in BLOCKS if lang not in ("python", "bash")]
     assert set(untested) <= {"GPU, TPU and Colab"}, untested
+
+
+def test_sampler_index_names_where_each_method_is_defined():
+    """The README's index of samplers sends a reader to the file that defines each method."""
+    import inspect
+    import re
+
+    import jaxsolve.diffusion as jd
+
+    section = README[README.index("### Where each") : README.index("### The seed papers")]
+    rows = re.findall(r"^\|[^|]*\| `(_[a-z_]+/[a-z_0-9]+\.py)` \| (.*) \|$", section, re.M)
+    assert len(rows) >= 20, rows
+    for path, methods in rows:
+        for name in re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", methods):
+            defined = inspect.getsourcefile(getattr(jd, name))
+            assert defined.endswith(os.path.join("diffusion", path)), (name, path, defined)
