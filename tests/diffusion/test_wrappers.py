@@ -164,3 +164,38 @@ def test_adjoint_objects_and_their_names():
         jd.sample(
             _GAUSSIAN, x, jnp.array([2.0, 0.1, 0.0]), jd.DPMAdaptive(), adjoint=jd.AdjointDPM()
         )
+
+
+# Public solvers that need data to be built (DC-Solver's ratios, DPM-Solver-v3's statistics, an
+# interpolant); the kinds above cover their properties.
+_NEEDS_DATA = {"DCSolver", "DPMSolverV3", "InterpolantSolver"}
+
+
+def test_every_wrapper_around_every_public_solver_reports_or_refuses_by_name():
+    solvers = [
+        c
+        for c in vars(jd).values()
+        if isinstance(c, type)
+        and issubclass(c, jd.AbstractSolver)
+        and not issubclass(c, jd.AbstractWrappedSolver)
+        and c is not jd.AbstractSolver
+        and c.__name__ not in _NEEDS_DATA
+    ]
+    assert len(solvers) >= 20, [c.__name__ for c in solvers]
+    for cls in solvers:
+        inner = cls()
+        for wrapper, (make, own_stochastic, own_increasing) in WRAPPERS.items():
+            try:
+                wrapped = make(inner)
+            except (TypeError, ValueError) as err:
+                # Refused when built, with a message that names the wrapper and the solver.
+                message = str(err)
+                assert wrapper.split("(")[0] in message and cls.__name__ in message, message
+                continue
+            assert wrapped.solver is inner
+            assert wrapped.adaptive == inner.adaptive, (wrapper, cls.__name__)
+            assert wrapped.step_form in (inner.step_form, None), (wrapper, cls.__name__)
+            stochastic = inner.stochastic if own_stochastic is None else own_stochastic
+            increasing = inner.allows_increasing_grid if own_increasing is None else own_increasing
+            assert wrapped.stochastic == stochastic, (wrapper, cls.__name__)
+            assert wrapped.allows_increasing_grid == increasing, (wrapper, cls.__name__)
