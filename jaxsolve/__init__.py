@@ -2,10 +2,12 @@
 
 Pillars: :mod:`jaxsolve.diffusion` (samplers, schedules, oracles), :mod:`jaxsolve.operators`
 (spectral layers, neural operators), :mod:`jaxsolve.implicit` (fixed points, implicit
-differentiation), :mod:`jaxsolve.ode` (neural ODEs). Shared result codes live in :data:`RESULTS`.
+differentiation), :mod:`jaxsolve.ode` (neural ODEs), :mod:`jaxsolve.pinn` (physics-informed
+networks), with :mod:`jaxsolve.pde` (data generators) and :mod:`jaxsolve.train` (the training
+loop). Shared result codes live in :data:`RESULTS`.
 """
 
-from . import diffusion, implicit, ode, operators, pde, sharding, train
+from . import diffusion, implicit, ode, operators, pde, pinn, sharding, train
 from ._core import RESULTS
 
 __version__ = "0.1.0"  # the one version string: pyproject.toml reads it (setuptools dynamic)
@@ -18,6 +20,7 @@ __all__ = [
     "ode",
     "operators",
     "pde",
+    "pinn",
     "sharding",
     "train",
 ]

@@ -74,7 +74,7 @@ def test_python_blocks_run(tmp_path):
 def test_readme_has_blocks_for_every_pillar():
     assert len(PYTHON) >= 7
     text = "\n".join(PYTHON)
-    for module in ("diffusion", "operators", "implicit", "ode", "sharding", "train", "pde"):
+    for module in ("diffusion", "operators", "implicit", "ode", "sharding", "train", "pde", "pinn"):
         assert re.search(rf"\b{module}\b", text), module
 
 

@@ -38,8 +38,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._core import check_int, default_float, is_int
+from .._core._init import draw, subkeys
 from ._checks import check_widths
-from ._init import draw, subkeys
 
 
 def _shape_tuple(in_shape):

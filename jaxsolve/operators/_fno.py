@@ -31,8 +31,8 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core import check_choice, check_int, default_float
+from .._core._init import draw, subkeys
 from ._checks import check_real, check_sample
-from ._init import draw, subkeys
 from ._layout import AbstractChannelsLast
 from ._spectral import periodic_grid
 from ._spectral_conv import SpectralConv

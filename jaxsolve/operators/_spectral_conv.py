@@ -22,8 +22,8 @@ from jax import lax
 from jaxtyping import Array, Complex, Float, PRNGKeyArray
 
 from .._core import check_choice, check_int, default_float, is_int
+from .._core._init import draw
 from ._checks import check_real, check_sample
-from ._init import draw
 from ._layout import AbstractChannelsLast
 from ._spectral import (
     check_grid,

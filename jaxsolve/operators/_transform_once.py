@@ -40,9 +40,9 @@ from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core import check_choice, check_int, default_float
+from .._core._init import draw, subkeys
 from ._checks import check_sample
 from ._fno import ChannelMLP, lift_and_project
-from ._init import draw, subkeys
 from ._spectral import (
     _check_dct_grid,
     check_grid,

@@ -1,4 +1,4 @@
-"""Random initial weights for the operator layers, cheap to construct.
+"""Random initial weights for layers (operators, PINN networks), cheap to construct.
 
 Every new array shape costs a compilation when drawn with its own ``jax.random`` call, and fusing
 all draws of a layer into one jitted program is slower still (XLA compiles the unrolled

@@ -1,0 +1,140 @@
+"""Physics-informed learning: residuals of single-point networks, geometry, collocation
+samplers, hard constraints and loss weighting.
+
+A PDE problem is data: residual terms ``r(u, x)`` of a single-point network ``u(x)`` (``x = (t,
+*space)`` for time-dependent problems), derivatives by forward-mode autodiff, conditions as terms,
+geometry as signed distances; collocation samplers are state + ``step`` so resampling runs inside
+a compiled training loop.
+
+================================  ================================================================
+file                              what it holds
+================================  ================================================================
+``_derivatives.py``               :func:`derivative`, :func:`gradient`, :func:`laplacian`, ...
+``_geometry.py``                  :class:`Interval`, :class:`Box`, :class:`Disk`,
+                                  :class:`SpaceTime`, :class:`SignedDistance`
+``_sampling.py``                  :func:`uniform`, :func:`halton`, :func:`sobol`,
+                                  :func:`latin_hypercube`, :class:`RARD`, :class:`R3`
+``_constraints.py``               :class:`HardDirichlet`, :class:`HardInitial`,
+                                  :class:`PeriodicEmbedding`
+``_networks.py``                  :class:`MLP`, :class:`FourierFeatures`, :class:`ModifiedMLP`,
+                                  :class:`SIREN`, :class:`PhysicsInformedGaussians`
+``_problems.py``                  :class:`Term`, :class:`PINNProblem`, condition builders and the
+                                  benchmark problems (Burgers, convection, Allen-Cahn, ...)
+``_weighting.py``                 :class:`CausalWeighting`, :func:`grad_norm_weighting`
+================================  ================================================================
+"""
+
+from ._constraints import HardDirichlet, HardInitial, PeriodicEmbedding
+from ._derivatives import (
+    derivative,
+    divergence,
+    gradient,
+    hessian,
+    hessian_diag,
+    jacobian,
+    laplacian,
+    time_derivative,
+)
+from ._geometry import AbstractGeometry, Box, Disk, Interval, SignedDistance, SpaceTime
+from ._networks import MLP, SIREN, FourierFeatures, ModifiedMLP, PhysicsInformedGaussians
+from ._problems import (
+    AllenCahnResidual,
+    BurgersResidual,
+    ConvectionResidual,
+    Dirichlet,
+    HeatResidual,
+    Initial,
+    Neumann,
+    Periodic,
+    PINNProblem,
+    PoissonResidual,
+    Term,
+    allen_cahn,
+    burgers,
+    convection,
+    dirichlet,
+    heat,
+    initial,
+    neumann,
+    periodic,
+    poisson,
+)
+from ._sampling import (
+    R3,
+    RARD,
+    AbstractAdaptiveSampler,
+    SamplerState,
+    halton,
+    latin_hypercube,
+    sobol,
+    uniform,
+)
+from ._weighting import (
+    CausalWeighting,
+    GradNormState,
+    GradNormWeighting,
+    causal_weights,
+    chunk_means,
+    grad_norm_targets,
+    grad_norm_weighting,
+)
+
+__all__ = [
+    "MLP",
+    "R3",
+    "RARD",
+    "SIREN",
+    "AbstractAdaptiveSampler",
+    "AbstractGeometry",
+    "AllenCahnResidual",
+    "Box",
+    "BurgersResidual",
+    "CausalWeighting",
+    "ConvectionResidual",
+    "Dirichlet",
+    "Disk",
+    "FourierFeatures",
+    "GradNormState",
+    "GradNormWeighting",
+    "HardDirichlet",
+    "HardInitial",
+    "HeatResidual",
+    "Initial",
+    "Interval",
+    "ModifiedMLP",
+    "Neumann",
+    "PINNProblem",
+    "Periodic",
+    "PeriodicEmbedding",
+    "PhysicsInformedGaussians",
+    "PoissonResidual",
+    "SamplerState",
+    "SignedDistance",
+    "SpaceTime",
+    "Term",
+    "allen_cahn",
+    "burgers",
+    "causal_weights",
+    "chunk_means",
+    "convection",
+    "derivative",
+    "dirichlet",
+    "divergence",
+    "grad_norm_targets",
+    "grad_norm_weighting",
+    "gradient",
+    "halton",
+    "heat",
+    "hessian",
+    "hessian_diag",
+    "initial",
+    "jacobian",
+    "laplacian",
+    "latin_hypercube",
+    "neumann",
+    "periodic",
+    "poisson",
+    "sobol",
+    "time_derivative",
+    "uniform",
+]

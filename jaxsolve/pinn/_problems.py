@@ -1,0 +1,561 @@
+r"""Physics-informed problems as data: residual terms of a single-point network, and their loss.
+
+A network is a single-point callable ``u(x)``, ``x`` of shape ``(d,)`` (``x = (t, *space)`` for a
+time-dependent problem), returning a scalar or a small array; it is batched over points with
+``jax.vmap``. A :class:`Term` is a residual ``r(u, x)`` at one point (any shape, zero where the
+condition holds) with a name and a weight; the points it is evaluated on are given at call time.
+A :class:`PINNProblem` is an ordered tuple of terms (for instance ``"pde"``, ``"ic"``,
+``"bc"``), and its loss is the weighted sum of the terms' mean squared residuals,
+
+.. math::
+
+    \mathcal L(u) = \sum_i \lambda_i \frac{1}{n_i} \sum_{p=1}^{n_i} \|r_i(u, x^{(i)}_p)\|_2^2,
+
+the loss of physics-informed neural networks ("Physics-informed neural networks: A deep learning
+framework for solving forward and inverse problems involving nonlinear partial differential
+equations", Raissi, Perdikaris & Karniadakis). The weights :math:`\lambda_i` are data (traced),
+so one compiled loss serves a sweep over them, as do the problems' physical parameters (a
+viscosity, a wave speed).
+
+Derivatives are forward-mode autodiff of the single-point network: a first derivative along an
+axis (or any direction) is one ``jax.jvp``, a second derivative along an axis a ``jax.jvp`` of a
+``jax.jvp`` (Taylor-mode in effect: no Jacobian or Hessian is formed).
+
+Condition builders: :func:`dirichlet` (:math:`u - g`), :func:`neumann`
+(:math:`\partial_n u - g`), :func:`initial` (:math:`u(t_0, x) - u_0(x)`), :func:`periodic`
+(:math:`u(x) - u(x + s)`, optionally derivatives too). Ready problems: :func:`burgers`,
+:func:`convection`, :func:`allen_cahn`, :func:`poisson`, :func:`heat`.
+
+Where a term is evaluated is the caller's choice (the points of ``"bc"`` on the boundary, those
+of ``"ic"`` at any time: :func:`initial` sets the time itself). A problem holding plain Python
+functions is a closure constant under ``jax.jit``; to pass one as an argument use
+``equinox.filter_jit``.
+"""
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, PyTree
+
+from .._core import as_float, check_int, is_concrete
+from ._derivatives import (
+    _basis,
+    _nested_jvp,
+    _point,
+    laplacian,
+    value_and_first,
+    value_first_second,
+)
+from ._weighting import CausalWeighting, _check_real
+
+# --------------------------------------------------------------------------------------------
+# Derivatives of a single-point function (forward mode).
+
+
+def _evaluate(g, x):
+    """``g(x)`` for a function, ``g`` for a constant."""
+    return g(x) if callable(g) else g
+
+
+def _function_or_constant(name, g):
+    if callable(g):
+        return g
+    try:
+        return as_float(g)
+    except TypeError:
+        raise TypeError(f"{name} must be a function of a point or a number; got {g!r}.") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Conditions.
+
+
+class Dirichlet(eqx.Module):
+    r"""Residual :math:`u(x) - g(x)` (a Dirichlet or data condition)."""
+
+    g: Any
+
+    def __call__(self, u: Callable, x: Float[ArrayLike, " d"]) -> Float[Array, "*shape"]:
+        x = _point(x, "Dirichlet")
+        return u(x) - _evaluate(self.g, x)
+
+
+class Neumann(eqx.Module):
+    r"""Residual :math:`\nabla u(x) \cdot n(x) - g(x)`, one forward-mode derivative along the
+    normal."""
+
+    g: Any
+    normal: Any
+
+    def __call__(self, u: Callable, x: Float[ArrayLike, " d"]) -> Float[Array, "*shape"]:
+        x = _point(x, "Neumann")
+        n = jnp.asarray(_evaluate(self.normal, x))
+        if n.shape != x.shape:
+            raise ValueError(
+                f"Neumann: the normal must have the point's shape {x.shape}; got {n.shape}."
+            )
+        _, dn = value_and_first(u, x, n)
+        return dn - _evaluate(self.g, x)
+
+
+class Initial(eqx.Module):
+    r"""Residual :math:`u(t_0, x) - u_0(x)`: the time coordinate of the point is replaced by
+    :math:`t_0`, and :math:`u_0` gets the spatial coordinates (shape ``(d - 1,)``)."""
+
+    u0: Any
+    t0: Float[Array, ""]
+    time_axis: int = eqx.field(static=True)
+
+    def __call__(self, u: Callable, x: Float[ArrayLike, " d"]) -> Float[Array, "*shape"]:
+        x = _point(x, "Initial")
+        k = self.time_axis
+        if x.shape[0] <= k:
+            raise ValueError(f"Initial: a point of shape {x.shape} has no time axis {k}.")
+        space = jnp.concatenate([x[:k], x[k + 1 :]])
+        return u(x.at[k].set(self.t0.astype(x.dtype))) - _evaluate(self.u0, space)
+
+
+class Periodic(eqx.Module):
+    r"""Residual :math:`u(x) - u(x + s)`, and with ``orders = m`` also
+    :math:`D^k_e u(x) - D^k_e u(x + s)` for :math:`k = 1..m` along :math:`e = s / \|s\|`,
+    stacked on a new leading axis (shape ``(m + 1, *u.shape)``)."""
+
+    shift: Float[Array, " d"]
+    orders: int = eqx.field(static=True)
+
+    def __call__(self, u: Callable, x: Float[ArrayLike, " d"]) -> Float[Array, " m1 *shape"]:
+        x = _point(x, "Periodic")
+        s = self.shift.astype(x.dtype)
+        if s.shape != x.shape:
+            raise ValueError(
+                f"Periodic: the shift must have the point's shape {x.shape}; got {s.shape}."
+            )
+        e = s / jnp.linalg.norm(s)
+        out = []
+        for k in range(self.orders + 1):
+            out.append(_nested_jvp(u, x, e, k) - _nested_jvp(u, x + s, e, k))
+        return jnp.stack(out)
+
+
+def dirichlet(g: Callable | float | ArrayLike = 0.0) -> Dirichlet:
+    r"""The residual :math:`u(x) - g(x)`.
+
+    Args:
+        g: the boundary values, a function of the point ``x`` (shape ``(d,)``) or a constant.
+    """
+    return Dirichlet(_function_or_constant("g", g))
+
+
+def neumann(g: Callable | float | ArrayLike, normal: Callable | Float[ArrayLike, " d"]) -> Neumann:
+    r"""The residual :math:`\partial_n u - g = \nabla u(x) \cdot n(x) - g(x)`.
+
+    Args:
+        g: the normal derivative, a function of the point or a constant.
+        normal: the outward normal, a function ``x -> (d,)`` or a fixed ``(d,)`` vector (for a
+            space-time point its time component is 0).
+    """
+    return Neumann(_function_or_constant("g", g), _function_or_constant("normal", normal))
+
+
+def initial(
+    u0: Callable | float | ArrayLike,
+    *,
+    t0: float | Float[ArrayLike, ""] = 0.0,
+    time_axis: int = 0,
+) -> Initial:
+    r"""The residual :math:`u(t_0, x) - u_0(x)` of an initial condition.
+
+    Args:
+        u0: the initial values, a function of the spatial point (the point without its time
+            coordinate) or a constant.
+        t0: the initial time (may be traced); the points' own time coordinate is ignored.
+        time_axis: which coordinate is time.
+    """
+    return Initial(
+        _function_or_constant("u0", u0),
+        _check_real("t0", t0),
+        check_int("time_axis", time_axis, minimum=0),
+    )
+
+
+def periodic(shift: Float[ArrayLike, " d"], *, orders: int = 0) -> Periodic:
+    r"""The residual :math:`u(x) - u(x + s)` of a periodic boundary, evaluated on points of one
+    side (:math:`x + s` is the other).
+
+    Args:
+        shift: the period vector :math:`s` (shape ``(d,)``, nonzero), e.g. ``(0, L)`` for the
+            spatial period ``L`` of a point ``(t, x)``.
+        orders: also match the directional derivatives along :math:`s` up to this order (1 for a
+            second-order equation whose flux must be periodic too).
+    """
+    s = as_float(shift)
+    if s.ndim != 1:
+        raise ValueError(f"shift must have shape (d,); got {s.shape}.")
+    if is_concrete(s) and not bool(jnp.any(s != 0)):
+        raise ValueError("shift must be nonzero.")
+    return Periodic(s, check_int("orders", orders, minimum=0))
+
+
+# --------------------------------------------------------------------------------------------
+# Terms and problems.
+
+
+class Term(eqx.Module):
+    """A named residual ``residual(u, x)`` at one point, with its weight in the loss (data)."""
+
+    name: str = eqx.field(static=True)
+    residual: Callable
+    weight: Float[Array, ""]
+
+    def __init__(self, name: str, residual: Callable, weight: float | Float[ArrayLike, ""] = 1.0):
+        """
+        Args:
+            name: the term's name (the key of its points, residuals and loss).
+            residual: ``residual(u, x)`` for a network ``u`` and one point ``x`` of shape
+                ``(d,)``; zero where the condition holds.
+            weight: the term's default weight :math:`\\lambda \\ge 0` (may be traced).
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"name must be a non-empty str; got {name!r}.")
+        if not callable(residual):
+            raise TypeError(f"residual must be a function r(u, x); got {residual!r}.")
+        self.name = name
+        self.residual = residual
+        self.weight = _check_real("weight", weight, positive=True)
+
+
+def _squared_norm(r):
+    """``|r_p|^2`` per point of a residual ``(n, ...)``."""
+    r = jnp.asarray(r)
+    return jnp.sum(jnp.abs(r.reshape(r.shape[0], -1)) ** 2, axis=1)
+
+
+class PINNProblem(eqx.Module):
+    """An ordered tuple of :class:`Term` s with distinct names; see the module docstring."""
+
+    terms: tuple[Term, ...]
+
+    def __init__(self, terms: Sequence[Term]):
+        terms = tuple(terms)
+        if not terms or not all(isinstance(t, Term) for t in terms):
+            raise TypeError("terms must be a non-empty sequence of Term.")
+        names = [t.name for t in terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"terms must have distinct names; got {names}.")
+        self.terms = terms
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The term names, in order."""
+        return tuple(t.name for t in self.terms)
+
+    def _points(self, points):
+        if not isinstance(points, Mapping):
+            raise TypeError(f"points must be a dict term name -> (n, d) array; got {type(points)}.")
+        missing = [n for n in self.names if n not in points]
+        extra = [n for n in points if n not in self.names]
+        if missing or extra:
+            raise ValueError(
+                f"points must have one array per term {list(self.names)}; "
+                f"missing {missing}, unknown {extra}."
+            )
+        out = {}
+        for name in self.names:
+            x = as_float(points[name])
+            if x.ndim != 2:
+                raise ValueError(f"points[{name!r}] must have shape (n, d); got {x.shape}.")
+            out[name] = x
+        return out
+
+    def residuals(
+        self, u: Callable, points: Mapping[str, Float[ArrayLike, " _n _d"]]
+    ) -> dict[str, Float[Array, " _n *_shape"]]:
+        """Each term's residual at each of its points (``jax.vmap`` over points).
+
+        Args:
+            u: the single-point network.
+            points: term name -> its points, shape ``(n, d)`` (one entry per term).
+
+        Returns:
+            term name -> residuals of shape ``(n, *residual_shape)``.
+        """
+        points = self._points(points)
+        return {
+            t.name: jax.vmap(lambda x, r=t.residual: r(u, x))(points[t.name]) for t in self.terms
+        }
+
+    def term_losses(
+        self,
+        u: Callable,
+        points: Mapping[str, Float[ArrayLike, " _n _d"]],
+        *,
+        causal: CausalWeighting | None = None,
+    ) -> dict[str, Float[Array, ""]]:
+        r"""Each term's unweighted loss: the mean over its points of :math:`\|r\|_2^2` (the
+        causal loss for the terms ``causal`` names)."""
+        if causal is not None:
+            if not isinstance(causal, CausalWeighting):
+                raise TypeError(f"causal must be a CausalWeighting; got {type(causal).__name__}.")
+            unknown = [n for n in causal.terms if n not in self.names]
+            if unknown:
+                raise ValueError(f"causal names terms {unknown} the problem does not have.")
+        points = self._points(points)
+        res = self.residuals(u, points)
+        losses = {}
+        for name in self.names:
+            sq = _squared_norm(res[name])
+            if causal is not None and name in causal.terms:
+                losses[name] = causal(sq, points[name])
+            else:
+                losses[name] = jnp.mean(sq)
+        return losses
+
+    def loss(
+        self,
+        u: Callable,
+        points: Mapping[str, Float[ArrayLike, " _n _d"]],
+        weights: Mapping[str, float | Float[ArrayLike, ""]] | None = None,
+        *,
+        causal: CausalWeighting | None = None,
+    ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
+        r""":math:`\sum_i \lambda_i L_i` and the term losses :math:`L_i` (unweighted).
+
+        Args:
+            u: the single-point network.
+            points: term name -> its points ``(n, d)``.
+            weights: term name -> weight :math:`\lambda_i` (scalars, may be traced: a sweep or
+                :func:`~jaxsolve.pinn._weighting.grad_norm_weighting` compiles nothing new);
+                a term left out keeps its own weight, ``None`` keeps them all.
+            causal: a :class:`~jaxsolve.pinn._weighting.CausalWeighting` for the time-dependent
+                terms it names.
+
+        Returns:
+            ``(total, {name: L_i})``.
+        """
+        chosen = {t.name: t.weight for t in self.terms}
+        if weights is not None:
+            if not isinstance(weights, Mapping):
+                raise TypeError(f"weights must be a dict term name -> weight; got {type(weights)}.")
+            unknown = [n for n in weights if n not in chosen]
+            if unknown:
+                raise ValueError(f"weights name unknown terms {unknown}; terms: {list(chosen)}.")
+            for name, w in weights.items():
+                w = as_float(w)
+                if w.ndim:
+                    raise ValueError(f"weights[{name!r}] must be a scalar; got shape {w.shape}.")
+                chosen[name] = w
+        losses = self.term_losses(u, points, causal=causal)
+        total = sum(chosen[n] * losses[n] for n in self.names)
+        return total, losses
+
+    def term_gradients(
+        self,
+        model: PyTree,
+        points: Mapping[str, Float[ArrayLike, " _n _d"]],
+        *,
+        causal: CausalWeighting | None = None,
+    ) -> dict[str, PyTree]:
+        """Term name -> the gradient of its unweighted loss with respect to the floating-point
+        arrays of ``model`` (a callable pytree such as an :class:`equinox.Module`), for
+        :func:`~jaxsolve.pinn._weighting.grad_norm_weighting`."""
+        return eqx.filter_jacrev(lambda m: self.term_losses(m, points, causal=causal))(model)
+
+
+# --------------------------------------------------------------------------------------------
+# PDE residuals of the benchmark problems (x = (t, x) in one space dimension).
+
+
+class BurgersResidual(eqx.Module):
+    r""":math:`u_t + u u_x - \nu u_{xx}` at ``x = (t, x)``."""
+
+    nu: Float[Array, ""]
+
+    def __call__(self, u: Callable, x: Float[ArrayLike, " 2"]) -> Float[Array, "*shape"]:
+        x = _point(x, "BurgersResidual")
+        _, ut = value_and_first(u, x, _basis(x, 0))
+        value, ux, uxx = value_first_second(u, x, _basis(x, 1))
+        return ut + value * ux - self.nu * uxx
+
+
+class ConvectionResidual(eqx.Module):
+    r""":math:`u_t + \beta u_x` at ``x = (t, x)``: one derivative along :math:`(1, \beta)`."""
+
+    beta: Float[Array, ""]
+
+    def __call__(self, u: Callable, x: Float[ArrayLike, " 2"]) -> Float[Array, "*shape"]:
+        x = _point(x, "ConvectionResidual")
+        _, d = value_and_first(u, x, jnp.stack([jnp.ones((), x.dtype), self.beta.astype(x.dtype)]))
+        return d
+
+
+class AllenCahnResidual(eqx.Module):
+    r""":math:`u_t - D u_{xx} + k (u^3 - u)` at ``x = (t, x)``."""
+
+    diffusion: Float[Array, ""]
+    reaction: Float[Array, ""]
+
+    def __call__(self, u: Callable, x: Float[ArrayLike, " 2"]) -> Float[Array, "*shape"]:
+        x = _point(x, "AllenCahnResidual")
+        _, ut = value_and_first(u, x, _basis(x, 0))
+        value, _, uxx = value_first_second(u, x, _basis(x, 1))
+        return ut - self.diffusion * uxx + self.reaction * (value**3 - value)
+
+
+class HeatResidual(eqx.Module):
+    r""":math:`u_t - \kappa \Delta u` at ``x = (t, *space)`` (any number of space dimensions)."""
+
+    kappa: Float[Array, ""]
+
+    def __call__(self, u: Callable, x: Float[ArrayLike, " d"]) -> Float[Array, "*shape"]:
+        x = _point(x, "HeatResidual")
+        if x.shape[0] < 2:
+            raise ValueError(f"HeatResidual: a point (t, *space) needs d >= 2; got {x.shape}.")
+        _, ut = value_and_first(u, x, _basis(x, 0))
+        return ut - self.kappa * laplacian(u, range(1, x.shape[0]))(x)
+
+
+class PoissonResidual(eqx.Module):
+    r""":math:`-\Delta u - f` at a point ``x`` of any dimension."""
+
+    f: Any
+
+    def __call__(self, u: Callable, x: Float[ArrayLike, " d"]) -> Float[Array, "*shape"]:
+        x = _point(x, "PoissonResidual")
+        return -laplacian(u)(x) - _evaluate(self.f, x)
+
+
+# --------------------------------------------------------------------------------------------
+# Ready problems.
+
+
+def burgers(nu: float | Float[ArrayLike, ""] = 0.01 / math.pi) -> PINNProblem:
+    r"""Viscous Burgers, the classic PINN benchmark: :math:`u_t + u u_x = \nu u_{xx}` on
+    :math:`x \in [-1, 1]`, :math:`t \in [0, 1]`, :math:`u(0, x) = -\sin(\pi x)`,
+    :math:`u(t, \pm 1) = 0`.
+
+    Terms ``"pde"`` (interior points ``(t, x)``), ``"ic"`` (any points; time set to 0) and
+    ``"bc"`` (points with :math:`x = \pm 1`).
+
+    Args:
+        nu: the viscosity :math:`\nu \ge 0` (default :math:`0.01/\pi`; may be traced).
+    """
+    nu = _check_real("nu", nu, positive=True)
+    return PINNProblem(
+        (
+            Term("pde", BurgersResidual(nu)),
+            Term("ic", initial(lambda s: -jnp.sin(jnp.pi * s[0]))),
+            Term("bc", dirichlet(0.0)),
+        )
+    )
+
+
+def _sine(s):
+    return jnp.sin(s[0])
+
+
+def convection(
+    beta: float | Float[ArrayLike, ""] = 30.0,
+    *,
+    u0: Callable | None = None,
+    length: float | Float[ArrayLike, ""] = 2 * math.pi,
+) -> PINNProblem:
+    r"""Convection :math:`u_t + \beta u_x = 0`, periodic on :math:`x \in [0, L]` (:math:`L = 2\pi`),
+    :math:`t \in [0, 1]`, :math:`u(0, x) = \sin x`; the solution is :math:`u_0(x - \beta t)`.
+
+    Terms ``"pde"``, ``"ic"`` and ``"bc"`` (periodic: points ``(t, 0)``, compared with
+    ``(t, L)``).
+
+    Args:
+        beta: the wave speed (may be traced).
+        u0: the initial condition, a function of the spatial point ``(1,)`` (default
+            :math:`\sin x`).
+        length: the period :math:`L > 0`.
+    """
+    beta = _check_real("beta", beta)
+    length = _check_real("length", length, positive=True, allow_zero=False)
+    if u0 is None:
+        u0 = _sine
+    return PINNProblem(
+        (
+            Term("pde", ConvectionResidual(beta)),
+            Term("ic", initial(u0)),
+            Term("bc", periodic(jnp.stack([jnp.zeros_like(length), length]))),
+        )
+    )
+
+
+def allen_cahn(
+    diffusion: float | Float[ArrayLike, ""] = 1e-4,
+    reaction: float | Float[ArrayLike, ""] = 5.0,
+    *,
+    length: float | Float[ArrayLike, ""] = 2.0,
+) -> PINNProblem:
+    r"""Allen-Cahn :math:`u_t - D u_{xx} + k (u^3 - u) = 0` (:math:`D = 10^{-4}`, :math:`k = 5`),
+    periodic on :math:`x \in [-1, 1]`, :math:`t \in [0, 1]`,
+    :math:`u(0, x) = x^2 \cos(\pi x)` (the benchmark of the R3 and jaxpi papers).
+
+    Terms ``"pde"``, ``"ic"`` and ``"bc"`` (periodic in :math:`u` and :math:`u_x`: points
+    ``(t, -1)``, compared with ``(t, -1 + L)``).
+
+    Args:
+        diffusion: :math:`D \ge 0` (may be traced).
+        reaction: :math:`k` (may be traced).
+        length: the period :math:`L > 0`.
+    """
+    diffusion = _check_real("diffusion", diffusion, positive=True)
+    reaction = _check_real("reaction", reaction)
+    length = _check_real("length", length, positive=True, allow_zero=False)
+    return PINNProblem(
+        (
+            Term("pde", AllenCahnResidual(diffusion, reaction)),
+            Term("ic", initial(lambda s: s[0] ** 2 * jnp.cos(jnp.pi * s[0]))),
+            Term("bc", periodic(jnp.stack([jnp.zeros_like(length), length]), orders=1)),
+        )
+    )
+
+
+def poisson(f: Callable | float | ArrayLike, g: Callable | float | ArrayLike = 0.0) -> PINNProblem:
+    r"""Poisson :math:`-\Delta u = f` with :math:`u = g` on the boundary, in any dimension.
+
+    Terms ``"pde"`` (interior points) and ``"bc"`` (boundary points).
+
+    Args:
+        f: the source, a function of the point or a constant.
+        g: the boundary values, a function of the point or a constant.
+    """
+    return PINNProblem(
+        (
+            Term("pde", PoissonResidual(_function_or_constant("f", f))),
+            Term("bc", dirichlet(g)),
+        )
+    )
+
+
+def heat(
+    u0: Callable | float | ArrayLike,
+    kappa: float | Float[ArrayLike, ""] = 1.0,
+    *,
+    g: Callable | float | ArrayLike = 0.0,
+) -> PINNProblem:
+    r"""Heat :math:`u_t = \kappa \Delta u` at points ``(t, *space)``, :math:`u(0, x) = u_0(x)`,
+    :math:`u = g` on the boundary.
+
+    Terms ``"pde"``, ``"ic"`` and ``"bc"``.
+
+    Args:
+        u0: the initial values, a function of the spatial point or a constant.
+        kappa: the diffusivity :math:`\kappa \ge 0` (may be traced).
+        g: the boundary values, a function of the space-time point or a constant.
+    """
+    kappa = _check_real("kappa", kappa, positive=True)
+    return PINNProblem(
+        (
+            Term("pde", HeatResidual(kappa)),
+            Term("ic", initial(u0)),
+            Term("bc", dirichlet(g)),
+        )
+    )
