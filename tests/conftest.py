@@ -35,6 +35,21 @@ if not os.environ.get(_CHECKED):
         _chosen = _wanted if _accepted(_wanted) else [f for f in _wanted if _accepted([f])]
         os.environ["XLA_FLAGS"] = " ".join([_present, *_chosen]).strip()
 
+# One persistent compilation cache for the whole run, shared by the pytest-xdist workers and the
+# subprocesses (README blocks, notebook kernels, the multi-device and resume checks): a program
+# that one process compiled is loaded by the next instead of compiled again. A fresh directory per
+# run, removed at its end, so no run reads another's; a cache the caller chose is kept.
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    import atexit
+    import shutil
+    import tempfile
+
+    _cache_dir = tempfile.mkdtemp(prefix="jaxsolve-tests-xla-cache-")
+    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
 import jax  # noqa: E402  (after the XLA flags above)
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -188,6 +188,7 @@ def test_flow_matching_velocity_approaches_the_analytic_one():
     assert rel(trained) < 0.1 < rel(net), (rel(trained), rel(net))
 
 
+@pytest.mark.slow  # two training runs (~18 s); the default run keeps the flow-matching fit
 def test_reflow_straightens_the_flow():
     mix = GaussianMixture(
         np.array([0.5, 0.5]), np.array([[-2.0, 0.0], [2.0, 0.0]]), np.full((2, 2), 0.05)
@@ -331,6 +332,7 @@ def test_adjoint_gradient_with_respect_to_guidance_scale(x64):
     np.testing.assert_allclose(ga, gb, rtol=5e-3)
 
 
+@pytest.mark.slow  # compiles four adjoint runs to read their memory; a measurement
 def test_adjoint_memory_is_flat_in_the_number_of_steps():
     den, _ = _adjoint_problem()
     x0 = jnp.ones((256, 2))
