@@ -21,6 +21,9 @@ file                              what it holds
 ``_problems.py``                  :class:`Term`, :class:`PINNProblem`, condition builders and the
                                   benchmark problems (Burgers, convection, Allen-Cahn, ...)
 ``_weighting.py``                 :class:`CausalWeighting`, :func:`grad_norm_weighting`
+``_train.py``                     :func:`train` (the compiled training loop), :class:`Phase`,
+                                  :class:`Collocation`, the update rules :class:`Optax` and
+                                  :class:`GaussNewton`, :func:`relative_l2`
 ================================  ================================================================
 """
 
@@ -64,10 +67,23 @@ from ._sampling import (
     RARD,
     AbstractAdaptiveSampler,
     SamplerState,
+    UniformResampling,
     halton,
     latin_hypercube,
     sobol,
     uniform,
+)
+from ._train import (
+    AbstractUpdate,
+    Collocation,
+    GaussNewton,
+    Objective,
+    Optax,
+    Phase,
+    PINNResult,
+    TrainState,
+    relative_l2,
+    train,
 )
 from ._weighting import (
     CausalWeighting,
@@ -86,14 +102,17 @@ __all__ = [
     "SIREN",
     "AbstractAdaptiveSampler",
     "AbstractGeometry",
+    "AbstractUpdate",
     "AllenCahnResidual",
     "Box",
     "BurgersResidual",
     "CausalWeighting",
+    "Collocation",
     "ConvectionResidual",
     "Dirichlet",
     "Disk",
     "FourierFeatures",
+    "GaussNewton",
     "GradNormState",
     "GradNormWeighting",
     "HardDirichlet",
@@ -103,15 +122,21 @@ __all__ = [
     "Interval",
     "ModifiedMLP",
     "Neumann",
+    "Objective",
+    "Optax",
     "PINNProblem",
+    "PINNResult",
     "Periodic",
     "PeriodicEmbedding",
+    "Phase",
     "PhysicsInformedGaussians",
     "PoissonResidual",
     "SamplerState",
     "SignedDistance",
     "SpaceTime",
     "Term",
+    "TrainState",
+    "UniformResampling",
     "allen_cahn",
     "burgers",
     "causal_weights",
@@ -134,7 +159,9 @@ __all__ = [
     "neumann",
     "periodic",
     "poisson",
+    "relative_l2",
     "sobol",
     "time_derivative",
+    "train",
     "uniform",
 ]

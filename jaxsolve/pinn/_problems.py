@@ -288,54 +288,64 @@ class PINNProblem(eqx.Module):
             t.name: jax.vmap(lambda x, r=t.residual: r(u, x))(points[t.name]) for t in self.terms
         }
 
-    def term_losses(
-        self,
-        u: Callable,
-        points: Mapping[str, Float[ArrayLike, " _n _d"]],
-        *,
-        causal: CausalWeighting | None = None,
-    ) -> dict[str, Float[Array, ""]]:
-        r"""Each term's unweighted loss: the mean over its points of :math:`\|r\|_2^2` (the
-        causal loss for the terms ``causal`` names)."""
+    def _checked_causal(self, causal):
         if causal is not None:
             if not isinstance(causal, CausalWeighting):
                 raise TypeError(f"causal must be a CausalWeighting; got {type(causal).__name__}.")
             unknown = [n for n in causal.terms if n not in self.names]
             if unknown:
                 raise ValueError(f"causal names terms {unknown} the problem does not have.")
+        return causal
+
+    def _point_weights(self, point_weights, points):
+        """Term name -> ``(n,)`` weights of its points (ones where not given)."""
+        if point_weights is None:
+            point_weights = {}
+        if not isinstance(point_weights, Mapping):
+            raise TypeError(
+                f"point_weights must be a dict term name -> (n,) array; got {type(point_weights)}."
+            )
+        unknown = [n for n in point_weights if n not in self.names]
+        if unknown:
+            raise ValueError(f"point_weights names unknown terms {unknown}; terms: {self.names}.")
+        out = {}
+        for name in self.names:
+            n = points[name].shape[0]
+            w = point_weights.get(name)
+            w = jnp.ones((n,), points[name].dtype) if w is None else as_float(w)
+            if w.shape != (n,):
+                raise ValueError(
+                    f"point_weights[{name!r}] must have shape ({n},), one weight per point; "
+                    f"got {w.shape}."
+                )
+            out[name] = w
+        return out
+
+    def term_losses(
+        self,
+        u: Callable,
+        points: Mapping[str, Float[ArrayLike, " _n _d"]],
+        *,
+        causal: CausalWeighting | None = None,
+        point_weights: Mapping[str, Float[ArrayLike, " _n"]] | None = None,
+    ) -> dict[str, Float[Array, ""]]:
+        r"""Each term's unweighted loss: the mean over its points of :math:`w_p \|r_p\|_2^2`
+        (:math:`w_p = 1` unless ``point_weights`` gives them, as an adaptive sampler's gate
+        does), or the causal loss of those for the terms ``causal`` names."""
+        causal = self._checked_causal(causal)
         points = self._points(points)
+        weights = self._point_weights(point_weights, points)
         res = self.residuals(u, points)
         losses = {}
         for name in self.names:
-            sq = _squared_norm(res[name])
+            sq = weights[name] * _squared_norm(res[name])
             if causal is not None and name in causal.terms:
                 losses[name] = causal(sq, points[name])
             else:
                 losses[name] = jnp.mean(sq)
         return losses
 
-    def loss(
-        self,
-        u: Callable,
-        points: Mapping[str, Float[ArrayLike, " _n _d"]],
-        weights: Mapping[str, float | Float[ArrayLike, ""]] | None = None,
-        *,
-        causal: CausalWeighting | None = None,
-    ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
-        r""":math:`\sum_i \lambda_i L_i` and the term losses :math:`L_i` (unweighted).
-
-        Args:
-            u: the single-point network.
-            points: term name -> its points ``(n, d)``.
-            weights: term name -> weight :math:`\lambda_i` (scalars, may be traced: a sweep or
-                :func:`~jaxsolve.pinn._weighting.grad_norm_weighting` compiles nothing new);
-                a term left out keeps its own weight, ``None`` keeps them all.
-            causal: a :class:`~jaxsolve.pinn._weighting.CausalWeighting` for the time-dependent
-                terms it names.
-
-        Returns:
-            ``(total, {name: L_i})``.
-        """
+    def _term_weights(self, weights):
         chosen = {t.name: t.weight for t in self.terms}
         if weights is not None:
             if not isinstance(weights, Mapping):
@@ -348,7 +358,98 @@ class PINNProblem(eqx.Module):
                 if w.ndim:
                     raise ValueError(f"weights[{name!r}] must be a scalar; got shape {w.shape}.")
                 chosen[name] = w
-        losses = self.term_losses(u, points, causal=causal)
+        return chosen
+
+    def residual_scales(
+        self,
+        u: Callable,
+        points: Mapping[str, Float[ArrayLike, " _n _d"]],
+        weights: Mapping[str, float | Float[ArrayLike, ""]] | None = None,
+        *,
+        causal: CausalWeighting | None = None,
+        point_weights: Mapping[str, Float[ArrayLike, " _n"]] | None = None,
+    ) -> tuple[dict[str, Float[Array, " _n"]], dict[str, Float[Array, " _n _k"]]]:
+        r"""The scale :math:`s_p` of every point's squared residual in the loss, and the
+        residuals (flattened per point to ``(n, k)``), term by term:
+        :math:`\mathcal L = \sum_i \sum_p s_p \|r_i(x_p)\|^2`.
+
+        For a point of term :math:`i`, :math:`s_p = \lambda_i w_p / n_i`, or
+        :math:`\lambda_i w_p c_{k(p)} / (M n_{k(p)})` for a causal term (:math:`c_k` the causal
+        weight of the point's time chunk :math:`k(p)`, :math:`n_k` its number of points). The
+        scales carry no gradient. Arguments as in :meth:`loss`.
+        """
+        causal = self._checked_causal(causal)
+        points = self._points(points)
+        lam = self._term_weights(weights)
+        pw = self._point_weights(point_weights, points)
+        res = self.residuals(u, points)
+        scales, flat = {}, {}
+        for name in self.names:
+            r = jnp.asarray(res[name])
+            r = r.reshape(r.shape[0], -1)
+            n = r.shape[0]
+            if causal is not None and name in causal.terms:
+                chunk = causal.chunk_index(points[name])
+                m = causal.num_chunks
+                sq = pw[name] * jnp.sum(jnp.abs(r) ** 2, axis=1)
+                chunk_loss = causal.chunk_losses(sq, points[name])
+                counts = jax.ops.segment_sum(jnp.ones((n,), r.dtype), chunk, num_segments=m)
+                per_chunk = causal.weights(chunk_loss) / (m * jnp.maximum(counts, 1))
+                scale = per_chunk[chunk]
+            else:
+                scale = jnp.full((n,), 1.0 / n, r.dtype)
+            scales[name] = jax.lax.stop_gradient(lam[name] * pw[name] * scale).astype(r.dtype)
+            flat[name] = r
+        return scales, flat
+
+    def residual_vector(
+        self,
+        u: Callable,
+        points: Mapping[str, Float[ArrayLike, " _n _d"]],
+        weights: Mapping[str, float | Float[ArrayLike, ""]] | None = None,
+        *,
+        causal: CausalWeighting | None = None,
+        point_weights: Mapping[str, Float[ArrayLike, " _n"]] | None = None,
+    ) -> Float[Array, " m"]:
+        r"""Every residual component at every point, scaled so that its squared norm is the loss:
+        :math:`\rho = (\sqrt{s_p}\, r_i(x_p))_{i, p}` with :math:`\|\rho\|^2 =` :meth:`loss`
+        (:math:`s_p` from :meth:`residual_scales`; terms in order, points in order, components
+        last). The scales carry no gradient, so the Jacobian of :math:`\rho` is that of a
+        Gauss-Newton method (:class:`~jaxsolve.pinn.GaussNewton`). Arguments as in :meth:`loss`.
+        """
+        scales, res = self.residual_scales(
+            u, points, weights, causal=causal, point_weights=point_weights
+        )
+        parts = [(jnp.sqrt(scales[n])[:, None] * res[n]).reshape(-1) for n in self.names]
+        return jnp.concatenate(parts)
+
+    def loss(
+        self,
+        u: Callable,
+        points: Mapping[str, Float[ArrayLike, " _n _d"]],
+        weights: Mapping[str, float | Float[ArrayLike, ""]] | None = None,
+        *,
+        causal: CausalWeighting | None = None,
+        point_weights: Mapping[str, Float[ArrayLike, " _n"]] | None = None,
+    ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
+        r""":math:`\sum_i \lambda_i L_i` and the term losses :math:`L_i` (unweighted).
+
+        Args:
+            u: the single-point network.
+            points: term name -> its points ``(n, d)``.
+            weights: term name -> weight :math:`\lambda_i` (scalars, may be traced: a sweep or
+                :func:`~jaxsolve.pinn._weighting.grad_norm_weighting` compiles nothing new);
+                a term left out keeps its own weight, ``None`` keeps them all.
+            causal: a :class:`~jaxsolve.pinn._weighting.CausalWeighting` for the time-dependent
+                terms it names.
+            point_weights: term name -> ``(n,)`` weights :math:`w_p \ge 0` of its points'
+                squared residuals (an adaptive sampler's causal gate); ones where not given.
+
+        Returns:
+            ``(total, {name: L_i})``.
+        """
+        chosen = self._term_weights(weights)
+        losses = self.term_losses(u, points, causal=causal, point_weights=point_weights)
         total = sum(chosen[n] * losses[n] for n in self.names)
         return total, losses
 
@@ -358,11 +459,14 @@ class PINNProblem(eqx.Module):
         points: Mapping[str, Float[ArrayLike, " _n _d"]],
         *,
         causal: CausalWeighting | None = None,
+        point_weights: Mapping[str, Float[ArrayLike, " _n"]] | None = None,
     ) -> dict[str, PyTree]:
         """Term name -> the gradient of its unweighted loss with respect to the floating-point
         arrays of ``model`` (a callable pytree such as an :class:`equinox.Module`), for
         :func:`~jaxsolve.pinn._weighting.grad_norm_weighting`."""
-        return eqx.filter_jacrev(lambda m: self.term_losses(m, points, causal=causal))(model)
+        return eqx.filter_jacrev(
+            lambda m: self.term_losses(m, points, causal=causal, point_weights=point_weights)
+        )(model)
 
 
 # --------------------------------------------------------------------------------------------

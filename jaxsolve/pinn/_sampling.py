@@ -27,9 +27,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, PyTree
 
-from .._core import check_int, check_positive, is_concrete, safe_divide
+from .._core import RESULTS, check_int, check_positive, is_concrete, safe_divide
 from ._geometry import AbstractGeometry, _first_accepted
 
 _OVERSAMPLE = 16
@@ -263,15 +263,23 @@ class SamplerState(eqx.Module):
         shift: the causal gate's shift :math:`\\gamma` (:class:`R3` with ``causal=True``;
             unused otherwise).
         num_retained: how many points the last step kept.
+        result: ``RESULTS.nonfinite`` when a step met a NaN or infinite residual (the step then
+            keeps the points it had: a resampling driven by NaN would be noise), else
+            ``RESULTS.successful``. It stays set once set; a training loop reads it and stops.
+        aux: what a sampler keeps besides the points (the parameters of a generative sampler,
+            say); ``None`` for the samplers here.
     """
 
     points: Float[Array, "n dim"]
     geometry: AbstractGeometry
     shift: Float[Array, ""]
     num_retained: Int[Array, ""]
+    result: RESULTS = eqx.field(default_factory=lambda: RESULTS.successful)
+    aux: PyTree = None
 
 
 def _residual_magnitude(residual_fn, points):
+    """``|r(x_p)|`` per point (the Euclidean norm over a residual's components)."""
     r = jnp.asarray(residual_fn(points))
     if r.ndim == 0 or r.shape[0] != points.shape[0]:
         raise ValueError(
@@ -296,6 +304,46 @@ class AbstractAdaptiveSampler(eqx.Module):
     @abc.abstractmethod
     def step(self, state: SamplerState, residual_fn: Callable, key: PRNGKeyArray) -> SamplerState:
         """The next point set, from the residuals of the current network."""
+
+    def point_weights(self, state: SamplerState) -> Float[Array, " n"]:
+        """The weights of the current points' squared residuals in the training loss (ones;
+        a causal sampler gates late times)."""
+        return jnp.ones(state.points.shape[:1], state.points.dtype)
+
+
+class UniformResampling(AbstractAdaptiveSampler):
+    """``n`` fresh independent uniform points at every step, whatever the residuals (the
+    non-adaptive baseline of "A comprehensive study of non-adaptive and residual-based adaptive
+    sampling for physics-informed neural networks", Wu et al.).
+
+    Args:
+        n: number of collocation points (static).
+    """
+
+    n: int = eqx.field(static=True)
+
+    def __init__(self, n: int):
+        self.n = check_int("n", n, minimum=1)
+
+    def step(self, state: SamplerState, residual_fn: Callable, key: PRNGKeyArray) -> SamplerState:
+        del residual_fn
+        points = state.geometry.sample_interior(key, self.n)
+        return SamplerState(
+            points, state.geometry, state.shift, jnp.zeros((), jnp.int32), state.result, state.aux
+        )
+
+
+def checked_step(
+    state: SamplerState, new: SamplerState, *magnitudes: Float[Array, " _n"]
+) -> SamplerState:
+    """``new``, unless a residual magnitude that chose it is not finite: then ``state`` with
+    ``result = RESULTS.nonfinite`` (the points and every other field of the old state)."""
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(m)) for m in magnitudes]))
+    keep = jax.tree_util.tree_map(
+        lambda a, b: jnp.where(finite, a, b) if eqx.is_array(a) else a, new, state
+    )
+    result = RESULTS.where(finite, state.result, RESULTS.nonfinite)
+    return eqx.tree_at(lambda s: s.result, keep, result)
 
 
 class RARD(AbstractAdaptiveSampler):
@@ -363,7 +411,8 @@ class RARD(AbstractAdaptiveSampler):
             keep = jnp.argsort(-old_r)[: self.n - self.n_new]
             points = jnp.concatenate([state.points[keep], new], axis=0)
         retained = jnp.asarray(self.n - self.n_new, jnp.int32)
-        return SamplerState(points, geometry, state.shift, retained)
+        new_state = SamplerState(points, geometry, state.shift, retained, state.result, state.aux)
+        return checked_step(state, new_state, r, *([] if self.n_new == self.n else [old_r]))
 
 
 class R3(AbstractAdaptiveSampler):
@@ -434,7 +483,9 @@ class R3(AbstractAdaptiveSampler):
     def init(self, key: PRNGKeyArray, geometry: AbstractGeometry) -> SamplerState:
         state = super().init(key, geometry)
         shift = jnp.asarray(self.shift_init, state.points.dtype)
-        return SamplerState(state.points, state.geometry, shift, state.num_retained)
+        return SamplerState(
+            state.points, state.geometry, shift, state.num_retained, state.result, state.aux
+        )
 
     def gate(
         self, state: SamplerState, points: Float[ArrayLike, "*batch dim"]
@@ -447,6 +498,10 @@ class R3(AbstractAdaptiveSampler):
         t_hat = (points[..., 0] - lower[0]) / (upper[0] - lower[0])
         return 0.5 * (1 - jnp.tanh(self.alpha * (t_hat - state.shift)))
 
+    def point_weights(self, state: SamplerState) -> Float[Array, " n"]:
+        """The causal gate at the current points (ones when not causal)."""
+        return self.gate(state, state.points)
+
     def step(self, state: SamplerState, residual_fn: Callable, key: PRNGKeyArray) -> SamplerState:
         r = _residual_magnitude(residual_fn, state.points)
         shift = state.shift
@@ -458,4 +513,6 @@ class R3(AbstractAdaptiveSampler):
         retain = r >= jnp.mean(r)
         fresh = state.geometry.sample_interior(key, self.n)
         points = jnp.where(retain[:, None], state.points, fresh)
-        return SamplerState(points, state.geometry, shift, jnp.sum(retain).astype(jnp.int32))
+        retained = jnp.sum(retain).astype(jnp.int32)
+        new_state = SamplerState(points, state.geometry, shift, retained, state.result, state.aux)
+        return checked_step(state, new_state, r)
