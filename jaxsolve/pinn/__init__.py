@@ -21,12 +21,17 @@ file                              what it holds
 ``_problems.py``                  :class:`Term`, :class:`PINNProblem`, condition builders and the
                                   benchmark problems (Burgers, convection, Allen-Cahn, ...)
 ``_weighting.py``                 :class:`CausalWeighting`, :func:`grad_norm_weighting`
+``_lagrangian.py``                Lagrangian PINNs: :class:`LagrangianNetwork` (characteristic
+                                  coordinates as inputs), :func:`lagrangian_convection`,
+                                  :func:`lagrangian_burgers` (learned characteristics)
+``_adversarial.py``               :class:`AdversarialSampler` (a flow-matching generative sampler)
 ``_train.py``                     :func:`train` (the compiled training loop), :class:`Phase`,
                                   :class:`Collocation`, the update rules :class:`Optax` and
                                   :class:`GaussNewton`, :func:`relative_l2`
 ================================  ================================================================
 """
 
+from ._adversarial import AdversarialSampler, FlowSamplerAux
 from ._constraints import HardDirichlet, HardInitial, PeriodicEmbedding
 from ._derivatives import (
     derivative,
@@ -39,6 +44,19 @@ from ._derivatives import (
     time_derivative,
 )
 from ._geometry import AbstractGeometry, Box, Disk, Interval, SignedDistance, SpaceTime
+from ._lagrangian import (
+    CharacteristicModel,
+    CharacteristicResidual,
+    ConvectionDiffusionResidual,
+    LagrangianBurgersResidual,
+    LagrangianNetwork,
+    LagrangianResidual,
+    convection_diffusion_residual,
+    eulerian_values,
+    lagrangian_burgers,
+    lagrangian_convection,
+    lagrangian_residual,
+)
 from ._networks import MLP, SIREN, FourierFeatures, ModifiedMLP, PhysicsInformedGaussians
 from ._problems import (
     AllenCahnResidual,
@@ -103,14 +121,19 @@ __all__ = [
     "AbstractAdaptiveSampler",
     "AbstractGeometry",
     "AbstractUpdate",
+    "AdversarialSampler",
     "AllenCahnResidual",
     "Box",
     "BurgersResidual",
     "CausalWeighting",
+    "CharacteristicModel",
+    "CharacteristicResidual",
     "Collocation",
+    "ConvectionDiffusionResidual",
     "ConvectionResidual",
     "Dirichlet",
     "Disk",
+    "FlowSamplerAux",
     "FourierFeatures",
     "GaussNewton",
     "GradNormState",
@@ -120,6 +143,9 @@ __all__ = [
     "HeatResidual",
     "Initial",
     "Interval",
+    "LagrangianBurgersResidual",
+    "LagrangianNetwork",
+    "LagrangianResidual",
     "ModifiedMLP",
     "Neumann",
     "Objective",
@@ -142,9 +168,11 @@ __all__ = [
     "causal_weights",
     "chunk_means",
     "convection",
+    "convection_diffusion_residual",
     "derivative",
     "dirichlet",
     "divergence",
+    "eulerian_values",
     "grad_norm_targets",
     "grad_norm_weighting",
     "gradient",
@@ -154,6 +182,9 @@ __all__ = [
     "hessian_diag",
     "initial",
     "jacobian",
+    "lagrangian_burgers",
+    "lagrangian_convection",
+    "lagrangian_residual",
     "laplacian",
     "latin_hypercube",
     "neumann",
