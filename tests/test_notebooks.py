@@ -55,6 +55,17 @@ def _ids(paths):
     return [p.name for p in paths]
 
 
+def _executions(paths):
+    """One case per notebook; a notebook whose metadata says ``"jaxsolve": {"slow": true}``
+    (one that trains to a benchmark's accuracy) runs under ``-m slow`` only."""
+    cases = []
+    for path in paths:
+        meta = nbformat.read(path, as_version=4).metadata.get("jaxsolve", {})
+        marks = [pytest.mark.slow] if meta.get("slow") else []
+        cases.append(pytest.param(path, marks=marks, id=path.name))
+    return cases
+
+
 def _kernel_manager(spec_dir: Path) -> AsyncKernelManager:
     """A kernel manager whose only kernel is ipykernel on ``sys.executable``."""
     kernel_dir = spec_dir / KERNEL_NAME
@@ -110,7 +121,7 @@ def test_install_cell_finds_the_checkout(where, tmp_path, monkeypatch):
     assert namespace["installed"].resolve() == root.resolve()
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+@pytest.mark.parametrize("path", _executions(NOTEBOOKS))
 def test_notebook_executes(path, tmp_path, record_property):
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))  # which interpreter ran the kernel

@@ -332,14 +332,32 @@ def _as_update(name, rule):
 class Phase(eqx.Module):
     """``num_steps`` steps of one update rule (an optax transformation or
     :class:`GaussNewton`); :func:`train` runs its phases one after the other, each starting its
-    rule's state afresh from the parameters the previous one reached."""
+    rule's state afresh from the parameters the previous one reached.
+
+    Args:
+        update: the update rule.
+        num_steps: its number of steps.
+        resample: whether the adaptive samplers step in this phase (default). ``False`` keeps
+            the points the previous phase ended with: L-BFGS and Gauss-Newton assume one
+            objective over their steps, which resampling would change under them.
+    """
 
     update: AbstractUpdate
     num_steps: int = eqx.field(static=True)
+    resample: bool = eqx.field(static=True)
 
-    def __init__(self, update: AbstractUpdate | optax.GradientTransformation, num_steps: int):
+    def __init__(
+        self,
+        update: AbstractUpdate | optax.GradientTransformation,
+        num_steps: int,
+        *,
+        resample: bool = True,
+    ):
         self.update = _as_update("update", update)
         self.num_steps = check_int("num_steps", num_steps)
+        if not isinstance(resample, bool):
+            raise TypeError(f"resample must be a bool; got {resample!r}.")
+        self.resample = resample
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,6 +391,7 @@ class _Step(eqx.Module):
     causal: CausalWeighting | None
     balancing: GradNormWeighting | None
     key: PRNGKeyArray
+    resample: bool = eqx.field(static=True)
 
     def points(self, samplers):
         pts = dict(self.fixed)
@@ -399,7 +418,7 @@ class _Step(eqx.Module):
         samplers = dict(state.samplers)
         step_key = jax.random.fold_in(self.key, s)
         for i, name in enumerate(self.problem.names):
-            if name not in self.collocations:
+            if name not in self.collocations or not self.resample:
                 continue
             c = self.collocations[name]
             residual = self.problem.terms[i].residual
@@ -643,7 +662,15 @@ def train(
                     is_leaf=lambda x: x is None,
                 )
             step = _Step(
-                problem, static, phase.update, collocations, fixed, causal, balancing, loop_key
+                problem,
+                static,
+                phase.update,
+                collocations,
+                fixed,
+                causal,
+                balancing,
+                loop_key,
+                phase.resample,
             )
             done = 0
             width = min(steps_per_call, phase.num_steps)

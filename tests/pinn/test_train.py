@@ -55,8 +55,10 @@ def test_residual_vector_is_the_loss(x64):
     causal = pinn.CausalWeighting(4, eps=3.0, terms=("pde",))
     weights = {"pde": 2.0, "bc": 0.5}
     pw = {"pde": jax.random.uniform(key[2], (40,))}
-    total, _ = problem.loss(net, pts, weights, causal=causal, point_weights=pw)
-    rho = problem.residual_vector(net, pts, weights, causal=causal, point_weights=pw)
+    total, _ = eqx.filter_jit(problem.loss)(net, pts, weights, causal=causal, point_weights=pw)
+    rho = eqx.filter_jit(problem.residual_vector)(
+        net, pts, weights, causal=causal, point_weights=pw
+    )
     assert rho.shape == (50,)
     np.testing.assert_allclose(jnp.sum(rho**2), total, rtol=1e-13)
 
@@ -120,6 +122,18 @@ def test_samplers_step_inside_the_loop_and_chunking_does_not_matter():
         progress=False,
     )
     np.testing.assert_array_equal(never.samplers["pde"].points, start.points)
+    # A phase with resample=False keeps the points the previous phase ended with.
+    kw = dict(key=jax.random.key(5), steps_per_call=10, progress=False)
+    four = train(problem, net, pts, optimizer=optax.adam(1e-3), num_steps=4, **kw)
+    frozen = train(
+        problem,
+        net,
+        pts,
+        phases=[Phase(optax.adam(1e-3), 4), Phase(optax.adam(1e-3), 6, resample=False)],
+        **kw,
+    )
+    np.testing.assert_array_equal(frozen.samplers["pde"].points, four.samplers["pde"].points)
+    assert not np.array_equal(four.samplers["pde"].points, start.points)
 
 
 def test_a_nonfinite_step_raises_or_returns_the_last_good_network():
@@ -198,3 +212,27 @@ def test_bad_arguments_are_named():
         Collocation(pinn.Interval(0.0, 1.0), pinn.R3(8), every=0)
     with pytest.raises(ValueError, match="damping"):
         GaussNewton(damping=0.0)
+
+
+@pytest.mark.slow
+def test_the_adversarial_sampler_runs_inside_the_loop():
+    problem, points = _poisson()
+    net = pinn.MLP(1, "scalar", 8, 2, key=jax.random.key(0))
+    sampler = pinn.AdversarialSampler(64)
+    pts = dict(points, pde=Collocation(pinn.Interval(0.0, 1.0), sampler, every=5))
+    result = train(
+        problem,
+        net,
+        pts,
+        key=jax.random.key(1),
+        optimizer=optax.adam(1e-3),
+        num_steps=10,
+        progress=False,
+    )
+    state = result.samplers["pde"]
+    assert result.result == RESULTS.successful and state.result == RESULTS.successful
+    assert bool(jnp.all((state.points >= 0.0) & (state.points <= 1.0)))
+    start = sampler.init(
+        jax.random.fold_in(jax.random.split(jax.random.key(1))[0], 0), pinn.Interval(0.0, 1.0)
+    )
+    assert not np.array_equal(state.points, start.points)

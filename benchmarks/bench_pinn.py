@@ -1,0 +1,362 @@
+"""Physics-informed networks on the benchmark problems of issue 19, and DeepXDE side by side.
+
+(a) Burgers, u_t + u u_x = (0.01/pi) u_xx on [-1, 1] x [0, 1], u0 = -sin(pi x), u(+-1) = 0:
+    hard initial/boundary ansatz, Adam then Gauss-Newton, relative L2 error against the Cole-Hopf
+    solution (tests/pinn/exact.py) on x = linspace(-1, 1, 256), t = linspace(0, 0.99, 100).
+    The prediction on that grid goes to results/pinn_burgers_prediction.npz.
+(b) Convection u_t + beta u_x = 0, periodic on [0, 2 pi], u0 = sin x, beta = 30 and 50: a plain
+    PINN on fixed uniform points, the same with R3 sampling (causal gate), with causal weighting,
+    and a Lagrangian PINN (characteristic coordinates), all against sin(x - beta t) on
+    x = linspace(0, 2 pi, 256, endpoint=False), t = linspace(0, 1, 100). The R3 prediction at
+    beta = 30 goes to results/pinn_convection_prediction.npz.
+(c) Allen-Cahn, u_t = 1e-4 u_xx - 5 u^3 + 5 u, u0 = x^2 cos(pi x), periodic on [-1, 1]: relative
+    L2 against an ETDRK4 reference from jaxsolve.pde (tests/pinn/exact.py).
+(d) A physics-only FNO on Burgers nu = 0.1 beside the same FNO trained on data
+    (benchmarks/_physics_fno.py).
+(e) DeepXDE (PyTorch backend, benchmarks/_deepxde_burgers.py) on Burgers with DeepXDE's own
+    example set-up, and jaxsolve with the same network, points, loss and optimiser, in this one
+    process: time per Adam iteration (ratio jaxsolve / DeepXDE) and the error after the same
+    number of iterations. Skipped with a message without deepxde and torch (the bench extra).
+
+Writes benchmarks/results/pinn.json. ``--quick`` shrinks everything (a smoke run; its numbers
+are not the ones the README quotes); ``--only a,b`` runs some parts (each part rewrites its own
+entry of the JSON, so parts may run in separate processes).
+
+Run: ``python benchmarks/bench_pinn.py [--quick] [--only burgers,convection_beta30,...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests.pinn.exact
+sys.path.insert(0, str(HERE))
+
+from jaxsolve import pinn  # noqa: E402
+from tests.pinn.exact import allen_cahn_reference, burgers_cole_hopf  # noqa: E402
+
+RESULTS = HERE / "results"
+
+
+def _grid(t, x):
+    T, X = np.meshgrid(t, x, indexing="ij")
+    return np.stack([T.ravel(), X.ravel()], 1)
+
+
+def _predict(model, t, x):
+    u = jax.jit(jax.vmap(model))(jnp.asarray(_grid(t, x)))
+    return np.asarray(u, np.float64).reshape(len(t), len(x))
+
+
+def _relative_l2(u, exact):
+    return float(np.linalg.norm(u - exact) / np.linalg.norm(exact))
+
+
+def _train(problem, model, points, phases, *, eval_points=None, exact=None, causal=None):
+    """Train, timing the run (compilation included, reported apart by a 1-step warm-up)."""
+    eval_fn = None
+    if eval_points is not None:
+        P, U = jnp.asarray(eval_points), jnp.asarray(exact.ravel())
+        eval_fn = eqx.filter_jit(lambda m: {"error": pinn.relative_l2(m, P, U)})
+    start = time.perf_counter()
+    result = pinn.train(
+        problem,
+        model,
+        points,
+        key=jax.random.key(1),
+        phases=phases,
+        causal=causal,
+        eval_fn=eval_fn,
+        steps_per_call=50,
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    return result, seconds
+
+
+# --------------------------------------------------------------------------------------------
+# (a) Burgers.
+
+BURGERS_X = np.linspace(-1.0, 1.0, 256)
+BURGERS_T = np.linspace(0.0, 0.99, 100)
+
+
+def burgers(quick: bool) -> dict:
+    cfg = dict(width=20, depth=6, points=2500, adam=2000, gauss_newton=300)
+    if quick:
+        cfg.update(points=500, adam=200, gauss_newton=20)
+    with jax.enable_x64(True):
+        exact = burgers_cole_hopf(*np.meshgrid(BURGERS_T, BURGERS_X, indexing="ij"))
+        problem = pinn.PINNProblem((pinn.burgers().terms[0],))
+        net = pinn.MLP(2, "scalar", cfg["width"], cfg["depth"], key=jax.random.key(0))
+        # u = -sin(pi x) + t (1 - x^2) N(t, x): the initial and boundary values hold exactly.
+        model = pinn.HardDirichlet(
+            net, lambda p: -jnp.sin(jnp.pi * p[1]), lambda p: p[0] * (1 - p[1] ** 2)
+        )
+        domain = pinn.Box([0.0, -1.0], [1.0, 1.0])
+        points = {"pde": pinn.latin_hypercube(jax.random.key(3), domain, cfg["points"])}
+        phases = [
+            pinn.Phase(optax.adam(1e-3), cfg["adam"]),
+            pinn.Phase(pinn.GaussNewton(), cfg["gauss_newton"]),
+        ]
+        result, seconds = _train(
+            problem, model, points, phases, eval_points=_grid(BURGERS_T, BURGERS_X), exact=exact
+        )
+        u = _predict(result.model, BURGERS_T, BURGERS_X)
+    error = _relative_l2(u, exact)
+    if not quick:
+        np.savez(RESULTS / "pinn_burgers_prediction.npz", x=BURGERS_X, t=BURGERS_T, u=u)
+    return {
+        "relative_l2": error,
+        "target": 1e-3,
+        "iterations": {"adam": cfg["adam"], "gauss_newton": cfg["gauss_newton"]},
+        "wall_seconds": seconds,
+        "config": cfg | {"dtype": "float64", "ansatz": "-sin(pi x) + t (1 - x^2) N(t, x)"},
+        "error_history": result.history["error"].tolist(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# (b) Convection.
+
+CONVECTION_X = np.linspace(0.0, 2 * np.pi, 256, endpoint=False)
+CONVECTION_T = np.linspace(0.0, 1.0, 100)
+
+
+def _convection_run(beta, variant, cfg):
+    exact = np.sin(CONVECTION_X[None, :] - beta * CONVECTION_T[:, None])
+    problem = pinn.convection(beta)
+    domain = pinn.Box([0.0, 0.0], [1.0, 2 * np.pi])
+    n = cfg["points"]
+    fixed = pinn.uniform(jax.random.key(7), domain, n)
+    ic = jnp.stack([jnp.zeros(256), jnp.asarray(CONVECTION_X)], 1)
+    bc = jnp.stack([jnp.linspace(0.0, 1.0, 100), jnp.zeros(100)], 1)
+    key = jax.random.key(0)
+    causal = None
+    if variant == "lagrangian":
+        # u(t, x) = N(t, x - beta t), periodic in x - beta t: the characteristics as inputs.
+        problem, make_network = pinn.lagrangian_convection(beta)
+        model = make_network(key=key, width=cfg["width"], depth=cfg["depth"])
+        points = {"pde": fixed, "ic": ic}
+    else:
+        model = pinn.MLP(2, "scalar", cfg["width"], cfg["depth"], key=key)
+        pde = fixed
+        if variant == "r3":
+            pde = pinn.Collocation(domain, pinn.R3(n, causal=True), every=cfg["r3_every"])
+        elif variant == "causal":
+            causal = pinn.CausalWeighting(cfg["chunks"], eps=cfg["eps"])
+        points = {"pde": pde, "ic": ic, "bc": bc}
+    # Every variant: the same Adam phase (the samplers step in it), then Gauss-Newton on the
+    # points it ended with.
+    phases = [
+        pinn.Phase(optax.adam(1e-3), cfg["adam"]),
+        pinn.Phase(pinn.GaussNewton(), cfg["gauss_newton"], resample=False),
+    ]
+    result, seconds = _train(
+        problem,
+        model,
+        points,
+        phases,
+        eval_points=_grid(CONVECTION_T, CONVECTION_X),
+        exact=exact,
+        causal=causal,
+    )
+    u = _predict(result.model, CONVECTION_T, CONVECTION_X)
+    return u, {
+        "relative_l2": _relative_l2(u, exact),
+        "iterations": {"adam": cfg["adam"], "gauss_newton": cfg["gauss_newton"]},
+        "wall_seconds": seconds,
+        "error_history": result.history["error"].tolist(),
+    }
+
+
+def convection(quick: bool, beta: float) -> dict:
+    cfg = dict(width=50, depth=4, points=1000, adam=3000, gauss_newton=200, chunks=32, eps=1.0)
+    cfg["r3_every"] = 1
+    if quick:
+        cfg.update(points=200, adam=20, gauss_newton=5)
+    out = {
+        "config": cfg | {"optimizer": "adam(1e-3), then GaussNewton()", "dtype": "float64"},
+        "target": 5e-2,
+    }
+    for variant in ("plain", "r3", "causal", "lagrangian"):
+        with jax.enable_x64(True):
+            u, row = _convection_run(beta, variant, cfg)
+        out[variant] = row
+        print(f"  convection beta={beta:g} {variant}: {row['relative_l2']:.3e}", flush=True)
+        if beta == 30.0 and variant == "r3" and not quick:
+            np.savez(
+                RESULTS / "pinn_convection_prediction.npz", x=CONVECTION_X, t=CONVECTION_T, u=u
+            )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# (c) Allen-Cahn.
+
+
+def allen_cahn(quick: bool) -> dict:
+    cfg = dict(width=32, depth=4, points=2000, adam=1000, gauss_newton=200, harmonics=1)
+    if quick:
+        cfg.update(points=300, adam=100, gauss_newton=10)
+    t = np.linspace(0.0, 1.0, 101)
+    x = np.linspace(-1.0, 1.0, 256, endpoint=False)
+    with jax.enable_x64(True):
+        start = time.perf_counter()
+        exact = allen_cahn_reference(t, x)
+        reference_seconds = time.perf_counter() - start
+        problem = pinn.PINNProblem((pinn.allen_cahn().terms[0],))
+        embedding = pinn.PeriodicEmbedding((None, 2.0), cfg["harmonics"])
+        net = pinn.MLP(
+            2, "scalar", cfg["width"], cfg["depth"], key=jax.random.key(0), embedding=embedding
+        )
+        model = pinn.HardInitial(net, lambda s: s[0] ** 2 * jnp.cos(jnp.pi * s[0]))
+        domain = pinn.Box([0.0, -1.0], [1.0, 1.0])
+        points = {"pde": pinn.latin_hypercube(jax.random.key(3), domain, cfg["points"])}
+        phases = [
+            pinn.Phase(optax.adam(1e-3), cfg["adam"]),
+            pinn.Phase(pinn.GaussNewton(), cfg["gauss_newton"]),
+        ]
+        result, seconds = _train(
+            problem, model, points, phases, eval_points=_grid(t, x), exact=exact
+        )
+        u = _predict(result.model, t, x)
+    return {
+        "relative_l2": _relative_l2(u, exact),
+        "target": 1e-2,
+        "iterations": {"adam": cfg["adam"], "gauss_newton": cfg["gauss_newton"]},
+        "wall_seconds": seconds,
+        "reference_seconds": reference_seconds,
+        "config": cfg | {"dtype": "float64"},
+        "error_history": result.history["error"].tolist(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# (d) Physics-only FNO.
+
+
+def physics_fno(quick: bool) -> dict:
+    import _physics_fno
+
+    return _physics_fno.run(quick=quick)
+
+
+# --------------------------------------------------------------------------------------------
+# (e) DeepXDE side by side.
+
+
+def deepxde(quick: bool) -> dict:
+    try:
+        import _deepxde_burgers as dxde
+
+        points = dxde.collocation_points()
+    except ImportError as err:
+        return {"skipped": str(err)}
+    num_adam = 200 if quick else 2000
+    # jaxsolve: the same problem, points, network width/depth, loss and optimiser, float32.
+    problem = pinn.burgers()
+    pde_points = np.concatenate([points[k] for k in ("domain", "boundary", "initial")])
+    pts = {
+        "pde": jnp.asarray(pde_points, jnp.float32),
+        "ic": jnp.asarray(points["initial"], jnp.float32),
+        "bc": jnp.asarray(points["boundary"], jnp.float32),
+    }
+    model = pinn.MLP(2, "scalar", 20, 3, key=jax.random.key(0), dtype=jnp.float32)
+    exact = burgers_cole_hopf(*np.meshgrid(BURGERS_T, BURGERS_X, indexing="ij"))
+    jax_per_iteration, result = _timed_adam(problem, model, pts, num_adam)
+    jax_error = _relative_l2(_predict(result.model, BURGERS_T, BURGERS_X), exact)
+    reference = dxde.run(num_adam, seed=0)
+    return {
+        "iterations": num_adam,
+        "jaxsolve": {"seconds_per_adam_iteration": jax_per_iteration, "relative_l2": jax_error},
+        "deepxde": reference,
+        "time_ratio_jaxsolve_over_deepxde": jax_per_iteration
+        / reference["seconds_per_adam_iteration"],
+        "target_time_ratio": 0.3,
+        "config": dxde.CONFIG,
+    }
+
+
+def _timed_adam(problem, model, pts, num_steps, chunk=100):
+    """``num_steps`` Adam steps in chunks of ``chunk``, and the seconds per step after the first
+    chunk (which compiles), as DeepXDE's side excludes its first iteration."""
+    marks = []
+
+    def eval_fn(m):
+        jax.block_until_ready(m)
+        marks.append(time.perf_counter())
+        return {}
+
+    result = pinn.train(
+        problem,
+        model,
+        pts,
+        key=jax.random.key(1),
+        optimizer=optax.adam(1e-3),
+        num_steps=num_steps,
+        steps_per_call=chunk,
+        eval_fn=eval_fn,
+        progress=False,
+    )
+    return (marks[-1] - marks[0]) / (num_steps - chunk), result
+
+
+PARTS = {
+    "burgers": burgers,
+    "convection_beta30": lambda quick: convection(quick, 30.0),
+    "convection_beta50": lambda quick: convection(quick, 50.0),
+    "allen_cahn": allen_cahn,
+    "physics_fno": physics_fno,
+    "deepxde": deepxde,
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default=",".join(PARTS))
+    args = parser.parse_args(argv)
+    chosen = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = [p for p in chosen if p not in PARTS]
+    if unknown:
+        parser.error(f"unknown parts {unknown}; choose from {list(PARTS)}")
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / ("pinn_quick.json" if args.quick else "pinn.json")
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+    }
+    for name in chosen:
+        print(f"{name} ...", flush=True)
+        start = time.perf_counter()
+        row = PARTS[name](args.quick)
+        row["part_seconds"] = time.perf_counter() - start
+        row["load_average_after"] = os.getloadavg()
+        print(json.dumps(row, default=float)[:600], flush=True)
+        # Read again before writing: parts may run in separate processes at once.
+        results = json.loads(path.read_text()) if path.exists() else {}
+        results["machine"] = machine
+        results[name] = row
+        path.write_text(json.dumps(results, indent=2, default=float))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
