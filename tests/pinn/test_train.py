@@ -63,6 +63,7 @@ def test_residual_vector_is_the_loss(x64):
     np.testing.assert_allclose(jnp.sum(rho**2), total, rtol=1e-13)
 
 
+@pytest.mark.slow  # compiling optax's zoom line search inside the loop takes a while
 def test_lbfgs_gets_its_line_search_and_phases_chain(x64):
     problem, points = _poisson()
     net = pinn.MLP(1, "scalar", 10, 2, key=jax.random.key(0))
