@@ -1,6 +1,6 @@
 """A physics-only FNO against the same FNO trained on data: Burgers, nu = 0.1 (the FNO setting).
 
-Issue 19's check for :mod:`jaxsolve.operators`' physics losses: "a physics-only FNO on Burgers
+Issue 19's check for the operator physics losses of :mod:`jaxsolve.pinn`: "a physics-only FNO on Burgers
 trained with the residual loss and no output data: test error within 3x of the same FNO trained
 on data". The setting is the FNO paper's Burgers problem ("Fourier Neural Operator for
 Parametric Partial Differential Equations", Li et al.): viscous Burgers on the periodic
@@ -16,7 +16,7 @@ Both runs train the same network from the same initial weights with the same opt
 (Adam, cosine-decayed learning rate), batch size, inputs and number of steps,
 with :func:`jaxsolve.train.fit`:
 
-* ``physics`` — :class:`jaxsolve.operators.BurgersPhysicsLoss` (mean squared residual on the
+* ``physics`` — :class:`jaxsolve.pinn.BurgersPhysicsLoss` (mean squared residual on the
   output grid plus the initial-condition term), no solution anywhere in training;
 * ``data`` — the relative L2 error against solutions computed by :mod:`jaxsolve.pde` (ETDRK4 on
   a fine grid, subsampled; the generator is checked against :func:`jaxsolve.pde.burgers_dataset`
@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxsolve import operators, pde, train
+from jaxsolve import operators, pde, pinn, train
 from jaxsolve._core import per_sample_keys
 
 NU = 0.1
@@ -112,7 +112,7 @@ def run(quick: bool = False, seed: int = 0, *, residual_start: int = 1) -> dict:
         quick: a small version (a 32 x 17 grid, 64 training inputs, 300 steps), for the tests.
         seed: seeds the data, the initial weights and the minibatches.
         residual_start: the first frame whose residual enters the physics loss (see
-            :class:`jaxsolve.operators.EvolutionPhysicsLoss`): 1, the equation on
+            :class:`jaxsolve.pinn.EvolutionPhysicsLoss`): 1, the equation on
             :math:`(0, T]`, since the exact solution's residual at :math:`t = 0` is far from
             zero for these rough :math:`u_0` (``physics_loss_reference`` shows it with 0).
 
@@ -139,7 +139,7 @@ def run(quick: bool = False, seed: int = 0, *, residual_start: int = 1) -> dict:
         2, 1, 1, width=cfg["width"], modes=cfg["modes"], n_layers=cfg["n_layers"], key=k_model,
         domain_padding=(pad_cells / nt, 0.0), padding_mode="one-sided",
     )  # fmt: skip
-    physics = operators.BurgersPhysicsLoss(NU, T=T, ic_weight=10.0, residual_start=residual_start)
+    physics = pinn.BurgersPhysicsLoss(NU, T=T, ic_weight=10.0, residual_start=residual_start)
 
     def physics_loss(m, batch, key):
         (x,) = batch

@@ -13,25 +13,12 @@ the same weights give the same function on every grid that holds their modes.
   :func:`dct_modes` / :func:`idct_modes`, :func:`spectral_derivative`, :func:`sobolev_norm`,
   :func:`dealias` (2/3 rule).
 * Losses: :func:`relative_lp_loss`, :func:`h1_loss`, :func:`sobolev_loss`.
-* Physics losses (PINO / LordNet residuals on the output grid, no solution data needed):
-  :class:`EvolutionPhysicsLoss` for any :mod:`jaxsolve.pde` evolution equation on a space-time
-  output, :class:`BurgersPhysicsLoss`, :class:`KuramotoSivashinskyPhysicsLoss`,
-  :class:`NavierStokesPhysicsLoss`, :class:`DarcyPhysicsLoss`; :func:`time_derivative`.
 """
 
 from ._deeponet import DeepONet, MultiONet
 from ._fno import FNO, TFNO, ChannelMLP, FNOBlock, SoftGating, count_params, padding_cells
 from ._layout import AbstractChannelsLast
 from ._losses import h1_loss, h1_norm, lp_norm, relative_lp_loss, sobolev_loss
-from ._physics import (
-    AbstractPhysicsLoss,
-    BurgersPhysicsLoss,
-    DarcyPhysicsLoss,
-    EvolutionPhysicsLoss,
-    KuramotoSivashinskyPhysicsLoss,
-    NavierStokesPhysicsLoss,
-    time_derivative,
-)
 from ._spectral import (
     check_grid,
     dct_modes,
@@ -62,18 +49,12 @@ __all__ = [
     "T1",
     "TFNO",
     "AbstractChannelsLast",
-    "AbstractPhysicsLoss",
-    "BurgersPhysicsLoss",
     "CPSpectralWeight",
     "ChannelMLP",
-    "DarcyPhysicsLoss",
     "DeepONet",
     "DenseSpectralWeight",
-    "EvolutionPhysicsLoss",
     "FNOBlock",
-    "KuramotoSivashinskyPhysicsLoss",
     "MultiONet",
-    "NavierStokesPhysicsLoss",
     "SoftGating",
     "SpectralConv",
     "T1Layer",
@@ -99,6 +80,5 @@ __all__ = [
     "sobolev_loss",
     "sobolev_norm",
     "spectral_derivative",
-    "time_derivative",
     "wavenumbers",
 ]

@@ -25,6 +25,8 @@ file                              what it holds
                                   coordinates as inputs), :func:`lagrangian_convection`,
                                   :func:`lagrangian_burgers` (learned characteristics)
 ``_adversarial.py``               :class:`AdversarialSampler` (a flow-matching generative sampler)
+``_operator_losses.py``          physics losses for neural operators on their output grid:
+                                  :class:`BurgersPhysicsLoss`, :class:`DarcyPhysicsLoss`, ...
 ``_train.py``                     :func:`train` (the compiled training loop), :class:`Phase`,
                                   :class:`Collocation`, the update rules :class:`Optax` and
                                   :class:`GaussNewton`, :func:`relative_l2`
@@ -58,6 +60,17 @@ from ._lagrangian import (
     lagrangian_residual,
 )
 from ._networks import MLP, SIREN, FourierFeatures, ModifiedMLP, PhysicsInformedGaussians
+from ._operator_losses import (
+    AbstractPhysicsLoss,
+    BurgersPhysicsLoss,
+    DarcyPhysicsLoss,
+    EvolutionPhysicsLoss,
+    KuramotoSivashinskyPhysicsLoss,
+    NavierStokesPhysicsLoss,
+)
+from ._operator_losses import (
+    time_derivative as grid_time_derivative,
+)
 from ._problems import (
     AllenCahnResidual,
     BurgersResidual,
@@ -120,10 +133,12 @@ __all__ = [
     "SIREN",
     "AbstractAdaptiveSampler",
     "AbstractGeometry",
+    "AbstractPhysicsLoss",
     "AbstractUpdate",
     "AdversarialSampler",
     "AllenCahnResidual",
     "Box",
+    "BurgersPhysicsLoss",
     "BurgersResidual",
     "CausalWeighting",
     "CharacteristicModel",
@@ -131,8 +146,10 @@ __all__ = [
     "Collocation",
     "ConvectionDiffusionResidual",
     "ConvectionResidual",
+    "DarcyPhysicsLoss",
     "Dirichlet",
     "Disk",
+    "EvolutionPhysicsLoss",
     "FlowSamplerAux",
     "FourierFeatures",
     "GaussNewton",
@@ -143,10 +160,12 @@ __all__ = [
     "HeatResidual",
     "Initial",
     "Interval",
+    "KuramotoSivashinskyPhysicsLoss",
     "LagrangianBurgersResidual",
     "LagrangianNetwork",
     "LagrangianResidual",
     "ModifiedMLP",
+    "NavierStokesPhysicsLoss",
     "Neumann",
     "Objective",
     "Optax",
@@ -176,6 +195,7 @@ __all__ = [
     "grad_norm_targets",
     "grad_norm_weighting",
     "gradient",
+    "grid_time_derivative",
     "halton",
     "heat",
     "hessian",

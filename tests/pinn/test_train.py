@@ -24,6 +24,7 @@ def _error(model):
     return float(pinn.relative_l2(model, x, jnp.sin(jnp.pi * x[:, 0])))
 
 
+@pytest.mark.slow  # the README's PINN block checks the same in float32 by default
 def test_gauss_newton_solves_poisson_to_high_accuracy(x64):
     problem, points = _poisson()
     net = pinn.MLP(1, "scalar", 10, 2, key=jax.random.key(0))
@@ -43,6 +44,7 @@ def test_gauss_newton_solves_poisson_to_high_accuracy(x64):
     assert _error(result.model) < 1e-4
 
 
+@pytest.mark.slow
 def test_residual_vector_is_the_loss(x64):
     problem = pinn.burgers()
     net = pinn.MLP(2, "scalar", 8, 2, key=jax.random.key(0))
@@ -83,6 +85,30 @@ def test_lbfgs_gets_its_line_search_and_phases_chain(x64):
     assert list(result.history["phase"]) == [0, 1, 1]
 
 
+def test_samplers_step_inside_the_loop():
+    problem, points = _poisson()
+    net = pinn.MLP(1, "scalar", 8, 2, key=jax.random.key(0))
+    geometry = pinn.Interval(0.0, 1.0)
+    pts = dict(points, pde=Collocation(geometry, pinn.R3(32), every=4))
+    result = train(
+        problem,
+        net,
+        pts,
+        key=jax.random.key(5),
+        optimizer=optax.adam(1e-3),
+        num_steps=10,
+        steps_per_call=10,
+        progress=False,
+    )
+    start = pinn.R3(32).init(
+        jax.random.fold_in(jax.random.split(jax.random.key(5))[0], 0), geometry
+    )
+    assert not np.array_equal(result.samplers["pde"].points, start.points)
+    # Two resamplings (after steps 4 and 8): R3 keeps the points at or above the mean residual.
+    assert 0 < int(result.samplers["pde"].num_retained) < 32
+
+
+@pytest.mark.slow
 def test_samplers_step_inside_the_loop_and_chunking_does_not_matter():
     problem, points = _poisson()
     net = pinn.MLP(1, "scalar", 8, 2, key=jax.random.key(0))

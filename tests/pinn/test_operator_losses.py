@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsolve import operators as ops
-from jaxsolve import pde
+from jaxsolve import pde, pinn
 
 
 def _space_time(u_fn, nt, nx, T=1.0, length=1.0):
@@ -37,8 +36,8 @@ def _max_residual(loss, u, a=None):
 def test_time_derivative_exact_for_quadratics_second_order_else(x64):
     @jax.jit
     def errors(t):
-        quadratic = ops.time_derivative(1.0 - 3.0 * t + 0.7 * t**2, t[1]) - (-3.0 + 1.4 * t)
-        smooth = ops.time_derivative(jnp.sin(3 * t), t[1]) - 3 * jnp.cos(3 * t)
+        quadratic = pinn.grid_time_derivative(1.0 - 3.0 * t + 0.7 * t**2, t[1]) - (-3.0 + 1.4 * t)
+        smooth = pinn.grid_time_derivative(jnp.sin(3 * t), t[1]) - 3 * jnp.cos(3 * t)
         return jnp.max(jnp.abs(quadratic)), jnp.max(jnp.abs(smooth))
 
     (q17, e17), (q33, e33) = errors(np.linspace(0, 1, 17)), errors(np.linspace(0, 1, 33))
@@ -54,10 +53,10 @@ def test_residual_equals_closed_form_of_a_manufactured_field(x64, case):
     T, nt, nx = 0.5, 7, 16
     if case == "burgers":
         nu, length = 0.1, 1.0
-        loss = ops.BurgersPhysicsLoss(nu, T=T)
+        loss = pinn.BurgersPhysicsLoss(nu, T=T)
     else:
         length = 32.0 * np.pi
-        loss = ops.KuramotoSivashinskyPhysicsLoss(T=T)
+        loss = pinn.KuramotoSivashinskyPhysicsLoss(T=T)
     k = 2.0 * np.pi * 2 / length
     q = lambda t: 0.5 + t - 2.0 * t**2
     dq = lambda t: 1.0 - 4.0 * t
@@ -75,7 +74,7 @@ def test_residual_equals_closed_form_of_a_manufactured_field(x64, case):
 
 @pytest.mark.slow
 def test_burgers_cole_hopf_residual_converges_at_second_order(x64):
-    loss = ops.BurgersPhysicsLoss(0.1)
+    loss = pinn.BurgersPhysicsLoss(0.1)
     exact = lambda t, x: loss.equation.cole_hopf(x, t)
     # Spectral in space (64 points resolve this field to round-off), second order in time.
     errors = [_max_residual(loss, _space_time(exact, n, 64)[0]) for n in (65, 129)]
@@ -91,8 +90,8 @@ def test_navier_stokes_steady_forced_vorticity_has_zero_residual(x64):
     xy = np.asarray(pde.SpectralGrid((n, n)).coordinates())
     f = np.asarray(pde.fno_forcing(xy))
     w = np.broadcast_to(f / (8 * np.pi**2 * nu), (5, n, n))[None]
-    forced = ops.NavierStokesPhysicsLoss(nu)
-    free = ops.NavierStokesPhysicsLoss(nu, forcing=None)
+    forced = pinn.NavierStokesPhysicsLoss(nu)
+    free = pinn.NavierStokesPhysicsLoss(nu, forcing=None)
     both = eqx.filter_jit(lambda a, b, w: (a(w), b(w)))
     r_forced, r_free = both(forced, free, w)
     assert float(jnp.max(jnp.abs(r_forced))) < 1e-13
@@ -105,7 +104,7 @@ def test_navier_stokes_taylor_green_residual_converges_at_second_order(x64):
     nu, n = 0.05, 16
     xy = np.asarray(pde.SpectralGrid((n, n)).coordinates())
     tg = np.cos(2 * np.pi * xy[0]) * np.cos(2 * np.pi * xy[1])
-    free = ops.NavierStokesPhysicsLoss(nu, forcing=None)
+    free = pinn.NavierStokesPhysicsLoss(nu, forcing=None)
     errors = []
     for nt in (17, 33):
         t = np.linspace(0.0, 1.0, nt)
@@ -119,7 +118,7 @@ def test_residual_of_a_pde_rollout_is_small_and_second_order_in_the_frame_step(x
     # KS on a small box from a smooth u0, solved by ETDRK4 with a fine step, saved every
     # `every` steps: the residual is the time-difference error of the frames, O(frame step^2).
     eq = pde.KuramotoSivashinsky(length=8.0 * np.pi)
-    loss = ops.KuramotoSivashinskyPhysicsLoss(length=8.0 * np.pi, T=1.0)
+    loss = pinn.KuramotoSivashinskyPhysicsLoss(length=8.0 * np.pi, T=1.0)
     n, steps = 32, 256
     x = np.arange(n) * 8.0 * np.pi / n
     u0 = (np.cos(x / 4) * (1 + np.sin(x / 4)))[None]
@@ -141,8 +140,8 @@ def test_residual_of_a_pde_rollout_is_small_and_second_order_in_the_frame_step(x
 
 
 def test_loss_terms_inputs_and_residual_start(x64):
-    loss = ops.BurgersPhysicsLoss(0.1, ic_weight=3.0)
-    later = ops.BurgersPhysicsLoss(0.1, ic_weight=3.0, residual_start=2)
+    loss = pinn.BurgersPhysicsLoss(0.1, ic_weight=3.0)
+    later = pinn.BurgersPhysicsLoss(0.1, ic_weight=3.0, residual_start=2)
     u, _, _ = _space_time(lambda t, x: (1 + t) * np.sin(2 * np.pi * x), 5, 8)
     u0 = u[:, 0]
     # PINO's input: u0 broadcast over time, with extra (coordinate) channels, gives the same u0.
@@ -172,13 +171,13 @@ def test_traced_parameters_vmap_jit_and_grad(x64):
     u = jnp.asarray(u)
 
     def value(nu, T, v):
-        return ops.BurgersPhysicsLoss(nu, T=T).loss(v, u[:, 0])
+        return pinn.BurgersPhysicsLoss(nu, T=T).loss(v, u[:, 0])
 
     @jax.jit
     def check(nus, d):
         swept = jax.vmap(value, in_axes=(0, None, None))(nus, 1.0, u)
         # Traced parameters give what concrete ones give.
-        one_by_one = jnp.stack([ops.BurgersPhysicsLoss(v).loss(u, u[:, 0]) for v in (0.0, 0.1)])
+        one_by_one = jnp.stack([pinn.BurgersPhysicsLoss(v).loss(u, u[:, 0]) for v in (0.0, 0.1)])
         # The gradient with respect to the output, against central differences along d.
         g = jax.grad(value, argnums=2)(0.1, 1.0, u)
         h = 1e-6
@@ -207,12 +206,12 @@ def test_darcy_manufactured_solution_second_order_and_operator_parity(x64):
     errors = []
     for s in (17, 33):
         a, u, f = fields(s)
-        errors.append(_max_residual(ops.DarcyPhysicsLoss(f), u, a))
+        errors.append(_max_residual(pinn.DarcyPhysicsLoss(f), u, a))
     assert 1.8 < _log2_ratio(errors[0], errors[1]) < 2.2
     # The residual is the solver's operator on the interior minus f; a boundary value b adds
     # bc_weight * b^2 to the loss.
     a, _, f = fields(17)
-    loss = ops.DarcyPhysicsLoss(f, bc_weight=2.0)
+    loss = pinn.DarcyPhysicsLoss(f, bc_weight=2.0)
     v = np.random.default_rng(1).normal(size=(15, 15))
 
     @jax.jit
@@ -232,43 +231,43 @@ def test_darcy_solver_solution_has_zero_residual(x64):
     x, y = np.meshgrid(np.linspace(0, 1, 33), np.linspace(0, 1, 33), indexing="ij")
     a = np.where((x - 0.5) ** 2 + (y - 0.4) ** 2 < 0.1, 12.0, 3.0)[None]  # FNO-like contrast
     sol = pde.darcy_solve(a, 1.0, rtol=1e-12)
-    r = eqx.filter_jit(lambda loss, u, a: loss(u, a))(ops.DarcyPhysicsLoss(1.0), sol.u, a)
+    r = eqx.filter_jit(lambda loss, u, a: loss(u, a))(pinn.DarcyPhysicsLoss(1.0), sol.u, a)
     assert float(jnp.max(jnp.abs(r))) < 1e-8
 
 
 def test_bad_arguments_raise_naming_them():
     u = np.zeros((1, 5, 8))
     with pytest.raises(ValueError, match="T"):
-        ops.BurgersPhysicsLoss(T=-1.0)
+        pinn.BurgersPhysicsLoss(T=-1.0)
     with pytest.raises(ValueError, match="ic_weight"):
-        ops.BurgersPhysicsLoss(ic_weight=-1.0)
+        pinn.BurgersPhysicsLoss(ic_weight=-1.0)
     with pytest.raises(ValueError, match="nu"):
-        ops.BurgersPhysicsLoss(-0.1)
+        pinn.BurgersPhysicsLoss(-0.1)
     with pytest.raises(ValueError, match="residual_start"):
-        ops.BurgersPhysicsLoss(residual_start=5).loss(u, u[:, 0])
+        pinn.BurgersPhysicsLoss(residual_start=5).loss(u, u[:, 0])
     with pytest.raises(ValueError, match="at least 3 time frames"):
-        ops.BurgersPhysicsLoss()(np.zeros((1, 2, 8)))
+        pinn.BurgersPhysicsLoss()(np.zeros((1, 2, 8)))
     with pytest.raises(ValueError, match="input"):
-        ops.BurgersPhysicsLoss().loss(u, np.zeros((1, 7)))
+        pinn.BurgersPhysicsLoss().loss(u, np.zeros((1, 7)))
     with pytest.raises(ValueError, match="dt"):
-        ops.time_derivative(np.zeros(4), 0.0)
+        pinn.grid_time_derivative(np.zeros(4), 0.0)
     a = np.ones((1, 9, 9))
     with pytest.raises(ValueError, match="bc_weight"):
-        ops.DarcyPhysicsLoss(bc_weight=-1.0)
+        pinn.DarcyPhysicsLoss(bc_weight=-1.0)
     with pytest.raises(ValueError, match="input"):
-        ops.DarcyPhysicsLoss()(np.zeros((1, 9, 9)), -a)
+        pinn.DarcyPhysicsLoss()(np.zeros((1, 9, 9)), -a)
     with pytest.raises(ValueError, match="f must be"):
-        ops.DarcyPhysicsLoss(np.ones((5, 5)))(np.zeros((1, 9, 9)), a)
+        pinn.DarcyPhysicsLoss(np.ones((5, 5)))(np.zeros((1, 9, 9)), a)
 
 
 @pytest.mark.wrong_argument_types
 def test_arguments_against_the_annotations_raise_naming_them():
     with pytest.raises(TypeError, match="equation"):
-        ops.EvolutionPhysicsLoss("burgers")
+        pinn.EvolutionPhysicsLoss("burgers")
     with pytest.raises(ValueError, match=r"jax\.vmap"):
-        ops.BurgersPhysicsLoss()(np.zeros((2, 1, 5, 8)))
+        pinn.BurgersPhysicsLoss()(np.zeros((2, 1, 5, 8)))
     with pytest.raises(ValueError, match="input"):
-        ops.DarcyPhysicsLoss()(np.zeros((1, 9, 9)), np.ones((1, 7, 7)))
+        pinn.DarcyPhysicsLoss()(np.zeros((1, 9, 9)), np.ones((1, 7, 7)))
 
 
 @pytest.mark.slow
