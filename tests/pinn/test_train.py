@@ -233,8 +233,6 @@ def test_bad_arguments_are_named():
             phases=[Phase(optax.adam(1e-3), 1)],
             **kw,
         )
-    with pytest.raises(TypeError, match="update must be an optax"):
-        train(problem, net, points, optimizer="adam", num_steps=1, **kw)
     with pytest.raises(ValueError, match="every"):
         Collocation(pinn.Interval(0.0, 1.0), pinn.R3(8), every=0)
     with pytest.raises(ValueError, match="damping"):
@@ -263,3 +261,19 @@ def test_the_adversarial_sampler_runs_inside_the_loop():
         jax.random.fold_in(jax.random.split(jax.random.key(1))[0], 0), pinn.Interval(0.0, 1.0)
     )
     assert not np.array_equal(state.points, start.points)
+
+
+@pytest.mark.wrong_argument_types
+def test_an_optimizer_that_is_not_one_is_named():
+    problem, points = _poisson()
+    net = pinn.MLP(1, "scalar", 8, 2, key=jax.random.key(0))
+    with pytest.raises(TypeError, match="update must be an optax"):
+        train(
+            problem,
+            net,
+            points,
+            optimizer="adam",
+            num_steps=1,
+            key=jax.random.key(0),
+            progress=False,
+        )
