@@ -234,6 +234,17 @@ def _squared_norm(r):
     return jnp.sum(jnp.abs(r.reshape(r.shape[0], -1)) ** 2, axis=1)
 
 
+def point_array(name: str, x: Any) -> Array:
+    """The points of term ``name`` as a float array of shape ``(n, d)``, ``n >= 1``, with finite
+    coordinates (checked when concrete)."""
+    x = as_float(x)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"points[{name!r}] must have shape (n, d), n >= 1; got {x.shape}.")
+    if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError(f"points[{name!r}] holds NaN or infinite coordinates.")
+    return x
+
+
 class PINNProblem(eqx.Module):
     """An ordered tuple of :class:`Term` s with distinct names; see the module docstring."""
 
@@ -253,23 +264,21 @@ class PINNProblem(eqx.Module):
         """The term names, in order."""
         return tuple(t.name for t in self.terms)
 
-    def _points(self, points):
+    def _check_names(self, points, what="(n, d) array"):
+        """``points`` must be a mapping with exactly one entry per term."""
         if not isinstance(points, Mapping):
-            raise TypeError(f"points must be a dict term name -> (n, d) array; got {type(points)}.")
+            raise TypeError(f"points must be a dict term name -> {what}; got {type(points)}.")
         missing = [n for n in self.names if n not in points]
         extra = [n for n in points if n not in self.names]
         if missing or extra:
             raise ValueError(
-                f"points must have one array per term {list(self.names)}; "
+                f"points must have one entry per term {list(self.names)}; "
                 f"missing {missing}, unknown {extra}."
             )
-        out = {}
-        for name in self.names:
-            x = as_float(points[name])
-            if x.ndim != 2:
-                raise ValueError(f"points[{name!r}] must have shape (n, d); got {x.shape}.")
-            out[name] = x
-        return out
+
+    def _points(self, points):
+        self._check_names(points)
+        return {name: point_array(name, points[name]) for name in self.names}
 
     def residuals(
         self, u: Callable, points: Mapping[str, Float[ArrayLike, " _n _d"]]
@@ -321,6 +330,13 @@ class PINNProblem(eqx.Module):
             out[name] = w
         return out
 
+    def _evaluated(self, u, points, causal, point_weights):
+        """The checked causal weighting, points and point weights, and the residuals."""
+        causal = self._checked_causal(causal)
+        points = self._points(points)
+        point_weights = self._point_weights(point_weights, points)
+        return causal, points, point_weights, self.residuals(u, points)
+
     def term_losses(
         self,
         u: Callable,
@@ -332,10 +348,7 @@ class PINNProblem(eqx.Module):
         r"""Each term's unweighted loss: the mean over its points of :math:`w_p \|r_p\|_2^2`
         (:math:`w_p = 1` unless ``point_weights`` gives them, as an adaptive sampler's gate
         does), or the causal loss of those for the terms ``causal`` names."""
-        causal = self._checked_causal(causal)
-        points = self._points(points)
-        weights = self._point_weights(point_weights, points)
-        res = self.residuals(u, points)
+        causal, points, weights, res = self._evaluated(u, points, causal, point_weights)
         losses = {}
         for name in self.names:
             sq = weights[name] * _squared_norm(res[name])
@@ -378,11 +391,8 @@ class PINNProblem(eqx.Module):
         weight of the point's time chunk :math:`k(p)`, :math:`n_k` its number of points). The
         scales carry no gradient. Arguments as in :meth:`loss`.
         """
-        causal = self._checked_causal(causal)
-        points = self._points(points)
         lam = self._term_weights(weights)
-        pw = self._point_weights(point_weights, points)
-        res = self.residuals(u, points)
+        causal, points, pw, res = self._evaluated(u, points, causal, point_weights)
         scales, flat = {}, {}
         for name in self.names:
             r = jnp.asarray(res[name])

@@ -434,11 +434,17 @@ class R3(AbstractAdaptiveSampler):
     (:math:`t_0, t_1` the bounds of coordinate 0), so points at late times are released until
     the early times are resolved. The shift is updated by the rule
 
-    .. math:: \\gamma \\leftarrow \\min\\bigl(\\gamma + \\eta\\, e^{-\\epsilon L_g},
-       \\gamma_{max}\\bigr),\\qquad L_g = \\operatorname{mean}_x\\, g(t) F(x),
+    .. math:: \\gamma \\leftarrow \\min\\bigl(\\gamma + \\eta\\,
+       \\min(e^{-\\epsilon L_g}, c),\\ \\gamma_{max}\\bigr),\\qquad
+       L_g = \\operatorname{mean}_x\\, \\bigl(g(t) F(x)\\bigr)^2,
 
-    so the gate opens towards later times as the gated residual falls. The training loss should
-    use the same gate (:meth:`gate`). ``alpha``, ``eta``, ``epsilon`` and the shifts may be traced.
+    so the gate opens towards later times as the gated residual falls, at most :math:`\\eta c` per
+    step. The training loss uses the gated residual :math:`g(t) r(x)`, i.e. the weight
+    :math:`g^2` on its square (:meth:`point_weights`). The defaults are the paper's convection
+    settings (its code: ``alpha = 5``, ``beta = -0.5``, ``beta_lr = 1e-3``, ``tol = 20``,
+    ``grad_clip = 0.1``, over up to 300k Adam iterations): the gate needs at least
+    :math:`(\\gamma_{max} - \\gamma_0) / (\\eta c)` steps to open, so a shorter run scales
+    ``eta`` up. ``alpha``, ``eta``, ``epsilon``, ``clip`` and the shifts may be traced.
 
     Args:
         n: number of collocation points (static).
@@ -446,6 +452,7 @@ class R3(AbstractAdaptiveSampler):
         alpha: steepness :math:`\\alpha` of the gate.
         eta: step :math:`\\eta` of the shift update.
         epsilon: tolerance :math:`\\epsilon` of the shift update.
+        clip: largest factor :math:`c` of a shift increment (``> 0``).
         shift_init: initial shift :math:`\\gamma_0`.
         shift_max: largest shift :math:`\\gamma_{max}` (at 1.5 and ``alpha = 5`` the gate is
             above 0.99 on the whole time interval).
@@ -456,6 +463,7 @@ class R3(AbstractAdaptiveSampler):
     alpha: float | Float[Array, ""]
     eta: float | Float[Array, ""]
     epsilon: float | Float[Array, ""]
+    clip: float | Float[Array, ""]
     shift_init: float | Float[Array, ""]
     shift_max: float | Float[Array, ""]
 
@@ -467,6 +475,7 @@ class R3(AbstractAdaptiveSampler):
         alpha: float | Float[ArrayLike, ""] = 5.0,
         eta: float | Float[ArrayLike, ""] = 1e-3,
         epsilon: float | Float[ArrayLike, ""] = 20.0,
+        clip: float | Float[ArrayLike, ""] = 0.1,
         shift_init: float | Float[ArrayLike, ""] = -0.5,
         shift_max: float | Float[ArrayLike, ""] = 1.5,
     ):
@@ -477,6 +486,7 @@ class R3(AbstractAdaptiveSampler):
         self.alpha = check_positive("alpha", alpha)
         self.eta = check_positive("eta", eta, allow_zero=True)
         self.epsilon = check_positive("epsilon", epsilon, allow_zero=True)
+        self.clip = check_positive("clip", clip)
         self.shift_init = shift_init
         self.shift_max = shift_max
 
@@ -499,16 +509,17 @@ class R3(AbstractAdaptiveSampler):
         return 0.5 * (1 - jnp.tanh(self.alpha * (t_hat - state.shift)))
 
     def point_weights(self, state: SamplerState) -> Float[Array, " n"]:
-        """The causal gate at the current points (ones when not causal)."""
-        return self.gate(state, state.points)
+        """The squared causal gate at the current points (the loss is that of the gated
+        residual :math:`g r`; ones when not causal)."""
+        return self.gate(state, state.points) ** 2
 
     def step(self, state: SamplerState, residual_fn: Callable, key: PRNGKeyArray) -> SamplerState:
         r = _residual_magnitude(residual_fn, state.points)
         shift = state.shift
         if self.causal:
             r = r * self.gate(state, state.points)
-            loss = jnp.mean(r)
-            shift = jnp.minimum(shift + self.eta * jnp.exp(-self.epsilon * loss), self.shift_max)
+            increment = jnp.minimum(jnp.exp(-self.epsilon * jnp.mean(r**2)), self.clip)
+            shift = jnp.minimum(shift + self.eta * increment, self.shift_max)
             shift = shift.astype(state.shift.dtype)
         retain = r >= jnp.mean(r)
         fresh = state.geometry.sample_interior(key, self.n)

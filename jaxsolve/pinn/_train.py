@@ -40,8 +40,8 @@ from tqdm.auto import tqdm
 
 from .._core import RESULTS, as_float, check_int, is_concrete
 from ._geometry import AbstractGeometry
-from ._problems import PINNProblem
-from ._sampling import AbstractAdaptiveSampler
+from ._problems import PINNProblem, point_array
+from ._sampling import AbstractAdaptiveSampler, SamplerState
 from ._weighting import CausalWeighting, GradNormWeighting
 
 # --------------------------------------------------------------------------------------------
@@ -58,11 +58,15 @@ class Collocation(eqx.Module):
             :class:`~jaxsolve.pinn.RARD`, :class:`~jaxsolve.pinn.UniformResampling`, ...).
         every: the period in training steps (``>= 1``; may be traced, so a sweep over it
             compiles once).
+        points: the points to start from, ``(n, d)`` with ``n`` the sampler's size (a Latin
+            hypercube or Sobol set, or the points of an earlier run); default: the sampler's own
+            initial draw.
     """
 
     geometry: AbstractGeometry
     sampler: AbstractAdaptiveSampler
     every: Int[Array, ""]
+    points: Float[Array, "n d"] | None
 
     def __init__(
         self,
@@ -70,6 +74,7 @@ class Collocation(eqx.Module):
         sampler: AbstractAdaptiveSampler,
         *,
         every: int | Int[ArrayLike, ""] = 1,
+        points: Float[ArrayLike, "n d"] | None = None,
     ):
         if not isinstance(geometry, AbstractGeometry):
             raise TypeError(f"geometry must be a jaxsolve.pinn geometry; got {geometry!r}.")
@@ -83,6 +88,25 @@ class Collocation(eqx.Module):
         self.geometry = geometry
         self.sampler = sampler
         self.every = jnp.asarray(every, jnp.int32)
+        if points is not None:
+            points = point_array("points", points)
+            if points.shape[0] != sampler.n:
+                raise ValueError(
+                    f"points must hold the sampler's {sampler.n} points; got {points.shape[0]}."
+                )
+        self.points = points
+
+    def init(self, key: PRNGKeyArray) -> SamplerState:
+        """The sampler's state at the start of training."""
+        state = self.sampler.init(key, self.geometry)
+        if self.points is None:
+            return state
+        if self.points.shape[1:] != state.points.shape[1:]:
+            raise ValueError(
+                f"points must have shape (n, {state.points.shape[1]}) for this geometry; got "
+                f"{self.points.shape}."
+            )
+        return eqx.tree_at(lambda s: s.points, state, self.points.astype(state.points.dtype))
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,35 +542,20 @@ class PINNResult(eqx.Module):
 
 
 def _check_points(problem, points, key):
-    if not isinstance(points, Mapping):
-        raise TypeError(
-            f"points must be a dict term name -> (n, d) array or Collocation; got {type(points)}."
-        )
-    missing = [n for n in problem.names if n not in points]
-    extra = [n for n in points if n not in problem.names]
-    if missing or extra:
-        raise ValueError(
-            f"points must have one entry per term {list(problem.names)}; missing {missing}, "
-            f"unknown {extra}."
-        )
+    problem._check_names(points, "(n, d) array or Collocation")
     fixed, collocations, samplers = {}, {}, {}
     for i, name in enumerate(problem.names):
         p = points[name]
         if isinstance(p, Collocation):
             collocations[name] = p
-            samplers[name] = p.sampler.init(jax.random.fold_in(key, i), p.geometry)
+            samplers[name] = p.init(jax.random.fold_in(key, i))
         elif isinstance(p, AbstractAdaptiveSampler):
             raise TypeError(
                 f"points[{name!r}]: an adaptive sampler needs its geometry and period: "
                 f"Collocation(geometry, sampler, every=k)."
             )
         else:
-            x = as_float(p)
-            if x.ndim != 2 or x.shape[0] == 0:
-                raise ValueError(f"points[{name!r}] must have shape (n, d), n >= 1; got {x.shape}.")
-            if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
-                raise ValueError(f"points[{name!r}] holds NaN or infinite coordinates.")
-            fixed[name] = x
+            fixed[name] = point_array(name, p)
     return fixed, collocations, samplers
 
 

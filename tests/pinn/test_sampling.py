@@ -151,13 +151,22 @@ def test_causal_r3_gate_and_shift_rule():
     gate = 0.5 * (1 - np.tanh(5.0 * (t_hat + 0.5)))
     np.testing.assert_allclose(sampler.gate(state, state.points), gate, rtol=1e-5, atol=1e-6)
     gated = gate * (1.0 + np.asarray(state.points[:, 1]))
-    np.testing.assert_allclose(new.shift, -0.5 + 0.1 * np.exp(-2.0 * gated.mean()), rtol=1e-5)
+    # the paper's rule: the mean squared gated residual, the increment clipped at 0.1
+    increment = min(np.exp(-2.0 * (gated**2).mean()), 0.1)
+    np.testing.assert_allclose(new.shift, -0.5 + 0.1 * increment, rtol=1e-5)
+    unclipped = R3(n, causal=True, eta=0.1, epsilon=2.0, shift_init=-0.5, clip=1.0)
+    np.testing.assert_allclose(
+        unclipped.step(state, residual, _key(1)).shift,
+        -0.5 + 0.1 * np.exp(-2.0 * (gated**2).mean()),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(sampler.point_weights(state), gate**2, rtol=1e-5, atol=1e-6)
     retain = gated >= gated.mean()
     np.testing.assert_array_equal(np.asarray(new.points)[retain], np.asarray(state.points)[retain])
     # retained points are early: the gate releases late times whatever their residual
     assert np.asarray(new.points)[retain, 0].max() < np.median(np.asarray(state.points[:, 0]))
     # the shift stops at shift_max
-    capped = R3(n, causal=True, eta=10.0, shift_max=1.5)
+    capped = R3(n, causal=True, eta=100.0, shift_max=1.5)
     s = capped.step(capped.init(_key(0), geometry), residual, _key(1))
     assert float(s.shift) == 1.5
 

@@ -106,6 +106,20 @@ def test_samplers_step_inside_the_loop():
     assert not np.array_equal(result.samplers["pde"].points, start.points)
     # Two resamplings (after steps 4 and 8): R3 keeps the points at or above the mean residual.
     assert 0 < int(result.samplers["pde"].num_retained) < 32
+    # A chosen start set: R3 retains some of those points and replaces the others.
+    chosen = jnp.linspace(0.0, 1.0, 34)[1:-1, None]
+    pts = dict(points, pde=Collocation(geometry, pinn.R3(32), every=4, points=chosen))
+    kept = train(
+        problem,
+        net,
+        pts,
+        key=jax.random.key(5),
+        optimizer=optax.adam(1e-3),
+        num_steps=4,
+        progress=False,
+    ).samplers["pde"]
+    retained = np.isin(np.asarray(kept.points[:, 0]), np.asarray(chosen[:, 0]))
+    assert retained.sum() == int(kept.num_retained) and 0 < retained.sum() < 32
 
 
 @pytest.mark.slow
@@ -235,6 +249,8 @@ def test_bad_arguments_are_named():
         )
     with pytest.raises(ValueError, match="every"):
         Collocation(pinn.Interval(0.0, 1.0), pinn.R3(8), every=0)
+    with pytest.raises(ValueError, match="sampler's 8 points"):
+        Collocation(pinn.Interval(0.0, 1.0), pinn.R3(8), points=jnp.zeros((7, 1)))
     with pytest.raises(ValueError, match="damping"):
         GaussNewton(damping=0.0)
 
