@@ -138,6 +138,27 @@ class Objective(eqx.Module):
         )
         return total
 
+    def frozen(self, params: PyTree) -> "Objective":
+        """This objective with its causal weights fixed at ``params``: the same value and
+        gradient at ``params`` (the weights carry no gradient), and the loss a step from
+        ``params`` should lower. Re-weighting at each trial point instead would let a line
+        search or a Gauss-Newton step "improve" the loss by raising the early residuals, which
+        closes the later weights. Without causal weighting, the objective itself."""
+        if self.causal is None:
+            return self
+        ones = {name: 1.0 for name in self.problem.names}
+        scales, _ = self.problem.residual_scales(
+            self.network(params),
+            self.points,
+            ones,
+            causal=self.causal,
+            point_weights=self.point_weights,
+        )
+        # s_p = w_p c_k / (M n_k) for a causal term and w_p / n otherwise: as point weights of
+        # a plain mean, n s_p.
+        point_weights = {n: s * s.shape[0] for n, s in scales.items()}
+        return Objective(self.problem, self.static, self.points, self.weights, point_weights, None)
+
     def residuals(self, params: PyTree) -> Float[Array, " m"]:
         """The scaled residual vector whose squared norm is :meth:`value`."""
         return self.problem.residual_vector(
@@ -432,7 +453,9 @@ class _Step(eqx.Module):
     def __call__(self, state: TrainState) -> tuple[TrainState, Float[Array, ""]]:
         s = state.step
         objective = self.objective(state)
-        params, rule_state, loss = self.update.step(objective, state.params, state.rule_state)
+        params, rule_state, loss = self.update.step(
+            objective.frozen(state.params), state.params, state.rule_state
+        )
         weights, balance_state = state.weights, state.balance_state
         if self.balancing is not None:
             weights, balance_state = self.balancing.update(
