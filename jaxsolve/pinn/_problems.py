@@ -39,6 +39,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .._core import as_float, check_int, is_concrete
@@ -234,13 +235,16 @@ def _squared_norm(r):
     return jnp.sum(jnp.abs(r.reshape(r.shape[0], -1)) ** 2, axis=1)
 
 
-def point_array(name: str, x: Any) -> Array:
-    """The points of term ``name`` as a float array of shape ``(n, d)``, ``n >= 1``, with finite
-    coordinates (checked when concrete)."""
+def point_array(name: str, x: Any, *, finite: bool = True) -> Array:
+    """The points of term ``name`` as a float array of shape ``(n, d)``, ``n >= 1``; with
+    ``finite``, also checks (when concrete) that every coordinate is finite, a host round trip
+    done once where points enter (the driver, :class:`~jaxsolve.pinn.Collocation`), not on
+    every loss evaluation (a NaN point gives a NaN loss there, which nothing hides)."""
     x = as_float(x)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"points[{name!r}] must have shape (n, d), n >= 1; got {x.shape}.")
-    if is_concrete(x) and not bool(jnp.all(jnp.isfinite(x))):
+    # NumPy, not jnp: under a trace a jnp test on a closed-over concrete array is a tracer.
+    if finite and is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
         raise ValueError(f"points[{name!r}] holds NaN or infinite coordinates.")
     return x
 
@@ -278,7 +282,7 @@ class PINNProblem(eqx.Module):
 
     def _points(self, points):
         self._check_names(points)
-        return {name: point_array(name, points[name]) for name in self.names}
+        return {name: point_array(name, points[name], finite=False) for name in self.names}
 
     def residuals(
         self, u: Callable, points: Mapping[str, Float[ArrayLike, " _n _d"]]
