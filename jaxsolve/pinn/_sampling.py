@@ -443,8 +443,10 @@ class R3(AbstractAdaptiveSampler):
     :math:`g^2` on its square (:meth:`point_weights`). The defaults are the paper's convection
     settings (its code: ``alpha = 5``, ``beta = -0.5``, ``beta_lr = 1e-3``, ``tol = 20``,
     ``grad_clip = 0.1``, over up to 300k Adam iterations): the gate needs at least
-    :math:`(\\gamma_{max} - \\gamma_0) / (\\eta c)` steps to open, so a shorter run scales
-    ``eta`` up. ``alpha``, ``eta``, ``epsilon``, ``clip`` and the shifts may be traced.
+    :math:`(\\gamma_{max} - \\gamma_0) / (\\eta c)` steps to open. A shorter run may scale
+    ``eta`` up, but a gate that opens before the early times are learned loses its point (on
+    harder problems the paper's slow gate is the one that works; ``benchmarks/README.md``).
+    ``alpha``, ``eta``, ``epsilon``, ``clip`` and the shifts may be traced.
 
     Args:
         n: number of collocation points (static).
