@@ -5,10 +5,11 @@ Schedules map a model's time to the VE noise level; grids choose the levels a sa
 :func:`sample` is the one driver that runs every solver as a step of a ``lax.scan``, solvers by
 family in ``_solvers/`` and the solvers that wrap another in ``_wrappers/``; how gradients flow
 through sampling is an adjoint object (``_adjoint.py``); :mod:`.analytic` holds exact oracles for
-measuring sampler error.
+measuring sampler error (and exact posteriors); :mod:`.inverse` holds measurement operators and the
+posterior samplers measured against them.
 """
 
-from . import _solvers, _wrappers, analytic, losses
+from . import _solvers, _wrappers, analytic, inverse, losses
 from ._adapters import (
     PREDICTIONS,
     DenoiserModel,
@@ -121,6 +122,7 @@ __all__ = [
     "from_x0",
     "generate",
     "interpolant_grid",
+    "inverse",
     "interpolant_model",
     "karras_sigmas",
     "logit_normal_times",

@@ -5,6 +5,7 @@ Every method is measured against an exact posterior: ``oracle.condition(A, y, no
 :mod:`jaxsolve.diffusion.analytic` returns it for Gaussian and Gaussian-mixture priors.
 """
 
+from ._guidance import DDNM, DPS, AbstractGuidance, LikelihoodGuidance, PiGDM
 from ._measurement import Measurement, as_operator, measure
 from ._operators import (
     AbstractOperator,
@@ -19,12 +20,17 @@ from ._operators import (
 )
 
 __all__ = [
+    "DDNM",
+    "DPS",
+    "AbstractGuidance",
     "AbstractOperator",
     "Blur",
     "Dense",
+    "LikelihoodGuidance",
     "LinearFunction",
     "Mask",
     "Measurement",
+    "PiGDM",
     "Subsample",
     "as_operator",
     "box_blur",

@@ -69,7 +69,12 @@ class Measurement(eqx.Module):
     def sum_of_squares(self, x0: Float[Array, "*batch ..."]) -> Float[Array, "*batch"]:
         r""":math:`\lVert y - Ax_0\rVert^2` per sample."""
         r = self.residual(x0)
-        return jnp.sum(r * r, axis=tuple(range(r.ndim - len(self.operator.out_shape), r.ndim)))
+        return self.event_sum(r * r)
+
+    def event_sum(self, values: Float[Array, "*batch ..."]) -> Float[Array, "*batch"]:
+        """Sum over the trailing ``out_shape`` axes (one value per measurement)."""
+        k = len(self.operator.out_shape)
+        return jnp.sum(values, axis=tuple(range(values.ndim - k, values.ndim)))
 
     def log_likelihood(self, x0: Float[Array, "*batch ..."]) -> Float[Array, "*batch"]:
         r""":math:`-\lVert y - Ax_0\rVert^2 / 2\sigma_y^2` per sample (up to a constant); ``-inf``
