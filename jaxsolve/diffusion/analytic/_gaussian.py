@@ -2,11 +2,13 @@ r"""Gaussian oracle with the exact probability-flow map."""
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ..._core import as_float, check_int, exact_einsum
 from . import _gaussian_math as gm
+from . import _posterior as post
 from ._base import AbstractOracle, sample_normal
 from ._checks import check_cov, check_vector
 
@@ -16,6 +18,9 @@ class Gaussian(AbstractOracle):
 
     ``cov`` is ``(d, d)`` or a diagonal ``(d,)``. All quantities are computed in the eigenbasis of
     :math:`C`, so a singular covariance (data on a subspace) is allowed for ``s > 0``.
+
+    :meth:`condition` returns the exact posterior given a linear Gaussian measurement (again a
+    :class:`Gaussian`), :meth:`log_evidence` the log-density of the measurement.
     """
 
     loc: Float[Array, " d"]
@@ -67,3 +72,34 @@ class Gaussian(AbstractOracle):
         v1 = gm.noised_eigvals(self.eigvals, sigma_to)
         y = gm.coords(x, self.loc, self.eigvecs) * jnp.sqrt(v1 / v0)
         return gm.from_coords(y, self.loc, self.eigvecs)
+
+    def condition(self, A, y: ArrayLike | None = None, noise_std: ArrayLike = 0.0) -> Gaussian:
+        r"""The posterior :math:`p(x_0 \mid y)` given :math:`y = Ax_0 + \sigma_y\epsilon`.
+
+        Conjugacy: it is :math:`\mathcal N(m + CA^\top G^{-1}(y - Am),\; C - CA^\top G^{-1}AC)`
+        with :math:`G = ACA^\top + \sigma_y^2 I`, computed from the SVD of :math:`A C^{1/2}` so that
+        it holds for ``noise_std = 0`` and a singular :math:`G` (pseudo-inverse; see
+        :mod:`._posterior`). The operator is applied to the ``d`` columns of :math:`C^{1/2}`, never
+        built as a matrix.
+
+        Args:
+            A: a measurement operator (:mod:`jaxsolve.diffusion.inverse`; its ``in_shape`` may be
+                any shape of ``d`` entries, e.g. an image), a ``(m, d)`` matrix, a linear function
+                of a ``(d,)`` point, or a :class:`~jaxsolve.diffusion.inverse.Measurement` (then
+                leave ``y`` and ``noise_std`` out).
+            y: the measurement, of shape ``A.out_shape``.
+            noise_std: :math:`\sigma_y \ge 0`, a scalar; may be traced (``y`` too), so a ``vmap``
+                over noise levels compiles once.
+        """
+        op, y, noise_std = post.measurement(A, y, noise_std, self.dim, self.loc.dtype)
+        mean, lam, u, _ = post.condition_one(op, y, noise_std, self.loc, self.eigvals, self.eigvecs)
+        return eqx.tree_at(lambda g: (g.loc, g.eigvals, g.eigvecs), self, (mean, lam, u))
+
+    def log_evidence(
+        self, A, y: ArrayLike | None = None, noise_std: ArrayLike = 0.0
+    ) -> Float[Array, ""]:
+        r""":math:`\log p(y) = \log\mathcal N(y;\, Am,\, ACA^\top + \sigma_y^2 I)` (arguments as
+        for :meth:`condition`). With ``noise_std = 0`` and a singular :math:`ACA^\top` this is the
+        density on the measurement's support (pseudo-determinant; see :mod:`._posterior`)."""
+        op, y, noise_std = post.measurement(A, y, noise_std, self.dim, self.loc.dtype)
+        return post.condition_one(op, y, noise_std, self.loc, self.eigvals, self.eigvecs)[3]

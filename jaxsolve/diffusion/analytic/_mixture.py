@@ -2,12 +2,14 @@ r"""Gaussian-mixture oracle."""
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ..._core import as_float, check_int, exact_einsum, per_sample_keys
 from . import _gaussian_math as gm
+from . import _posterior as post
 from ._base import AbstractOracle
 from ._checks import check_cov, check_finite, check_weights
 
@@ -21,6 +23,9 @@ class GaussianMixture(AbstractOracle):
     :math:`D_k` is component ``k``'s Gaussian denoiser (Tweedie holds component-wise and for the sum).
 
     ``covs`` is ``(K, d, d)`` (full) or ``(K, d)`` (diagonal).
+
+    :meth:`condition` returns the exact posterior given a linear Gaussian measurement (again a
+    :class:`GaussianMixture`), :meth:`log_evidence` the log-density of the measurement.
     """
 
     weights: Float[Array, " K"]
@@ -94,3 +99,46 @@ class GaussianMixture(AbstractOracle):
             return gm.from_coords(std * z, self.means[c], self.eigvecs[c])
 
         return jax.vmap(draw)(per_sample_keys(key, n), sigma)
+
+    def _conditioned(self, A, y, noise_std):
+        """Per component: posterior (means, eigvals, eigvecs) and log-evidence, shape ``(K,)``."""
+        op, y, noise_std = post.measurement(A, y, noise_std, self.dim, self.means.dtype)
+        return post.condition_components(op, y, noise_std, self.means, self.eigvals, self.eigvecs)
+
+    def condition(
+        self, A, y: ArrayLike | None = None, noise_std: ArrayLike = 0.0
+    ) -> GaussianMixture:
+        r"""The posterior :math:`p(x_0 \mid y)` given :math:`y = Ax_0 + \sigma_y\epsilon`.
+
+        It is the mixture of the components' posteriors (each as :meth:`Gaussian.condition`) with
+        weights :math:`w_k' \propto w_k\,\mathcal N(y;\, Am_k,\, AC_kA^\top + \sigma_y^2 I)`,
+        normalised in log space. With ``noise_std = 0`` a component's evidence is its density on the
+        measurement's support (pseudo-determinant; see :mod:`._posterior`): exact when every
+        :math:`AC_k^{1/2}` has the same rank and ``y`` is in each support, e.g. :math:`A` of full
+        row rank and non-singular covariances.
+
+        Args:
+            A: a measurement operator, a ``(m, d)`` matrix, a linear function of a ``(d,)`` point,
+                or a :class:`~jaxsolve.diffusion.inverse.Measurement` (then leave ``y`` and
+                ``noise_std`` out); see :meth:`Gaussian.condition`.
+            y: the measurement, of shape ``A.out_shape``.
+            noise_std: :math:`\sigma_y \ge 0`, a scalar; may be traced.
+        """
+        means, lam, u, log_ev = self._conditioned(A, y, noise_std)
+        weights = jax.nn.softmax(jnp.log(self.weights) + log_ev)
+        weights = eqx.error_if(
+            weights,
+            ~jnp.all(jnp.isfinite(weights)),
+            "the posterior weights are not finite (the measurement has zero evidence).",
+        )
+        return eqx.tree_at(
+            lambda g: (g.weights, g.means, g.eigvals, g.eigvecs), self, (weights, means, lam, u)
+        )
+
+    def log_evidence(
+        self, A, y: ArrayLike | None = None, noise_std: ArrayLike = 0.0
+    ) -> Float[Array, ""]:
+        r""":math:`\log p(y) = \log\sum_k w_k\,\mathcal N(y;\, Am_k,\, AC_kA^\top + \sigma_y^2 I)`
+        (arguments as for :meth:`condition`; pseudo-determinant when ``noise_std = 0``)."""
+        log_ev = self._conditioned(A, y, noise_std)[3]
+        return jax.nn.logsumexp(jnp.log(self.weights) + log_ev)
