@@ -78,3 +78,16 @@ class AbstractWrappedSolver(AbstractSolver):
 def refuse(wrapper: str, solver: AbstractSolver, prop: str, reason: str) -> None:
     """Raise the error of a wrapper that cannot honour its inner solver's ``prop``."""
     raise ValueError(f"{wrapper} cannot wrap {type(solver).__name__}, which is {prop}: {reason}")
+
+
+def require_grid_stepper(
+    wrapper: str, solver: AbstractSolver, reason: str, *, up: str = ""
+) -> None:
+    """Refuse an inner solver that does not step down the grid one level at a time: an adaptive
+    one (it keeps its own levels) or one whose grid may go up (``up`` says why that matters)."""
+    if not isinstance(solver, AbstractSolver):
+        return  # the base names it
+    if solver.adaptive:
+        refuse(wrapper, solver, "adaptive (it keeps its own levels)", reason)
+    if solver.allows_increasing_grid:
+        refuse(wrapper, solver, f"for grids that go up{up}", reason)

@@ -41,7 +41,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ..._core import as_float, check_int, check_positive
 from .._solvers._base import AbstractSolver, resolve_batch_ndim
-from ._base import AbstractWrappedSolver, refuse
+from ._base import AbstractWrappedSolver, require_grid_stepper
 
 
 def shifted_sigma(
@@ -94,13 +94,9 @@ class TimeShift(AbstractWrappedSolver):
         check_positive("cutoff_sigma", self.cutoff_sigma, allow_zero=True)
         check_positive("data_variance", self.data_variance, allow_zero=True)
         check_int("batch_ndim", self.batch_ndim, minimum=0)
-        if not isinstance(self.solver, AbstractSolver):
-            return  # the base names it
-        reason = "the shift moves each sample between decreasing grid levels."
-        if self.solver.adaptive:
-            refuse("TimeShift", self.solver, "adaptive (it keeps its own levels)", reason)
-        if self.solver.allows_increasing_grid:
-            refuse("TimeShift", self.solver, "for grids that go up", reason)
+        require_grid_stepper(
+            "TimeShift", self.solver, "the shift moves each sample between decreasing grid levels."
+        )
 
     @property
     def step_form(self):

@@ -39,7 +39,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ..._core import as_float, check_positive, expand_to, is_concrete, safe_divide
-from ._measurement import Measurement
+from ._measurement import Measurement, check_measurement
 
 
 class AbstractGuidance(eqx.Module):
@@ -57,7 +57,9 @@ class AbstractGuidance(eqx.Module):
 
     def __call__(self, x: Float[Array, "..."], sigma: ArrayLike) -> Float[Array, "..."]:
         x0_hat, pullback = jax.vjp(lambda z: jnp.asarray(self.denoiser(z, sigma)), x)
-        (grad_x,) = pullback(jax.lax.stop_gradient(self.cotangent(x0_hat, sigma)).astype(x0_hat.dtype))
+        (grad_x,) = pullback(
+            jax.lax.stop_gradient(self.cotangent(x0_hat, sigma)).astype(x0_hat.dtype)
+        )
         s2 = expand_to(as_float(sigma) ** 2, x0_hat).astype(x0_hat.dtype)
         w = expand_to(self.scale, x0_hat).astype(x0_hat.dtype)
         return x0_hat + w * s2 * grad_x
@@ -79,7 +81,9 @@ class LikelihoodGuidance(AbstractGuidance):
 
     def __init__(self, denoiser: Callable, log_likelihood: Callable, scale: ArrayLike = 1.0):
         if not callable(log_likelihood):
-            raise TypeError(f"log_likelihood must be callable; got {type(log_likelihood).__name__}.")
+            raise TypeError(
+                f"log_likelihood must be callable; got {type(log_likelihood).__name__}."
+            )
         self.denoiser = denoiser
         self.log_likelihood = log_likelihood
         self.scale = as_float(scale)
@@ -119,7 +123,7 @@ class DPS(AbstractGuidance):
         *,
         normalized: bool = True,
     ):
-        _check_measurement(measurement)
+        check_measurement("DPS", measurement)
         if not normalized and is_concrete(measurement.noise_std):
             if float(np.asarray(measurement.noise_std)) == 0.0:
                 raise ValueError(
@@ -166,7 +170,7 @@ class PiGDM(AbstractGuidance):
         scale: ArrayLike = 1.0,
         data_variance: ArrayLike = 1.0,
     ):
-        _check_measurement(measurement)
+        check_measurement("PiGDM", measurement)
         check_positive("data_variance", data_variance)
         self.denoiser = denoiser
         self.measurement = measurement
@@ -201,8 +205,10 @@ class DDNM(eqx.Module):
     measurement: Measurement
     data_variance: Float[Array, ""]
 
-    def __init__(self, denoiser: Callable, measurement: Measurement, data_variance: ArrayLike = 1.0):
-        _check_measurement(measurement)
+    def __init__(
+        self, denoiser: Callable, measurement: Measurement, data_variance: ArrayLike = 1.0
+    ):
+        check_measurement("DDNM", measurement)
         check_positive("data_variance", data_variance)
         self.denoiser = denoiser
         self.measurement = measurement
@@ -234,14 +240,6 @@ def _gram_solve_per_sample(m: Measurement, residual, r2):
     flat = residual.reshape((-1, *m.operator.out_shape))
     solve = jax.vmap(lambda r, a: m.operator.gram_solve(r, a, m.noise_std**2))
     return solve(flat, r2.reshape(-1)).reshape(residual.shape)
-
-
-def _check_measurement(measurement):
-    if not isinstance(measurement, Measurement):
-        raise TypeError(
-            f"measurement must be a jaxsolve.diffusion.inverse.Measurement; got "
-            f"{type(measurement).__name__}."
-        )
 
 
 __all__ = ["DDNM", "DPS", "AbstractGuidance", "LikelihoodGuidance", "PiGDM"]

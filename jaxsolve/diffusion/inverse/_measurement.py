@@ -100,4 +100,13 @@ def measure(
     return Measurement(operator, clean + as_float(noise_std).astype(clean.dtype) * eps, noise_std)
 
 
+def check_measurement(owner: str, measurement) -> None:
+    """Raise ``TypeError`` unless ``measurement`` is a :class:`Measurement`."""
+    if not isinstance(measurement, Measurement):
+        raise TypeError(
+            f"{owner}: measurement must be a jaxsolve.diffusion.inverse.Measurement; got "
+            f"{type(measurement).__name__}."
+        )
+
+
 __all__ = ["Measurement", "as_operator", "measure"]
