@@ -59,6 +59,8 @@ def test_measure_and_likelihood(x64):
     noisy = inv.measure(jax.random.PRNGKey(0), A, jnp.tile(x0, (4000, 1)), 0.5)
     assert noisy.y.shape == (4000, 2)
     assert abs(float(jnp.std(noisy.y - 2.0)) - 0.5) < 0.02  # 4000 draws: std error ~0.006
+    masked = inv.measure(jax.random.PRNGKey(0), inv.Mask(jnp.array([1.0, 0.0])), x0[:2], 0.5)
+    assert masked.y[1] == 0.0 and masked.y[0] != 1.0  # no noise where nothing is observed
     m = inv.Measurement(A, jnp.array([2.0, 1.0]), 0.5)
     np.testing.assert_allclose(m.log_likelihood(x0), -0.5 * (0.0 + 1.0) / 0.25)
 

@@ -115,6 +115,9 @@ class Empirical(AbstractOracle):
             self.dim, dtype=c.dtype
         )
 
+    # Compiled as one program (n static): run op by op, the per-sample vmap compiles each
+    # primitive separately.
+    @eqx.filter_jit
     def sample(self, key: PRNGKeyArray, n: int, sigma: ArrayLike = 0.0) -> Float[Array, "n d"]:
         check_int("n", n)
         std = jnp.sqrt(jnp.broadcast_to(self._variance(sigma), (n,)))

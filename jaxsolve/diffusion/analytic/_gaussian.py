@@ -53,6 +53,9 @@ class Gaussian(AbstractOracle):
     def denoise(self, x, sigma):
         return gm.denoise(as_float(x), sigma, self.loc, self.eigvals, self.eigvecs)
 
+    # Compiled as one program (n static): run op by op, the per-sample vmap compiles each
+    # primitive separately.
+    @eqx.filter_jit
     def sample(self, key: PRNGKeyArray, n: int, sigma: ArrayLike = 0.0) -> Float[Array, "n d"]:
         check_int("n", n)
         z = sample_normal(key, n, self.dim, self.loc.dtype)

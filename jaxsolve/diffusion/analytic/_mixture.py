@@ -86,6 +86,9 @@ class GaussianMixture(AbstractOracle):
         m = self.mean()
         return second - jnp.outer(m, m)
 
+    # Compiled as one program (n static): run op by op, the per-sample vmap compiles each
+    # primitive separately.
+    @eqx.filter_jit
     def sample(self, key: PRNGKeyArray, n: int, sigma: ArrayLike = 0.0) -> Float[Array, "n d"]:
         check_int("n", n)
         sigma = jnp.broadcast_to(as_float(sigma), (n,))

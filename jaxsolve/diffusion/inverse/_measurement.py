@@ -88,7 +88,8 @@ def measure(
 ) -> Measurement:
     r"""Simulate :math:`y = Ax_0 + \sigma_y\epsilon` for one sample ``x0`` (shape
     ``operator.in_shape``; leading batch axes give one measurement per sample, noise per sample
-    from ``fold_in(key, i)``)."""
+    from ``fold_in(key, i)``). Entries the operator does not measure (a :class:`Mask`'s
+    unobserved ones) stay 0."""
     operator = as_operator(operator)
     x0 = as_float(x0)
     clean = operator(x0)
@@ -97,6 +98,7 @@ def measure(
     n = int(np.prod(batch, dtype=np.int64))
     keys = per_sample_keys(key, n)
     eps = jax.vmap(lambda k: jax.random.normal(k, out, clean.dtype))(keys).reshape(clean.shape)
+    eps = eps * operator.measured(clean.dtype)  # no noise on a mask's unobserved entries
     return Measurement(operator, clean + as_float(noise_std).astype(clean.dtype) * eps, noise_std)
 
 

@@ -83,6 +83,11 @@ class AbstractOperator(eqx.Module):
         flat = exact_einsum("ij,j,kj,k->i", u, inv, u, y.reshape(-1))
         return flat.reshape(self.out_shape)
 
+    def measured(self, dtype=None) -> Float[Array, "..."]:
+        """1 where an entry of ``out_shape`` is a measurement, 0 where it is structurally 0 (a
+        :class:`Mask`'s unobserved entries): measurement noise is drawn only where it is 1."""
+        return jnp.ones(self.out_shape, dtype or jnp.result_type(float))
+
     # Public methods: batch axes handled once here.
     def _batched(self, fn, z, event_shape, *extra):
         z = as_float(z)
@@ -241,6 +246,9 @@ class Mask(AbstractOperator):
 
     def _gram_solve(self, y, a, b):
         return safe_divide(y, a * self.mask.astype(y.dtype) + b, 0.0)
+
+    def measured(self, dtype=None):
+        return self.mask.astype(dtype or self.mask.dtype)
 
 
 class Subsample(AbstractOperator):
