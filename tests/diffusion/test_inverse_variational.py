@@ -510,3 +510,15 @@ def test_red_diff_inpainting_against_the_posterior_mean(x64):
             )
             assert err < np.linalg.norm(start - post_mean)
             assert spread < np.sqrt(np.trace(post_cov))
+
+
+def test_stsl_probes_do_not_depend_on_the_batch_size(x64):
+    prior = GaussianMixture(
+        jnp.array([0.5, 0.5]), jnp.array([[-1.0, -1.0], [1.0, 1.0]]), jnp.full((2, 2), 0.2)
+    )
+    meas = Measurement(Mask(jnp.array([1.0, 0.0])), jnp.array([0.5, 0.0]), 0.1)
+    guided = STSL(prior, meas, key=jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (5, 2))
+    both = jax.jit(lambda a, b: (guided(a, 0.7), guided(b, 0.7)))
+    full, part = both(x, x[:3])
+    np.testing.assert_allclose(full[:3], part, atol=1e-14)

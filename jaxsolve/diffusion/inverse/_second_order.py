@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from ..._core import as_float, check_choice, check_int, expand_to, is_concrete
+from ..._core import as_float, check_choice, check_int, expand_to, is_concrete, per_sample_keys
 from ._measurement import Measurement, check_measurement
 
 
@@ -69,8 +69,8 @@ class STSL(eqx.Module):
     curvature varies (mixtures, real data).
 
     Probes come from ``key``, folded with the bits of ``sigma``: fresh at each noise level, the
-    same for two calls at one level; the probes of a batch are drawn together (one array), so a
-    sample's probes depend on the batch size. ``probes=None`` takes the exact trace instead
+    same for two calls at one level; sample ``i``'s probes from ``fold_in`` of that key with ``i``,
+    so they do not depend on the batch size. ``probes=None`` takes the exact trace instead
     (one product per measurement entry; small problems and tests). The driver counts one
     evaluation per call; with ``K`` probes the call costs about :math:`3(K + 1)` (the denoiser,
     ``K`` Jacobian-vector products, and the gradient through all of them).
@@ -147,10 +147,14 @@ class STSL(eqx.Module):
             return jnp.broadcast_to(basis, (m, *batch, *out)), 1
         level = jnp.asarray(sigma, jnp.float32).reshape(-1)[0]
         key = jax.random.fold_in(self.key, jax.lax.bitcast_convert_type(level, jnp.uint32))
-        shape = (self.probes, *batch, *out)
-        if self.probe == "rademacher":
-            return jax.random.rademacher(key, shape, dtype), self.probes
-        return jax.random.normal(key, shape, dtype), self.probes
+        # Sample i's probes come from fold_in(key, i): a sample's draws do not depend on the
+        # batch size (the house's per-sample noise convention).
+        n = math.prod(batch)
+        draw = jax.random.rademacher if self.probe == "rademacher" else jax.random.normal
+        per_sample = jax.vmap(lambda k: draw(k, (self.probes, *out), dtype))
+        probes = per_sample(per_sample_keys(key, n))  # (n, K, *out)
+        probes = jnp.moveaxis(probes, 1, 0).reshape((self.probes, *batch, *out))
+        return probes, self.probes
 
     def _quadratic_forms(self, tangent, probes, count):
         r"""Per sample, :math:`\frac1K\sum_k v_k^\top A J A^\top v_k` with ``tangent`` the map
