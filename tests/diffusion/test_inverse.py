@@ -1,5 +1,6 @@
 """Measurement operators, measurements and the guided denoisers of jaxsolve.diffusion.inverse."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,22 +26,20 @@ def _operators():
 @pytest.mark.parametrize("name", list(_operators()))
 def test_operator_methods_match_its_dense_matrix(x64, name):
     A = _operators()[name]
-    M = np.asarray(A.matrix())
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (3, *A.in_shape)))
-    y = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (3, *A.out_shape)))
-    xf, yf = x.reshape(3, -1), y.reshape(3, -1)
-    np.testing.assert_allclose(np.asarray(A(x)).reshape(3, -1), xf @ M.T, atol=1e-13)
-    np.testing.assert_allclose(np.asarray(A.transpose(y)).reshape(3, -1), yf @ M, atol=1e-13)
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, *A.in_shape))
+    y = jax.random.normal(jax.random.PRNGKey(2), (3, *A.out_shape))
+    # One program per operator (run op by op, each primitive would compile on its own).
+    run = eqx.filter_jit(
+        lambda A, x, y: (A.matrix(), A(x), A.transpose(y), A.gram_solve(y, 0.7, 0.3), A.pinv(y))
+    )
+    M, ax, aty, solved, pinv = (np.asarray(v).reshape(v.shape[0], -1) for v in run(A, x, y))
+    xf, yf = np.asarray(x).reshape(3, -1), np.asarray(y).reshape(3, -1)
+    np.testing.assert_allclose(ax, xf @ M.T, atol=1e-13)
+    np.testing.assert_allclose(aty, yf @ M, atol=1e-13)
     gram = 0.7 * M @ M.T + 0.3 * np.eye(M.shape[0])
-    np.testing.assert_allclose(
-        np.asarray(A.gram_solve(y, 0.7, 0.3)).reshape(3, -1),
-        np.linalg.solve(gram, yf.T).T,
-        atol=1e-12,
-    )
+    np.testing.assert_allclose(solved, np.linalg.solve(gram, yf.T).T, atol=1e-12)
     # The pseudo-inverse, also where A A^T is singular (the mask's unobserved entries).
-    np.testing.assert_allclose(
-        np.asarray(A.pinv(y)).reshape(3, -1), yf @ np.linalg.pinv(M).T, atol=1e-10
-    )
+    np.testing.assert_allclose(pinv, yf @ np.linalg.pinv(M).T, atol=1e-10)
 
 
 def test_operators_are_data_under_vmap(x64):

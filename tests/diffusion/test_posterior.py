@@ -330,6 +330,7 @@ def test_smoothed_empirical_condition_is_the_conditioned_mixture(x64):
     np.testing.assert_allclose(post_covs, ref_covs, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_weighted_empirical_is_the_weighted_kernel_density(x64):
     rng = np.random.default_rng(11)
     pts, w, h, s = rng.normal(size=(6, 2)), rng.dirichlet(np.ones(6)), 0.3, 0.5
@@ -374,6 +375,7 @@ def test_ode_solver_reproduces_the_gaussian_posterior_flow(x64):
     _sample_moments_match(pushed[20], post.mean(), post.covariance())
 
 
+@pytest.mark.slow
 def test_ode_solver_reproduces_a_mixture_posterior(x64):
     rng = np.random.default_rng(13)
     sigma_max = 20.0
