@@ -79,12 +79,18 @@ class SVDD(AbstractWrappedSolver):
             candidate's denoised estimate lies inside).
         num_particles: candidates per step :math:`M` (static).
         temperature: :math:`\alpha \ge 0` (0 keeps the best candidate); may be traced.
+        value: in place of SVDD-PM's :math:`r(D(x, \sigma_n))`, a soft value function
+            ``value(x, sigma) -> values`` (one per sample) of the candidates: the paper's
+            Monte-Carlo estimate :math:`\alpha\log\frac1K\sum_k e^{r(x_0^{(k)})/\alpha}` from
+            rollouts, a learned value network, or an exact one (an oracle's). Then ``reward`` is
+            ``None``. Its own model calls are not counted by the driver.
     """
 
     solver: AbstractSolver
-    reward: Callable
+    reward: Callable | None
     num_particles: int = eqx.field(static=True, default=4)
     temperature: Float[Array, ""] | float = 0.0
+    value: Callable | None = None
 
     stochastic = True
     step_form = None
@@ -96,8 +102,12 @@ class SVDD(AbstractWrappedSolver):
             raise ValueError(
                 f"temperature must be a scalar; got shape {jnp.shape(self.temperature)}."
             )
-        if not callable(self.reward):
-            raise TypeError(f"reward must be callable; got {type(self.reward).__name__}.")
+        if (self.reward is None) == (self.value is None):
+            raise ValueError("SVDD needs exactly one of reward (SVDD-PM) and value.")
+        for name in ("reward", "value"):
+            fn = getattr(self, name)
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable; got {type(fn).__name__}.")
         if not isinstance(self.solver, AbstractSolver):
             return  # the base names it
         if self.solver.adaptive:
@@ -141,17 +151,20 @@ class SVDD(AbstractWrappedSolver):
         ctx.add_evaluations(shared[0] + M * (used - shared[0]))
 
         def value(xj):
-            v = self.reward(ctx.denoise(xj, ctx.sigma_next))
+            if self.value is None:
+                v, what = self.reward(ctx.denoise(xj, ctx.sigma_next)), "reward"
+            else:
+                v, what = self.value(xj, ctx.sigma_next), "value"
             if jnp.shape(v) != batch_shape:
                 raise ValueError(
-                    f"reward must return one value per sample, shape {batch_shape}; got shape "
+                    f"{what} must return one value per sample, shape {batch_shape}; got shape "
                     f"{jnp.shape(v)}."
                 )
             return jnp.asarray(v).astype(x.dtype)
 
         values, used = ctx.evaluations_of(jax.vmap(value), xs)
         ctx.add_evaluations(M * used)
-        values = eqx.error_if(values, jnp.any(jnp.isnan(values)), "SVDD: the reward returned NaN.")
+        values = eqx.error_if(values, jnp.any(jnp.isnan(values)), "SVDD: a value is NaN.")
         values = jax.lax.stop_gradient(values)
 
         # Gumbel-max: per sample, uniforms from the step's normal draws through the normal CDF.
