@@ -9,7 +9,7 @@ measuring sampler error (and exact posteriors); :mod:`.inverse` holds measuremen
 posterior samplers measured against them.
 """
 
-from . import _solvers, _wrappers, analytic, inverse, losses
+from . import _solvers, _wrappers, analytic, fewstep, inverse, losses
 from ._adapters import (
     PREDICTIONS,
     DenoiserModel,
@@ -114,6 +114,7 @@ __all__ = [
     "eps_from_denoised",
     "eps_loss",
     "exponential_sigmas",
+    "fewstep",
     "flow_matching_loss",
     "from_eps",
     "from_flow",

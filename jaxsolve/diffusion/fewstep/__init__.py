@@ -1,0 +1,73 @@
+"""Few-step generation: consistency models, TrigFlow / sCM, flow maps (MeanFlow) and PFGM++.
+
+Every model here samples through :func:`jaxsolve.diffusion.sample` (a denoiser, or a solver that
+holds the model when a step needs two time levels); teachers may be exact oracles of
+:mod:`jaxsolve.diffusion.analytic`, so what a student loses is measured alone.
+
+=====================  ===========================================================================
+file                   what (paper)
+=====================  ===========================================================================
+``_consistency.py``    :class:`ConsistencyFunction`, :func:`consistency_scalings`,
+                       :class:`ConsistencySampler`, :func:`consistency_distillation_loss`
+                       ("Consistency Models")
+``_trigflow.py``       TrigFlow <-> VE conversions, the sCM tangent by ``jax.jvp``, tangent
+                       normalisation ("Simplifying, Stabilizing and Scaling Continuous-Time
+                       Consistency Models")
+``_meanflow.py``       average velocity, the MeanFlow identity by ``jax.jvp``, its loss and
+                       one-/few-step sampling ("Mean Flows for One-step Generative Modeling")
+``_pfgmpp.py``         PFGM++'s perturbation kernel and the ``r = sigma sqrt(D)`` map ("PFGM++:
+                       Unlocking the Potential of Physics-Inspired Generative Models")
+=====================  ===========================================================================
+"""
+
+from ._consistency import (
+    ConsistencyFunction,
+    ConsistencySampler,
+    consistency_distillation_loss,
+    consistency_scalings,
+)
+from ._meanflow import (
+    MeanFlowSolver,
+    meanflow_denoiser,
+    meanflow_loss,
+    meanflow_sample,
+    meanflow_target,
+    meanflow_times,
+)
+from ._pfgmpp import pfgmpp_perturb, pfgmpp_radius, pfgmpp_sigma
+from ._trigflow import (
+    TrigFlowDenoiser,
+    TrigFlowModel,
+    from_trigflow,
+    scm_tangent,
+    tangent_normalization,
+    to_trigflow,
+    trigflow_consistency,
+    trigflow_sigma,
+    trigflow_time,
+)
+
+__all__ = [
+    "ConsistencyFunction",
+    "ConsistencySampler",
+    "MeanFlowSolver",
+    "TrigFlowDenoiser",
+    "TrigFlowModel",
+    "consistency_distillation_loss",
+    "consistency_scalings",
+    "from_trigflow",
+    "meanflow_denoiser",
+    "meanflow_loss",
+    "meanflow_sample",
+    "meanflow_target",
+    "meanflow_times",
+    "pfgmpp_perturb",
+    "pfgmpp_radius",
+    "pfgmpp_sigma",
+    "scm_tangent",
+    "tangent_normalization",
+    "to_trigflow",
+    "trigflow_consistency",
+    "trigflow_sigma",
+    "trigflow_time",
+]
