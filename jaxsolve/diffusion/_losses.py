@@ -52,15 +52,23 @@ class Precond(eqx.Module):
         return c_skip, c_out, c_in, c_noise
 
     def __call__(self, x: Float[Array, " *shape"], sigma: ArrayLike) -> Float[Array, " *shape"]:
-        x = as_float(x)
-        batch = x.shape[: self.batch_ndim]
-        sigma = jnp.broadcast_to(as_float(sigma), batch)
-        c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
-        f = self.net
-        for _ in range(self.batch_ndim):
-            f = jax.vmap(f)
-        out = jnp.asarray(f(expand_to(c_in, x) * x, c_noise)).astype(x.dtype)
-        return expand_to(c_skip, x) * x + expand_to(c_out, x) * out
+        return preconditioned(self.net, self.coefficients, x, sigma, self.batch_ndim)
+
+
+def preconditioned(net, coefficients, x, sigma, batch_ndim):
+    r""":math:`c_\text{skip}x + c_\text{out}F(c_\text{in}x, c_\text{noise})` with the single-sample
+    network ``F`` mapped over ``batch_ndim`` leading axes and ``coefficients(sigma) -> (c_skip,
+    c_out, c_in, c_noise)`` per sample (EDM's preconditioning; consistency models use it with
+    their own ``c_skip``, ``c_out``)."""
+    x = as_float(x)
+    batch = x.shape[:batch_ndim]
+    sigma = jnp.broadcast_to(as_float(sigma), batch).astype(x.dtype)
+    c_skip, c_out, c_in, c_noise = coefficients(sigma)
+    f = net
+    for _ in range(batch_ndim):
+        f = jax.vmap(f)
+    out = jnp.asarray(f(expand_to(c_in, x) * x, c_noise)).astype(x.dtype)
+    return expand_to(c_skip, x) * x + expand_to(c_out, x) * out
 
 
 def _per_sample_mean(err, batch_ndim=1):

@@ -38,6 +38,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ..._core import as_float, check_choice, check_positive, expand_to, is_concrete
 from .._flow_matching import pseudo_huber
+from .._losses import preconditioned
 from .._sample import hashable, sample
 from .._solvers._base import AbstractSolver, StepContext
 
@@ -104,15 +105,7 @@ class ConsistencyFunction(eqx.Module):
         return c_skip, c_out, c_in, c_noise
 
     def __call__(self, x: Float[Array, " *shape"], sigma: ArrayLike) -> Float[Array, " *shape"]:
-        x = as_float(x)
-        batch = x.shape[: self.batch_ndim]
-        sigma = jnp.broadcast_to(as_float(sigma), batch).astype(x.dtype)
-        c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
-        f = self.network
-        for _ in range(self.batch_ndim):
-            f = jax.vmap(f)
-        out = jnp.asarray(f(expand_to(c_in, x) * x, c_noise)).astype(x.dtype)
-        return expand_to(c_skip, x) * x + expand_to(c_out, x) * out
+        return preconditioned(self.network, self.coefficients, x, sigma, self.batch_ndim)
 
 
 class ConsistencySampler(AbstractSolver):
