@@ -15,6 +15,9 @@ file                   what (paper)
                        Consistency Models")
 ``_meanflow.py``       average velocity, the MeanFlow identity by ``jax.jvp``, its loss and
                        one-/few-step sampling ("Mean Flows for One-step Generative Modeling")
+``_training.py``       consistency training with the iCT and ECT schedules ("Improved Techniques
+                       for Training Consistency Models", "Consistency Models Made Easy"); sCM's
+                       continuous-time loss with adaptive weighting
 ``_pfgmpp.py``         PFGM++'s perturbation kernel and the ``r = sigma sqrt(D)`` map ("PFGM++:
                        Unlocking the Potential of Physics-Inspired Generative Models")
 =====================  ===========================================================================
@@ -35,6 +38,13 @@ from ._meanflow import (
     meanflow_times,
 )
 from ._pfgmpp import pfgmpp_perturb, pfgmpp_radius, pfgmpp_sigma
+from ._training import (
+    consistency_training_loss,
+    ect_gap,
+    ict_level_probabilities,
+    ict_num_levels,
+    scm_loss,
+)
 from ._trigflow import (
     TrigFlowDenoiser,
     TrigFlowModel,
@@ -55,7 +65,11 @@ __all__ = [
     "TrigFlowModel",
     "consistency_distillation_loss",
     "consistency_scalings",
+    "consistency_training_loss",
+    "ect_gap",
     "from_trigflow",
+    "ict_level_probabilities",
+    "ict_num_levels",
     "meanflow_denoiser",
     "meanflow_loss",
     "meanflow_sample",
@@ -64,6 +78,7 @@ __all__ = [
     "pfgmpp_perturb",
     "pfgmpp_radius",
     "pfgmpp_sigma",
+    "scm_loss",
     "scm_tangent",
     "tangent_normalization",
     "to_trigflow",
