@@ -18,6 +18,9 @@ file                   what (paper)
 ``_training.py``       consistency training with the iCT and ECT schedules ("Improved Techniques
                        for Training Consistency Models", "Consistency Models Made Easy"); sCM's
                        continuous-time loss with adaptive weighting
+``_lcm.py``            :class:`LCMSampler`, :class:`TCDSampler`, :func:`lcm_timesteps`,
+                       :func:`lcm_sigmas` (diffusers' LCM / TCD schedulers; "Latent Consistency
+                       Models", "Trajectory Consistency Distillation")
 ``_pfgmpp.py``         PFGM++'s perturbation kernel and the ``r = sigma sqrt(D)`` map ("PFGM++:
                        Unlocking the Potential of Physics-Inspired Generative Models")
 =====================  ===========================================================================
@@ -29,6 +32,7 @@ from ._consistency import (
     consistency_distillation_loss,
     consistency_scalings,
 )
+from ._lcm import LCMSampler, TCDSampler, lcm_sigmas, lcm_timesteps
 from ._meanflow import (
     MeanFlowSolver,
     meanflow_denoiser,
@@ -60,7 +64,9 @@ from ._trigflow import (
 __all__ = [
     "ConsistencyFunction",
     "ConsistencySampler",
+    "LCMSampler",
     "MeanFlowSolver",
+    "TCDSampler",
     "TrigFlowDenoiser",
     "TrigFlowModel",
     "consistency_distillation_loss",
@@ -70,6 +76,8 @@ __all__ = [
     "from_trigflow",
     "ict_level_probabilities",
     "ict_num_levels",
+    "lcm_sigmas",
+    "lcm_timesteps",
     "meanflow_denoiser",
     "meanflow_loss",
     "meanflow_sample",
