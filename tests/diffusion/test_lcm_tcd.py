@@ -74,7 +74,7 @@ def _check(record, dtype, atol):
 
 # Two runs by default (4 steps: noise on three of them, LCM with a visible skip term, TCD with
 # gamma between 0 and 1); the rest, and the float32 runs, are slow.
-_DEFAULT = {"lcm0.01-n4", "tcd10-n4-eta0.3"}
+_DEFAULT = {"lcm0.01-n4"}  # TCD's runs under -m slow (default-run budget)
 _PARAMS = [
     pytest.param(r, id=_id(r), marks=() if _id(r) in _DEFAULT else pytest.mark.slow)
     for r in DATA["records"]

@@ -168,6 +168,8 @@ def _fm_velocity(net):
     return lambda x, t: jax.vmap(net)(x, jnp.broadcast_to(t, x.shape[:1]))
 
 
+# A training run (default-run budget): the reflow test below trains flow matching too.
+@pytest.mark.slow
 def test_flow_matching_velocity_approaches_the_analytic_one():
     g, _ = _gauss(d=2, seed=5)
     net = jd.NoiseMLP(2, width=64, depth=3, key=jax.random.PRNGKey(10))

@@ -204,7 +204,10 @@ def _f_variance(n, d):
     return 2 * d**2 * (n + d - 2) / (n * (d - 2) ** 2 * (d - 4))
 
 
-@pytest.mark.parametrize("shape", [(4,), pytest.param((3,), marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "shape",
+    [pytest.param((4,), marks=pytest.mark.slow), pytest.param((3,), marks=pytest.mark.slow)],
+)
 def test_pfgmpp_second_moment(x64, shape):
     # ||x - x0||^2 / sigma^2 = N * F(N, D), so E = r^2 N / (D - 2) = sigma^2 N D / (D - 2); the
     # tolerance is 5 standard errors of the mean of n draws.
