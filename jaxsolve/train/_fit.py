@@ -64,6 +64,7 @@ def fit(
     key: PRNGKeyArray,
     batch_size: int | None = None,
     has_aux: bool = False,
+    with_step: bool = False,
     eval_fn: Callable | None = None,
     eval_every: int | None = None,
     ema_decay: float | None = None,
@@ -88,6 +89,10 @@ def fit(
     Args:
         loss_fn: ``loss_fn(model, batch, key)``; ``key`` is distinct for every step. It must
             return a floating-point scalar (``TypeError`` when first traced otherwise).
+        with_step: call ``loss_fn(model, batch, key, step)`` instead, with ``step`` the global
+            step index (an integer array, counted from 0 across chunks and resumed runs), for
+            objectives with a curriculum, e.g. ``progress = step / num_steps`` in consistency
+            training (:func:`jaxsolve.diffusion.fewstep.consistency_training_loss`).
         model: any pytree (usually an :class:`equinox.Module`); its inexact arrays are trained
             and must be finite.
         data: a pytree of arrays sharing a leading sample axis (shuffled minibatches of
@@ -181,6 +186,7 @@ def fit(
         optimizer,
         batches,
         has_aux,
+        bool(with_step),
         microbatches,
         ema_decay,
         skip_nonfinite,

@@ -38,6 +38,7 @@ class TrainStep(eqx.Module):
     optimizer: optax.GradientTransformation
     batches: AbstractBatches
     has_aux: bool = eqx.field(static=True)
+    with_step: bool = eqx.field(static=True)
     microbatches: int = eqx.field(static=True)
     ema_decay: float | None = eqx.field(static=True)
     skip_nonfinite: int = eqx.field(static=True)
@@ -56,11 +57,13 @@ class TrainStep(eqx.Module):
     def place_state(self, state):
         return state if self.mesh is None else _sharding.replicate(state, self.mesh)
 
-    def loss_and_grad(self, params, batch, key):
-        """The loss and its gradient with respect to ``params`` (over micro-batches)."""
+    def loss_and_grad(self, params, batch, key, step):
+        """The loss and its gradient with respect to ``params`` (over micro-batches) at ``step``."""
 
         def objective(p, b, k):
-            return split_loss(self.loss_fn(eqx.combine(p, self.static), b, k), self.has_aux)
+            model = eqx.combine(p, self.static)
+            out = self.loss_fn(model, b, k, step) if self.with_step else self.loss_fn(model, b, k)
+            return split_loss(out, self.has_aux)
 
         grad_fn = jax.value_and_grad(objective, has_aux=True)
 
@@ -73,7 +76,7 @@ class TrainStep(eqx.Module):
     def update(self, state, loss_key, batch, s):
         """Step ``s`` from ``state = (params, opt_state, ema)``: the new state and the loss."""
         params, opt_state, ema = state
-        loss, grads = self.loss_and_grad(params, batch, jax.random.fold_in(loss_key, s))
+        loss, grads = self.loss_and_grad(params, batch, jax.random.fold_in(loss_key, s), s)
         updates, new_opt_state = self.optimizer.update(grads, opt_state, params)
         new_params = eqx.apply_updates(params, updates)
         new_ema = ema

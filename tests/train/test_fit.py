@@ -675,3 +675,21 @@ def test_fit_returns_the_exact_model_or_names_what_is_wrong(
     assert faults <= {"x_nonfinite", "y_nonfinite"}, faults
     expected = 1.5 * (1 - 0.75**num_steps)
     np.testing.assert_allclose(np.asarray(result.model), [expected, expected], rtol=1e-6)
+
+
+def test_with_step_passes_the_global_step_across_chunks_and_resumes(tmp_path):
+    # loss = -step * w with SGD at rate 1: w grows by the step index at every step, so the final w
+    # is the sum of the steps the loss saw, 0 + 1 + ... + (n - 1), however the run is chunked.
+    def loss(model, batch, key, step):
+        return -step.astype(model.dtype) * model[0] + 0.0 * jnp.sum(batch)
+
+    data = jnp.zeros((4, 1))
+    kw = dict(optimizer=optax.sgd(1.0), key=jax.random.PRNGKey(0), progress=False, with_step=True)
+    r = train.fit(loss, jnp.zeros(1), data, num_steps=7, steps_per_call=3, **kw)
+    assert float(r.model[0]) == sum(range(7))
+    path = str(tmp_path / "ckpt.eqx")
+    train.fit(loss, jnp.zeros(1), data, num_steps=4, steps_per_call=2, checkpoint_path=path, **kw)
+    resumed = train.fit(
+        loss, jnp.zeros(1), data, num_steps=7, steps_per_call=3, checkpoint_path=path, **kw
+    )
+    assert float(resumed.model[0]) == sum(range(7))
