@@ -21,6 +21,15 @@ file                   what (paper)
 ``_lcm.py``            :class:`LCMSampler`, :class:`TCDSampler`, :func:`lcm_timesteps`,
                        :func:`lcm_sigmas` (diffusers' LCM / TCD schedulers; "Latent Consistency
                        Models", "Trajectory Consistency Distillation")
+``_decoupled.py``      :class:`DecoupledFlowMap` (a flow network's last blocks read the target time
+                       ``r``), :func:`decoupled_noise_mlp`, :func:`decoupled_meanflow_loss`
+                       ("Decoupled MeanFlow: Turning Flow Models into Flow Maps for Accelerated
+                       Sampling")
+``_dmd.py``            distribution-matching distillation: :func:`dmd_generator_loss` (reverse KL
+                       and f-divergences), :func:`dmd_fake_score_loss`,
+                       :func:`dmd_regression_loss`, :func:`dmd_step`, :func:`divergence_weight`
+                       ("One-step Diffusion with Distribution Matching Distillation"; "One-step
+                       Diffusion Models with f-Divergence Distribution Matching")
 ``_pfgmpp.py``         PFGM++'s perturbation kernel and the ``r = sigma sqrt(D)`` map ("PFGM++:
                        Unlocking the Potential of Physics-Inspired Generative Models")
 =====================  ===========================================================================
@@ -31,6 +40,14 @@ from ._consistency import (
     ConsistencySampler,
     consistency_distillation_loss,
     consistency_scalings,
+)
+from ._decoupled import DecoupledFlowMap, decoupled_meanflow_loss, decoupled_noise_mlp
+from ._dmd import (
+    divergence_weight,
+    dmd_fake_score_loss,
+    dmd_generator_loss,
+    dmd_regression_loss,
+    dmd_step,
 )
 from ._lcm import LCMSampler, TCDSampler, lcm_sigmas, lcm_timesteps
 from ._meanflow import (
@@ -64,6 +81,7 @@ from ._trigflow import (
 __all__ = [
     "ConsistencyFunction",
     "ConsistencySampler",
+    "DecoupledFlowMap",
     "LCMSampler",
     "MeanFlowSolver",
     "TCDSampler",
@@ -72,6 +90,13 @@ __all__ = [
     "consistency_distillation_loss",
     "consistency_scalings",
     "consistency_training_loss",
+    "decoupled_meanflow_loss",
+    "decoupled_noise_mlp",
+    "divergence_weight",
+    "dmd_fake_score_loss",
+    "dmd_generator_loss",
+    "dmd_regression_loss",
+    "dmd_step",
     "ect_gap",
     "from_trigflow",
     "ict_level_probabilities",
