@@ -59,7 +59,16 @@ from ._interpolants import (
     interpolant_grid,
     interpolant_model,
 )
-from ._losses import Precond, dsm_loss, edm_loss, edm_weight, eps_loss, lognormal_sigmas, v_loss
+from ._losses import (
+    Precond,
+    dsm_loss,
+    edm_loss,
+    edm_weight,
+    eps_loss,
+    lognormal_sigmas,
+    v_loss,
+    x0_loss,
+)
 from ._metrics import mmd, sliced_wasserstein
 from ._networks import FourierEmbedding, NoiseMLP, UNet2D
 from ._sample import SampleSolution, sample
@@ -150,6 +159,7 @@ __all__ = [
     "to_x0",
     "u_shaped_times",
     "v_loss",
+    "x0_loss",
 ]
 __all__ += _solvers.__all__
 __all__ += _wrappers.__all__

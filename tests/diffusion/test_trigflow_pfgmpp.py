@@ -6,10 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxsolve.diffusion as jd
 from jaxsolve.diffusion.analytic import Gaussian
+
+# Not yet exported by fewstep/__init__.py (the lead adds them).
 from jaxsolve.diffusion.fewstep import (
     from_trigflow,
+    pfgmpp_loss,
     pfgmpp_perturb,
+    pfgmpp_prior,
     pfgmpp_radius,
     pfgmpp_sigma,
     scm_tangent,
@@ -21,6 +26,9 @@ from jaxsolve.diffusion.fewstep import (
 )
 
 SD = 0.5  # sigma_data
+# The default PFGM++ tests draw finite-D kernels eagerly, all of shape (_N, 4): jax.random.gamma
+# and every eager op compile once per shape, and that compilation is most of their time.
+_N = 8000
 
 # One compilation for every (shape, dtype): D is traced, so D = inf takes the traced branch.
 _perturb = jax.jit(pfgmpp_perturb, static_argnames="batch_ndim")
@@ -263,12 +271,12 @@ def test_pfgmpp_radius_follows_the_kernel_density(x64):
 def test_pfgmpp_large_d_is_edm(x64):
     # D = inf is EDM's x0 + sigma g; D = 1e8 is the same draw scaled by sqrt(D / chi2_D), which is
     # 1 + O(D^-1/2) per sample (std 1/sqrt(2D)); the bound is 8 such standard deviations.
-    n, N, sigma, D = 8000, 4, 1.3, 1e8
+    n, N, sigma, D = _N, 4, 1.3, 1e8
     x0 = np.random.default_rng(11).normal(size=(n, N))
-    sigmas = np.full(n, sigma)  # per sample, as in the moment test: one compilation for both
+    sigmas = np.full(n, sigma)  # per sample
     key = jax.random.key(11)
-    edm = _perturb(key, x0, sigmas, math.inf)
-    big = _perturb(key, x0, sigmas, D)
+    edm = pfgmpp_perturb(key, x0, sigmas, math.inf)
+    big = pfgmpp_perturb(key, x0, sigmas, D)  # eager: gamma's compilation is shared (_N)
     np.testing.assert_allclose(big - x0, edm - x0, rtol=8 / math.sqrt(2 * D), atol=0)
     # EDM's kernel: mean 0, covariance sigma^2 I (5 standard errors).
     z = np.asarray(edm - x0) / sigma
@@ -277,3 +285,87 @@ def test_pfgmpp_large_d_is_edm(x64):
     # The kernel's exact second moment tends to EDM's: N D / (D - 2) = N (1 + 2e-8).
     assert abs(D / (D - 2) - 1) < 1e-7
     assert np.isclose(float(pfgmpp_sigma(pfgmpp_radius(sigma, D), D)), sigma, rtol=1e-15)
+
+
+# A nonlinear denoiser of few operations (eager operations compile once per shape).
+def _cheap_denoiser(x, sigma):
+    return jnp.tanh(x + jnp.sin(sigma)[:, None])
+
+
+# An affine denoiser: the solvers' maps are then affine too.
+def _affine_denoiser(x, sigma):
+    return 0.3 + x / (1 + sigma**2)
+
+
+def test_pfgmpp_loss_tends_to_edm(x64):
+    # D = inf: the same key gives EDM's loss bit for bit. D = 1e8: every draw is EDM's times
+    # s = sqrt(D / chi2_D) per sample, 1 + O(D^-1/2) with sd 1/sqrt(2D) = 7.1e-5; the bound on s
+    # is 6 such sd (beyond the largest of _N normal deviates), twice that for a squared error
+    # (homogeneous of degree 2 in the noise to first order).
+    n, d, D = _N, 4, 1e8
+    tol = 6 / math.sqrt(2 * D)
+    x0 = jnp.asarray(np.random.default_rng(12).normal(size=(n, d)))
+    key = jax.random.key(12)
+    edm = jd.edm_loss(_cheap_denoiser, x0, key, sigma_data=SD)
+    np.testing.assert_array_equal(
+        pfgmpp_loss(_cheap_denoiser, x0, key, math.inf, sigma_data=SD), edm
+    )
+    big = pfgmpp_loss(_cheap_denoiser, x0, key, D, sigma_data=SD)
+    assert 0 < abs(float(big / edm) - 1) < 2 * tol
+    # Finite D is EDM's objective on the kernel's draws (the keys as edm_loss splits them).
+    D_small = 5.0
+    k_sigma, k_noise = jax.random.split(key)
+    sigma = jd.lognormal_sigmas(k_sigma, (n,))
+    x = pfgmpp_perturb(k_noise, x0, sigma, D_small)
+    err = jnp.mean((_cheap_denoiser(x, sigma) - x0) ** 2, axis=-1)
+    by_hand = jnp.mean(jd.edm_weight(sigma, SD) * err)
+    small = pfgmpp_loss(_cheap_denoiser, x0, key, D_small, sigma_data=SD)
+    np.testing.assert_allclose(small, by_hand, rtol=1e-13)
+
+
+def test_pfgmpp_samples_tend_to_edm(x64):
+    # The prior is the only D-dependent part of sampling; the PF-ODE and the solver are EDM's.
+    # D = inf is EDM's prior bit for bit; D = 1e8 scales each sample by s (bound as above). With
+    # an affine denoiser a deterministic solver's map is affine, x -> A x + c, so the samples obey
+    # x_D = c + s (x_inf - c) to round-off, with c the sample from 0: EDM's samples to O(D^-1/2).
+    n, d, D, sigma_max = _N, 4, 1e8, 20.0
+    tol = 6 / math.sqrt(2 * D)
+    key = jax.random.key(14)
+    prior_edm = pfgmpp_prior(key, (n, d), sigma_max, math.inf)
+    np.testing.assert_array_equal(prior_edm, sigma_max * jax.random.normal(key, (n, d)))
+    prior_big = pfgmpp_prior(key, (n, d), sigma_max, D)
+    s = np.asarray(prior_big / prior_edm)
+    np.testing.assert_allclose(s, s[:, :1] * np.ones((1, d)), rtol=1e-14)  # one radius a sample
+    assert np.all(np.abs(s - 1) < tol) and np.any(s != 1)
+    sigmas = jd.karras_sigmas(6, sigma_min=0.01, sigma_max=sigma_max)
+    x_edm, x_big, c = (
+        jd.sample(_affine_denoiser, x, sigmas, jd.Euler())
+        for x in (prior_edm, prior_big, 0 * prior_edm)
+    )
+    np.testing.assert_allclose(x_big, c + s * (x_edm - c), rtol=1e-12, atol=1e-12)
+    assert float(jnp.max(jnp.abs(x_big - x_edm))) < tol * float(jnp.max(jnp.abs(x_edm - c)))
+
+
+def test_pfgmpp_best_linear_denoiser_is_the_posterior_mean_at_the_kernel_variance(x64):
+    # Data N(0, v I) and the kernel of variance sigma^2 D/(D-2) per element: among denoisers a x,
+    # E||a x - x0||^2 = N [(a-1)^2 v + a^2 sigma^2 D/(D-2)] is least at a* = v/(v + sigma^2 D/(D-2)),
+    # the Gaussian posterior mean at the inflated level (the exact optimum is not linear: the
+    # kernel is a scale mixture of Gaussians). The loss is quadratic in a for fixed draws,
+    # L(a) = A a^2 - 2 B a + C, so three values give the empirical minimiser B/A; its delta-method
+    # standard error comes from the same draws, and the bound is 5 of them. sigma is fixed
+    # (p_std = 0) so the weight cancels.
+    n, N, v, D = _N, 4, 1.0, 10.0
+    x0 = jnp.asarray(np.random.default_rng(13).normal(size=(n, N)) * math.sqrt(v))
+    key = jax.random.key(13)
+    loss = lambda a: float(pfgmpp_loss(lambda x, s: a * x, x0, key, D, p_mean=0.0, p_std=0.0))
+    l0, lp, lm = loss(0.0), loss(1.0), loss(-1.0)
+    A, B = (lp + lm) / 2 - l0, (lm - lp) / 4
+    a_hat = B / A
+    # The same draws by hand (the keys as pfgmpp_loss splits them).
+    x = np.asarray(pfgmpp_perturb(jax.random.split(key)[1], x0, 1.0, D))
+    Ai, Bi = np.mean(x**2, axis=-1), np.mean(x * np.asarray(x0), axis=-1)
+    np.testing.assert_allclose(a_hat, Bi.mean() / Ai.mean(), rtol=1e-10)
+    se = np.std(Bi - a_hat * Ai) / Ai.mean() / math.sqrt(n)
+    a_star = v / (v + D / (D - 2))
+    assert abs(a_hat - a_star) < 5 * se
+    assert abs(v / (v + 1.0) - a_star) > 10 * se  # EDM's optimum would fail

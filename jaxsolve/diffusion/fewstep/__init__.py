@@ -30,8 +30,12 @@ file                   what (paper)
                        :func:`dmd_regression_loss`, :func:`dmd_step`, :func:`divergence_weight`
                        ("One-step Diffusion with Distribution Matching Distillation"; "One-step
                        Diffusion Models with f-Divergence Distribution Matching")
-``_pfgmpp.py``         PFGM++'s perturbation kernel and the ``r = sigma sqrt(D)`` map ("PFGM++:
-                       Unlocking the Potential of Physics-Inspired Generative Models")
+``_pfgmpp.py``         PFGM++'s perturbation kernel, training loss and prior, and the
+                       ``r = sigma sqrt(D)`` map ("PFGM++: Unlocking the Potential of
+                       Physics-Inspired Generative Models")
+``_rectified.py``      :func:`rectified_pairs`: a pretrained model's own (noise, sample) couplings
+                       for any loss's ``noise=`` ("Rectified Diffusion: Straightness Is Not Your
+                       Need in Rectified Flow")
 =====================  ===========================================================================
 """
 
@@ -58,7 +62,8 @@ from ._meanflow import (
     meanflow_target,
     meanflow_times,
 )
-from ._pfgmpp import pfgmpp_perturb, pfgmpp_radius, pfgmpp_sigma
+from ._pfgmpp import pfgmpp_loss, pfgmpp_perturb, pfgmpp_prior, pfgmpp_radius, pfgmpp_sigma
+from ._rectified import rectified_pairs
 from ._training import (
     consistency_training_loss,
     ect_gap,
@@ -108,9 +113,12 @@ __all__ = [
     "meanflow_sample",
     "meanflow_target",
     "meanflow_times",
+    "pfgmpp_loss",
     "pfgmpp_perturb",
+    "pfgmpp_prior",
     "pfgmpp_radius",
     "pfgmpp_sigma",
+    "rectified_pairs",
     "scm_loss",
     "scm_tangent",
     "tangent_normalization",
