@@ -1,9 +1,11 @@
 """Every code block of README.md does what it says.
 
-Python blocks run one after another in one fresh interpreter, each in a namespace of its own, so a
+Python blocks run one after another in a fresh interpreter, each in a namespace of its own, so a
 block that relies on a name another block defined fails (they are self-contained, as a reader
-would paste them; no block changes JAX's configuration, which the test checks). One interpreter
-instead of one per block saves each block JAX's start-up and its first compilations. The two
+would paste them; no block changes JAX's configuration, which the test checks). Two interpreters,
+one for the even-numbered blocks and one for the odd, instead of one per block: each pays JAX's
+start-up once, and the two halves run on two pytest-xdist workers side by side instead of one
+long test holding one worker at the end of the run. The two
 ``bash`` commands are the ones CI runs: ``.ci/run`` installs with the first block's
 ``pip install ".[plots]"``, runs the tour, and runs the second block's test command; this test
 checks that the README and ``.ci/run`` agree, so neither can drift from the other. The other shell
@@ -15,6 +17,8 @@ import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(ROOT, "README.md")).read()
@@ -44,13 +48,16 @@ json.dump(results, open(sys.argv[2], "w"))
 """
 
 
-def test_python_blocks_run(tmp_path):
+@pytest.mark.parametrize("half", ["even", "odd"])
+def test_python_blocks_run(tmp_path, half):
     for i, code in enumerate(PYTHON):
         assert "jax.config" not in code and "environ" not in code, (
             f"README block {i} changes JAX's configuration or the environment: it needs an "
             "interpreter of its own"
         )
-    (tmp_path / "blocks.json").write_text(json.dumps(PYTHON))
+    numbers = list(range(len(PYTHON)))[0 if half == "even" else 1 :: 2]
+    blocks = [PYTHON[i] for i in numbers]
+    (tmp_path / "blocks.json").write_text(json.dumps(blocks))
     env = {**os.environ, "MPLBACKEND": "Agg", "JAXSOLVE_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
         [sys.executable, "-c", RUNNER, str(tmp_path / "blocks.json"), str(tmp_path / "out.json")],
@@ -62,10 +69,10 @@ def test_python_blocks_run(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "out.json").read_text())
-    assert len(results) == len(PYTHON)
+    assert len(results) == len(blocks)
     failed = [
         f"block {i} ({_heading(code)}):\n{code}\n--- traceback ---\n{err[-3000:]}"
-        for i, (code, err) in enumerate(zip(PYTHON, results, strict=True))
+        for i, code, err in zip(numbers, blocks, results, strict=True)
         if err is not None
     ]
     assert not failed, "README blocks failed:\n\n" + "\n\n".join(failed)

@@ -220,6 +220,13 @@ def consistency_distillation_loss(
     return loss(student, target_student, teacher, x0, key, levels, solver, metric, weight)
 
 
+def consistency_distance(diff: Float[Array, "batch ..."], metric: str) -> Float[Array, " batch"]:
+    """Per-sample distance of a consistency loss: ``"pseudo_huber"`` or ``"l2"`` (mean square)."""
+    if metric == "pseudo_huber":
+        return pseudo_huber(diff)
+    return jnp.mean(diff.reshape(diff.shape[0], -1) ** 2, axis=1)
+
+
 def _distillation_loss(student, target_student, teacher, x0, key, levels, solver, metric, weight):
     # Pairs of adjacent *positive* levels; counted, not sliced, so that a traced grid ending in 0
     # works too.
@@ -237,11 +244,7 @@ def _distillation_loss(student, target_student, teacher, x0, key, levels, solver
 
     x_lo = jax.lax.stop_gradient(jax.vmap(teacher_step)(x_hi, sigma_hi, sigma_lo))
     target = jax.lax.stop_gradient(target_student(x_lo, sigma_lo))
-    diff = student(x_hi, sigma_hi) - target
-    if metric == "pseudo_huber":
-        dist = pseudo_huber(diff)
-    else:
-        dist = jnp.mean(diff.reshape(batch, -1) ** 2, axis=1)
+    dist = consistency_distance(student(x_hi, sigma_hi) - target, metric)
     w = 1.0 if weight is None else weight(sigma_hi, sigma_lo)
     return jnp.mean(w * dist)
 

@@ -27,8 +27,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from ..._core import as_float, check_choice, check_int, check_positive, expand_to, safe_divide
-from .._flow_matching import pseudo_huber
 from .._losses import _per_sample_mean, lognormal_sigmas
+from ._consistency import consistency_distance
 from ._trigflow import scm_tangent, tangent_normalization, to_trigflow, trigflow_time
 
 # --- schedules ---------------------------------------------------------------------------------
@@ -206,11 +206,7 @@ def consistency_training_loss(
     x_hi = x0 + expand_to(sigma_hi, x0) * z
     x_lo = x0 + expand_to(sigma_lo, x0) * z
     target = jax.lax.stop_gradient(target_student(x_lo, sigma_lo))
-    diff = student(x_hi, sigma_hi) - target
-    if metric == "pseudo_huber":
-        dist = pseudo_huber(diff)
-    else:
-        dist = _per_sample_mean(diff**2)
+    dist = consistency_distance(student(x_hi, sigma_hi) - target, metric)
     if weight is None:
         # A pair clipped together (sigma_hi = sigma_min) has diff 0: weight 0, not 1/0.
         w = safe_divide(1.0, sigma_hi - sigma_lo, 0.0)
