@@ -122,7 +122,7 @@ def _noises(key, x0, noise, input_perturbation):
 
 def dsm_loss(
     denoiser: Callable,
-    x0: Float[Array, "batch ..."],
+    x0: Float[ArrayLike, "batch ..."],
     sigma: ArrayLike,
     key: PRNGKeyArray,
     weight: Callable | None = None,
@@ -154,7 +154,7 @@ def dsm_loss(
 
 def edm_loss(
     denoiser: Callable,
-    x0: Float[Array, "batch ..."],
+    x0: Float[ArrayLike, "batch ..."],
     key: PRNGKeyArray,
     *,
     sigma_data: float = 0.5,

@@ -286,5 +286,13 @@ def test_rejects_bad_input():
         meanflow_times(jax.random.key(0), (4,), times="cosine")
     with pytest.raises(ValueError, match="power"):
         meanflow_loss(average, x0, jax.random.key(0), power=-1.0)
+
+
+@pytest.mark.wrong_argument_types
+def test_rejects_noise_of_another_shape():
+    # Under -p tests.typecheck the annotations (one "batch" for x0 and noise) reject it first.
+    def average(z, r, t):
+        return z
+
     with pytest.raises(ValueError, match="noise"):
-        meanflow_loss(average, x0, jax.random.key(0), noise=jnp.zeros((3, 2)))
+        meanflow_loss(average, jnp.zeros((4, 2)), jax.random.key(0), noise=jnp.zeros((3, 2)))

@@ -159,7 +159,7 @@ def consistency_distillation_loss(
     student: Callable,
     target_student: Callable,
     teacher: Callable,
-    x0: Float[Array, "batch ..."],
+    x0: Float[ArrayLike, "batch ..."],
     key: PRNGKeyArray,
     sigmas: Float[ArrayLike, " L"],
     solver: AbstractSolver,

@@ -81,7 +81,7 @@ class DecoupledFlowMap(eqx.Module):
 
     def __call__(
         self,
-        z: Float[Array, "batch ..."],
+        z: Float[ArrayLike, "batch ..."],
         r: Float[ArrayLike, "..."],
         t: Float[ArrayLike, "..."],
     ) -> Float[Array, "batch ..."]:
@@ -155,10 +155,10 @@ def decoupled_noise_mlp(net: NoiseMLP, encoder_depth: int | None = None) -> Deco
 
 def decoupled_meanflow_loss(
     u_fn: Callable,
-    x0: Float[Array, "batch ..."],
+    x0: Float[ArrayLike, "batch ..."],
     key: PRNGKeyArray,
     *,
-    noise: Float[Array, "batch ..."] | None = None,
+    noise: Float[ArrayLike, "batch ..."] | None = None,
     velocity: Callable | None = None,
     flow_time_mean: float = 0.0,
     time_means: tuple[float, ...] = (0.4, -1.2),

@@ -92,7 +92,7 @@ def dmd_generator_loss(
     generator: Callable,
     real_denoiser: Callable,
     fake_denoiser: Callable,
-    z: Float[Array, "batch ..."],
+    z: Float[ArrayLike, "batch ..."],
     key: PRNGKeyArray,
     *,
     sigma: ArrayLike | Callable | None = None,
@@ -198,7 +198,7 @@ def dmd_generator_loss(
 def dmd_fake_score_loss(
     fake_denoiser: Callable,
     generator: Callable,
-    z: Float[Array, "batch ..."],
+    z: Float[ArrayLike, "batch ..."],
     key: PRNGKeyArray,
     *,
     sigma: ArrayLike | Callable | None = None,
@@ -236,8 +236,8 @@ def dmd_fake_score_loss(
 
 def dmd_regression_loss(
     generator: Callable,
-    z: Float[Array, "batch ..."],
-    target: Float[Array, "batch ..."],
+    z: Float[ArrayLike, "batch ..."],
+    target: Float[ArrayLike, "batch ..."],
     *,
     metric: str = "l2",
 ) -> Float[Array, ""]:
@@ -269,7 +269,7 @@ def dmd_step(
     generator_state: optax.OptState,
     fake_state: optax.OptState,
     real_denoiser: Callable,
-    z: Float[Array, "batch ..."],
+    z: Float[ArrayLike, "batch ..."],
     key: PRNGKeyArray,
     generator_optimizer: optax.GradientTransformation,
     fake_optimizer: optax.GradientTransformation,

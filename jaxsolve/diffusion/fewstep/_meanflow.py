@@ -53,7 +53,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ..._core import as_float, check_choice, check_positive, expand_to, is_concrete
 from .._adapters import from_flow
@@ -109,7 +109,7 @@ def meanflow_times(
 
 def meanflow_target(
     u_fn: Callable,
-    z: Float[Array, "batch ..."],
+    z: Float[ArrayLike, "batch ..."],
     r: Float[Array, " batch"],
     t: Float[Array, " batch"],
     v: Float[Array, "batch ..."],
@@ -138,10 +138,10 @@ def meanflow_target(
 
 def meanflow_loss(
     u_fn: Callable,
-    x0: Float[Array, "batch ..."],
+    x0: Float[ArrayLike, "batch ..."],
     key: PRNGKeyArray,
     *,
-    noise: Float[Array, "batch ..."] | None = None,
+    noise: Float[ArrayLike, "batch ..."] | None = None,
     velocity: Callable | None = None,
     times: str | Callable = "logit_normal",
     time_mean: float = -0.4,
@@ -205,7 +205,7 @@ def meanflow_loss(
 
 def meanflow_sample(
     u_fn: Callable,
-    noise: Float[Array, "batch ..."],
+    noise: Float[ArrayLike, "batch ..."],
     times: Sequence[float] | Float[Array, " L"] = (1.0, 0.0),
 ) -> Float[Array, "batch ..."]:
     r"""Few-step MeanFlow sampling: :math:`z_{t_{k+1}} = z_{t_k} - (t_k - t_{k+1})\,u(z_{t_k}, t_{k+1}, t_k)`.

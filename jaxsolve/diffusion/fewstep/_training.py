@@ -123,7 +123,7 @@ def _levels(
 def consistency_training_loss(
     student: Callable,
     target_student: Callable,
-    x0: Float[Array, "batch ..."],
+    x0: Float[ArrayLike, "batch ..."],
     key: PRNGKeyArray,
     *,
     progress: ArrayLike = 0.0,
@@ -220,7 +220,7 @@ def consistency_training_loss(
 
 def scm_loss(
     F: Callable,
-    x0: Float[Array, "batch ..."],
+    x0: Float[ArrayLike, "batch ..."],
     key: PRNGKeyArray,
     sigma_data: ArrayLike = 0.5,
     *,
