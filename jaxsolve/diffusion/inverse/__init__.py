@@ -24,7 +24,10 @@ file                  what (paper)
 ``_red_diff.py``      :class:`REDDiff` ("A Variational Perspective on Solving Inverse Problems
                       with Diffusion Models")
 ``_svdd.py``          :class:`SVDD` ("Derivative-Free Guidance in Continuous and Discrete
-                      Diffusion Models with Soft Value-Based Decoding")
+                      Diffusion Models with Soft Value-Based Decoding"); :class:`WeightedSVDD`,
+                      :func:`weighted_sample`, :func:`effective_sample_size` (the same choices
+                      with importance weights: twisted SMC, "Practical and Asymptotically Exact
+                      Conditional Sampling in Diffusion Models")
 ====================  ==========================================================================
 """
 
@@ -45,7 +48,7 @@ from ._operators import (
 from ._red_diff import REDDiff, paper_adam
 from ._repaint import RePaint, repaint_sigmas
 from ._second_order import STSL
-from ._svdd import SVDD
+from ._svdd import SVDD, WeightedSVDD, WeightedSVDDState, effective_sample_size, weighted_sample
 
 __all__ = [
     "DDNM",
@@ -65,11 +68,15 @@ __all__ = [
     "REDDiff",
     "RePaint",
     "Subsample",
+    "WeightedSVDD",
+    "WeightedSVDDState",
     "as_operator",
     "box_blur",
+    "effective_sample_size",
     "gaussian_blur",
     "measure",
     "paper_adam",
     "random_projection",
     "repaint_sigmas",
+    "weighted_sample",
 ]
