@@ -70,7 +70,7 @@ from ._losses import (
     x0_loss,
 )
 from ._metrics import mmd, sliced_wasserstein
-from ._networks import FourierEmbedding, NoiseMLP, UNet2D
+from ._networks import FourierEmbedding, NoiseMLP, PositionalEmbedding, UNet2D
 from ._sample import SampleSolution, sample
 from ._schedules import (
     AbstractSchedule,
@@ -104,6 +104,7 @@ __all__ = [
     "ModelDenoiser",
     "NoiseMLP",
     "OSSResult",
+    "PositionalEmbedding",
     "Precond",
     "SampleSolution",
     "StochasticInterpolant",

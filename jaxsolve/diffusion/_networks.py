@@ -2,7 +2,8 @@ r"""Small reference networks for toy diffusion and flow models (single-sample co
 
 * :class:`NoiseMLP` — ``net(x, c) -> y`` for vectors ``x`` of shape ``(d,)`` and a scalar
   conditioning ``c`` (a noise level's ``c_noise``, or a flow time), embedded with random Fourier
-  features and added to every hidden layer.
+  features (or fixed sinusoidal ones, :class:`PositionalEmbedding`) and added to every hidden
+  layer.
 * :class:`UNet2D` — a small U-Net for images ``(channels, H, W)``: two resolution levels of
   residual blocks with group normalisation and the embedding added per block, skip connections
   between matching levels. ``H`` and ``W`` must be divisible by 4.
@@ -35,20 +36,61 @@ class FourierEmbedding(eqx.Module):
         return jnp.concatenate([jnp.cos(phase), jnp.sin(phase)])
 
 
-class NoiseMLP(eqx.Module):
-    """MLP on ``(d,)`` inputs conditioned on a scalar through a Fourier embedding."""
+class PositionalEmbedding(eqx.Module):
+    r""":math:`c \mapsto [\cos(f_k c), \sin(f_k c)]` with fixed geometric frequencies
+    :math:`f_k = P^{-k/h}`, :math:`k = 0..h-1`, :math:`h` = ``dim // 2`` (the sinusoidal
+    embedding of "Attention Is All You Need", on a continuous :math:`c`).
 
-    embed: FourierEmbedding
+    Every frequency is at most 1, so :math:`\lVert \mathrm d e/\mathrm dc\rVert \le \sqrt h`:
+    with :math:`c_\text{noise}(t) = t` this is sCM's stable time conditioning ("Simplifying,
+    Stabilizing and Scaling Continuous-Time Consistency Models"), where a Fourier embedding with a
+    large scale makes the time derivative in the continuous-time objective, and so the training,
+    unstable.
+    """
+
+    freqs: Float[Array, " half"]
+
+    def __init__(self, dim: int, max_period: float = 10000.0):
+        if dim % 2 or dim < 2:
+            raise ValueError(f"embedding dim must be even and positive; got {dim}.")
+        if not max_period >= 1.0:
+            raise ValueError(f"max_period must be at least 1; got {max_period}.")
+        half = dim // 2
+        self.freqs = jnp.exp(-math.log(max_period) * jnp.arange(half) / half)
+
+    def __call__(self, c: Float[ArrayLike, ""]) -> Float[Array, " dim"]:
+        phase = jax.lax.stop_gradient(self.freqs) * c
+        return jnp.concatenate([jnp.cos(phase), jnp.sin(phase)])
+
+
+class NoiseMLP(eqx.Module):
+    """MLP on ``(d,)`` inputs conditioned on a scalar through a Fourier embedding (or, with
+    ``embedding="positional"``, a :class:`PositionalEmbedding`: sCM's stable time conditioning for
+    a TrigFlow network fed :math:`t` itself)."""
+
+    embed: FourierEmbedding | PositionalEmbedding
     embed_proj: eqx.nn.Linear
     layers: list
     cond_layers: list
     out: eqx.nn.Linear
 
     def __init__(
-        self, dim: int, width: int = 128, depth: int = 3, embed_dim: int = 64, *, key: PRNGKeyArray
+        self,
+        dim: int,
+        width: int = 128,
+        depth: int = 3,
+        embed_dim: int = 64,
+        *,
+        embedding: str = "fourier",
+        key: PRNGKeyArray,
     ):
+        if embedding not in ("fourier", "positional"):
+            raise ValueError(f"embedding must be 'fourier' or 'positional'; got {embedding!r}.")
         keys = jax.random.split(key, 3 + 2 * depth)
-        self.embed = FourierEmbedding(embed_dim, scale=1.0, key=keys[0])
+        if embedding == "fourier":
+            self.embed = FourierEmbedding(embed_dim, scale=1.0, key=keys[0])
+        else:
+            self.embed = PositionalEmbedding(embed_dim)
         self.embed_proj = eqx.nn.Linear(embed_dim, width, key=keys[1])
         self.layers = [
             eqx.nn.Linear(dim if i == 0 else width, width, key=keys[2 + i]) for i in range(depth)

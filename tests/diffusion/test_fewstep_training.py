@@ -304,3 +304,36 @@ def test_sct_in_float32_trains_finite_with_tangent_normalisation_and_adaptive_we
 
     sct, untrained = _distances(data, [two_steps(trained), two_steps(model)])
     assert sct < 0.3 * untrained, (sct, untrained)
+
+
+def test_positional_embedding_is_sinusoidal_with_a_bounded_time_derivative(x64):
+    """sCM's stable time conditioning: fixed frequencies 10000^(-k/h) <= 1, so the embedding's
+    derivative in t has norm sqrt(sum_k f_k^2) <= sqrt(h) for every t; a Fourier embedding of
+    scale 16 (EDM's) has derivatives two orders larger."""
+    from jaxsolve.diffusion import FourierEmbedding, NoiseMLP, PositionalEmbedding
+
+    emb = PositionalEmbedding(8)
+    fourier = FourierEmbedding(8, scale=16.0, key=jax.random.PRNGKey(0))
+    net = NoiseMLP(2, 16, 1, 8, embedding="positional", key=jax.random.PRNGKey(1))
+    times = jnp.array([0.0, 0.3, 0.7, 1.5])
+
+    @jax.jit  # one program: eager JAX compiles every operation on its own
+    def measured(times):
+        values = jax.vmap(emb)(times)
+        slopes = jnp.linalg.norm(jax.vmap(jax.jacfwd(emb))(times), axis=1)
+        fourier_slopes = jnp.linalg.norm(jax.vmap(jax.jacfwd(fourier))(times), axis=1)
+        return values, slopes, fourier_slopes, net(jnp.ones(2), 0.5)
+
+    values, slopes, fourier_slopes, out = measured(times)
+    f = 10000.0 ** (-np.arange(4) / 4)
+    phase = np.asarray(times)[:, None] * f
+    np.testing.assert_allclose(
+        values, np.concatenate([np.cos(phase), np.sin(phase)], 1), rtol=1e-15
+    )
+    np.testing.assert_allclose(slopes, np.sqrt(np.sum(f**2)), rtol=1e-12)
+    assert np.all(fourier_slopes > 100 * np.sqrt(np.sum(f**2)))
+    assert isinstance(net.embed, PositionalEmbedding) and out.shape == (2,)
+    with pytest.raises(ValueError, match="embedding"):
+        NoiseMLP(2, embedding="learned", key=jax.random.PRNGKey(1))
+    with pytest.raises(ValueError, match="dim"):
+        PositionalEmbedding(3)

@@ -262,6 +262,11 @@ def scm_loss(
     :math:`g = 0`); its gradient is :math:`-\tfrac2D g\cdot\nabla_\theta F_\theta` (the paper's
     continuous-time gradient), plus the weight's own term.
 
+    The paper's stable time conditioning feeds the network :math:`t` itself (not :math:`1000t`)
+    through sinusoidal embeddings of bounded frequency, e.g.
+    ``NoiseMLP(d, embedding="positional")``, so that :math:`\partial_t F` in the tangent stays
+    of order one.
+
     Args:
         F: the TrigFlow network ``F(x_t / sigma_data, t)`` (batch, ``t`` of shape ``(batch,)``).
         x0: data, ``(batch, ...)``.
