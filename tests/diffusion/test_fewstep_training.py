@@ -337,3 +337,27 @@ def test_positional_embedding_is_sinusoidal_with_a_bounded_time_derivative(x64):
         NoiseMLP(2, embedding="learned", key=jax.random.PRNGKey(1))
     with pytest.raises(ValueError, match="dim"):
         PositionalEmbedding(3)
+
+
+def test_ict_levels_are_drawn_with_the_lognormal_interval_probabilities(x64):
+    """The interval index of iCT's level pairs (inverse-CDF draws) has ict_level_probabilities'
+    law: 200 000 draws at 3 stages of the curriculum, every count within 5 standard deviations of
+    its expectation, only intervals of the active grid, and adjacent levels."""
+    from jaxsolve.diffusion.fewstep._training import _karras_levels, _levels
+
+    n = 200_000
+    for progress in (0.0, 0.4, 1.0):
+        num_levels = int(ict_num_levels(progress))
+        grid = np.asarray(_karras_levels(num_levels, 1281, SIGMA_MIN, 80.0, 7.0))
+        probs = np.asarray(ict_level_probabilities(jnp.asarray(grid), num_levels))
+        hi, lo = _levels(
+            jax.random.PRNGKey(int(10 * progress)), n, jnp.float64, "ict", progress,
+            SIGMA_MIN, 80.0, 7.0, -1.1, 2.0, 10, 1280, {},
+        )  # fmt: skip
+        index = np.searchsorted(grid[:num_levels], np.asarray(lo))
+        np.testing.assert_array_equal(grid[index], lo)
+        np.testing.assert_array_equal(grid[index + 1], hi)
+        assert index.max() <= num_levels - 2
+        counts = np.bincount(index, minlength=probs.shape[0])
+        sd = np.sqrt(n * probs * (1 - probs))
+        assert np.all(np.abs(counts - n * probs) <= 5 * sd + 1e-9), progress

@@ -112,8 +112,13 @@ def _levels(
         num_levels = ict_num_levels(progress, s0, s1)
         grid = _karras_levels(num_levels, s1 + 1, sigma_min, sigma_max, rho).astype(dtype)
         probs = ict_level_probabilities(grid, num_levels, p_mean, p_std)
-        # log(0) = -inf: the padding and underflowed tails are never drawn.
-        n = jax.random.categorical(key, jnp.log(probs), shape=(batch,))
+        # Inverse-CDF sampling: one uniform per sample and a binary search, where
+        # jax.random.categorical draws one Gumbel per level per sample (s1 + 1 levels), which
+        # dominated a small network's training step. The padding has probability 0; clipping to
+        # the last drawable interval guards against the cumulative sum's round-off at 1.
+        cdf = jnp.cumsum(probs)
+        u = jax.random.uniform(key, (batch,), dtype)
+        n = jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), num_levels - 2)
         return grid[n + 1], grid[n]
     t = jnp.clip(lognormal_sigmas(key, (batch,), p_mean, p_std).astype(dtype), sigma_min, sigma_max)
     r = t - (t - sigma_min) * ect_gap(t, progress, **ect).astype(dtype)
