@@ -113,6 +113,8 @@ def test_v3_converges_to_the_flow_for_any_statistics(x64):
     assert errors[-1] < 2e-3 and abs(slope - 2.0) < 0.2, (slope, errors)
 
 
+# Default-run budget: the equivalence with DPM-Solver and the convergence test stay by default.
+@pytest.mark.slow
 def test_v3_statistics_of_a_gaussian_make_first_order_nearly_exact(x64):
     """For Gaussian data f = (1 - l)x - D does not depend on x: with the estimated EMS the
     first-order v3 step integrates the flow almost exactly, where DPM-Solver++(1) does not."""
@@ -137,6 +139,7 @@ def test_v3_statistics_of_a_gaussian_make_first_order_nearly_exact(x64):
     assert v3 < 2e-3 and v3 < 1e-3 * pp, (v3, pp)
 
 
+@pytest.mark.slow  # default-run budget; the benchmark measures it too
 def test_v3_estimated_statistics_are_stable_and_beat_dpm_solver_pp(x64):
     """Regression: the EMS at sigma_max were noise (s = -399 ... +152 across seeds; v3 reached RMS
     2206 at NFE 5) because l' came from finite differences. On a ring of eight Gaussians, for
@@ -358,6 +361,7 @@ def test_genie_counts_the_jvp(x64):
     assert int(out.nfe) == 2 * 5 + 1
 
 
+@pytest.mark.slow  # default-run budget; its order test stays by default
 def test_heavy_ball_with_beta_one_is_its_base_and_ghvb_integer_is_plms(x64):
     m = _mixture()
     x0 = m.sample(jax.random.PRNGKey(0), 6, sigma=20.0)

@@ -199,6 +199,7 @@ def test_global_sums_equal_a_replay_of_the_accepted_steps(x64):
     assert 0.0 < float(glob.error_estimate) < 4.0
 
 
+@pytest.mark.slow  # default-run budget; the local regulariser's gradient test stays
 def test_local_probe_starts_from_the_solution(x64):
     """The probe starts from y(t_r): check against the closed form of y' = -y. Unbiased t_r is
     uniform in [t0, t1); biased t_r is the start of an accepted step."""
