@@ -42,6 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+# The 64-D prior of the inverse-problem benchmark (this directory is on sys.path for a script).
+from bench_inverse import _mix64 as mix64
+
 from jaxsolve import diffusion as jd
 from jaxsolve import train
 from jaxsolve.diffusion import fewstep as fs
@@ -61,18 +64,6 @@ def ring2():
     angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
     means = 2.5 * np.stack([np.cos(angles), np.sin(angles)], 1)
     return GaussianMixture(np.full(8, 1 / 8), means, np.full((8, 2), 0.03))
-
-
-def mix64():
-    rng = np.random.default_rng(0)
-    d, k = 64, 4
-    t = np.arange(d)
-    lag = np.minimum(np.abs(t[:, None] - t[None]), d - np.abs(t[:, None] - t[None]))
-    covs, means = [], []
-    for length, amp in zip([3.0, 5.0, 8.0, 4.0], [0.6, 0.4, 0.5, 0.3], strict=True):
-        covs.append(amp * np.exp(-0.5 * (lag / length) ** 2) + 0.02 * np.eye(d))
-        means.append(np.sin(2 * np.pi * (t / d) * rng.integers(1, 4) + rng.uniform(0, 2 * np.pi)))
-    return GaussianMixture(np.full(k, 1.0 / k), np.stack(means), np.stack(covs))
 
 
 def sigma_data(oracle) -> float:
