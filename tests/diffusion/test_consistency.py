@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxsolve.diffusion import EulerAncestral, NoiseMLP, sample
+from jaxsolve.diffusion import fewstep as fs
 from jaxsolve.diffusion._solvers.runge_kutta import Euler, Heun
 from jaxsolve.diffusion.analytic import Gaussian
 from jaxsolve.diffusion.fewstep import (
@@ -234,6 +235,39 @@ def test_distillation_loss_checks():
         consistency_distillation_loss(
             student, student, g.denoise, x0, jax.random.key(0), jnp.array([1.0, 2.0, 0.0]), Heun()
         )
+    with pytest.raises(ValueError, match="level_sampling"):
+        consistency_distillation_loss(
+            student, student, g.denoise, x0, jax.random.key(0), grid, Heun(), level_sampling="x"
+        )
+
+
+class _Ones(eqx.Module):
+    def __call__(self, x, sigma):
+        return jnp.ones_like(x)
+
+
+def test_distillation_levels_follow_the_lognormal_interval_probabilities(x64):
+    """level_sampling="lognormal": with a student of constant distance 1 to its target, the loss
+    weighted by the indicator of interval k is the fraction of pairs drawn in k. 100 000 pairs on
+    a grid ending in 0 (never drawn as an interval): each fraction within 5 standard deviations of
+    ict_level_probabilities."""
+    grid = jnp.array([80.0, 10.0, 1.0, 0.1, SIGMA_MIN, 0.0])
+    probs = np.asarray(fs.ict_level_probabilities(grid, 5))
+    assert probs[-1] == 0 and np.isclose(probs.sum(), 1.0)
+    n = 100_000
+    x0 = jnp.zeros((n, 1))
+    zero = Gaussian(np.zeros(1), np.eye(1)).denoise
+    for k in range(4):
+
+        def in_interval(hi, lo, k=k):
+            return ((hi == grid[k]) & (lo == grid[k + 1])).astype(hi.dtype)
+
+        loss = consistency_distillation_loss(
+            _Ones(), lambda x, s: jnp.zeros_like(x), zero, x0, jax.random.key(3), grid, Euler(),
+            metric="l2", weight=in_interval, level_sampling="lognormal",
+        )  # fmt: skip
+        sd = np.sqrt(probs[k] * (1 - probs[k]) / n)
+        assert abs(float(loss) - probs[k]) <= 5 * sd, (k, float(loss), probs[k])
 
 
 @pytest.mark.slow

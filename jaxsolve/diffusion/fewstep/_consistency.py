@@ -166,11 +166,14 @@ def consistency_distillation_loss(
     *,
     metric: str = "pseudo_huber",
     weight: Callable | None = None,
+    level_sampling: str = "uniform",
+    p_mean: float = -1.1,
+    p_std: float = 2.0,
 ) -> Float[Array, ""]:
     r"""Consistency distillation ("Consistency Models", Algorithm 2).
 
     For each sample, a pair of adjacent levels :math:`\sigma_{n+1} > \sigma_n` of the grid is drawn
-    uniformly, :math:`x_{n+1} = x_0 + \sigma_{n+1}z`, and :math:`\hat x_n` is one step of
+    (uniformly, or with iCT's lognormal interval probabilities), :math:`x_{n+1} = x_0 + \sigma_{n+1}z`, and :math:`\hat x_n` is one step of
     ``solver`` from :math:`\sigma_{n+1}` to :math:`\sigma_n` on the teacher's probability-flow ODE
     (:func:`jaxsolve.diffusion.sample` on the grid :math:`[\sigma_{n+1}, \sigma_n, 0]` with
     ``n_steps=1``). The loss is
@@ -199,11 +202,19 @@ def consistency_distillation_loss(
             element).
         weight: optional :math:`\lambda(\sigma_{n+1}, \sigma_n)` on per-sample levels; 1 by
             default (e.g. ``lambda s, t: 1 / (s - t)`` for iCT's weighting).
+        level_sampling: ``"uniform"`` (the paper's) or ``"lognormal"``: the interval
+            :math:`[\sigma_n, \sigma_{n+1}]` with probability
+            :func:`~jaxsolve.diffusion.fewstep.ict_level_probabilities` (its mass under
+            :math:`\ln\sigma\sim\mathcal N(P_\text{mean}, P_\text{std}^2)`; "Improved
+            Techniques for Training Consistency Models").
+        p_mean, p_std: the lognormal of ``level_sampling="lognormal"``.
 
     Returns:
         The scalar loss, averaged over the batch.
     """
     check_choice("metric", metric, {"pseudo_huber", "l2"})
+    check_choice("level_sampling", level_sampling, {"uniform", "lognormal"})
+    check_positive("p_std", p_std)
     if not isinstance(solver, AbstractSolver):
         raise TypeError(
             f"solver must be a jaxsolve sampler (AbstractSolver); got {type(solver).__name__}."
@@ -217,7 +228,36 @@ def consistency_distillation_loss(
     levels = _check_levels(sigmas).astype(x0.dtype)
     parts = (student, target_student, teacher, solver, weight)
     loss = _distillation_loss_jit if hashable(*parts) else _distillation_loss
-    return loss(student, target_student, teacher, x0, key, levels, solver, metric, weight)
+    lognormal = (float(p_mean), float(p_std)) if level_sampling == "lognormal" else None
+    return loss(
+        student, target_student, teacher, x0, key, levels, solver, metric, weight, lognormal
+    )
+
+
+def ict_level_probabilities(
+    levels: Float[Array, " L"], num_levels, p_mean: float = -1.1, p_std: float = 2.0
+) -> Float[Array, " L-1"]:
+    r"""iCT's lognormal level sampling: :math:`P(\sigma_i, \sigma_{i+1})` on a monotone grid.
+
+    :math:`\propto \big|\operatorname{erf}\frac{\ln\sigma_{i+1} - P_\text{mean}}{\sqrt2
+    P_\text{std}} - \operatorname{erf}\frac{\ln\sigma_i - P_\text{mean}}{\sqrt2
+    P_\text{std}}\big|` ("Improved Techniques for Training Consistency Models"), for the first
+    ``num_levels - 1`` intervals (0 for the padding beyond, which may hold zeros).
+    """
+    cdf = jax.scipy.special.erf((jnp.log(levels) - p_mean) / (np.sqrt(2.0) * p_std))
+    mass = jnp.abs(cdf[1:] - cdf[:-1]) * (jnp.arange(levels.shape[0] - 1) < num_levels - 1)
+    return mass / jnp.sum(mass)
+
+
+def draw_intervals(key, probs, batch, num_intervals) -> Array:
+    """``batch`` interval indices drawn with ``probs`` (the first ``num_intervals`` drawable)."""
+    # Inverse-CDF sampling: one uniform per sample and a binary search, where
+    # jax.random.categorical draws one Gumbel per level per sample (iCT: 1281 levels), which
+    # dominated a small network's training step. The padding has probability 0; clipping to the
+    # last drawable interval guards against the cumulative sum's round-off at 1.
+    cdf = jnp.cumsum(probs)
+    u = jax.random.uniform(key, (batch,), cdf.dtype)
+    return jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), num_intervals - 1)
 
 
 def consistency_distance(diff: Float[Array, "batch ..."], metric: str) -> Float[Array, " batch"]:
@@ -227,14 +267,20 @@ def consistency_distance(diff: Float[Array, "batch ..."], metric: str) -> Float[
     return jnp.mean(diff.reshape(diff.shape[0], -1) ** 2, axis=1)
 
 
-def _distillation_loss(student, target_student, teacher, x0, key, levels, solver, metric, weight):
+def _distillation_loss(
+    student, target_student, teacher, x0, key, levels, solver, metric, weight, lognormal
+):
     # Pairs of adjacent *positive* levels; counted, not sliced, so that a traced grid ending in 0
     # works too.
     num_positive = jnp.sum(levels > 0)
     levels = eqx.error_if(levels, num_positive < 2, "sigmas must hold two positive levels.")
     batch = x0.shape[0]
     k_n, k_z = jax.random.split(key)
-    n = jax.random.randint(k_n, (batch,), 0, num_positive - 1)
+    if lognormal is None:
+        n = jax.random.randint(k_n, (batch,), 0, num_positive - 1)
+    else:  # interval n is [levels[n + 1], levels[n]]; a trailing 0 is masked as padding
+        probs = ict_level_probabilities(levels, num_positive, *lognormal)
+        n = draw_intervals(k_n, probs, batch, num_positive - 1)
     sigma_hi, sigma_lo = levels[n], levels[n + 1]
     x_hi = x0 + expand_to(sigma_hi, x0) * jax.random.normal(k_z, x0.shape, x0.dtype)
 

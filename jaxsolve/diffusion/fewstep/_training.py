@@ -28,7 +28,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from ..._core import as_float, check_choice, check_int, check_positive, expand_to, safe_divide
 from .._losses import _per_sample_mean, lognormal_sigmas
-from ._consistency import consistency_distance
+from ._consistency import consistency_distance, draw_intervals, ict_level_probabilities
 from ._trigflow import scm_tangent, tangent_normalization, to_trigflow, trigflow_time
 
 # --- schedules ---------------------------------------------------------------------------------
@@ -57,21 +57,6 @@ def _karras_levels(num_levels, size, sigma_min, sigma_max, rho):
     frac = i / (num_levels - 1)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     return (lo + frac * (hi - lo)) ** rho
-
-
-def ict_level_probabilities(
-    levels: Float[Array, " L"], num_levels, p_mean: float = -1.1, p_std: float = 2.0
-) -> Float[Array, " L-1"]:
-    r"""iCT's lognormal level sampling: :math:`P(\sigma_i, \sigma_{i+1})` on an increasing grid.
-
-    :math:`\propto \operatorname{erf}\frac{\ln\sigma_{i+1} - P_\text{mean}}{\sqrt2 P_\text{std}}
-    - \operatorname{erf}\frac{\ln\sigma_i - P_\text{mean}}{\sqrt2 P_\text{std}}` ("Improved
-    Techniques for Training Consistency Models"), for the first ``num_levels - 1`` intervals (0
-    for the padding beyond).
-    """
-    cdf = jax.scipy.special.erf((jnp.log(levels) - p_mean) / (np.sqrt(2.0) * p_std))
-    mass = (cdf[1:] - cdf[:-1]) * (jnp.arange(levels.shape[0] - 1) < num_levels - 1)
-    return mass / jnp.sum(mass)
 
 
 def ect_gap(
@@ -112,13 +97,7 @@ def _levels(
         num_levels = ict_num_levels(progress, s0, s1)
         grid = _karras_levels(num_levels, s1 + 1, sigma_min, sigma_max, rho).astype(dtype)
         probs = ict_level_probabilities(grid, num_levels, p_mean, p_std)
-        # Inverse-CDF sampling: one uniform per sample and a binary search, where
-        # jax.random.categorical draws one Gumbel per level per sample (s1 + 1 levels), which
-        # dominated a small network's training step. The padding has probability 0; clipping to
-        # the last drawable interval guards against the cumulative sum's round-off at 1.
-        cdf = jnp.cumsum(probs)
-        u = jax.random.uniform(key, (batch,), dtype)
-        n = jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), num_levels - 2)
+        n = draw_intervals(key, probs, batch, num_levels - 1)
         return grid[n + 1], grid[n]
     t = jnp.clip(lognormal_sigmas(key, (batch,), p_mean, p_std).astype(dtype), sigma_min, sigma_max)
     r = t - (t - sigma_min) * ect_gap(t, progress, **ect).astype(dtype)
