@@ -133,6 +133,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_eight_devices_fit_and_sample_equal_one_device(tmp_path):
     script = tmp_path / "multidevice.py"
     script.write_text(SCRIPT)

@@ -48,6 +48,10 @@ json.dump(results, open(sys.argv[2], "w"))
 """
 
 
+# The blocks train and sample for about two CPU-minutes: the default run leaves them to CI, whose
+# floors step runs them (-m "not slow or ci"), and `python -m pytest -m ci` runs them here.
+@pytest.mark.slow
+@pytest.mark.ci
 @pytest.mark.parametrize("half", ["even", "odd"])
 def test_python_blocks_run(tmp_path, half):
     for i, code in enumerate(PYTHON):
