@@ -6,7 +6,10 @@ does not depend on how the steps are chunked or on where a run was resumed:
 * :class:`Minibatches` — shuffled epochs of ``batch_size`` samples: epoch ``e`` is the
   permutation drawn with ``fold_in(data_key, e)`` (the remainder of an epoch is dropped);
 * :class:`FullBatch` — every sample at every step;
-* :class:`Generated` — ``data(fold_in(data_key, s))``, data made on the fly.
+* :class:`Generated` — ``data(fold_in(data_key, s))``, data made on the fly;
+* :class:`Streamed` — batches drawn on the host from an iterator (:class:`HostStream`), for data
+  larger than memory: each chunk of steps gets its batches stacked, ``(stacked, first_step)``,
+  as its ``data``.
 
 The sources hold only what shapes the program (sizes, the generating function); the arrays come
 in as an argument of the compiled chunk, so one compiled program serves any data of those shapes.
@@ -15,7 +18,7 @@ in as an argument of the compiled chunk, so one compiled program serves any data
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import equinox as eqx
 import jax
@@ -61,9 +64,92 @@ class Generated(AbstractBatches):
         return data(jax.random.fold_in(data_key, step))
 
 
+class Streamed(AbstractBatches):
+    """Batch ``step - first_step`` of a chunk's stacked batches ``data = (stacked, first_step)``."""
+
+    def __call__(self, data, data_key, step):
+        del data_key
+        stacked, first_step = data
+        return jax.tree_util.tree_map(
+            lambda a: jax.lax.dynamic_index_in_dim(a, step - first_step, keepdims=False), stacked
+        )
+
+
+def is_stream(data) -> bool:
+    """Whether ``data`` is batches from the host: an iterator (a generator, ...) or a source
+    that restarts at a step (``data.iter_from(step)``, e.g. :class:`jaxsolve.data.BatchIterator`)."""
+    return isinstance(data, Iterator) or callable(getattr(data, "iter_from", None))
+
+
+class HostStream:
+    """The host side of :class:`Streamed`: batch ``s`` of a run is item ``s`` of the iterator.
+
+    A source with ``iter_from(step)`` is restarted there when a run resumes; a plain iterator is
+    taken to start at step 0 and its first items are skipped. Every batch must have the first
+    one's structure, shapes and dtypes (``ValueError`` naming the step otherwise).
+    """
+
+    def __init__(self, data):
+        self.source = data
+        self.restartable = callable(getattr(data, "iter_from", None))
+        self.iterator = data.iter_from(0) if self.restartable else data
+        self.position = 0
+        first = self._next()
+        self.pending = [first]
+        self.batch_shape = jax.eval_shape(lambda: first)
+        self.structure = jax.tree_util.tree_structure(first)
+
+    def _next(self):
+        try:
+            batch = next(self.iterator)
+        except StopIteration:
+            raise ValueError(
+                f"data (an iterator of batches) ran out after {self.position} batches."
+            ) from None
+        self.position += 1
+        return batch
+
+    def start(self, step: int) -> None:
+        """Position the stream so that the next batch is that of ``step``."""
+        if step == 0:
+            return
+        if self.restartable:
+            self.close()
+            self.iterator, self.position, self.pending = self.source.iter_from(step), step, []
+            return
+        self.pending = []
+        while self.position < step:
+            self._next()
+
+    def chunk(self, first_step: int, length: int):
+        """``(stacked, first_step)``: the next ``length`` batches stacked on a new leading axis."""
+        batches = [self.pending.pop(0) if self.pending else self._next() for _ in range(length)]
+        for j, batch in enumerate(batches):
+            shape = jax.eval_shape(lambda b=batch: b)
+            if shape != self.batch_shape:
+                raise ValueError(
+                    f"data: the batch of step {first_step + j} has shapes {shape}; every batch "
+                    f"needs those of the first, {self.batch_shape}."
+                )
+        stacked = jax.tree_util.tree_map(lambda *b: jnp.asarray(np.stack(b)), *batches)
+        return stacked, jnp.asarray(first_step, jnp.int32)
+
+    def close(self) -> None:
+        close = getattr(self.iterator, "close", None)
+        if close is not None and self.restartable:
+            close()
+
+
 def batch_source(data, batch_size) -> AbstractBatches:
     """The source of ``fit``'s minibatches for ``data`` and ``batch_size``, after checking that
     ``data`` is a function or arrays sharing a leading sample axis (``ValueError`` otherwise)."""
+    if is_stream(data):
+        if batch_size is not None:
+            raise ValueError(
+                "batch_size must be None when data is an iterator of batches: the iterator "
+                f"fixes the batch size (got batch_size={batch_size})."
+            )
+        return Streamed()
     if callable(data):
         return Generated()
     leaves = jax.tree_util.tree_leaves(data)

@@ -35,7 +35,7 @@ from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
 from .._core import _sharding, check_int
-from ._batches import batch_source, split_shape
+from ._batches import HostStream, Streamed, batch_source, is_stream, split_shape
 from ._nonfinite import check_finite, first_failure, nonfinite_in_batch, nonfinite_message
 from ._resume import Checkpointing, Start, describe_data, run_metadata
 from ._train_step import TrainStep, describe_output, run_chunk
@@ -96,8 +96,14 @@ def fit(
         model: any pytree (usually an :class:`equinox.Module`); its inexact arrays are trained
             and must be finite.
         data: a pytree of arrays sharing a leading sample axis (shuffled minibatches of
-            ``batch_size``, or the full set when ``batch_size`` is None), or a function
-            ``data(key) -> batch`` for data generated on the fly.
+            ``batch_size``, or the full set when ``batch_size`` is None), a function
+            ``data(key) -> batch`` for data generated on the fly, or batches read on the host
+            for data larger than memory: an iterator (a generator, ...) whose item ``s`` is the
+            batch of step ``s``, or a source with ``iter_from(step)`` such as
+            :class:`jaxsolve.data.BatchIterator` (with ``batch_size=None``: the iterator fixes
+            it). Each chunk of ``steps_per_call`` steps takes its batches from the iterator and
+            holds them, stacked, on the device while it runs. A resumed run restarts the source
+            at its step (``iter_from``) or skips a plain iterator's first items.
         optimizer: an optax transformation (learning-rate schedules included).
         num_steps: total number of optimisation steps (including those of a resumed run).
         key: PRNG key for minibatches and the loss.
@@ -170,13 +176,20 @@ def fit(
     # (Their finiteness is checked in the first chunk's program, free of extra compiles.)
     state = (params, opt_state, params if ema_decay is not None else None)
     data, batches = _place_data(data, batch_size, mesh, data_axis)
+    stream = HostStream(data) if isinstance(batches, Streamed) else None
     # Checked on shapes alone, before anything compiles.
-    batch_shape = jax.eval_shape(lambda s: batches(data, keys[0], s), 0)
+    if stream is None:
+        batch_shape = jax.eval_shape(lambda s: batches(data, keys[0], s), 0)
+        description = describe_data(data, batch_shape)
+    else:
+        batch_shape = stream.batch_shape
+        shapes = describe_data(batch_shape, batch_shape).removeprefix("arrays ")
+        description = f"an iterator of batches {shapes}"
     part_shape = split_shape(batch_shape, microbatches)
-    metadata = run_metadata(
-        key, batch_size, microbatches, ema_decay, describe_data(data, batch_shape), optimizer
-    )
+    metadata = run_metadata(key, batch_size, microbatches, ema_decay, description, optimizer)
     start = checkpoints.start(state, metadata, schedule.num_steps)
+    if stream is not None:
+        stream.start(start.step)
     if mesh is not None:
         _sharding.check_shardable(part_shape, mesh, data_axis, name="batch")
         start = start._replace(state=_sharding.replicate(start.state, mesh))
@@ -193,8 +206,12 @@ def fit(
         mesh,
         data_axis,
     )
-    run = _Run(train_step, data, keys, start, checkpoints, metadata, eval_fn)
-    run.train(schedule, desc=desc, progress=progress)
+    run = _Run(train_step, data, keys, start, checkpoints, metadata, eval_fn, stream)
+    try:
+        run.train(schedule, desc=desc, progress=progress)
+    finally:
+        if stream is not None:
+            stream.close()
     return run.result(key)
 
 
@@ -235,7 +252,7 @@ def _place_data(data, batch_size, mesh, data_axis):
     if mesh is not None:
         _sharding.axis_size(mesh, data_axis)  # a clear error for a wrong mesh or axis name
     batches = batch_source(data, batch_size)
-    if not callable(data):
+    if not callable(data) and not is_stream(data):
         data = jax.tree_util.tree_map(jnp.asarray, data)
         if mesh is not None:
             data = _sharding.replicate(data, mesh)
@@ -274,9 +291,12 @@ class _Run:
     """The Python side of one ``fit``: the state between compiled chunks, the history, the
     evaluations and the checkpoints."""
 
-    def __init__(self, train_step, data, keys, start: Start, checkpoints, metadata, eval_fn):
+    def __init__(
+        self, train_step, data, keys, start: Start, checkpoints, metadata, eval_fn, stream=None
+    ):
         self.train_step = train_step
         self.data = data
+        self.stream = stream
         self.keys = keys
         self.start = start
         self.checkpoints = checkpoints
@@ -326,6 +346,10 @@ class _Run:
         state_in = self.state
         steps = jnp.arange(self.step, self.step + length)
         nonfinite_run = jnp.asarray(self.nonfinite_run, jnp.int32)
+        if self.stream is not None:  # this chunk's batches, from the host
+            self.data = self.stream.chunk(self.step, length)
+            if self.train_step.mesh is not None:
+                self.data = _sharding.replicate(self.data, self.train_step.mesh)
         outcome = run_chunk(self.train_step, state_in, nonfinite_run, steps, self.keys, self.data)
         if self.step == self.start.step and int(outcome.start_bits):
             check_finite(self.start.state_names, state_in[:2])
