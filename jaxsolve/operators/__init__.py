@@ -7,6 +7,10 @@ the same weights give the same function on every grid that holds their modes.
 
 * :class:`SpectralConv` (dense, Tucker or CP weights, stored as real arrays), :class:`FNO`,
   :class:`TFNO`, :class:`T1` (Transform Once), :class:`DeepONet`, :class:`MultiONet`.
+* :class:`UNO` ("U-NO: U-shaped Neural Operators": levels that change the grid and the channels,
+  U-shaped skips) and :func:`resample`; :class:`LocalNO` ("Neural Operators with Localized
+  Integral and Differential Kernels": :class:`DifferentialConv`, :class:`LocalIntegralConv`
+  beside the spectral branch); ``*_from_neuraloperator`` carry a neuraloperator model's weights.
 * :class:`AbstractChannelsLast`: the protocol of the layers an FNO block holds (a channels-first
   ``__call__`` and a ``channels_last`` twin).
 * Spectral helpers: :func:`rfft_modes` / :func:`irfft_modes` (and their matrix-product twins),
@@ -18,6 +22,14 @@ the same weights give the same function on every grid that holds their modes.
 from ._deeponet import DeepONet, MultiONet
 from ._fno import FNO, TFNO, ChannelMLP, FNOBlock, SoftGating, count_params, padding_cells
 from ._layout import AbstractChannelsLast
+from ._local import (
+    DifferentialConv,
+    LocalIntegralConv,
+    LocalNO,
+    LocalNOBlock,
+    differential_conv_from_neuraloperator,
+    local_no_from_neuraloperator,
+)
 from ._losses import h1_loss, h1_norm, lp_norm, relative_lp_loss, sobolev_loss
 from ._spectral import (
     check_grid,
@@ -43,32 +55,41 @@ from ._spectral_conv import (
     TuckerSpectralWeight,
 )
 from ._transform_once import T1, T1Layer
+from ._uno import UNO, UNOBlock, resample, uno_from_neuraloperator
 
 __all__ = [
     "FNO",
     "T1",
     "TFNO",
+    "UNO",
     "AbstractChannelsLast",
     "CPSpectralWeight",
     "ChannelMLP",
     "DeepONet",
     "DenseSpectralWeight",
+    "DifferentialConv",
     "FNOBlock",
+    "LocalIntegralConv",
+    "LocalNO",
+    "LocalNOBlock",
     "MultiONet",
     "SoftGating",
     "SpectralConv",
     "T1Layer",
     "TuckerSpectralWeight",
+    "UNOBlock",
     "check_grid",
     "count_params",
     "dct_modes",
     "dealias",
     "dealias_mask",
+    "differential_conv_from_neuraloperator",
     "h1_loss",
     "h1_norm",
     "idct_modes",
     "irdft_modes",
     "irfft_modes",
+    "local_no_from_neuraloperator",
     "lp_norm",
     "min_grid_shape",
     "mode_shape",
@@ -76,9 +97,11 @@ __all__ = [
     "periodic_grid",
     "rdft_modes",
     "relative_lp_loss",
+    "resample",
     "rfft_modes",
     "sobolev_loss",
     "sobolev_norm",
     "spectral_derivative",
+    "uno_from_neuraloperator",
     "wavenumbers",
 ]
