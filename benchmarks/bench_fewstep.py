@@ -157,54 +157,87 @@ def _fit(loss, model, oracle, cfg, key, *, steps=None, with_step=False):
     return result.ema_model, {"seconds": seconds, "steps": steps, "final_loss": losses[-1]}
 
 
-def train_all(oracle, cfg, key, log):
+METHODS = (
+    "edm", "cd", "cd_uniform", "ict", "ect", "sct", "scd", "sct_plain", "meanflow",
+    "meanflow_distilled",
+)  # fmt: skip
+
+
+# Positions in one split of the run's key: (network, [log-weight,] fit). The untrained network,
+# shared by EDM, CD and iCT, is position 0. "cd_uniform" is the benchmark's earlier "cd" and shares
+# its fit key with "cd".
+KEYS = dict(
+    edm=(1,), cd=(2,), cd_uniform=(2,), ict=(3,), ect=(4,), sct=(5, 6, 7), scd=(8, 9, 10),
+    sct_plain=(11, 12), meanflow=(13, 14), meanflow_distilled=(15, 16),
+)  # fmt: skip
+
+
+def train_all(oracle, cfg, key, log, methods=METHODS):
+    """Trains ``methods`` (ECT needs the EDM model). Every method draws its keys from fixed
+    positions of one split (``KEYS``), so a partial run trains exactly what the full run does."""
     d, sd = oracle.dim, sigma_data(oracle)
     width, depth = cfg["width"], cfg["depth"]
-    keys = iter(jax.random.split(key, 32))
+    keys = jax.random.split(key, 32)
+    init_net = jd.NoiseMLP(d, width, depth, key=keys[0])
     levels = jd.karras_sigmas(cfg["cd_levels"], SIGMA_MIN, SIGMA_MAX)
-
-    def mlp():
-        return jd.NoiseMLP(d, width, depth, key=next(keys))
 
     def cm(net):
         return fs.ConsistencyFunction(net, sigma_min=SIGMA_MIN, sigma_data=sd)
 
-    students, info = {}, {}
-    init_net = mlp()
-    students["untrained"] = ("cm", cm(init_net))
+    students, info = {"untrained": ("cm", cm(init_net))}, {}
+    trained = {}
 
     # The EDM model of the same network: the trained teacher row, and ECT's starting point.
     def edm(model, x0, k):
         return jd.edm_loss(jd.Precond(model, sigma_data=sd, batch_ndim=1), x0, k, sigma_data=sd)
 
-    net, info["edm"] = _fit(edm, init_net, oracle, cfg, next(keys))
-    students["edm"] = ("edm", jd.Precond(net, sigma_data=sd))
-    log("edm", info["edm"])
+    def train_edm():
+        if "edm" not in trained:
+            trained["edm"], info["edm"] = _fit(edm, init_net, oracle, cfg, keys[KEYS["edm"][0]])
+            students["edm"] = ("edm", jd.Precond(trained["edm"], sigma_data=sd))
+            log("edm", info["edm"])
+        return trained["edm"]
 
-    def cd(model, x0, k):
-        return fs.consistency_distillation_loss(model, model, oracle, x0, k, levels, jd.Heun())
-
-    model, info["cd"] = _fit(cd, cm(init_net), oracle, cfg, next(keys))
-    students["cd"] = ("cm", model)
-    log("cd", info["cd"])
-
-    for name, schedule, start, steps in [
-        ("ict", "ict", init_net, cfg["steps"]),
-        ("ect", "ect", net, cfg["steps"]),
-    ]:
-
-        def ct(model, x0, k, step, schedule=schedule, steps=steps):
-            progress = step / steps
-            return fs.consistency_training_loss(
-                model, model, x0, k, progress=progress, schedule=schedule,
-                sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
-            )  # fmt: skip
-
-        model, info[name] = _fit(
-            ct, cm(start), oracle, cfg, next(keys), steps=steps, with_step=True
-        )
-        students[name] = ("cm", model)
+    def run(name, loss, start, kind, *, with_step=False, unwrap=lambda m: m):
+        k_fit = keys[KEYS[name][-1]]
+        try:
+            model, info[name] = _fit(loss, start, oracle, cfg, k_fit, with_step=with_step)
+            students[name] = (kind, unwrap(model))
+        except FloatingPointError as err:  # the sCM ablation may diverge: that is its finding
+            info[name] = {"diverged": str(err).splitlines()[0]}
         log(name, info[name])
+
+    if "edm" in methods:
+        train_edm()
+
+    # Consistency distillation from the exact teacher (Heun steps on a 40-level Karras grid):
+    # "cd" with iCT's weighting 1/(sigma_hi - sigma_lo) and lognormal interval sampling
+    # ("Improved Techniques for Training Consistency Models"), "cd_uniform" as Algorithm 2 of
+    # "Consistency Models" (uniform intervals, weight 1). Both use the student as its own target.
+    for name, extra in [
+        ("cd", dict(weight=lambda s, t: 1.0 / (s - t), level_sampling="lognormal")),
+        ("cd_uniform", {}),
+    ]:
+        if name in methods:
+
+            def cd(model, x0, k, extra=extra):
+                return fs.consistency_distillation_loss(
+                    model, model, oracle, x0, k, levels, jd.Heun(), **extra
+                )
+
+            run(name, cd, cm(init_net), "cm")
+
+    for name, schedule in [("ict", "ict"), ("ect", "ect")]:
+        if name in methods:
+
+            def ct(model, x0, k, step, schedule=schedule):
+                return fs.consistency_training_loss(
+                    model, model, x0, k, progress=step / cfg["steps"], schedule=schedule,
+                    sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX,
+                )  # fmt: skip
+
+            start = cm(train_edm() if name == "ect" else init_net)
+            run(name, ct, start, "cm", with_step=True)
 
     warmup = max(1, cfg["steps"] // 10)
     for name, teacher, normalize, adaptive in [
@@ -212,29 +245,34 @@ def train_all(oracle, cfg, key, log):
         ("scd", oracle, True, True),
         ("sct_plain", None, False, False),
     ]:
+        if name in methods:
 
-        def scm(model, x0, k, step, teacher=teacher, normalize=normalize):
-            return fs.scm_loss(
-                model.F, x0, k, sd, teacher=teacher, adaptive_weight=model.w,
-                normalize_tangent=normalize, warmup_ratio=jnp.minimum(step / warmup, 1.0),
-            )  # fmt: skip
+            def scm(model, x0, k, step, teacher=teacher, normalize=normalize):
+                return fs.scm_loss(
+                    model.F, x0, k, sd, teacher=teacher, adaptive_weight=model.w,
+                    normalize_tangent=normalize, warmup_ratio=jnp.minimum(step / warmup, 1.0),
+                )  # fmt: skip
 
-        start = SCM(Batched(mlp()), LogWeight(key=next(keys)) if adaptive else None)
-        try:
-            model, info[name] = _fit(scm, start, oracle, cfg, next(keys), with_step=True)
-            students[name] = ("scm", model.F)
-        except FloatingPointError as err:  # the ablation may diverge: that is its finding
-            info[name] = {"diverged": str(err).splitlines()[0]}
-        log(name, info[name])
+            start = SCM(
+                Batched(jd.NoiseMLP(d, width, depth, key=keys[KEYS[name][0]])),
+                LogWeight(key=keys[KEYS[name][1]]) if adaptive else None,
+            )
+            run(name, scm, start, "scm", with_step=True, unwrap=lambda m: m.F)
 
-    def mf(model, x0, k):
-        return fs.meanflow_loss(model, x0 / sd, k)
+    # MeanFlow from the data alone (the conditional velocity e - x), and distilled: the exact
+    # teacher's marginal velocity in the MeanFlow identity (of the data scaled by 1/sigma_d).
+    def scaled_denoiser(x, s):
+        return oracle.denoise(sd * x, sd * s) / sd
 
-    model, info["meanflow"] = _fit(
-        mf, TwoTimeMLP(d, width, depth, key=next(keys)), oracle, cfg, next(keys)
-    )
-    students["meanflow"] = ("meanflow", model)
-    log("meanflow", info["meanflow"])
+    teacher_velocity = jd.to_flow(scaled_denoiser, jd.FlowSchedule())
+    for name, velocity in [("meanflow", None), ("meanflow_distilled", teacher_velocity)]:
+        if name in methods:
+
+            def mf(model, x0, k, velocity=velocity):
+                return fs.meanflow_loss(model, x0 / sd, k, velocity=velocity)
+
+            net_key = keys[KEYS[name][0]]
+            run(name, mf, TwoTimeMLP(d, width, depth, key=net_key), "meanflow")
     return students, info
 
 
@@ -309,14 +347,35 @@ def evaluate(name, oracle, students, cfg, key):
         for nfe in nfes:
             x = generate(kind, model, nfe, sd, x_max, k_gen)
             rows[label][str(nfe)], errors[label][str(nfe)] = measure(x)
-    teacher = rows["teacher_dpmpp2m"]["40"]
-    rows["within_2x_of_teacher_at_2_steps"] = {
-        label: rows[label]["2"] <= 2 * teacher
-        for label in ("cd", "ict", "ect", "sct", "scd", "meanflow")
-        if label in rows
-    }
     rows["standard_error"] = errors
     return rows
+
+
+def within_2x(rows):
+    """Which few-step methods land within 2x of the 40-step exact teacher's distance at 2 steps."""
+    teacher = rows["teacher_dpmpp2m"]["40"]
+    return {
+        label: rows[label]["2"] <= 2 * teacher
+        for label in ("cd", "ict", "ect", "sct", "scd", "meanflow", "meanflow_distilled")
+        if label in rows
+    }
+
+
+def merge(previous, new):
+    """A partial run's dataset entry (``--methods``) over the previous full one: its methods'
+    rows, errors and training records replace those of the same name; the rest are kept (the
+    keys and the evaluation draws are fixed, so they are what a full run computes)."""
+    merged = json.loads(json.dumps(previous))
+    for label, row in new["distances"].items():
+        if label not in ("standard_error", "within_2x_of_teacher_at_2_steps"):
+            merged["distances"][label] = row
+    merged["distances"]["standard_error"].update(new["distances"]["standard_error"])
+    merged["training"].update(new["training"])
+    merged["config"] = new["config"]
+    merged.setdefault("partial_runs", []).append(
+        {"methods": sorted(new["training"]), "load_average": new["load_average"]}
+    )
+    return merged
 
 
 # --- figure -----------------------------------------------------------------------------------
@@ -330,10 +389,22 @@ def plot(results, path):
 
     names = list(results["datasets"])
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.2))
-    markers = dict(cd="o", ict="s", ect="D", sct="^", scd="v", meanflow="P", sct_plain="x")
+    markers = dict(
+        cd="o",
+        cd_uniform="8",
+        ict="s",
+        ect="D",
+        sct="^",
+        scd="v",
+        sct_plain="x",
+        meanflow="P",
+        meanflow_distilled="X",
+    )
     for ax, name in zip(np.atleast_1d(axes), names, strict=True):
         rows = results["datasets"][name]["distances"]
-        for label, style in [("teacher_dpmpp2m", "k-"), ("teacher_heun", "k--"), ("edm", "C7-")]:
+        for label, style in [("teacher_dpmpp2m", "k-"), ("teacher_heun", "k--"), ("edm", "C9-")]:
+            if label not in rows:  # a partial run (--methods) without the EDM model
+                continue
             curve = rows[label]
             ax.plot([int(k) for k in curve], list(curve.values()), style, label=label)
         for i, (label, marker) in enumerate(markers.items()):
@@ -358,11 +429,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", nargs="*", default=None, help="datasets (ring2, mix64)")
+    parser.add_argument(
+        "--methods", nargs="*", default=None, choices=METHODS,
+        help="train and evaluate only these, merged into the previous results' rows",
+    )  # fmt: skip
     args = parser.parse_args()
     configs = {
         "ring2": (ring2, dict(width=256, depth=3, batch=512, steps=8000, lr=1e-3)),
         "mix64": (mix64, dict(width=256, depth=3, batch=512, steps=8000, lr=5e-4)),
     }
+    suffix = "_quick" if args.quick else ""
     results = {
         "machine": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -383,22 +459,30 @@ def main():
         def log(label, info, name=name):
             print(f"[{name}] {label}: {info}", flush=True)
 
-        students, info = train_all(oracle, cfg, jax.random.PRNGKey(0), log)
+        methods = METHODS if args.methods is None else args.methods
+        students, info = train_all(oracle, cfg, jax.random.PRNGKey(0), log, methods)
         rows = evaluate(name, oracle, students, cfg, jax.random.PRNGKey(1))
         print(json.dumps(rows, indent=1), flush=True)
-        results["datasets"][name] = {
+        entry = {
             "config": cfg,
             "training": info,
             "distances": rows,
             "load_average": os.getloadavg(),
         }
+        previous_path = os.path.join(RESULTS_DIR, f"fewstep{suffix}.json")
+        if args.methods is not None and os.path.exists(previous_path):
+            with open(previous_path) as f:
+                previous = json.load(f)["datasets"].get(name)
+            if previous is not None:
+                entry = merge(previous, entry)
+        entry["distances"]["within_2x_of_teacher_at_2_steps"] = within_2x(entry["distances"])
+        results["datasets"][name] = entry
     os.makedirs(RESULTS_DIR, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
     path = os.path.join(RESULTS_DIR, f"fewstep{suffix}.json")
     with open(os.path.join(tempfile.gettempdir(), "jaxsolve_bench_fewstep.lock"), "w") as lock:
         # Two partial runs (--only) may finish together: merge under a lock.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if args.only and os.path.exists(path):
+        if (args.only or args.methods) and os.path.exists(path):
             # A partial run keeps the other datasets' rows (each records its own load).
             with open(path) as f:
                 previous = json.load(f)
