@@ -11,6 +11,10 @@ the same weights give the same function on every grid that holds their modes.
   U-shaped skips) and :func:`resample`; :class:`LocalNO` ("Neural Operators with Localized
   Integral and Differential Kernels": :class:`DifferentialConv`, :class:`LocalIntegralConv`
   beside the spectral branch); ``*_from_neuraloperator`` carry a neuraloperator model's weights.
+* :class:`GNO` / :class:`GINO` ("Neural Operator: Learning Maps Between Function Spaces";
+  "Geometry-Informed Neural Operator for Large-Scale 3D PDEs"): kernel integrals over fixed-size,
+  masked radius neighbour lists (:func:`radius_neighbours`, which raises on overflow) on point
+  clouds; GINO puts an FNO on a latent grid between a GNO encoder and decoder.
 * :class:`AbstractChannelsLast`: the protocol of the layers an FNO block holds (a channels-first
   ``__call__`` and a ``channels_last`` twin).
 * Spectral helpers: :func:`rfft_modes` / :func:`irfft_modes` (and their matrix-product twins),
@@ -21,6 +25,15 @@ the same weights give the same function on every grid that holds their modes.
 
 from ._deeponet import DeepONet, MultiONet
 from ._fno import FNO, TFNO, ChannelMLP, FNOBlock, SoftGating, count_params, padding_cells
+from ._gino import GINO, gino_from_neuraloperator, latent_grid_points
+from ._gno import (
+    GNO,
+    KernelMLP,
+    Neighbours,
+    gno_from_neuraloperator,
+    radius_neighbours,
+    sinusoidal_embedding,
+)
 from ._layout import AbstractChannelsLast
 from ._local import (
     DifferentialConv,
@@ -59,6 +72,8 @@ from ._uno import UNO, UNOBlock, resample, uno_from_neuraloperator
 
 __all__ = [
     "FNO",
+    "GINO",
+    "GNO",
     "T1",
     "TFNO",
     "UNO",
@@ -69,10 +84,12 @@ __all__ = [
     "DenseSpectralWeight",
     "DifferentialConv",
     "FNOBlock",
+    "KernelMLP",
     "LocalIntegralConv",
     "LocalNO",
     "LocalNOBlock",
     "MultiONet",
+    "Neighbours",
     "SoftGating",
     "SpectralConv",
     "T1Layer",
@@ -84,21 +101,26 @@ __all__ = [
     "dealias",
     "dealias_mask",
     "differential_conv_from_neuraloperator",
+    "gino_from_neuraloperator",
+    "gno_from_neuraloperator",
     "h1_loss",
     "h1_norm",
     "idct_modes",
     "irdft_modes",
     "irfft_modes",
+    "latent_grid_points",
     "local_no_from_neuraloperator",
     "lp_norm",
     "min_grid_shape",
     "mode_shape",
     "padding_cells",
     "periodic_grid",
+    "radius_neighbours",
     "rdft_modes",
     "relative_lp_loss",
     "resample",
     "rfft_modes",
+    "sinusoidal_embedding",
     "sobolev_loss",
     "sobolev_norm",
     "spectral_derivative",
