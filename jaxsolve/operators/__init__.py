@@ -15,6 +15,9 @@ the same weights give the same function on every grid that holds their modes.
   "Geometry-Informed Neural Operator for Large-Scale 3D PDEs"): kernel integrals over fixed-size,
   masked radius neighbour lists (:func:`radius_neighbours`, which raises on overflow) on point
   clouds; GINO puts an FNO on a latent grid between a GNO encoder and decoder.
+* PDE-Refiner ("PDE-Refiner: Achieving Accurate Long Rollouts with Neural PDE Solvers"):
+  :class:`RefinerNet`, :func:`refiner_loss` / :func:`make_refiner_loss`, :func:`refine_step`,
+  :func:`refiner_rollout`, :func:`refiner_noise_levels`.
 * :class:`AbstractChannelsLast`: the protocol of the layers an FNO block holds (a channels-first
   ``__call__`` and a ``channels_last`` twin).
 * Spectral helpers: :func:`rfft_modes` / :func:`irfft_modes` (and their matrix-product twins),
@@ -44,6 +47,14 @@ from ._local import (
     local_no_from_neuraloperator,
 )
 from ._losses import h1_loss, h1_norm, lp_norm, relative_lp_loss, sobolev_loss
+from ._refiner import (
+    RefinerNet,
+    make_refiner_loss,
+    refine_step,
+    refiner_loss,
+    refiner_noise_levels,
+    refiner_rollout,
+)
 from ._spectral import (
     check_grid,
     dct_modes,
@@ -90,6 +101,7 @@ __all__ = [
     "LocalNOBlock",
     "MultiONet",
     "Neighbours",
+    "RefinerNet",
     "SoftGating",
     "SpectralConv",
     "T1Layer",
@@ -111,12 +123,17 @@ __all__ = [
     "latent_grid_points",
     "local_no_from_neuraloperator",
     "lp_norm",
+    "make_refiner_loss",
     "min_grid_shape",
     "mode_shape",
     "padding_cells",
     "periodic_grid",
     "radius_neighbours",
     "rdft_modes",
+    "refine_step",
+    "refiner_loss",
+    "refiner_noise_levels",
+    "refiner_rollout",
     "relative_lp_loss",
     "resample",
     "rfft_modes",
