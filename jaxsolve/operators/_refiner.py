@@ -48,7 +48,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import as_float, check_int, check_positive, is_concrete, per_sample_keys
-from ..pde import rollout as _rollout
+from .._core._rollout import rollout as _rollout
 
 
 def refiner_noise_levels(num_refinement_steps: int, min_noise_std: float, dtype=None) -> Array:
@@ -255,7 +255,7 @@ def refiner_rollout(
     include_initial: bool = True,
     throw: bool = True,
 ) -> Float[Array, " frames c *spatial"]:
-    """``num_steps`` :func:`refine_step` steps from ``u0`` through :func:`jaxsolve.pde.rollout`
+    """``num_steps`` :func:`refine_step` steps from ``u0`` through the rollout driver (:func:`jaxsolve.pde.rollout`)
     (step ``s`` uses ``fold_in(key, s)``); the trajectory ``(frames, C, *spatial)``."""
     n = check_int("num_steps", num_steps, minimum=0)
     if num_refinement_steps and key is None:

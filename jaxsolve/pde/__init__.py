@@ -16,6 +16,7 @@
 States are one sample ``(channels, *spatial)``; batch with :func:`jax.vmap`.
 """
 
+from .._core._rollout import Rollout, rollout
 from ._darcy import DarcySolution, darcy_operator, darcy_solve
 from ._datasets import burgers_dataset, darcy_dataset, default_cache_dir, navier_stokes_dataset
 from ._equations import (
@@ -39,7 +40,6 @@ from ._etdrk import (
     phi_functions,
 )
 from ._grf import GaussianRandomField, gaussian_random_field
-from ._rollout import Rollout, rollout
 from ._spectral import SpectralGrid
 
 __all__ = [

@@ -43,12 +43,12 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from tqdm.auto import tqdm
 
 from .._core import RESULTS, check_int, check_writable_dir, default_float, per_sample_keys
+from .._core._rollout import rollout
 from ._checks import check_parameter
 from ._darcy import darcy_solve
 from ._equations import Burgers, NavierStokes2D, fno_forcing
 from ._etdrk import ETDRK
 from ._grf import GaussianRandomField
-from ._rollout import rollout
 
 _VERSION = 1  # bump when the numbers a given set of parameters produces change
 

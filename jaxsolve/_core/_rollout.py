@@ -17,7 +17,8 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Int
 
-from .._core import RESULTS, check_int, check_integer_count
+from ._errors import check_int, check_integer_count
+from ._results import RESULTS
 
 
 class Rollout(eqx.Module):
