@@ -89,5 +89,21 @@ def pytest_configure(config):
     )
 
 
+def ci_checks():
+    """The node ids of tests/ci_checks.txt (the default run's heaviest checks)."""
+    path = os.path.join(os.path.dirname(__file__), "ci_checks.txt")
+    with open(path) as f:
+        return {line.strip() for line in f if line.strip() and not line.startswith("#")}
+
+
+_CI_CHECKS = ci_checks()
+
+
+# tryfirst: the marks must be on the items before -m deselects by them.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid in _CI_CHECKS:
+            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.ci)
     items.sort(key=lambda item: not item.nodeid.startswith(_LONG_FIRST))

@@ -48,8 +48,8 @@ json.dump(results, open(sys.argv[2], "w"))
 """
 
 
-# The blocks train and sample for about two CPU-minutes: the default run leaves them to CI, whose
-# floors step runs them (-m "not slow or ci"), and `python -m pytest -m ci` runs them here.
+# The blocks train and sample for about two CPU-minutes: the default run leaves them to CI, which
+# runs `python -m pytest -m ci` after it (and its floors step runs them again).
 @pytest.mark.slow
 @pytest.mark.ci
 @pytest.mark.parametrize("half", ["even", "odd"])
