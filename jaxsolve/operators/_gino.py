@@ -20,7 +20,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._core import check_int, default_float
 from ._fno import FNO, ChannelMLP, FNOBlock
@@ -183,10 +183,10 @@ class GINO(eqx.Module):
 
     def __call__(
         self,
-        in_points: Float[Array, "n d"],
-        f: Float[Array, "cin n"] | None,
-        out_points: Float[Array, "m d"],
-        weights: Float[Array, " n"] | None = None,
+        in_points: Float[ArrayLike, "n d"],
+        f: Float[ArrayLike, "cin n"] | None,
+        out_points: Float[ArrayLike, "m d"],
+        weights: Float[ArrayLike, " n"] | None = None,
     ) -> Float[Array, "cout m"]:
         """``f`` on ``in_points`` (``None`` for a ``linear_kernelonly`` encoder, which sees only
         the geometry) to the output function on ``out_points``; ``weights`` are optional

@@ -31,7 +31,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from .._core import check_choice, check_int, default_float, exact_einsum, is_concrete
 from ._checks import check_real, check_widths
@@ -90,8 +90,8 @@ def _map_queries(fn: Callable, arrays: tuple, chunk_size: int | None):
 
 
 def radius_neighbours(
-    queries: Float[Array, "m d"],
-    sources: Float[Array, "n d"],
+    queries: Float[ArrayLike, "m d"],
+    sources: Float[ArrayLike, "n d"],
     radius,
     k_max: int,
     *,
@@ -157,7 +157,7 @@ def radius_neighbours(
 
 
 def sinusoidal_embedding(
-    points: Float[Array, "n d"],
+    points: Float[ArrayLike, "n d"],
     num_frequencies: int,
     kind: str = "transformer",
     max_positions: float = 10000.0,
@@ -336,10 +336,10 @@ class GNO(eqx.Module):
 
     def __call__(
         self,
-        sources: Float[Array, "n d"],
-        queries: Float[Array, "m d"],
-        f: Float[Array, "cin n"] | None = None,
-        weights: Float[Array, " n"] | None = None,
+        sources: Float[ArrayLike, "n d"],
+        queries: Float[ArrayLike, "m d"],
+        f: Float[ArrayLike, "cin n"] | None = None,
+        weights: Float[ArrayLike, " n"] | None = None,
         *,
         neighbours: Neighbours | None = None,
     ) -> Float[Array, "cout m"]:

@@ -123,7 +123,7 @@ def refiner_loss(
     model: Callable,
     u_t: Float[ArrayLike, "batch c *spatial"],
     u_next: Float[ArrayLike, "batch c *spatial"],
-    key: PRNGKeyArray,
+    key: PRNGKeyArray | None,
     *,
     num_refinement_steps: int = 3,
     min_noise_std: float = 4e-7,

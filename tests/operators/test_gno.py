@@ -122,6 +122,7 @@ def test_same_integral_at_several_densities(x64):
     assert errors[1] < errors[0] / 3 and errors[2] < errors[1] / 3, errors
 
 
+@pytest.mark.wrong_argument_types
 def test_bad_arguments():
     key = jax.random.PRNGKey(0)
     kw = {"radius": 0.5, "k_max": 4, "key": key}
