@@ -442,10 +442,40 @@ class FNO(eqx.Module):
         index = tuple(slice(lo, v.shape[j] - hi) for j, (lo, hi) in enumerate(widths))
         return v[index]
 
-    def __call__(self, x: Float[Array, " cin *spatial"]) -> Float[Array, " cout *spatial"]:
+    @property
+    def modulation_shape(self) -> tuple[int, int]:
+        """``(n_layers, width)``: the shape of each of the ``(scale, shift)`` arrays that
+        ``__call__``'s ``modulation`` takes."""
+        return (len(self.blocks), self.width)
+
+    def __call__(
+        self,
+        x: Float[Array, " cin *spatial"],
+        *,
+        modulation: tuple[Float[Array, "layers width"], Float[Array, "layers width"]] | None = None,
+    ) -> Float[Array, " cout *spatial"]:
+        r"""The operator on one sample.
+
+        Args:
+            x: ``(in_channels, *spatial)``.
+            modulation: optional ``(scale, shift)``, each ``(n_layers, width)``
+                (:attr:`modulation_shape`): feature-wise linear modulation ("FiLM: Visual
+                Reasoning with a General Conditioning Layer") of every block's output,
+                :math:`v \mapsto (1 + \text{scale}_i) \odot v + \text{shift}_i`, the way a
+                network is conditioned on a scalar (a diffusion or refinement step) through every
+                layer; zeros give the unmodulated operator exactly.
+        """
         check_sample(
             x, channels=self.in_channels, num_spatial_dims=self.num_spatial_dims, where="FNO"
         )
+        if modulation is not None:
+            scale, shift = (jnp.asarray(m) for m in modulation)
+            for name, m in (("scale", scale), ("shift", shift)):
+                if m.shape != self.modulation_shape:
+                    raise ValueError(
+                        f"modulation's {name} must have shape (n_layers, width) = "
+                        f"{self.modulation_shape}; got {m.shape}."
+                    )
         x = jnp.asarray(x)
         dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else None
         # Inside, the hidden state is channels-last, (*spatial, width), and every layer runs
@@ -465,6 +495,8 @@ class FNO(eqx.Module):
         n = len(self.blocks)
         for i, block in enumerate(self.blocks):
             v = block(v, last=i == n - 1)
+            if modulation is not None:
+                v = (1 + scale[i]) * v + shift[i]
         if widths is not None:
             v = self._crop(v, widths)
         return jnp.moveaxis(self.projection.channels_last(v), -1, 0)

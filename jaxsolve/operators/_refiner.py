@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from .._core import as_float, check_int, check_positive, is_concrete, per_sample_keys
+from .._core import as_float, check_choice, check_int, check_positive, is_concrete, per_sample_keys
 from .._core._rollout import rollout as _rollout
 
 
@@ -76,22 +76,45 @@ class RefinerNet(eqx.Module):
 
     The input of ``operator`` is ``[u_prev, u_noisy, k/K]`` stacked on the channel axis, the last
     a constant channel (the conditioning on the refinement step; ``K = 0`` gives a zero channel).
+    With ``conditioning="film"`` the network is also conditioned on :math:`k` in every layer, as
+    the paper's U-Net is through embeddings in each block: a learned table gives each
+    :math:`k \in \{0, \dots, K\}` a ``(scale, shift)`` pair per layer, passed to the operator as
+    ``operator(x, modulation=(scale, shift))`` (feature-wise linear modulation; the operator
+    declares their shape by a ``modulation_shape`` attribute, as
+    :class:`~jaxsolve.operators.FNO` does). The table starts at zero, where both conditionings
+    give the same function.
 
     Args:
         operator: e.g. ``FNO(num_spatial_dims, in_channels=2 * C + 1, out_channels=C, ...)``.
         num_refinement_steps: ``K``, to scale the conditioning channel to ``[0, 1]``.
+        conditioning: ``"channel"`` (the constant channel only) or ``"film"`` (and FiLM).
     """
 
     operator: Callable
+    film_table: Float[Array, "steps 2 layers width"] | None
     num_refinement_steps: int = eqx.field(static=True)
 
-    def __init__(self, operator: Callable, num_refinement_steps: int):
+    def __init__(
+        self, operator: Callable, num_refinement_steps: int, *, conditioning: str = "channel"
+    ):
         if not callable(operator):
             raise TypeError(f"operator must be callable; got {type(operator).__name__}.")
+        check_choice("conditioning", conditioning, {"channel", "film"})
         self.operator = operator
         self.num_refinement_steps = check_int(
             "num_refinement_steps", num_refinement_steps, minimum=0
         )
+        if conditioning == "film":
+            shape = getattr(operator, "modulation_shape", None)
+            if shape is None:
+                raise TypeError(
+                    f"conditioning='film' needs an operator that takes modulation=(scale, shift) "
+                    f"and declares modulation_shape (e.g. operators.FNO); got "
+                    f"{type(operator).__name__}."
+                )
+            self.film_table = jnp.zeros((self.num_refinement_steps + 1, 2, *shape))
+        else:
+            self.film_table = None
 
     def __call__(
         self,
@@ -107,7 +130,11 @@ class RefinerNet(eqx.Module):
             )
         level = jnp.asarray(k, u_prev.dtype) / max(self.num_refinement_steps, 1)
         channel = jnp.broadcast_to(level, (1, *u_prev.shape[1:]))
-        return self.operator(jnp.concatenate([u_prev, u_noisy, channel], axis=0))
+        x = jnp.concatenate([u_prev, u_noisy, channel], axis=0)
+        if self.film_table is None:
+            return self.operator(x)
+        scale, shift = self.film_table[jnp.asarray(k, jnp.int32)].astype(u_prev.dtype)
+        return self.operator(x, modulation=(scale, shift))
 
 
 def _check_pair(u_t, u_next):

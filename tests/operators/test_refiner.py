@@ -1,5 +1,6 @@
 """PDE-Refiner: the reduction to one-step MSE at K = 0, exact refinement under an oracle, the
-paper's noise schedule, the uniform draw of the refinement step, argument checks, jit / vmap."""
+paper's noise schedule, the uniform draw of the refinement step, FiLM conditioning, argument
+checks, jit / vmap."""
 
 import equinox as eqx
 import jax
@@ -7,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxsolve.operators import FNO
+from jaxsolve.operators import FNO, periodic_grid
 from jaxsolve.operators._refiner import (
     RefinerNet,
     make_refiner_loss,
@@ -189,3 +190,42 @@ def test_jit_vmap_and_fit_loss_with_an_fno_backbone():
     )
     with pytest.raises(TypeError, match="bogus"):
         make_refiner_loss(bogus=1)
+
+
+def test_film_conditioning_modulates_every_block(x64):
+    """FNO's modulation is (1 + scale_i) v + shift_i after block i (checked against running the
+    blocks by hand); zero modulation, and a zero FiLM table, give the unmodulated functions."""
+    key = jax.random.PRNGKey(3)
+    op = FNO(1, 3, 1, width=4, modes=3, n_layers=2, key=key, dtype=jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(4), (3, 16), jnp.float64)
+    scale, shift = jax.random.normal(jax.random.PRNGKey(5), (2, *op.modulation_shape))
+    v = jnp.moveaxis(x, 0, -1)
+    grid = periodic_grid((16,), dtype=jnp.float64)
+    v = jnp.concatenate([v, jnp.moveaxis(grid, 0, -1)], axis=-1)
+    v = op.lifting.channels_last(v)
+    for i, block in enumerate(op.blocks):
+        v = (1 + scale[i]) * block(v, last=i == 1) + shift[i]
+    by_hand = jnp.moveaxis(op.projection.channels_last(v), -1, 0)
+    np.testing.assert_allclose(op(x, modulation=(scale, shift)), by_hand, rtol=1e-12, atol=1e-12)
+    zeros = jnp.zeros(op.modulation_shape)
+    assert jnp.array_equal(op(x, modulation=(zeros, zeros)), op(x))
+
+    film, plain = RefinerNet(op, 3, conditioning="film"), RefinerNet(op, 3)
+    u, w = x[:1], x[1:2]
+    assert film.film_table.shape == (4, 2, *op.modulation_shape)
+    assert jnp.array_equal(film(u, w, 2), plain(u, w, 2))
+    # The table is a trained parameter: k = 2's row gets a gradient, the others none.
+    grad = jax.grad(lambda net: jnp.sum(net(u, w, 2) ** 2))(film).film_table
+    assert jnp.any(grad[2] != 0)
+    assert jnp.all(grad[jnp.array([0, 1, 3])] == 0)
+
+
+def test_film_needs_a_modulated_operator():
+    conv = eqx.nn.Conv1d(3, 1, 3, padding=1, key=jax.random.PRNGKey(0))
+    with pytest.raises(TypeError, match="modulation_shape"):
+        RefinerNet(conv, 3, conditioning="film")
+    with pytest.raises(ValueError, match="conditioning"):
+        RefinerNet(conv, 3, conditioning="embedding")
+    op = FNO(1, 3, 1, width=4, modes=3, n_layers=2, key=jax.random.PRNGKey(1))
+    with pytest.raises(ValueError, match="scale must have shape"):
+        op(jnp.zeros((3, 8)), modulation=(jnp.zeros((2, 3)), jnp.zeros((2, 4))))
