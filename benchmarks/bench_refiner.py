@@ -197,6 +197,7 @@ def main():
             batch=64,
             lr=1e-3,
         )
+    suffix = "" if args.steps is None else f"_{args.steps}steps"
     if args.steps is not None:
         cfg["steps"] = args.steps
     for k, v in cfg.items():
@@ -218,7 +219,6 @@ def main():
     gen_s = time.perf_counter() - t0
     print(f"data: {u_t.shape[0]} training pairs, test {test.shape}, {gen_s:.1f}s")
 
-    suffix = "" if args.steps is None else f"_{args.steps}steps"
     path = os.path.join(RESULTS_DIR, f"{'refiner_quick' if args.quick else 'refiner'}{suffix}.json")
     rows = {}
     if args.models is not None and os.path.exists(path):
