@@ -9,7 +9,8 @@ does not depend on how the steps are chunked or on where a run was resumed:
 * :class:`Generated` — ``data(fold_in(data_key, s))``, data made on the fly;
 * :class:`Streamed` — batches drawn on the host from an iterator (:class:`HostStream`), for data
   larger than memory: each chunk of steps gets its batches stacked, ``(stacked, first_step)``,
-  as its ``data``.
+  as its ``data``. With a mesh the stacked batches are placed split over its data axis, from
+  the whole batch on every process or from each process's own part (``process_local``).
 
 The sources hold only what shapes the program (sizes, the generating function); the arrays come
 in as an argument of the compiled chunk, so one compiled program serves any data of those shapes.
@@ -19,13 +20,15 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .._core import check_int
+from .._core import _sharding, check_int
 
 
 class AbstractBatches(eqx.Module):
@@ -81,22 +84,95 @@ def is_stream(data) -> bool:
     return isinstance(data, Iterator) or callable(getattr(data, "iter_from", None))
 
 
+def local_data_shards(mesh: Mesh, axis: str) -> int:
+    """How many of the positions along mesh axis ``axis`` this process's devices hold: the
+    number of distinct slices of a batch split over ``axis`` that this process places."""
+    where = mesh.axis_names.index(axis)
+    me = jax.process_index()
+    devices = np.asarray(mesh.devices)
+    return len({i[where] for i in np.ndindex(devices.shape) if devices[i].process_index == me})
+
+
+class HostPlacement(NamedTuple):
+    """Where a chunk of host batches goes: one device (``mesh`` None), or split over mesh axis
+    ``data_axis`` with every other axis replicated.
+
+    With ``process_local=False`` every process holds the whole batch and places the slices its
+    devices need (``jax.make_array_from_callback``). With ``process_local=True`` each process
+    holds only its own part, the samples of its devices along ``data_axis`` in their order, and
+    the global batch is assembled from the parts (``jax.make_array_from_process_local_data``):
+    ``local batch * data_axis size / this process's positions on it`` samples. In one process
+    the two are the same.
+    """
+
+    mesh: Mesh | None
+    data_axis: str
+    process_local: bool
+
+    def global_shape(self, batch_shape):
+        """The shapes of the global batch whose (local) part has ``batch_shape``; checks that a
+        process-local part divides over this process's devices (``ValueError`` naming the
+        leaf of ``batch`` otherwise)."""
+        if self.mesh is None or not self.process_local:
+            return batch_shape
+        size = _sharding.axis_size(self.mesh, self.data_axis)
+        local = local_data_shards(self.mesh, self.data_axis)
+
+        def refused(where, shape):
+            return (
+                f"{where} has shape {shape}; with process_local=True each process's batch is "
+                f"split over its {local} positions on mesh axis {self.data_axis!r}, so its "
+                f"leading (sample) axis must be a multiple of {local}."
+            )
+
+        return rescaled(batch_shape, local, size, refused)
+
+    def __call__(self, stacked, first_step: int):
+        """``(stacked, first_step)`` on the devices: ``stacked`` holds host batches stacked on
+        a new leading axis (NumPy arrays), placed with the batch axis (axis 1) split."""
+        stacked = jax.tree_util.tree_map(
+            lambda a: np.asarray(a, jax.dtypes.canonicalize_dtype(a.dtype)), stacked
+        )
+        first_step = np.asarray(first_step, np.int32)
+        if self.mesh is None:
+            return jax.tree_util.tree_map(jnp.asarray, stacked), jnp.asarray(first_step)
+        sharding = NamedSharding(self.mesh, PartitionSpec(None, self.data_axis))
+        if self.process_local:
+            size = _sharding.axis_size(self.mesh, self.data_axis)
+            local = local_data_shards(self.mesh, self.data_axis)
+
+            def place(a):
+                shape = (a.shape[0], a.shape[1] // local * size, *a.shape[2:])
+                return jax.make_array_from_process_local_data(sharding, a, shape)
+
+        else:
+
+            def place(a):
+                return jax.make_array_from_callback(a.shape, sharding, lambda i: a[i])
+
+        placed = jax.tree_util.tree_map(place, stacked)
+        return placed, _sharding.replicate(first_step, self.mesh)
+
+
 class HostStream:
     """The host side of :class:`Streamed`: batch ``s`` of a run is item ``s`` of the iterator.
 
     A source with ``iter_from(step)`` is restarted there when a run resumes; a plain iterator is
     taken to start at step 0 and its first items are skipped. Every batch must have the first
     one's structure, shapes and dtypes (``ValueError`` naming the step otherwise).
+    ``batch_shape`` is the shape of the global batch (see :class:`HostPlacement`).
     """
 
-    def __init__(self, data):
+    def __init__(self, data, placement: HostPlacement | None = None):
         self.source = data
+        self.placement = HostPlacement(None, "data", False) if placement is None else placement
         self.restartable = callable(getattr(data, "iter_from", None))
         self.iterator = data.iter_from(0) if self.restartable else data
         self.position = 0
         first = self._next()
         self.pending = [first]
-        self.batch_shape = jax.eval_shape(lambda: first)
+        self.host_shape = jax.eval_shape(lambda: first)
+        self.batch_shape = self.placement.global_shape(self.host_shape)
         self.structure = jax.tree_util.tree_structure(first)
 
     def _next(self):
@@ -122,17 +198,18 @@ class HostStream:
             self._next()
 
     def chunk(self, first_step: int, length: int):
-        """``(stacked, first_step)``: the next ``length`` batches stacked on a new leading axis."""
+        """``(stacked, first_step)``: the next ``length`` batches stacked on a new leading axis,
+        placed on the device(s)."""
         batches = [self.pending.pop(0) if self.pending else self._next() for _ in range(length)]
         for j, batch in enumerate(batches):
             shape = jax.eval_shape(lambda b=batch: b)
-            if shape != self.batch_shape:
+            if shape != self.host_shape:
                 raise ValueError(
                     f"data: the batch of step {first_step + j} has shapes {shape}; every batch "
-                    f"needs those of the first, {self.batch_shape}."
+                    f"needs those of the first, {self.host_shape}."
                 )
-        stacked = jax.tree_util.tree_map(lambda *b: jnp.asarray(np.stack(b)), *batches)
-        return stacked, jnp.asarray(first_step, jnp.int32)
+        stacked = jax.tree_util.tree_map(lambda *b: np.stack([np.asarray(x) for x in b]), *batches)
+        return self.placement(stacked, first_step)
 
     def close(self) -> None:
         close = getattr(self.iterator, "close", None)
@@ -178,16 +255,27 @@ def split_shape(batch_shape, microbatches):
     if microbatches == 1:
         return batch_shape
 
-    def part(path, leaf):
-        n = leaf.shape[0] if leaf.shape else None
-        if n is None or n % microbatches:
-            raise ValueError(
-                f"microbatches={microbatches} must divide the minibatch's sample axis; "
-                f"batch{jax.tree_util.keystr(path)} has shape {tuple(leaf.shape)}."
-            )
-        return jax.ShapeDtypeStruct((n // microbatches, *leaf.shape[1:]), leaf.dtype)
+    def refused(where, shape):
+        return (
+            f"microbatches={microbatches} must divide the minibatch's sample axis; "
+            f"{where} has shape {shape}."
+        )
 
-    return jax.tree_util.tree_map_with_path(part, batch_shape)
+    return rescaled(batch_shape, microbatches, 1, refused)
+
+
+def rescaled(batch_shape, divisor: int, factor: int, refused: Callable[[str, tuple], str]):
+    """``batch_shape`` with every leaf's leading (sample) axis ``n`` made ``n // divisor *
+    factor``; ``ValueError(refused(where, shape))`` for a leaf whose ``n`` ``divisor`` does not
+    divide (or a scalar), ``where`` naming it as ``batch[...]``."""
+
+    def one(path, leaf):
+        n = leaf.shape[0] if leaf.shape else None
+        if n is None or n % divisor:
+            raise ValueError(refused(f"batch{jax.tree_util.keystr(path)}", tuple(leaf.shape)))
+        return jax.ShapeDtypeStruct((n // divisor * factor, *leaf.shape[1:]), leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(one, batch_shape)
 
 
 def microbatched(fn: Callable, microbatches: int) -> Callable:

@@ -35,7 +35,14 @@ from jaxtyping import PRNGKeyArray
 from tqdm.auto import tqdm
 
 from .._core import _sharding, check_int
-from ._batches import HostStream, Streamed, batch_source, is_stream, split_shape
+from ._batches import (
+    HostPlacement,
+    HostStream,
+    Streamed,
+    batch_source,
+    is_stream,
+    split_shape,
+)
 from ._nonfinite import check_finite, first_failure, nonfinite_in_batch, nonfinite_message
 from ._resume import Checkpointing, Start, describe_data, run_metadata
 from ._train_step import TrainStep, describe_output, run_chunk
@@ -77,6 +84,7 @@ def fit(
     opt_state: Any = None,
     mesh: Mesh | None = None,
     data_axis: str = "data",
+    process_local: bool = False,
     microbatches: int = 1,
     skip_nonfinite: int = 0,
 ) -> FitResult:
@@ -132,6 +140,17 @@ def fit(
             size must be a multiple of the number of devices on ``data_axis``. Checkpoints are
             gathered to the host, so a run can resume with or without a mesh.
         data_axis: the mesh axis the samples are split over.
+        process_local: with ``mesh`` and ``data`` an iterator of batches: each process's
+            iterator gives only its own part of every batch (one process per host feeding its
+            shard), the samples of its devices along ``data_axis``, in their order on the mesh;
+            the global batch, ``process_count`` times as large on a mesh spread evenly over the
+            processes, is assembled from the parts (``jax.make_array_from_process_local_data``)
+            and never exists whole on any host. Each part's leading axis must be a multiple of
+            the process's devices along ``data_axis`` (``ValueError`` naming ``batch``).
+            ``False`` (the default): every process's iterator gives the whole batch and each
+            places the slices its devices hold. In a single process the two are the same.
+            Either way the streamed batches are placed split over ``data_axis``, not copied
+            to every device.
         microbatches: split every minibatch into this many equal parts along its sample axis
             and accumulate the loss and gradient over them one part at a time (a ``lax.scan``)
             before the one optimiser update. For a loss that is a mean over the batch's samples
@@ -176,7 +195,9 @@ def fit(
     # (Their finiteness is checked in the first chunk's program, free of extra compiles.)
     state = (params, opt_state, params if ema_decay is not None else None)
     data, batches = _place_data(data, batch_size, mesh, data_axis)
-    stream = HostStream(data) if isinstance(batches, Streamed) else None
+    streamed = isinstance(batches, Streamed)
+    process_local = _check_process_local(process_local, mesh, streamed)
+    stream = HostStream(data, HostPlacement(mesh, data_axis, process_local)) if streamed else None
     # Checked on shapes alone, before anything compiles.
     if stream is None:
         batch_shape = jax.eval_shape(lambda s: batches(data, keys[0], s), 0)
@@ -223,6 +244,17 @@ def _check_ema_decay(ema_decay):
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1); got {ema_decay}.")
     return float(ema_decay)
+
+
+def _check_process_local(process_local, mesh, streamed: bool) -> bool:
+    if not isinstance(process_local, bool | np.bool_):
+        raise TypeError(f"process_local must be a bool; got {type(process_local).__name__}.")
+    if process_local and (mesh is None or not streamed):
+        raise ValueError(
+            "process_local=True needs mesh= and data given as an iterator of batches (each "
+            "process feeding its part of every batch)."
+        )
+    return bool(process_local)
 
 
 def _check_optimizer(optimizer):
@@ -346,10 +378,8 @@ class _Run:
         state_in = self.state
         steps = jnp.arange(self.step, self.step + length)
         nonfinite_run = jnp.asarray(self.nonfinite_run, jnp.int32)
-        if self.stream is not None:  # this chunk's batches, from the host
+        if self.stream is not None:  # this chunk's batches, from the host, on the devices
             self.data = self.stream.chunk(self.step, length)
-            if self.train_step.mesh is not None:
-                self.data = _sharding.replicate(self.data, self.train_step.mesh)
         outcome = run_chunk(self.train_step, state_in, nonfinite_run, steps, self.keys, self.data)
         if self.step == self.start.step and int(outcome.start_bits):
             check_finite(self.start.state_names, state_in[:2])
