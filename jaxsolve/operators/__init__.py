@@ -15,6 +15,9 @@ the same weights give the same function on every grid that holds their modes.
   "Geometry-Informed Neural Operator for Large-Scale 3D PDEs"): kernel integrals over fixed-size,
   masked radius neighbour lists (:func:`radius_neighbours`, which raises on overflow) on point
   clouds; GINO puts an FNO on a latent grid between a GNO encoder and decoder.
+* :class:`MgNO` ("MgNO: Efficient Parameterization of Linear Operators via Multigrid"): layers
+  ``act(W v + b + vcycle(v))`` with learned multigrid stencils (:class:`VCycle`;
+  :meth:`VCycle.poisson` is the classical geometric-multigrid cycle).
 * PDE-Refiner ("PDE-Refiner: Achieving Accurate Long Rollouts with Neural PDE Solvers"):
   :class:`RefinerNet`, :func:`refiner_loss` / :func:`make_refiner_loss`, :func:`refine_step`,
   :func:`refiner_rollout`, :func:`refiner_noise_levels`.
@@ -47,6 +50,7 @@ from ._local import (
     local_no_from_neuraloperator,
 )
 from ._losses import h1_loss, h1_norm, lp_norm, relative_lp_loss, sobolev_loss
+from ._mgno import MgNO, MgNOBlock, VCycle, level_shapes
 from ._refiner import (
     RefinerNet,
     make_refiner_loss,
@@ -99,6 +103,8 @@ __all__ = [
     "LocalIntegralConv",
     "LocalNO",
     "LocalNOBlock",
+    "MgNO",
+    "MgNOBlock",
     "MultiONet",
     "Neighbours",
     "RefinerNet",
@@ -107,6 +113,7 @@ __all__ = [
     "T1Layer",
     "TuckerSpectralWeight",
     "UNOBlock",
+    "VCycle",
     "check_grid",
     "count_params",
     "dct_modes",
@@ -121,6 +128,7 @@ __all__ = [
     "irdft_modes",
     "irfft_modes",
     "latent_grid_points",
+    "level_shapes",
     "local_no_from_neuraloperator",
     "lp_norm",
     "make_refiner_loss",
