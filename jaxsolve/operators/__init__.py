@@ -18,6 +18,12 @@ the same weights give the same function on every grid that holds their modes.
 * :class:`MgNO` ("MgNO: Efficient Parameterization of Linear Operators via Multigrid"): layers
   ``act(W v + b + vcycle(v))`` with learned multigrid stencils (:class:`VCycle`;
   :meth:`VCycle.poisson` is the classical geometric-multigrid cycle).
+* :class:`MultigridPatching` (:func:`multigrid_patches`, :func:`stitch_patches`): the domain
+  decomposition of "Multi-Grid Tensorized Fourier Neural Operator for High-Resolution PDEs"
+  (patches with coarse context levels as channels); MG-TFNO is ``MultigridPatching(TFNO(...))``.
+* :class:`SpaceTimeFNO` with "Spectral-Refiner: Accurate Fine-Tuning of Spatiotemporal Fourier
+  Neural Operator for Turbulent Flows": :func:`spectral_refine` refits the last (linear) layer in
+  the :func:`negative_sobolev_loss` in closed form.
 * PDE-Refiner ("PDE-Refiner: Achieving Accurate Long Rollouts with Neural PDE Solvers"):
   :class:`RefinerNet`, :func:`refiner_loss` / :func:`make_refiner_loss`, :func:`refine_step`,
   :func:`refiner_rollout`, :func:`refiner_noise_levels`.
@@ -51,6 +57,7 @@ from ._local import (
 )
 from ._losses import h1_loss, h1_norm, lp_norm, relative_lp_loss, sobolev_loss
 from ._mgno import MgNO, MgNOBlock, VCycle, level_shapes
+from ._multigrid_patching import MultigridPatching, multigrid_patches, stitch_patches
 from ._refiner import (
     RefinerNet,
     make_refiner_loss,
@@ -59,6 +66,7 @@ from ._refiner import (
     refiner_noise_levels,
     refiner_rollout,
 )
+from ._spacetime import SpaceTimeFNO, SpaceTimeHead, negative_sobolev_loss, spectral_refine
 from ._spectral import (
     check_grid,
     dct_modes,
@@ -106,9 +114,12 @@ __all__ = [
     "MgNO",
     "MgNOBlock",
     "MultiONet",
+    "MultigridPatching",
     "Neighbours",
     "RefinerNet",
     "SoftGating",
+    "SpaceTimeFNO",
+    "SpaceTimeHead",
     "SpectralConv",
     "T1Layer",
     "TuckerSpectralWeight",
@@ -134,6 +145,8 @@ __all__ = [
     "make_refiner_loss",
     "min_grid_shape",
     "mode_shape",
+    "multigrid_patches",
+    "negative_sobolev_loss",
     "padding_cells",
     "periodic_grid",
     "radius_neighbours",
@@ -149,6 +162,8 @@ __all__ = [
     "sobolev_loss",
     "sobolev_norm",
     "spectral_derivative",
+    "spectral_refine",
+    "stitch_patches",
     "uno_from_neuraloperator",
     "wavenumbers",
 ]
