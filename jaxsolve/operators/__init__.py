@@ -24,6 +24,9 @@ the same weights give the same function on every grid that holds their modes.
 * :class:`SpaceTimeFNO` with "Spectral-Refiner: Accurate Fine-Tuning of Spatiotemporal Fourier
   Neural Operator for Turbulent Flows": :func:`spectral_refine` refits the last (linear) layer in
   the :func:`negative_sobolev_loss` in closed form.
+* :class:`SineNet` ("SineNet: Learning Temporal Dynamics in Time-Dependent Partial Differential
+  Equations"): a time-stepper of K U-Net waves composed through a residual stream; circular
+  padding keeps it shift equivariant.
 * PDE-Refiner ("PDE-Refiner: Achieving Accurate Long Rollouts with Neural PDE Solvers"):
   :class:`RefinerNet`, :func:`refiner_loss` / :func:`make_refiner_loss`, :func:`refine_step`,
   :func:`refiner_rollout`, :func:`refiner_noise_levels`.
@@ -66,6 +69,7 @@ from ._refiner import (
     refiner_noise_levels,
     refiner_rollout,
 )
+from ._sinenet import SineNet
 from ._spacetime import SpaceTimeFNO, SpaceTimeHead, negative_sobolev_loss, spectral_refine
 from ._spectral import (
     check_grid,
@@ -117,6 +121,7 @@ __all__ = [
     "MultigridPatching",
     "Neighbours",
     "RefinerNet",
+    "SineNet",
     "SoftGating",
     "SpaceTimeFNO",
     "SpaceTimeHead",
