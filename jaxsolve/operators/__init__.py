@@ -27,6 +27,9 @@ the same weights give the same function on every grid that holds their modes.
 * :class:`SineNet` ("SineNet: Learning Temporal Dynamics in Time-Dependent Partial Differential
   Equations"): a time-stepper of K U-Net waves composed through a residual stream; circular
   padding keeps it shift equivariant.
+* :class:`LSM` ("Solving High-Dimensional PDEs with Latent Spectral Models"): a U-Net whose
+  skips go through :class:`NeuralSpectralBlock` (patches to latent tokens by attention, a learned
+  sine/cosine basis, back to the points); any grid, padded with masked cells and cropped.
 * PDE-Refiner ("PDE-Refiner: Achieving Accurate Long Rollouts with Neural PDE Solvers"):
   :class:`RefinerNet`, :func:`refiner_loss` / :func:`make_refiner_loss`, :func:`refine_step`,
   :func:`refiner_rollout`, :func:`refiner_noise_levels`.
@@ -59,6 +62,7 @@ from ._local import (
     local_no_from_neuraloperator,
 )
 from ._losses import h1_loss, h1_norm, lp_norm, relative_lp_loss, sobolev_loss
+from ._lsm import LSM, NeuralSpectralBlock
 from ._mgno import MgNO, MgNOBlock, VCycle, level_shapes
 from ._multigrid_patching import MultigridPatching, multigrid_patches, stitch_patches
 from ._refiner import (
@@ -101,6 +105,7 @@ __all__ = [
     "FNO",
     "GINO",
     "GNO",
+    "LSM",
     "T1",
     "TFNO",
     "UNO",
@@ -120,6 +125,7 @@ __all__ = [
     "MultiONet",
     "MultigridPatching",
     "Neighbours",
+    "NeuralSpectralBlock",
     "RefinerNet",
     "SineNet",
     "SoftGating",
