@@ -64,7 +64,10 @@ def test_output_shape_on_odd_and_even_grids(shape):
 
 @pytest.mark.parametrize(
     ("shape", "larger"),
-    [((13,), (24,)), pytest.param((9, 7), (16, 12), marks=pytest.mark.slow)],
+    [
+        pytest.param((13,), (24,), id="1d"),
+        pytest.param((9, 7), (16, 12), id="2d", marks=pytest.mark.slow),
+    ],
 )
 def test_output_does_not_depend_on_how_far_the_grid_is_padded(x64, shape, larger):
     # The pointwise projection after the crop plays no part here; ReLU compiles faster than GELU.
