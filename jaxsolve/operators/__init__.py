@@ -30,6 +30,9 @@ the same weights give the same function on every grid that holds their modes.
 * :class:`LSM` ("Solving High-Dimensional PDEs with Latent Spectral Models"): a U-Net whose
   skips go through :class:`NeuralSpectralBlock` (patches to latent tokens by attention, a learned
   sine/cosine basis, back to the points); any grid, padded with masked cells and cropped.
+* :class:`MPPDE` / :class:`MPPDEGrid` ("Message Passing Neural PDE Solvers"): message passing on
+  fixed-size neighbour lists with temporal bundling; :func:`bundle_trajectory` lets
+  :func:`jaxsolve.train.rollout_loss` train it with the pushforward trick.
 * PDE-Refiner ("PDE-Refiner: Achieving Accurate Long Rollouts with Neural PDE Solvers"):
   :class:`RefinerNet`, :func:`refiner_loss` / :func:`make_refiner_loss`, :func:`refine_step`,
   :func:`refiner_rollout`, :func:`refiner_noise_levels`.
@@ -64,6 +67,14 @@ from ._local import (
 from ._losses import h1_loss, h1_norm, lp_norm, relative_lp_loss, sobolev_loss
 from ._lsm import LSM, NeuralSpectralBlock
 from ._mgno import MgNO, MgNOBlock, VCycle, level_shapes
+from ._mppde import (
+    MPPDE,
+    MPPDEGrid,
+    bundle_trajectory,
+    grid_neighbours,
+    mppde_neighbours,
+    unbundle_trajectory,
+)
 from ._multigrid_patching import MultigridPatching, multigrid_patches, stitch_patches
 from ._refiner import (
     RefinerNet,
@@ -106,6 +117,7 @@ __all__ = [
     "GINO",
     "GNO",
     "LSM",
+    "MPPDE",
     "T1",
     "TFNO",
     "UNO",
@@ -120,6 +132,7 @@ __all__ = [
     "LocalIntegralConv",
     "LocalNO",
     "LocalNOBlock",
+    "MPPDEGrid",
     "MgNO",
     "MgNOBlock",
     "MultiONet",
@@ -136,6 +149,7 @@ __all__ = [
     "TuckerSpectralWeight",
     "UNOBlock",
     "VCycle",
+    "bundle_trajectory",
     "check_grid",
     "count_params",
     "dct_modes",
@@ -144,6 +158,7 @@ __all__ = [
     "differential_conv_from_neuraloperator",
     "gino_from_neuraloperator",
     "gno_from_neuraloperator",
+    "grid_neighbours",
     "h1_loss",
     "h1_norm",
     "idct_modes",
@@ -156,6 +171,7 @@ __all__ = [
     "make_refiner_loss",
     "min_grid_shape",
     "mode_shape",
+    "mppde_neighbours",
     "multigrid_patches",
     "negative_sobolev_loss",
     "padding_cells",
@@ -175,6 +191,7 @@ __all__ = [
     "spectral_derivative",
     "spectral_refine",
     "stitch_patches",
+    "unbundle_trajectory",
     "uno_from_neuraloperator",
     "wavenumbers",
 ]
