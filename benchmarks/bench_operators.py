@@ -224,59 +224,14 @@ def build(case, torch_threads, gpu=False, torch_compile=False):
 
 
 def transplant(ref, ours):
-    """Our FNO carrying neuraloperator's weights (spectral weights moved from its centred
-    frequency order -m..m-1 to FFT order 0..m-1, -m..-1 on the leading axes)."""
-    import equinox as eqx
-    import jax.numpy as jnp
-    import numpy as np
+    """Our FNO carrying neuraloperator's weights (``operators.fno_from_neuraloperator``), with
+    the spectral transform and weight dtype of ``ours``."""
+    from jaxsolve import operators as ops
 
-    def t(p):
-        return p.detach().numpy()
-
-    def conv1x1(layer):
-        return jnp.asarray(t(layer.weight)[..., 0]), jnp.asarray(t(layer.bias))
-
-    def mlp(torch_mlp):
-        ws, bs = zip(*(conv1x1(f) for f in torch_mlp.fcs), strict=True)
-        return tuple(ws), tuple(bs)
-
-    d = ours.num_spatial_dims
-    new = {"lifting": mlp(ref.lifting), "projection": mlp(ref.projection), "blocks": []}
-    blocks = ref.fno_blocks
-    for i in range(len(ours.blocks)):
-        w = (
-            t(blocks.convs[i].weight.tensor)
-            if hasattr(blocks.convs[i].weight, "tensor")
-            else t(blocks.convs[i].weight)
-        )
-        w = np.fft.ifftshift(w, axes=tuple(range(2, 2 + d - 1)))
-        new["blocks"].append(
-            dict(
-                spectral=jnp.asarray(np.stack([w.real, w.imag])),
-                bias=jnp.asarray(t(blocks.convs[i].bias).reshape(-1)),
-                skip=jnp.asarray(t(blocks.fno_skips[i].conv.weight)[..., 0]),
-                mlp=mlp(blocks.channel_mlp[i]),
-                gate=jnp.asarray(t(blocks.channel_mlp_skips[i].weight).reshape(-1)),
-            )
-        )
-
-    def where(m):
-        leaves = [m.lifting.weights, m.lifting.biases, m.projection.weights, m.projection.biases]
-        for b in m.blocks:
-            leaves += [
-                b.conv.weights.weight,
-                b.conv.bias,
-                b.skip.weights[0],
-                b.mlp.weights,
-                b.mlp.biases,
-                b.mlp_skip.weight,
-            ]
-        return leaves
-
-    values = [*new["lifting"], *new["projection"]]
-    for b in new["blocks"]:
-        values += [b["spectral"], b["bias"], b["skip"], b["mlp"][0], b["mlp"][1], b["gate"]]
-    return eqx.tree_at(where, ours, values)
+    conv = ours.blocks[0].conv
+    return ops.fno_from_neuraloperator(
+        ref, transform=conv.transform, dtype=ours.lifting.weights[0].dtype
+    )
 
 
 def time_steps(steps, repeats, warmup, clock):

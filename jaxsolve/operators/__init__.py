@@ -33,6 +33,12 @@ the same weights give the same function on every grid that holds their modes.
 * :class:`MPPDE` / :class:`MPPDEGrid` ("Message Passing Neural PDE Solvers"): message passing on
   fixed-size neighbour lists with temporal bundling; :func:`bundle_trajectory` lets
   :func:`jaxsolve.train.rollout_loss` train it with the pushforward trick.
+* :class:`UQNO` ("Calibrated Uncertainty Quantification for Operator Learning via Conformal
+  Prediction"): a base operator and a residual operator trained by :func:`uqno_residual_loss`,
+  calibrated by split conformal prediction (:func:`calibrate_uqno`).
+* :func:`from_neuraloperator` carries a neuraloperator 2.0 model's weights into the corresponding
+  jaxsolve model (FNO, TFNO with Tucker/CP weights, UNO, LocalNO, GINO, GNO, UQNO, a single
+  spectral convolution); it dispatches to the ``*_from_neuraloperator`` functions.
 * PDE-Refiner ("PDE-Refiner: Achieving Accurate Long Rollouts with Neural PDE Solvers"):
   :class:`RefinerNet`, :func:`refiner_loss` / :func:`make_refiner_loss`, :func:`refine_step`,
   :func:`refiner_rollout`, :func:`refiner_noise_levels`.
@@ -44,6 +50,11 @@ the same weights give the same function on every grid that holds their modes.
 * Losses: :func:`relative_lp_loss`, :func:`h1_loss`, :func:`sobolev_loss`.
 """
 
+from ._bridges import (
+    fno_from_neuraloperator,
+    from_neuraloperator,
+    spectral_conv_from_neuraloperator,
+)
 from ._deeponet import DeepONet, MultiONet
 from ._fno import FNO, TFNO, ChannelMLP, FNOBlock, SoftGating, count_params, padding_cells
 from ._gino import GINO, gino_from_neuraloperator, latent_grid_points
@@ -111,6 +122,14 @@ from ._spectral_conv import (
 )
 from ._transform_once import T1, T1Layer
 from ._uno import UNO, UNOBlock, resample, uno_from_neuraloperator
+from ._uqno import (
+    UQNO,
+    calibrate_uqno,
+    conformal_ranks,
+    uqno_from_neuraloperator,
+    uqno_residual_loss,
+    uqno_scores,
+)
 
 __all__ = [
     "FNO",
@@ -121,6 +140,7 @@ __all__ = [
     "T1",
     "TFNO",
     "UNO",
+    "UQNO",
     "AbstractChannelsLast",
     "CPSpectralWeight",
     "ChannelMLP",
@@ -150,12 +170,16 @@ __all__ = [
     "UNOBlock",
     "VCycle",
     "bundle_trajectory",
+    "calibrate_uqno",
     "check_grid",
+    "conformal_ranks",
     "count_params",
     "dct_modes",
     "dealias",
     "dealias_mask",
     "differential_conv_from_neuraloperator",
+    "fno_from_neuraloperator",
+    "from_neuraloperator",
     "gino_from_neuraloperator",
     "gno_from_neuraloperator",
     "grid_neighbours",
@@ -188,10 +212,14 @@ __all__ = [
     "sinusoidal_embedding",
     "sobolev_loss",
     "sobolev_norm",
+    "spectral_conv_from_neuraloperator",
     "spectral_derivative",
     "spectral_refine",
     "stitch_patches",
     "unbundle_trajectory",
     "uno_from_neuraloperator",
+    "uqno_from_neuraloperator",
+    "uqno_residual_loss",
+    "uqno_scores",
     "wavenumbers",
 ]

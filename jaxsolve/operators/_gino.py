@@ -23,9 +23,16 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._core import check_int, default_float
+from ._bridges import (
+    fno_block_from_torch,
+    fno_blocks_layers,
+    fno_blocks_options,
+    mlp_from_torch,
+    spectral_weight_from_torch,
+    with_torch_block_activation,
+)
 from ._fno import FNO, ChannelMLP, FNOBlock
 from ._gno import GNO, gno_from_neuraloperator
-from ._uno import _np, _skip_from_torch, mlp_from_torch, spectral_weight_from_torch
 
 
 def _check_bounds(bounds, d: int) -> tuple[tuple[float, float], ...]:
@@ -210,8 +217,8 @@ def gino_from_neuraloperator(
     neuraloperator's call ``model(input_geom, latent_queries, output_queries, x=f)`` with
     ``latent_queries`` the nodes of :func:`latent_grid_points` ``(latent_shape, bounds)``
     reshaped to ``(1, *latent_shape, d)`` corresponds to ``gino(input_geom[0], f[0].T,
-    output_queries[0]).T``. Supported: dense spectral weights with even ``n_modes`` on the
-    leading axes, no normalisation, no AdaIN, no latent features, no output ``tanh``, no
+    output_queries[0]).T``. Supported: dense, Tucker or CP spectral weights with even ``n_modes``
+    on the leading axes (the latent FNO's blocks as :func:`fno_from_neuraloperator`), no normalisation, no AdaIN, no latent features, no output ``tanh``, no
     weighting function; kernels as :func:`gno_from_neuraloperator`.
     """
     m = torch_model
@@ -221,17 +228,11 @@ def gino_from_neuraloperator(
     d = m.gno_coord_dim
     if len(blocks_t.convs[0].n_modes) != d:
         raise ValueError("torch_model: the FNO and the GNOs must share one dimension.")
-    weights, modes = [], None
-    for conv in blocks_t.convs:
-        w, modes = spectral_weight_from_torch(conv, d)
-        weights.append(w)
+    fac, _, modes, rank = spectral_weight_from_torch(blocks_t.convs[0], d)
     enc = gno_from_neuraloperator(m.gno_in, k_max=in_k_max, dtype=dtype)
     dec = gno_from_neuraloperator(m.gno_out, k_max=out_k_max, dtype=dtype)
     width = m.fno_hidden_channels
-    expansion = None
-    if blocks_t.use_channel_mlp:
-        expansion = blocks_t.channel_mlp[0].fcs[0].weight.shape[0] / width
-    skip_kind = {"Flattened1dConv": "linear", "SoftGating": "soft-gating", "Identity": "identity"}
+    options = fno_blocks_options(blocks_t)
     ours = GINO(
         d, m.in_channels, m.out_channels, latent_shape=latent_shape, width=width, modes=modes,
         in_radius=m.in_gno_radius, out_radius=m.out_gno_radius, in_k_max=in_k_max,
@@ -243,38 +244,17 @@ def gino_from_neuraloperator(
         projection_channels=m.projection.fcs[0].weight.shape[0],
         activation=partial(jax.nn.gelu, approximate=False),
         fno_kwargs={
-            "lifting_channels": m.lifting.fcs[0].weight.shape[0],
-            "skip": skip_kind[type(blocks_t.fno_skips[0]).__name__],
-            "channel_mlp_expansion": expansion,
-            "channel_mlp_skip": skip_kind[type(blocks_t.channel_mlp_skips[0]).__name__]
-            if expansion is not None
-            else None,
+            "lifting_channels": m.lifting.fcs[0].weight.shape[0], "factorization": fac,
+            "rank": rank, "spectral_bias": blocks_t.convs[0].bias is not None, **options,
         },
         dtype=dtype,
     )  # fmt: skip
     if ours.encoder.out_channels != enc.out_channels:
         raise ValueError("torch_model: its encoder's output channels have no counterpart here.")
-    dt = ours.projection.weights[0].dtype
-    blocks = []
-    for i, ob in enumerate(ours.blocks):
-        new = eqx.tree_at(
-            lambda b: (b.conv.weights.weight, b.conv.bias),
-            ob,
-            (jnp.asarray(weights[i], dt), jnp.asarray(_np(blocks_t.convs[i].bias).reshape(-1), dt)),
-        )
-        if ob.skip is not None:
-            new = eqx.tree_at(
-                lambda b: b.skip, new, _skip_from_torch(ob.skip, blocks_t.fno_skips[i])
-            )
-        if ob.mlp is not None:
-            new = eqx.tree_at(lambda b: b.mlp, new, mlp_from_torch(ob.mlp, blocks_t.channel_mlp[i]))
-            if ob.mlp_skip is not None:
-                new = eqx.tree_at(
-                    lambda b: b.mlp_skip,
-                    new,
-                    _skip_from_torch(ob.mlp_skip, blocks_t.channel_mlp_skips[i]),
-                )
-        blocks.append(new)
+    blocks = tuple(
+        fno_block_from_torch(b, **fno_blocks_layers(blocks_t, i)) for i, b in enumerate(ours.blocks)
+    )
+    blocks = with_torch_block_activation(blocks, blocks_t)
     return eqx.tree_at(
         lambda g: (g.encoder, g.decoder, g.lifting, g.blocks, g.projection),
         ours,
@@ -282,7 +262,7 @@ def gino_from_neuraloperator(
             enc,
             dec,
             mlp_from_torch(ours.lifting, m.lifting),
-            tuple(blocks),
+            blocks,
             mlp_from_torch(ours.projection, m.projection),
         ),
     )

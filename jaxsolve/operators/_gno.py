@@ -34,6 +34,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from .._core import check_choice, check_int, default_float, exact_einsum, is_concrete
+from ._bridges import torch_array
 from ._checks import check_real, check_widths
 
 _TRANSFORMS = ("linear_kernelonly", "linear", "nonlinear_kernelonly", "nonlinear")
@@ -409,10 +410,6 @@ class GNO(eqx.Module):
         return jnp.moveaxis(out, -1, 0)
 
 
-def _torch_array(t, dtype):
-    return jnp.asarray(t.detach().cpu().numpy(), dtype=dtype)
-
-
 def gno_from_neuraloperator(torch_block, *, k_max: int, chunk_size=None, dtype=None) -> GNO:
     """Our :class:`GNO` computing the same function as a neuraloperator 2.0 ``GNOBlock``.
 
@@ -460,8 +457,8 @@ def gno_from_neuraloperator(torch_block, *, k_max: int, chunk_size=None, dtype=N
         chunk_size=chunk_size,
         dtype=dtype,
     )
-    ws = tuple(_torch_array(fc.weight, dtype) for fc in mlp.fcs)
-    bs = tuple(_torch_array(fc.bias, dtype) for fc in mlp.fcs)
+    ws = tuple(jnp.asarray(torch_array(fc.weight), dtype) for fc in mlp.fcs)
+    bs = tuple(jnp.asarray(torch_array(fc.bias), dtype) for fc in mlp.fcs)
     if any(w.shape != v.shape for w, v in zip(ws, ours.kernel.weights, strict=True)):
         raise ValueError("torch_block: kernel MLP widths do not match its coordinates/channels.")
     return eqx.tree_at(lambda g: (g.kernel.weights, g.kernel.biases), ours, (ws, bs))

@@ -35,18 +35,21 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core import check_choice, check_int, default_float
 from .._core._init import draw, subkeys
+from ._bridges import (
+    fno_block_from_torch,
+    grid_embedding_from_torch,
+    mlp_from_torch,
+    mlp_hidden_channels,
+    put,
+    skip_kind,
+    spectral_weight_from_torch,
+    torch_array,
+)
 from ._checks import check_real, check_sample
 from ._fno import ChannelMLP, lift_and_project
 from ._spectral import periodic_grid
 from ._spectral_conv import SpectralConv
-from ._uno import (
-    _SKIPS,
-    _make_skip,
-    _skip_from_torch,
-    _skip_kind,
-    mlp_from_torch,
-    spectral_weight_from_torch,
-)
+from ._uno import _SKIPS, _make_skip
 
 _PADDINGS = {"periodic": "wrap", "zeros": "constant", "replicate": "edge", "reflect": "reflect"}
 
@@ -471,9 +474,7 @@ def differential_conv_from_neuraloperator(
     That grid width is ours, ``domain_length / N_last``, times ``default_in_size /
     domain_length``, so the stencil is rescaled by ``domain_length / default_in_size``.
     """
-    w = np.asarray(torch_conv.conv.weight.detach().cpu().numpy()) * (
-        domain_length / default_in_size
-    )
+    w = torch_array(torch_conv.conv.weight) * (domain_length / default_in_size)
     d = w.ndim - 2
     ours = DifferentialConv(
         d,
@@ -486,7 +487,7 @@ def differential_conv_from_neuraloperator(
         domain_length=domain_length,
         dtype=dtype or jnp.float32,
     )
-    return eqx.tree_at(lambda c: c.weight, ours, jnp.asarray(w, ours.weight.dtype))
+    return put(ours, lambda c: c.weight, w)
 
 
 def local_no_from_neuraloperator(torch_model, *, dtype=None) -> LocalNO:
@@ -503,67 +504,54 @@ def local_no_from_neuraloperator(torch_model, *, dtype=None) -> LocalNO:
         raise ValueError("torch_model: resolution scaling is not supported.")
     d = blk.n_dim
     dtype = dtype or jnp.float32
-    weights, modes = zip(*(spectral_weight_from_torch(c, d) for c in blk.convs), strict=True)
+    modes = spectral_weight_from_torch(blk.convs[0], d)[2]
     mlp_t = blk.mlp
     expansion = None if mlp_t is None else mlp_t[0].fcs[0].weight.shape[0] / blk.out_channels
-    skip = _skip_kind(blk.local_no_skips[0]) if blk.local_no_skips is not None else None
-    mlp_skip = (
-        _skip_kind(blk.channel_mlp_skips[0])
-        if mlp_t is not None and blk.channel_mlp_skips is not None
-        else None
-    )
-    lift = m.lifting.fcs
+    skips_t = blk.local_no_skips
+    mlp_skips_t = blk.channel_mlp_skips if mlp_t is not None else None
     ours = LocalNO(
         d,
         m.in_channels,
         m.out_channels,
         width=blk.in_channels,
-        modes=modes[0],
+        modes=modes,
         n_layers=blk.n_layers,
         key=jax.random.key(0),
         diff_layers=list(blk.diff_layers),
         kernel_size=blk.fin_diff_kernel_size,
         padding=_TORCH_PADDING.get(blk.conv_padding_mode, blk.conv_padding_mode),
         mix_derivatives=blk.mix_derivatives,
-        lifting_channels=lift[0].weight.shape[0] if len(lift) > 1 else 0,
-        projection_channels=m.projection.fcs[0].weight.shape[0] if len(m.projection.fcs) > 1 else 0,
-        skip=skip,
-        channel_mlp_skip=mlp_skip,
+        lifting_channels=mlp_hidden_channels(m.lifting),
+        projection_channels=mlp_hidden_channels(m.projection),
+        skip=skip_kind(None if skips_t is None else skips_t[0]),
+        channel_mlp_skip=skip_kind(None if mlp_skips_t is None else mlp_skips_t[0]),
         channel_mlp_expansion=expansion,
         activation=partial(jax.nn.gelu, approximate=False),
-        positional_embedding=m.positional_embedding is not None,
+        positional_embedding=grid_embedding_from_torch(m, d),
         dtype=dtype,
     )
-    ours = eqx.tree_at(lambda u: u.lifting, ours, mlp_from_torch(ours.lifting, m.lifting))
-    ours = eqx.tree_at(lambda u: u.projection, ours, mlp_from_torch(ours.projection, m.projection))
     blocks = []
     for i, ob in enumerate(ours.blocks):
-        conv = eqx.tree_at(
-            lambda c: (c.weights.weight, c.bias),
-            ob.conv,
-            (
-                jnp.asarray(weights[i], dtype),
-                jnp.asarray(blk.convs[i].bias.detach().numpy().reshape(-1), dtype),
-            ),
+        new = fno_block_from_torch(
+            ob,
+            conv=blk.convs[i],
+            skip=None if skips_t is None else skips_t[i],
+            mlp=None if mlp_t is None else mlp_t[i],
+            mlp_skip=None if mlp_skips_t is None else mlp_skips_t[i],
         )
-        new = eqx.tree_at(lambda b: b.conv, ob, conv)
         j = blk.differential_idx_list[i]
         if j != -1:
             diff = differential_conv_from_neuraloperator(
                 blk.differential[j], default_in_size=blk.default_in_shape[0], dtype=dtype
             )
             new = eqx.tree_at(lambda b: b.differential, new, diff)
-        if ob.skip is not None:
-            new = eqx.tree_at(
-                lambda b: b.skip, new, _skip_from_torch(ob.skip, blk.local_no_skips[i])
-            )
-        if ob.mlp is not None:
-            new = eqx.tree_at(lambda b: b.mlp, new, mlp_from_torch(ob.mlp, mlp_t[i]))
-            if ob.mlp_skip is not None:
-                new = eqx.tree_at(
-                    lambda b: b.mlp_skip,
-                    new,
-                    _skip_from_torch(ob.mlp_skip, blk.channel_mlp_skips[i]),
-                )
         blocks.append(new)
-    return eqx.tree_at(lambda u: u.blocks, ours, tuple(blocks))
+    return eqx.tree_at(
+        lambda u: (u.lifting, u.blocks, u.projection),
+        ours,
+        (
+            mlp_from_torch(ours.lifting, m.lifting),
+            tuple(blocks),
+            mlp_from_torch(ours.projection, m.projection),
+        ),
+    )

@@ -40,6 +40,17 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core import check_choice, check_int, default_float, exact_tensordot
 from .._core._init import subkeys
+from ._bridges import (
+    fno_block_from_torch,
+    fno_blocks_layers,
+    fno_blocks_options,
+    grid_embedding_from_torch,
+    mlp_from_torch,
+    mlp_hidden_channels,
+    skip_from_torch,
+    skip_kind,
+    spectral_weight_from_torch,
+)
 from ._checks import check_real, check_sample
 from ._fno import ChannelMLP, SoftGating, _Identity
 from ._spectral import irfft_modes, periodic_grid, rfft_modes
@@ -381,55 +392,6 @@ class UNO(eqx.Module):
 # ----------------------------------------------------------------------------------------------
 
 
-def _np(p):
-    return np.asarray(p.detach().cpu().numpy())
-
-
-def spectral_weight_from_torch(torch_conv, d: int):
-    """neuraloperator ``SpectralConv`` weight (centred order on leading axes) as our real
-    ``(2, in, out, *modes)`` storage (FFT order), and its modes in our convention."""
-    w = torch_conv.weight
-    w = _np(w.to_tensor() if hasattr(w, "to_tensor") else getattr(w, "tensor", w))
-    lead = w.shape[2 : 2 + d - 1]
-    if any(m % 2 for m in lead):
-        raise ValueError(
-            f"only even n_modes on the leading axes have a counterpart here (ours keep -m..m-1); "
-            f"got a weight with leading mode sizes {lead}."
-        )
-    w = np.fft.ifftshift(w, axes=tuple(range(2, 2 + d - 1)))
-    modes = (*(m // 2 for m in lead), w.shape[-1])
-    return np.stack([w.real, w.imag]), modes
-
-
-def _mlp_arrays(torch_mlp):
-    ws = tuple(jnp.asarray(_np(f.weight)[..., 0]) for f in torch_mlp.fcs)
-    bs = tuple(jnp.asarray(_np(f.bias)) for f in torch_mlp.fcs)
-    return ws, bs
-
-
-def _skip_from_torch(ours, torch_skip):
-    if isinstance(ours, ChannelMLP):
-        return eqx.tree_at(
-            lambda m: m.weights, ours, (jnp.asarray(_np(torch_skip.conv.weight)[..., 0]),)
-        )
-    if isinstance(ours, SoftGating):
-        return eqx.tree_at(
-            lambda m: m.weight, ours, jnp.asarray(_np(torch_skip.weight).reshape(-1))
-        )
-    return ours
-
-
-def _skip_kind(torch_skip):
-    name = type(torch_skip).__name__
-    return {"Flattened1dConv": "linear", "SoftGating": "soft-gating", "Identity": "identity"}[name]
-
-
-def mlp_from_torch(ours: ChannelMLP, torch_mlp) -> ChannelMLP:
-    """Our :class:`ChannelMLP` carrying a neuraloperator ``ChannelMLP``'s weights."""
-    ws, bs = _mlp_arrays(torch_mlp)
-    return eqx.tree_at(lambda m: (m.weights, m.biases), ours, (ws, bs))
-
-
 def uno_from_neuraloperator(torch_model, *, dtype=None) -> UNO:
     """Our :class:`UNO` computing the same function as a neuraloperator 2.0 ``UNO``.
 
@@ -444,28 +406,10 @@ def uno_from_neuraloperator(torch_model, *, dtype=None) -> UNO:
     if m.domain_padding is not None:
         raise ValueError("torch_model: domain padding has no counterpart here.")
     blocks_t = m.fno_blocks
-    b0 = blocks_t[0]
-    if b0.norm is not None or b0.preactivation:
-        raise ValueError("torch_model: norm / preactivation have no counterpart here.")
     d = m.n_dim
-    weights, modes = [], []
-    for blk in blocks_t:
-        w, md = spectral_weight_from_torch(blk.convs[0], d)
-        weights.append(w)
-        modes.append(md)
-    lift_hidden = m.lifting.fcs[0].weight.shape[0] if len(m.lifting.fcs) > 1 else 0
-    proj_hidden = m.projection.fcs[0].weight.shape[0] if len(m.projection.fcs) > 1 else 0
-    skip = _skip_kind(b0.fno_skips[0]) if b0.fno_skips is not None else None
-    mlp_skip = (
-        _skip_kind(b0.channel_mlp_skips[0])
-        if getattr(b0, "channel_mlp_skips", None) is not None
-        else None
-    )
+    options = fno_blocks_options(blocks_t[0])
+    modes = [spectral_weight_from_torch(blk.convs[0], d)[2] for blk in blocks_t]
     hz = next(iter(m.horizontal_skips.values()), None)
-    horizontal = _skip_kind(hz) if hz is not None else "linear"
-    expansion = None
-    if b0.use_channel_mlp:
-        expansion = b0.channel_mlp[0].fcs[0].weight.shape[0] / b0.out_channels
     scalings = [list(s) if isinstance(s, (list, tuple)) else [s] * d for s in m.uno_scalings]
     ours = UNO(
         d,
@@ -477,42 +421,31 @@ def uno_from_neuraloperator(torch_model, *, dtype=None) -> UNO:
         layer_scalings=scalings,
         key=jax.random.key(0),
         skips=dict(m.horizontal_skips_map),
-        lifting_channels=lift_hidden,
-        projection_channels=proj_hidden,
-        skip=skip,
-        horizontal_skip=horizontal,
-        channel_mlp_skip=mlp_skip,
-        channel_mlp_expansion=expansion,
+        lifting_channels=mlp_hidden_channels(m.lifting),
+        projection_channels=mlp_hidden_channels(m.projection),
+        horizontal_skip=skip_kind(hz) if hz is not None else "linear",
         activation=partial(jax.nn.gelu, approximate=False),
-        positional_embedding=m.positional_embedding is not None,
+        positional_embedding=grid_embedding_from_torch(m, d),
         resample="neuraloperator",
         dtype=dtype or jnp.float32,
+        **options,
     )
-    dt = ours.lifting.weights[0].dtype
-    ours = eqx.tree_at(lambda u: u.lifting, ours, mlp_from_torch(ours.lifting, m.lifting))
-    ours = eqx.tree_at(lambda u: u.projection, ours, mlp_from_torch(ours.projection, m.projection))
-    blocks = []
-    for i, (ob, tb) in enumerate(zip(ours.blocks, blocks_t, strict=True)):
-        conv = eqx.tree_at(
-            lambda c: (c.weights.weight, c.bias),
-            ob.conv,
-            (jnp.asarray(weights[i], dt), jnp.asarray(_np(tb.convs[0].bias).reshape(-1), dt)),
-        )
-        new = eqx.tree_at(lambda b: b.conv, ob, conv)
-        if ob.skip is not None:
-            new = eqx.tree_at(lambda b: b.skip, new, _skip_from_torch(ob.skip, tb.fno_skips[0]))
-        if ob.mlp is not None:
-            new = eqx.tree_at(lambda b: b.mlp, new, mlp_from_torch(ob.mlp, tb.channel_mlp[0]))
-            if ob.mlp_skip is not None:
-                new = eqx.tree_at(
-                    lambda b: b.mlp_skip,
-                    new,
-                    _skip_from_torch(ob.mlp_skip, tb.channel_mlp_skips[0]),
-                )
-        blocks.append(new)
+    blocks = tuple(
+        fno_block_from_torch(ob, **fno_blocks_layers(tb, 0))
+        for ob, tb in zip(ours.blocks, blocks_t, strict=True)
+    )
     horizontal = tuple(
-        None if h is None else _skip_from_torch(h, m.horizontal_skips[str(i)])
+        None if h is None else skip_from_torch(h, m.horizontal_skips[str(i)])
         for i, h in enumerate(ours.horizontal)
     )
-    ours = eqx.tree_at(lambda u: u.blocks, ours, tuple(blocks))
-    return eqx.tree_at(lambda u: u.horizontal, ours, horizontal)
+    return eqx.tree_at(
+        lambda u: (u.lifting, u.blocks, u.horizontal, u.projection),
+        ours,
+        (
+            mlp_from_torch(ours.lifting, m.lifting),
+            blocks,
+            horizontal,
+            mlp_from_torch(ours.projection, m.projection),
+        ),
+        is_leaf=lambda x: x is None,
+    )
