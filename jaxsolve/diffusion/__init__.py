@@ -6,7 +6,9 @@ Schedules map a model's time to the VE noise level; grids choose the levels a sa
 family in ``_solvers/`` and the solvers that wrap another in ``_wrappers/``; how gradients flow
 through sampling is an adjoint object (``_adjoint.py``); :mod:`.analytic` holds exact oracles for
 measuring sampler error (and exact posteriors); :mod:`.inverse` holds measurement operators and the
-posterior samplers measured against them.
+posterior samplers measured against them. ``_inversion.py`` runs the probability-flow ODE from
+data to noise on a reversed sampling grid (:func:`invert`) and DDIB translation
+(:func:`ddib_translate`).
 """
 
 from . import _solvers, _wrappers, analytic, fewstep, inverse, losses
@@ -59,6 +61,7 @@ from ._interpolants import (
     interpolant_grid,
     interpolant_model,
 )
+from ._inversion import ddib_translate, invert
 from ._losses import (
     Precond,
     dsm_loss,
@@ -113,6 +116,7 @@ __all__ = [
     "VPSchedule",
     "analytic",
     "cfg",
+    "ddib_translate",
     "ddpm_betas",
     "denoised_from_eps",
     "discrete_sigmas",
@@ -135,6 +139,7 @@ __all__ = [
     "interpolant_grid",
     "interpolant_model",
     "inverse",
+    "invert",
     "karras_sigmas",
     "logit_normal_times",
     "lognormal_sigmas",
