@@ -220,6 +220,7 @@ def test_film_conditioning_modulates_every_block(x64):
     assert jnp.all(grad[jnp.array([0, 1, 3])] == 0)
 
 
+@pytest.mark.wrong_argument_types
 def test_film_needs_a_modulated_operator():
     conv = eqx.nn.Conv1d(3, 1, 3, padding=1, key=jax.random.PRNGKey(0))
     with pytest.raises(TypeError, match="modulation_shape"):
