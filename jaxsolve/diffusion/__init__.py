@@ -54,7 +54,17 @@ from ._grids import (
     time_quadratic_sigmas,
     time_uniform_sigmas,
 )
-from ._guidance import ClassifierFreeGuidance, DynamicThreshold, cfg, dynamic_threshold
+from ._guidance import (
+    AbstractGuidance,
+    BatchedClassifierFreeGuidance,
+    ClassifierFreeGuidance,
+    DynamicThreshold,
+    GuidancePair,
+    cfg,
+    cfg_batched,
+    cfg_pair,
+    dynamic_threshold,
+)
 from ._interpolants import (
     InterpolantSolver,
     StochasticInterpolant,
@@ -91,9 +101,11 @@ from ._wrappers import *  # noqa: F403 (the names of _wrappers/__init__.py's __a
 __all__ = [
     "PREDICTIONS",
     "AbstractAdjoint",
+    "AbstractGuidance",
     "AbstractSchedule",
     "AdjointDPM",
     "Backprop",
+    "BatchedClassifierFreeGuidance",
     "Checkpointed",
     "ClassifierFreeGuidance",
     "CosineVPSchedule",
@@ -102,6 +114,7 @@ __all__ = [
     "DynamicThreshold",
     "FlowSchedule",
     "FourierEmbedding",
+    "GuidancePair",
     "InterpolantSolver",
     "LinearVPSchedule",
     "ModelDenoiser",
@@ -116,6 +129,8 @@ __all__ = [
     "VPSchedule",
     "analytic",
     "cfg",
+    "cfg_batched",
+    "cfg_pair",
     "ddib_translate",
     "ddpm_betas",
     "denoised_from_eps",

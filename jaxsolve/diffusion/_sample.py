@@ -65,6 +65,7 @@ def sample(
     full_output: bool = False,
     save_trajectory: bool = False,
     progress: bool = False,
+    callback: Callable | None = None,
     throw: bool = True,
     adjoint: AbstractAdjoint | str = "backprop",
     mesh: Mesh | None = None,
@@ -101,6 +102,19 @@ def sample(
         full_output: return a :class:`SampleSolution` instead of the final state.
         save_trajectory: keep every intermediate state (with ``full_output``).
         progress: show a tqdm progress bar; works under ``jit`` (host callbacks).
+        callback: ``callback(info)``, called on the host after every step that does work, in
+            order (``jax.debug.callback(ordered=True)``, so also under ``jit``), with
+            k-diffusion's ``callback`` keys as NumPy values: ``i`` (the step index), ``x`` (the
+            state entering step ``i``: ``trajectory[i]`` of ``save_trajectory``), ``sigma``
+            (``sigmas[i]``), ``sigma_hat`` (the level of the step's first denoiser call: above
+            ``sigma`` after a churn) and ``denoised`` (that call's output, shaped as the solver
+            wants it: :class:`CFGPlusPlus`'s stacked branches). Where a step makes no denoiser
+            call at its own level (only inside a ``vmap``, ``cond`` or ``jvp`` of the step:
+            Restart, whose steps branch with ``cond``; GENIE; TimeShift), ``sigma_hat`` and
+            ``denoised`` are NaN. For an adaptive solver ``i`` counts attempts. The sample is the
+            one without a callback up to round-off (XLA may fuse a program that sends values to
+            the host differently); a gradient under ``adjoint="checkpoint"`` recomputes steps
+            and reports them again. ``None`` adds nothing to the program.
         throw: raise if the state became non-finite (else report it in ``result``).
         adjoint: how reverse-mode gradients flow through sampling, an :class:`AbstractAdjoint`:
             :class:`Backprop` (through the scan; memory grows with the steps),
@@ -131,6 +145,8 @@ def sample(
         if batch_ndim < 1:
             raise ValueError("mesh= splits the first batch axis of x; batch_ndim must be >= 1.")
         x = shard_batch(x, mesh, data_axis)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable; got {type(callback).__name__}.")
     if solver.stochastic and key is None and noise is None:
         raise ValueError(f"{type(solver).__name__} is stochastic: pass key= (or noise=).")
     adjoint.check(
@@ -142,7 +158,7 @@ def sample(
     n = n_grid if n_steps is None else _check_n_steps(n_steps, n_grid, sigmas)
     run = _SamplingRun(
         integrate=functools.partial(
-            _integrate_jit if hashable(denoiser, noise, solver) else _integrate,
+            _integrate_jit if hashable(denoiser, noise, solver, callback) else _integrate,
             sigmas=sigmas,
             solver=solver,
             n=n,
@@ -152,6 +168,7 @@ def sample(
             batch_ndim=batch_ndim,
             save_trajectory=save_trajectory,
             progress=progress,
+            callback=callback,
             mesh=mesh,
             data_axis=data_axis,
         ),
@@ -243,6 +260,7 @@ def _integrate(
     progress,
     mesh,
     data_axis,
+    callback=None,
     scan=jax.lax.scan,
     keep_final_input=False,
 ):
@@ -276,18 +294,34 @@ def _integrate(
         )
         final_ctx = ctx.replace(sigma=jnp.where(phase == FINAL, ctx.sigma, 1.0))
 
+        # With a callback, each branch also returns its first denoiser evaluation.
+        capture = callback is not None
+
         def skip_branch(x, state):
-            return x, state, jnp.zeros((), jnp.int32)
+            nothing = (_unseen(x, solver.denoiser_output_shape(x.shape)),) if capture else ()
+            return x, state, jnp.zeros((), jnp.int32), *nothing
 
         def final_branch(x, state):
-            return _counted(solver, solver.final_step, final_ctx, x, state, denoiser)
+            return _counted(solver, solver.final_step, final_ctx, x, state, denoiser, capture)
 
         def step_branch(x, state):
-            return _counted(solver, solver.step, step_ctx, x, state, denoiser)
+            return _counted(solver, solver.step, step_ctx, x, state, denoiser, capture)
 
-        x_new, state_new, used = jax.lax.switch(
+        x_new, state_new, used, *first = jax.lax.switch(
             phase, [skip_branch, final_branch, step_branch], x, state
         )
+        if capture:
+            sigma_hat, denoised = first[0]
+            jax.debug.callback(
+                functools.partial(_call_back, callback),
+                phase != SKIP,
+                i,
+                x,
+                ctx.sigma,
+                sigma_hat,
+                denoised,
+                ordered=True,
+            )
         if mesh is not None:
             x_new = shard_batch(x_new, mesh, data_axis)
         finite = jnp.all(jnp.isfinite(x_new))
@@ -356,13 +390,18 @@ def _init(x, *, solver, sigmas):
     return solver.init(x, sigmas)
 
 
-def _counted(solver, method, ctx, x, state, denoiser):
+def _counted(solver, method, ctx, x, state, denoiser, capture=False):
     """``method(ctx, x, state)`` (the solver's step or final step) and the number of denoiser
     evaluations it made: the one place NFE is counted. The denoiser counts its calls while the
     step is traced (into the tally the context's ``cond`` and ``add_evaluations`` also use) and
     checks what it returns (once, at trace time: a wrong shape would otherwise surface deep inside
-    a ``lax.switch`` or broadcast silently)."""
+    a ``lax.switch`` or broadcast silently).
+
+    With ``capture``, also ``(sigma_hat, denoised)``: the step's first denoiser evaluation made at
+    the step's own level (traced with ``x``, not inside a ``cond``, ``vmap`` or ``jvp`` of the
+    step, whose values cannot leave it), NaN where there is none."""
     tally = Evaluations()
+    first = []
 
     def denoise(y, s):
         tally.count = tally.count + 1
@@ -378,10 +417,39 @@ def _counted(solver, method, ctx, x, state, denoiser):
                 f"the denoiser returned shape {jnp.shape(out)}, expected {expected} "
                 f"(denoiser(x, sigma) -> x0_hat, shaped like x; x has shape {y.shape})."
             )
-        return jnp.asarray(out).astype(y.dtype)
+        out = jnp.asarray(out).astype(y.dtype)
+        if (
+            capture
+            and not first
+            and tally.depth == 0
+            # Traced with the step's own x (not inside a cond / vmap / jvp the solver opened
+            # without the context): a value of an inner trace cannot leave it.
+            and getattr(out, "_trace", None) is getattr(x, "_trace", None)
+            and jnp.shape(s) == ()
+            and out.shape == expected
+        ):
+            first.append((jnp.asarray(s, x.dtype), out))
+        return out
 
     x_new, state_new = method(ctx.replace(denoise=denoise, evaluations=tally), x, state)
-    return x_new.astype(x.dtype), state_new, jnp.asarray(tally.count, jnp.int32)
+    out = (x_new.astype(x.dtype), state_new, jnp.asarray(tally.count, jnp.int32))
+    if not capture:
+        return out
+    return (*out, first[0] if first else _unseen(x, solver.denoiser_output_shape(x.shape)))
+
+
+def _unseen(x, shape):
+    """``(sigma_hat, denoised)`` of a step without a denoiser evaluation the callback can see."""
+    return jnp.full((), jnp.nan, x.dtype), jnp.full(shape, jnp.nan, x.dtype)
+
+
+def _call_back(callback, did_work, i, x, sigma, sigma_hat, denoised):
+    """Host side of ``sample(callback=...)``: k-diffusion's ``callback`` dict, for steps that
+    did work."""
+    if bool(did_work):
+        callback(
+            {"i": int(i), "x": x, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised}
+        )
 
 
 def _noise_source(x, key, noise, batch_ndim):

@@ -31,6 +31,9 @@ file                       solvers (paper)
                            Bi-directional Integration Approximation")
 ``euler_maruyama.py``      :class:`EulerMaruyama` ("Score-Based Generative Modeling through
                            Stochastic Differential Equations")
+``cfgpp.py``               :class:`CFGPlusPlus` ("CFG++: Manifold-constrained Classifier Free
+                           Guidance for Diffusion Models"; with
+                           :func:`~jaxsolve.diffusion.cfg_pair`)
 =========================  =====================================================================
 
 Solvers that wrap another solver are in :mod:`jaxsolve.diffusion._wrappers`.
@@ -40,6 +43,7 @@ from ._base import AbstractSolver, StepContext
 from .adaptive import DPMAdaptive
 from .ancestral import DDIM, EulerAncestral
 from .bdia import BDIA, bdia_invert
+from .cfgpp import CFGPlusPlus
 from .dc_solver import CascadeRatioRegression, DCSolver, fit_dc_ratios, reference_states
 from .dpm_solver import DPMSolver, DPMSolverPP, DPMSolverPPSDE
 from .dpm_solver_v3 import EMS, DPMSolverV3, estimate_ems
@@ -72,6 +76,7 @@ __all__ = [
     "LMS",
     "AbstractSolver",
     "ButcherTableau",
+    "CFGPlusPlus",
     "CascadeRatioRegression",
     "DCSolver",
     "DPMAdaptive",
