@@ -41,15 +41,23 @@ from ._flow_matching import (
     u_shaped_times,
 )
 from ._grids import (
+    AYS_TABLES,
     OSSResult,
+    ays_sigmas,
+    beta_quantile,
+    beta_sigmas,
     discrete_sigmas,
     discrete_timesteps,
+    dynamic_shift_mu,
     exponential_sigmas,
+    flow_shift_sigmas,
+    flow_shift_times,
     karras_sigmas,
     logsnr_sigmas,
     optimal_sigmas,
     polyexponential_sigmas,
     restart_sigmas,
+    schedule_sigmas,
     teleport_sigmas,
     time_quadratic_sigmas,
     time_uniform_sigmas,
@@ -94,11 +102,14 @@ from ._schedules import (
     VESchedule,
     VPSchedule,
     ddpm_betas,
+    rescale_zero_terminal_snr,
+    zero_terminal_snr_schedule,
 )
 from ._solvers import *  # noqa: F403 (the names of _solvers/__init__.py's __all__)
 from ._wrappers import *  # noqa: F403 (the names of _wrappers/__init__.py's __all__)
 
 __all__ = [
+    "AYS_TABLES",
     "PREDICTIONS",
     "AbstractAdjoint",
     "AbstractGuidance",
@@ -128,6 +139,9 @@ __all__ = [
     "VESchedule",
     "VPSchedule",
     "analytic",
+    "ays_sigmas",
+    "beta_quantile",
+    "beta_sigmas",
     "cfg",
     "cfg_batched",
     "cfg_pair",
@@ -137,6 +151,7 @@ __all__ = [
     "discrete_sigmas",
     "discrete_timesteps",
     "dsm_loss",
+    "dynamic_shift_mu",
     "dynamic_threshold",
     "edm_loss",
     "edm_weight",
@@ -145,6 +160,8 @@ __all__ = [
     "exponential_sigmas",
     "fewstep",
     "flow_matching_loss",
+    "flow_shift_sigmas",
+    "flow_shift_times",
     "from_eps",
     "from_flow",
     "from_score",
@@ -165,8 +182,10 @@ __all__ = [
     "polyexponential_sigmas",
     "pseudo_huber",
     "reflow_pairs",
+    "rescale_zero_terminal_snr",
     "restart_sigmas",
     "sample",
+    "schedule_sigmas",
     "score_from_denoised",
     "sliced_wasserstein",
     "straightness",
@@ -181,6 +200,7 @@ __all__ = [
     "u_shaped_times",
     "v_loss",
     "x0_loss",
+    "zero_terminal_snr_schedule",
 ]
 __all__ += _solvers.__all__
 __all__ += _wrappers.__all__

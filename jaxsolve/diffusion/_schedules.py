@@ -414,3 +414,60 @@ def _check_finite_table(name, sigmas):
             f"{sigmas.dtype}. Use smaller betas or fewer timesteps."
         )
     return sigmas
+
+
+def rescale_zero_terminal_snr(betas: Float[ArrayLike, " N"]) -> Float[Array, " N"]:
+    r"""Betas rescaled to zero terminal SNR ("Common Diffusion Noise Schedules and Sample Steps are
+    Flawed", Algorithm 1).
+
+    With :math:`r_k = \sqrt{\bar\alpha_k}` of the given table, the rescaled table is
+    :math:`r'_k = (r_k - r_{N-1})\,r_0/(r_0 - r_{N-1})`: the first level keeps its signal
+    (:math:`r'_0 = r_0`), the last has none (:math:`\bar\alpha'_{N-1} = 0`, so the last beta is 1),
+    and in between the map is affine in :math:`\sqrt{\bar\alpha}`. Betas are read back from
+    :math:`\bar\alpha'_k/\bar\alpha'_{k-1}`. Same operation order as diffusers.
+
+    The last level is pure noise: its VE noise level is infinite, so
+    :class:`DiscreteVPSchedule` (VE form) cannot hold it; see :func:`zero_terminal_snr_schedule`.
+    At that level :math:`x_t = \epsilon`, an eps-prediction model carries no information about
+    :math:`x_0` (:math:`x_0 = (x_t - \sigma\hat\epsilon)/\alpha` divides by :math:`\alpha = 0`), which
+    is why the paper trains with v-prediction (:math:`x_0 = \alpha x_t - \sigma v = -v` there).
+    """
+    betas = as_float(betas)
+    _check_table("betas", betas)
+    check_in_open_interval("betas", betas, 0.0, 1.0)
+    root = jnp.sqrt(jnp.cumprod(1.0 - betas))
+    first, last = root[0], root[-1]
+    root = (root - last) * (first / (first - last))
+    alphas_cumprod = root * root
+    alphas = jnp.concatenate([alphas_cumprod[:1], alphas_cumprod[1:] / alphas_cumprod[:-1]])
+    return 1.0 - alphas
+
+
+def zero_terminal_snr_schedule(
+    betas: Float[ArrayLike, " N"], *, terminal_alphas_cumprod: float = 2.0**-24
+) -> DiscreteVPSchedule:
+    r"""The :class:`DiscreteVPSchedule` of :func:`rescale_zero_terminal_snr` ``(betas)``, its last
+    :math:`\bar\alpha` (exactly 0) replaced by ``terminal_alphas_cumprod``.
+
+    A VE sampler needs a finite first level; diffusers' Euler-type schedulers make the same
+    replacement (:math:`2^{-24}`, VE level :math:`\approx 4096`); it must stay below the previous
+    :math:`\bar\alpha` (DDPM's linear betas rescale to :math:`\bar\alpha_{N-2}\approx 4\cdot 10^{-9}`:
+    pass a smaller value there). Start from pure noise in the
+    model's scale, :math:`x_t = \epsilon`, i.e. the VE state :math:`x = \epsilon\sqrt{1+s_0^2}`, and
+    use a v-prediction model (:func:`~jaxsolve.diffusion.from_v`). A first-order step from that
+    level differs from the step from infinite noise (:math:`x_1 = \hat x_0 + s_1\epsilon`) by
+    :math:`O(s_1/s_0)`.
+    """
+    if not 0.0 < terminal_alphas_cumprod < 1.0:
+        raise ValueError(
+            f"terminal_alphas_cumprod must lie in (0, 1); got {terminal_alphas_cumprod}."
+        )
+    alphas_cumprod = jnp.cumprod(1.0 - rescale_zero_terminal_snr(betas))
+    if is_concrete(alphas_cumprod) and not terminal_alphas_cumprod < float(alphas_cumprod[-2]):
+        # diffusers sets 2**-24 regardless, which makes its last levels non-monotone here.
+        raise ValueError(
+            f"terminal_alphas_cumprod={terminal_alphas_cumprod:.6g} must be below the rescaled "
+            f"table's previous alpha_bar {float(alphas_cumprod[-2]):.6g}; pass a smaller value."
+        )
+    alphas_cumprod = alphas_cumprod.at[-1].set(terminal_alphas_cumprod)
+    return DiscreteVPSchedule(alphas_cumprod=alphas_cumprod)
