@@ -31,6 +31,13 @@ file                       solvers (paper)
                            Bi-directional Integration Approximation")
 ``euler_maruyama.py``      :class:`EulerMaruyama` ("Score-Based Generative Modeling through
                            Stochastic Differential Equations")
+``kdiffusion.py``          k-diffusion's samplers: :class:`DPM2Ancestral`,
+                           :class:`DPMSolverPP2SAncestral`, :class:`DPMSolverPPSDE2S`
+                           (``dpmpp_sde``), :class:`DPMFast`, :class:`LMSMultistepFinal`,
+                           :class:`DPMSolverPP3MSDEKDiffusion`, :func:`brownian_tree_noise`
+                           ("DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
+                           Probabilistic Models", "Elucidating the Design Space of
+                           Diffusion-Based Generative Models")
 ``cfgpp.py``               :class:`CFGPlusPlus` ("CFG++: Manifold-constrained Classifier Free
                            Guidance for Diffusion Models"; with
                            :func:`~jaxsolve.diffusion.cfg_pair`)
@@ -50,6 +57,17 @@ from .dpm_solver_v3 import EMS, DPMSolverV3, estimate_ems
 from .euler_maruyama import EulerMaruyama
 from .genie import GENIE
 from .ghvb import GHVB
+from .kdiffusion import (
+    DPM2Ancestral,
+    DPMFast,
+    DPMSolverPP2SAncestral,
+    DPMSolverPP3MSDEKDiffusion,
+    DPMSolverPPSDE2S,
+    LMSMultistepFinal,
+    brownian_tree_noise,
+    dpm_fast_orders,
+    dpm_fast_sigmas,
+)
 from .linear_multistep import DEIS, IPNDM, LMS
 from .runge_kutta import (
     DPM2,
@@ -79,10 +97,15 @@ __all__ = [
     "CFGPlusPlus",
     "CascadeRatioRegression",
     "DCSolver",
+    "DPM2Ancestral",
     "DPMAdaptive",
+    "DPMFast",
     "DPMSolver",
     "DPMSolverPP",
+    "DPMSolverPP2SAncestral",
+    "DPMSolverPP3MSDEKDiffusion",
     "DPMSolverPPSDE",
+    "DPMSolverPPSDE2S",
     "DPMSolverV3",
     "Euler",
     "EulerAncestral",
@@ -93,9 +116,13 @@ __all__ = [
     "FlowMidpoint",
     "FlowRK",
     "Heun",
+    "LMSMultistepFinal",
     "StepContext",
     "UniPC",
     "bdia_invert",
+    "brownian_tree_noise",
+    "dpm_fast_orders",
+    "dpm_fast_sigmas",
     "estimate_ems",
     "fit_dc_ratios",
     "reference_states",
