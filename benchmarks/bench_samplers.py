@@ -67,6 +67,7 @@ def _deterministic_solvers():
         "DEIS-3 (log sigma)": jd.DEIS(order=3),
         "DEIS-3 (tAB, VP linear)": jd.DEIS(order=3, variable="t", schedule=jd.VPSchedule.linear()),
         "iPNDM": jd.IPNDM(),
+        "LMS(4) k-diffusion": jd.LMSMultistepFinal(order=4),
     }
 
 
@@ -80,11 +81,16 @@ def _stochastic_solvers():
         "EDM (churn 40)": jd.EDMStochastic(churn=40.0, s_tmin=0.05, s_tmax=50.0),
         "SDE-DPM-Solver++(2M)": jd.DPMSolverPPSDE(order=2),
         "SDE-DPM-Solver++(3M)": jd.DPMSolverPPSDE(order=3),
+        "SDE-DPM-Solver++(3M) k-diffusion": jd.DPMSolverPP3MSDEKDiffusion(),
+        "DPM2 ancestral": jd.DPM2Ancestral(),
+        "DPM-Solver++(2S) ancestral": jd.DPMSolverPP2SAncestral(),
+        "DPM-Solver++ SDE (2S)": jd.DPMSolverPPSDE2S(),
     }
 
 
 def _nfe_per_step(name):
-    return 2 if name in ("Heun", "DPM2") else 1
+    two = ("Heun", "DPM2", "DPM2 ancestral", "DPM-Solver++(2S) ancestral", "DPM-Solver++ SDE (2S)")
+    return 2 if name in two else 1
 
 
 def accuracy(quick):
@@ -122,12 +128,14 @@ def accuracy(quick):
             moments = {}
             for name, solver in _stochastic_solvers().items():
                 errs = []
+                per = _nfe_per_step(name)
                 for nfe in nfes:
+                    steps = max(1, (nfe + per - 1) // per)
                     y = np.asarray(
                         jd.sample(
                             mix,
                             xs,
-                            jd.karras_sigmas(nfe, smin, smax),
+                            jd.karras_sigmas(steps, smin, smax),
                             solver,
                             key=jax.random.PRNGKey(4),
                         )
