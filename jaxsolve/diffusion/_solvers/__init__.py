@@ -38,6 +38,9 @@ file                       solvers (paper)
                            ("DPM-Solver++: Fast Solver for Guided Sampling of Diffusion
                            Probabilistic Models", "Elucidating the Design Space of
                            Diffusion-Based Generative Models")
+``pndm.py``                :class:`PNDM` ("Pseudo Numerical Methods for Diffusion Models on
+                           Manifolds")
+``ddpm.py``                :class:`DDPM` ("Denoising Diffusion Probabilistic Models")
 ``cfgpp.py``               :class:`CFGPlusPlus` ("CFG++: Manifold-constrained Classifier Free
                            Guidance for Diffusion Models"; with
                            :func:`~jaxsolve.diffusion.cfg_pair`)
@@ -52,6 +55,7 @@ from .ancestral import DDIM, EulerAncestral
 from .bdia import BDIA, bdia_invert
 from .cfgpp import CFGPlusPlus
 from .dc_solver import CascadeRatioRegression, DCSolver, fit_dc_ratios, reference_states
+from .ddpm import DDPM
 from .dpm_solver import DPMSolver, DPMSolverPP, DPMSolverPPSDE
 from .dpm_solver_v3 import EMS, DPMSolverV3, estimate_ems
 from .euler_maruyama import EulerMaruyama
@@ -69,6 +73,7 @@ from .kdiffusion import (
     dpm_fast_sigmas,
 )
 from .linear_multistep import DEIS, IPNDM, LMS
+from .pndm import PNDM
 from .runge_kutta import (
     DPM2,
     ButcherTableau,
@@ -85,6 +90,7 @@ from .unipc import UniPC
 __all__ = [
     "BDIA",
     "DDIM",
+    "DDPM",
     "DEIS",
     "DPM2",
     "EMS",
@@ -92,6 +98,7 @@ __all__ = [
     "GHVB",
     "IPNDM",
     "LMS",
+    "PNDM",
     "AbstractSolver",
     "ButcherTableau",
     "CFGPlusPlus",
