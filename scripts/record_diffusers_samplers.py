@@ -3,8 +3,12 @@
 Every scheduler runs its own loop (as a diffusers pipeline does) with a model whose output is the
 *exact* prediction of a 2-D Gaussian mixture (computed in float64 with NumPy, independently of
 jaxsolve). Noise drawn inside ``step`` is replaced by a recorded table so jaxsolve can replay it.
-The recorded grid, initial state (in VE scale), noise and final samples go to a JSON file that the
-test suite reads, so CI needs neither torch nor diffusers.
+The recorded grid, initial state (in VE scale, and the standard-normal draw it came from), noise,
+final samples (as diffusers returns them and in VE scale) and the scheduler's full config go to a
+JSON file that the test suite reads, so CI needs neither torch nor diffusers. The model's output
+follows each config's ``prediction_type``; flow-matching records use the exact velocity. The
+"cfg-..." records exist to test ``jaxsolve.diffusion.from_diffusers`` on spacings, offsets, final
+levels, spacing options, prediction types, zero-terminal-SNR and flow shifts.
 
 Run in an environment with the ``bench`` extra (``torch==2.13.0`` and diffusers):
 
@@ -27,6 +31,7 @@ from diffusers import (
     EDMEulerScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
     HeunDiscreteScheduler,
     UniPCMultistepScheduler,
 )
@@ -76,14 +81,44 @@ def patch_noise(scheduler, table):
     return fake
 
 
-def run(name, scheduler, n, *, kind, seed, noise=False, step_kwargs=None):
-    scheduler.set_timesteps(n)
+def model_output(prediction_type, x_t, x0, a, b):
+    """The model's output in its parameterisation, from x_t = a x0 + b eps (VP or flow scale)."""
+    eps = (x_t - a * x0) / b
+    if prediction_type == "epsilon":
+        return eps
+    if prediction_type == "sample":
+        return x0
+    if prediction_type == "v_prediction":
+        return a * eps - b * x0
+    raise ValueError(prediction_type)
+
+
+def ve_factor(kind, s):
+    """x_ve / x_latent at VE level s for the scheduler's latents."""
+    if kind == "vp":
+        return np.sqrt(1.0 + s * s)
+    if kind == "flow":
+        return 1.0 + s
+    return 1.0
+
+
+FLOW_T_MAX = 1.0 - 2.0**-24  # flow time 1 (pure noise) is infinite in VE scale
+
+
+def run(name, scheduler, n, *, kind, seed, noise=False, step_kwargs=None, set_kwargs=None):
+    scheduler.set_timesteps(n, **(set_kwargs or {}))
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((BATCH, 2))
     timesteps = scheduler.timesteps
-    if isinstance(scheduler, DDIMScheduler):  # DDIM keeps only alphas; its last step goes to 0
-        acp = scheduler.alphas_cumprod.numpy().astype(np.float64)[timesteps.numpy()]
-        sigmas = np.concatenate([np.sqrt((1 - acp) / acp), [0.0]])
+    prediction_type = scheduler.config.get("prediction_type", "epsilon")
+    if isinstance(scheduler, DDIMScheduler):  # DDIM keeps only alphas
+        table = scheduler.alphas_cumprod.numpy().astype(np.float64)
+        acp = table[timesteps.numpy()]
+        final_acp = 1.0 if scheduler.config.set_alpha_to_one else table[0]
+        sigmas = np.concatenate([np.sqrt((1 - acp) / acp), [np.sqrt((1 - final_acp) / final_acp)]])
+    elif kind == "flow":  # flow times t -> VE levels t / (1 - t)
+        t = np.minimum(scheduler.sigmas.numpy().astype(np.float64), FLOW_T_MAX)
+        sigmas = t / (1.0 - t)
     else:
         sigmas = scheduler.sigmas.numpy().astype(np.float64)
     table = rng.standard_normal((len(timesteps), BATCH, 2)) if noise else None
@@ -92,6 +127,9 @@ def run(name, scheduler, n, *, kind, seed, noise=False, step_kwargs=None):
     if kind == "vp":  # latents in VP scale, init_noise_sigma = 1
         sample = torch.from_numpy(z).float()
         x_init_ve = z * np.sqrt(1.0 + sigmas[0] ** 2)
+    elif kind == "flow":  # latents x_t = z at t = 1; VE x = x_t / (1 - t) at t_max
+        sample = torch.from_numpy(z).float()
+        x_init_ve = z * (1.0 + sigmas[0])
     else:  # VE-scale latents: z * init_noise_sigma
         init = float(scheduler.init_noise_sigma)
         sample = torch.from_numpy(z * init).float()
@@ -104,12 +142,23 @@ def run(name, scheduler, n, *, kind, seed, noise=False, step_kwargs=None):
             a = 1.0 / np.sqrt(1.0 + s**2)
             x_vp = sample.numpy().astype(np.float64)
             d = gmm_denoise(x_vp / a, s)
-            eps = (x_vp - a * d) / (a * s)  # VP sigma_t = a s
-            out = torch.from_numpy(eps).float()
-        elif kind == "ve_eps":
+            out = torch.from_numpy(model_output(prediction_type, x_vp, d, a, a * s)).float()
+        elif kind == "flow":  # velocity eps - x0 of x_t = (1 - t) x0 + t eps
+            tf = float(scheduler.sigmas[i])
+            x_t = sample.numpy().astype(np.float64)
+            if tf >= 1.0:  # pure noise: E[x0] is the mixture's mean, eps = x_t
+                d = np.broadcast_to(WEIGHTS @ MEANS, x_t.shape)
+                v = x_t - d
+            else:
+                d = gmm_denoise(x_t / (1.0 - tf), tf / (1.0 - tf))
+                v = (x_t - d) / tf
+            out = torch.from_numpy(v).float()
+        elif kind == "ve_eps":  # Euler-type: VE latents, the model sees x / sqrt(1 + s^2)
             s = float(scheduler.sigmas[i])
             x = sample.numpy().astype(np.float64)
-            out = torch.from_numpy((x - gmm_denoise(x, s)) / s).float()
+            a = 1.0 / np.sqrt(1.0 + s * s)
+            d = gmm_denoise(x, s)
+            out = torch.from_numpy(model_output(prediction_type, a * x, d, a, a * s)).float()
         else:  # EDM preconditioning: D = c_skip x + c_out F
             s = float(scheduler.sigmas[i])
             sd = scheduler.config.sigma_data
@@ -121,7 +170,12 @@ def run(name, scheduler, n, *, kind, seed, noise=False, step_kwargs=None):
         if i == len(timesteps) - 2 and not isinstance(scheduler, HeunDiscreteScheduler):
             # The state at the last positive level, before the final step (in VE scale).
             x = sample.numpy().astype(np.float64)
-            penultimate = x * np.sqrt(1.0 + sigmas[i + 1] ** 2) if kind == "vp" else x
+            if kind == "vp":
+                penultimate = x * np.sqrt(1.0 + sigmas[i + 1] ** 2)
+            elif kind == "flow":
+                penultimate = x * (1.0 + sigmas[i + 1])
+            else:
+                penultimate = x
 
     grid = [sigmas[0]]
     for s in sigmas[1:]:  # Heun repeats every interior level; the driver's grid lists each once
@@ -129,16 +183,77 @@ def run(name, scheduler, n, *, kind, seed, noise=False, step_kwargs=None):
             grid.append(s)
     if grid[-1] != 0.0:  # DEIS ends at the table's smallest sigma: append the final 0
         grid.append(0.0)
+    config = {"_class_name": type(scheduler).__name__, **dict(scheduler.config)}
+    config.pop("_use_default_values", None)
     return {
         "name": name,
         "n": n,
+        "config": config,
+        "set_timesteps": set_kwargs or {},
+        "step_kwargs": step_kwargs or {},
+        "z": z.tolist(),
         "grid": [float(s) for s in grid],
         "x_init_ve": x_init_ve.tolist(),
         "noise": None if table is None else table[: fake.i].tolist(),
         "final": sample.numpy().astype(np.float64).tolist(),
+        # The final state in VE scale (VP latents at a last level s_min > 0 carry 1/sqrt(1+s^2)).
+        "final_ve": (sample.numpy().astype(np.float64) * ve_factor(kind, sigmas[-1])).tolist(),
         "penultimate_ve": None if penultimate is None else penultimate.tolist(),
         "ends_at_sigma_min": bool(sigmas[-1] != 0.0),
     }
+
+
+SD = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+
+
+def extra_records():
+    """Configs for diffusers.from_diffusers: spacings, offsets, final levels, spacing options,
+    prediction types and flow shifts (one step count each)."""
+    out = []
+    n = 12
+    for spacing, offset in (("leading", 1), ("trailing", 0), ("linspace", 0)):
+        sch = EulerDiscreteScheduler(**SD, timestep_spacing=spacing, steps_offset=offset)
+        out.append(run(f"cfg-euler-{spacing}", sch, n, kind="ve_eps", seed=100))
+        sch = DPMSolverMultistepScheduler(**SD, timestep_spacing=spacing, steps_offset=offset)
+        out.append(run(f"cfg-dpmsolver++-{spacing}", sch, 16, kind="vp", seed=101))
+    sch = DDIMScheduler(**SD, clip_sample=False, timestep_spacing="trailing")
+    out.append(run("cfg-ddim-trailing", sch, 10, kind="vp", seed=102))
+    sch = DDIMScheduler(**SD, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    out.append(run("cfg-ddim-leading-offset", sch, 10, kind="vp", seed=103))
+    sch = DPMSolverSinglestepScheduler(final_sigmas_type="sigma_min", lower_order_final=False)
+    out.append(run("cfg-singlestep-lower-order-final-off", sch, 16, kind="vp", seed=113))
+    sch = DPMSolverMultistepScheduler(final_sigmas_type="sigma_min")
+    out.append(run("cfg-dpmsolver++-sigma-min", sch, 16, kind="vp", seed=104))
+    sch = EulerDiscreteScheduler(**SD, final_sigmas_type="sigma_min")
+    out.append(run("cfg-euler-sigma-min", sch, n, kind="ve_eps", seed=105))
+    for option in ("karras", "exponential"):
+        sch = DPMSolverMultistepScheduler(**SD, **{f"use_{option}_sigmas": True})
+        out.append(run(f"cfg-dpmsolver++-{option}", sch, 16, kind="vp", seed=106))
+        sch = EulerDiscreteScheduler(**SD, **{f"use_{option}_sigmas": True})
+        out.append(run(f"cfg-euler-{option}", sch, n, kind="ve_eps", seed=107))
+    for prediction in ("v_prediction", "sample"):
+        sch = DPMSolverMultistepScheduler(**SD, prediction_type=prediction)
+        out.append(run(f"cfg-dpmsolver++-{prediction}", sch, 16, kind="vp", seed=108))
+        sch = EulerDiscreteScheduler(**SD, prediction_type=prediction)
+        out.append(run(f"cfg-euler-{prediction}", sch, n, kind="ve_eps", seed=109))
+    sch = DDIMScheduler(**SD, clip_sample=False, prediction_type="v_prediction")
+    out.append(run("cfg-ddim-v_prediction", sch, 10, kind="vp", seed=110))
+    sch = EulerDiscreteScheduler(
+        **SD,
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+        prediction_type="v_prediction",
+    )
+    out.append(run("cfg-euler-zero-snr", sch, n, kind="ve_eps", seed=114))
+    sch = EDMEulerScheduler(final_sigmas_type="sigma_min")
+    out.append(run("cfg-edm-euler-sigma-min", sch, n, kind="edm", seed=115))
+    sch = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    out.append(run("cfg-flow-euler-shift", sch, n, kind="flow", seed=111))
+    sch = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+    out.append(
+        run("cfg-flow-euler-dynamic", sch, n, kind="flow", seed=112, set_kwargs={"mu": 1.15})
+    )
+    return out
 
 
 def main(path):
@@ -245,6 +360,7 @@ def main(path):
                 seed=60 + order,
             )
         )
+    records += extra_records()
     meta = {
         "diffusers": diffusers.__version__,
         "torch": torch.__version__,

@@ -8,7 +8,8 @@ through sampling is an adjoint object (``_adjoint.py``); :mod:`.analytic` holds 
 measuring sampler error (and exact posteriors); :mod:`.inverse` holds measurement operators and the
 posterior samplers measured against them. ``_inversion.py`` runs the probability-flow ODE from
 data to noise on a reversed sampling grid (:func:`invert`) and DDIB translation
-(:func:`ddib_translate`).
+(:func:`ddib_translate`). ``_from_diffusers.py`` turns a diffusers scheduler config into the
+grid, solver and model adapter that reproduce it (:func:`from_diffusers`).
 """
 
 from . import _solvers, _wrappers, analytic, fewstep, inverse, losses
@@ -40,6 +41,7 @@ from ._flow_matching import (
     straightness,
     u_shaped_times,
 )
+from ._from_diffusers import SUPPORTED_SCHEDULERS, DiffusersScheduler, from_diffusers
 from ._grids import (
     AYS_TABLES,
     OSSResult,
@@ -111,6 +113,7 @@ from ._wrappers import *  # noqa: F403 (the names of _wrappers/__init__.py's __a
 __all__ = [
     "AYS_TABLES",
     "PREDICTIONS",
+    "SUPPORTED_SCHEDULERS",
     "AbstractAdjoint",
     "AbstractGuidance",
     "AbstractSchedule",
@@ -121,6 +124,7 @@ __all__ = [
     "ClassifierFreeGuidance",
     "CosineVPSchedule",
     "DenoiserModel",
+    "DiffusersScheduler",
     "DiscreteVPSchedule",
     "DynamicThreshold",
     "FlowSchedule",
@@ -162,6 +166,7 @@ __all__ = [
     "flow_matching_loss",
     "flow_shift_sigmas",
     "flow_shift_times",
+    "from_diffusers",
     "from_eps",
     "from_flow",
     "from_score",

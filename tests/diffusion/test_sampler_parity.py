@@ -3,7 +3,9 @@
 The recordings (tests/diffusion/data/diffusers_samplers.json) were made by
 scripts/record_diffusers_samplers.py: each diffusers scheduler runs its own loop with the mixture's
 exact prediction and a recorded noise table. Here jaxsolve's sampler runs the same grid from the
-same initial state (and noise) with the mixture oracle as its denoiser.
+same initial state (and noise) with the mixture oracle as its denoiser, the solver chosen from the
+recorded scheduler config by :func:`jaxsolve.diffusion.from_diffusers` (whose grids, initial states
+and model adapters tests/diffusion/test_from_diffusers.py checks).
 """
 
 import json
@@ -15,47 +17,26 @@ import numpy as np
 import pytest
 
 from jaxsolve import diffusion as jd
+from jaxsolve.diffusion._from_diffusers import from_diffusers
 from jaxsolve.diffusion.analytic import GaussianMixture
 
 DATA = json.loads((pathlib.Path(__file__).parent / "data" / "diffusers_samplers.json").read_text())
-
-
-def _solver(name):
-    parts = name.split("-")
-    if name.startswith("multistep-sde"):
-        return jd.DPMSolverPPSDE(order=int(parts[3]), solver_type=parts[4])
-    if parts[0] in ("multistep", "singlestep"):
-        multistep = parts[0] == "multistep"
-        algo, order, solver_type = parts[1], int(parts[2]), parts[3]
-        # diffusers' third-order multistep keeps the reference coefficient (second order, see
-        # jaxsolve.diffusion._solvers.dpm_solver); legacy_third_order reproduces it.
-        cls = jd.DPMSolverPP if algo == "dpmsolver++" else jd.DPMSolver
-        return cls(
-            order=order, multistep=multistep, solver_type=solver_type, legacy_third_order=True
-        )
-    if parts[0] == "unipc":
-        return jd.UniPC(order=int(parts[1]), variant=parts[2])
-    if parts[0] == "deis":
-        return jd.DEIS(order=int(parts[1]))
-    return (
-        {
-            "ddim": jd.DDIM(),
-            "euler": jd.Euler(),
-            "heun": jd.Heun(),
-            "euler_ancestral": jd.EulerAncestral(),
-            "edm_euler": jd.Euler(),
-            "edm_dpmsolver++": jd.DPMSolverPP(order=2),
-        }[parts[0]]
-        if name != "ddim-1"
-        else jd.DDIM(eta=1.0)
-    )
 
 
 def _id(record):
     return f"{record['name']}-n{record['n']}"
 
 
-@pytest.mark.parametrize("record", DATA["records"], ids=_id)
+# The records made for from_diffusers' options (names "cfg-...") repeat solvers covered here on
+# other grids: they run with --slow (and end to end in test_from_diffusers.py).
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param(r, marks=pytest.mark.slow) if r["name"].startswith("cfg-") else r
+        for r in DATA["records"]
+    ],
+    ids=_id,
+)
 def test_matches_diffusers(x64, record):
     mix = DATA["meta"]["mixture"]
     oracle = GaussianMixture(
@@ -67,18 +48,25 @@ def test_matches_diffusers(x64, record):
     if record["noise"] is not None:
         table = jnp.asarray(record["noise"])
         noise = lambda i, k: table[jnp.minimum(i, table.shape[0] - 1)]
+    solver = from_diffusers(
+        record["config"],
+        record["n"],
+        eta=record["step_kwargs"].get("eta", 0.0),
+        mu=record["set_timesteps"].get("mu"),
+    ).solver
     out = jd.sample(
         oracle,
         x0,
         grid,
-        _solver(record["name"]),
+        solver,
         noise=noise,
         key=None if noise is not None else jax.random.PRNGKey(0),
         full_output=True,
         save_trajectory=True,
     )
     ours = out.trajectory[grid.shape[0] - 2] if record["ends_at_sigma_min"] else out.value
-    theirs = np.asarray(record["final"])
+    # In VE scale: diffusers' VP latents at a last level s_min > 0 carry a factor 1/sqrt(1+s^2).
+    theirs = np.asarray(record["final_ve"])
     if record["name"].startswith("unipc") and record["name"].endswith("bh1"):
         # diffusers' UniPC-bh1 multiplies B(h) = h = -inf by 0 on its last step into sigma = 0 and
         # returns NaN; the states before that step must still agree, and ours ends finite.
