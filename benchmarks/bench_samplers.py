@@ -68,6 +68,7 @@ def _deterministic_solvers():
         "DEIS-3 (tAB, VP linear)": jd.DEIS(order=3, variable="t", schedule=jd.VPSchedule.linear()),
         "iPNDM": jd.IPNDM(),
         "LMS(4) k-diffusion": jd.LMSMultistepFinal(order=4),
+        "PNDM (Heun warm-up)": jd.PNDM(warmup="heun"),
     }
 
 
@@ -85,12 +86,21 @@ def _stochastic_solvers():
         "DPM2 ancestral": jd.DPM2Ancestral(),
         "DPM-Solver++(2S) ancestral": jd.DPMSolverPP2SAncestral(),
         "DPM-Solver++ SDE (2S)": jd.DPMSolverPPSDE2S(),
+        "DDPM (fixed_large)": jd.DDPM(variance_type="fixed_large"),
     }
 
 
 def _nfe_per_step(name):
     two = ("Heun", "DPM2", "DPM2 ancestral", "DPM-Solver++(2S) ancestral", "DPM-Solver++ SDE (2S)")
     return 2 if name in two else 1
+
+
+def _steps_for(name, nfe):
+    """Steps that cost at most ``nfe`` evaluations (Heun/DPM2: 2 per step, 1 for the last; PNDM's
+    Heun warm-up: one extra call on its first interval)."""
+    per = _nfe_per_step(name)
+    extra = 1 if name.startswith("PNDM") else 0
+    return max(1, (nfe - extra + per - 1) // per)
 
 
 def accuracy(quick):
@@ -108,10 +118,9 @@ def accuracy(quick):
         ref_seconds = time.perf_counter() - t0
         rows = {}
         for name, solver in _deterministic_solvers().items():
-            per = _nfe_per_step(name)
             errs = []
             for nfe in nfes:
-                steps = max(1, (nfe + per - 1) // per)  # Heun/DPM2: 2 NFE per step, 1 for the last
+                steps = _steps_for(name, nfe)
                 y = jd.sample(mix, x0, jd.karras_sigmas(steps, smin, smax), solver)
                 errs.append(float(jnp.sqrt(jnp.mean(jnp.sum((y - ref) ** 2, -1)))))
             rows[name] = errs
@@ -128,9 +137,8 @@ def accuracy(quick):
             moments = {}
             for name, solver in _stochastic_solvers().items():
                 errs = []
-                per = _nfe_per_step(name)
                 for nfe in nfes:
-                    steps = max(1, (nfe + per - 1) // per)
+                    steps = _steps_for(name, nfe)
                     y = np.asarray(
                         jd.sample(
                             mix,
