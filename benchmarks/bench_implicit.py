@@ -32,12 +32,30 @@ differentiation keeps nothing per iteration; the unrolled scan stores every iter
 Targets (issue 6): backward <= 0.5x the unrolled backward; implicit memory flat in K; forward no
 slower than optimistix at equal tolerance.
 
-Run: ``python benchmarks/bench_implicit.py [--quick]``; writes benchmarks/results/implicit.json.
+Interop (issue 24, key ``optimistix_interop``): the same problems, backward through a fixed point
+with BiCGStab on the adjoint system four ways, side by side (in float64, see below): jaxsolve ``ImplicitDiff(BiCGStab)``
+(the baseline of the ratios), jaxsolve ``ImplicitDiff(lx.BiCGStab)`` (lineax's BiCGStab in our
+backward), optimistix ``FixedPointIteration`` with ``ImplicitAdjoint(linear_solver=
+lx.BiCGStab(...))``, and jaxsolve's Picard run inside optimistix (``as_optimistix``) with that
+adjoint. All at rtol = atol = 1e-5 (forward and backward); each BiCGStab tests its own norm
+(ours the 2-norm of the residual, lineax's a scaled max-norm). Gradients are compared with the
+baseline's. Why float64: lineax 0.1.1's BiCGStab, outside x64, declares a breakdown when
+``alpha``, ``omega`` or ``rho`` is below 1e-16 — signed, so any negative value — and on the
+negative definite backward system :math:`J^\top - I` of a contractive fixed point ``alpha`` is
+negative at the first step: in float32 lineax's BiCGStab stops after one step with
+``RESULTS.breakdown`` on these problems (so ``ImplicitAdjoint(lx.BiCGStab)`` raises and our
+``ImplicitDiff(lx.BiCGStab)`` reports the failure). With x64 it tests ``== 0`` and converges.
+
+Run: ``python benchmarks/bench_implicit.py [--quick] [--only interop]``; writes
+benchmarks/results/implicit.json by read-modify-write: a run sets only the top-level keys it
+measured (``--only interop`` sets ``optimistix_interop`` alone) and keeps every other key
+(other benchmarks write "deq_training", "bilevel", "dcdm" there).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -338,14 +356,153 @@ def memory_scan(n, ks):
     return rows
 
 
+INTEROP_BASE = "jaxsolve Picard + ImplicitDiff(BiCGStab)"
+
+
+def interop_methods(tol=TOL, max_steps=2000):
+    """Backward through a fixed point with BiCGStab on the adjoint system, four ways."""
+    import lineax as lx
+
+    from jaxsolve.implicit import as_optimistix
+
+    def optx_solve(solver):
+        adjoint = optx.ImplicitAdjoint(linear_solver=lx.BiCGStab(rtol=tol, atol=tol))
+
+        def solve(w, x):
+            sol = optx.fixed_point(
+                cell,
+                solver,
+                jnp.zeros_like(x),
+                (w, x),
+                max_steps=max_steps,
+                adjoint=adjoint,
+                throw=False,
+            )
+            return sol.value, sol.stats["num_steps"]
+
+        return solve
+
+    return {
+        INTEROP_BASE: jaxsolve_forward(ji.Picard(), ji.ImplicitDiff(ji.BiCGStab())),
+        "jaxsolve Picard + ImplicitDiff(lx.BiCGStab)": jaxsolve_forward(
+            ji.Picard(), ji.ImplicitDiff(lx.BiCGStab(rtol=tol, atol=tol, max_steps=256))
+        ),
+        "optimistix FixedPointIteration + ImplicitAdjoint(lx.BiCGStab)": optx_solve(
+            optx.FixedPointIteration(rtol=tol, atol=tol)
+        ),
+        "optimistix as_optimistix(jaxsolve Picard) + ImplicitAdjoint(lx.BiCGStab)": optx_solve(
+            as_optimistix(ji.Picard(), rtol=tol, atol=tol)
+        ),
+    }
+
+
+def run_interop(name, n, batch, repeats):
+    """Backward and value-and-grad times of :func:`interop_methods`, as ratios to the first."""
+    previous = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)  # see the module docstring: lineax in float32
+    try:
+        return _run_interop(name, n, batch, repeats)
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+def _run_interop(name, n, batch, repeats):
+    w, x = (a.astype(jnp.float64) for a in make_problem(n, batch))
+    print(f"\n== interop {name}: n={n}, batch={batch or 1}, float64, rtol=atol={TOL} ==")
+    bwd_calls, vg_calls, grads, steps = {}, {}, {}, {}
+    for k, solve in interop_methods().items():
+        loss = loss_of(batched(solve, batch))
+        vg = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+        forward = jax.jit(lambda w, x, loss=loss: jax.vjp(loss, w, x))
+        value, pullback = forward(w, x)
+        backward = jax.jit(lambda pullback, ct: pullback(ct))
+        bwd_calls[k] = (backward, (pullback, jnp.ones_like(value)))
+        vg_calls[k] = (vg, (w, x))
+        grads[k] = vg(w, x)[1]
+        steps[k] = int(jnp.max(jax.jit(batched(solve, batch))(w, x)[1]))
+    bwd_times = interleaved_times(bwd_calls, repeats)
+    vg_times = interleaved_times(vg_calls, repeats)
+    base_bwd, base_vg, (gw0, gx0) = (
+        bwd_times[INTEROP_BASE],
+        vg_times[INTEROP_BASE],
+        grads[INTEROP_BASE],
+    )
+    norm0 = jnp.sqrt(jnp.sum(gw0**2) + jnp.sum(gx0**2))
+    out = {"n": n, "batch": batch or 1, "dtype": "float64", "baseline": INTEROP_BASE, "rows": {}}
+    print(
+        f"{'backward (BiCGStab on the adjoint)':72s} {'bwd [ms]':>9s} {'ratio':>6s} {'(min)':>6s} "
+        f"{'v+g [ms]':>9s} {'ratio':>6s} {'iters':>6s} {'grad rel.err':>12s}"
+    )
+    for k, (gw, gx) in grads.items():
+        err = float(jnp.sqrt(jnp.sum((gw - gw0) ** 2) + jnp.sum((gx - gx0) ** 2)) / norm0)
+        row = {
+            "backward_time_s": bwd_times[k][0],
+            "backward_time_min_s": bwd_times[k][1],
+            "backward_vs_jaxsolve": bwd_times[k][0] / base_bwd[0],
+            "backward_min_vs_jaxsolve_min": bwd_times[k][1] / base_bwd[1],
+            "value_and_grad_time_s": vg_times[k][0],
+            "value_and_grad_vs_jaxsolve": vg_times[k][0] / base_vg[0],
+            "forward_iterations_max": steps[k],
+            "grad_rel_err_vs_jaxsolve": err,
+        }
+        out["rows"][k] = row
+        print(
+            f"{k:72s} {1e3 * row['backward_time_s']:9.3f} {row['backward_vs_jaxsolve']:6.2f} "
+            f"{row['backward_min_vs_jaxsolve_min']:6.2f} {1e3 * row['value_and_grad_time_s']:9.3f} "
+            f"{row['value_and_grad_vs_jaxsolve']:6.2f} {steps[k]:6d} {err:12.2e}"
+        )
+    return out
+
+
+def write_results(updates):
+    """Read-modify-write of benchmarks/results/implicit.json: set the top-level keys in
+    ``updates`` and keep every other key (other benchmarks own some)."""
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    path = os.path.join(HERE, "results", "implicit.json")
+    data = {}
+    if os.path.exists(path):
+        with open(path) as fh:
+            data = json.load(fh)
+    data.update(updates)
+    with open(path, "w") as fh:
+        json.dump(data, fh, indent=2)
+    print(f"\nwrote {path} (keys {sorted(updates)}; others kept)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller problems, fewer repeats")
+    parser.add_argument(
+        "--only",
+        choices=["all", "interop"],
+        default="all",
+        help="interop: only the optimistix / lineax interop rows (key optimistix_interop)",
+    )
     args = parser.parse_args()
     repeats = 5 if args.quick else 20
     problems = {"single_n512": (512, 0), "batch64_n64": (64, 64)}
     if args.quick:
         problems = {"single_n128": (128, 0), "batch16_n32": (32, 16)}
+    interop = None
+    if optx is not None:
+        interop = {
+            "platform": platform.platform(),
+            "device": str(jax.devices()[0]),
+            "jax": jax.__version__,
+            "optimistix": importlib.metadata.version("optimistix"),
+            "lineax": importlib.metadata.version("lineax"),
+            "quick": args.quick,
+            "tolerance": TOL,
+            "problems": {
+                name: run_interop(name, n, batch, repeats) for name, (n, batch) in problems.items()
+            },
+        }
+    else:
+        print("optimistix not installed: skipping the interop rows")
+    if args.only == "interop":
+        if interop is not None:
+            write_results({"optimistix_interop": interop})
+        return
     results = {
         "platform": platform.platform(),
         "device": str(jax.devices()[0]),
@@ -389,11 +546,9 @@ def main():
     for k, v in targets.items():
         print(f"{'met ' if v else 'MISSED'}  {k}")
 
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    path = os.path.join(HERE, "results", "implicit.json")
-    with open(path, "w") as fh:
-        json.dump(results, fh, indent=2)
-    print(f"\nwrote {path}")
+    if interop is not None:
+        results["optimistix_interop"] = interop
+    write_results(results)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ members are NaN (a gradient summed over a batch into shared weights is then NaN 
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -50,7 +52,7 @@ from .._core import RESULTS, as_float, check_positive, check_step_budget
 from ._base import AbstractBackward, AbstractLinearSolver, AbstractSolver
 from ._convergence import Convergence
 from ._krylov import BiCGStab
-from ._lineax import as_linear_solver
+from ._lineax import as_linear_solver, transposed
 
 
 class ImplicitDiff(AbstractBackward):
@@ -61,8 +63,13 @@ class ImplicitDiff(AbstractBackward):
             :class:`GMRES`, :class:`CG` (symmetric systems, e.g. optimality conditions of a
             convex objective; it takes a preconditioner), a nonlinear solver run on the
             linear residual (:class:`Picard` = fixed-point iteration on the adjoint,
-            :class:`Anderson`, :class:`Broyden`), or a lineax solver (``lx.LU()``, wrapped in
-            :class:`LineaxSolver`; it keeps its own tolerances).
+            :class:`Anderson`, :class:`Broyden`), or any lineax solver (``lx.LU()``,
+            ``lx.GMRES(...)``, ..., wrapped in :class:`LineaxSolver`; it keeps its own
+            tolerances). A lineax solver that needs operator tags (``lx.CG``, ``lx.Cholesky``:
+            a definite tag) or a preconditioner goes in as ``LineaxSolver(solver, tags=...,
+            options={"preconditioner": M})``; the tags and ``M`` describe the tangent system's
+            operator (:math:`\partial_z f - I` for a fixed point), and reverse mode hands
+            lineax their transposes.
         rtol, atol: its tolerances; ``None`` takes those of the forward solve
             (:func:`custom_root`: ``eps ** 0.75`` of the dtype). The forward solve's ``norm``
             is the one a nonlinear solver tests here.
@@ -149,13 +156,17 @@ def failed_derivative_message(where):
 
 
 class _BackwardSolve(eqx.Module):
-    """The ``solve`` / ``transpose_solve`` handed to ``lax.custom_linear_solve``.
+    r"""The ``solve`` / ``transpose_solve`` handed to ``lax.custom_linear_solve``.
 
     ``convergence`` is the backward solve's rule. ``forward_result`` is the forward solve's
     code, filled in by the derivative rule (``None`` when the forward solve has none); where it
     is not successful the system is not solved (its right-hand side is zeroed, which every
     solver finishes at once) and the answer is NaN (``forward_throw=False``) or an error naming
     ``forward_where`` and the code.
+
+    ``transpose_system`` marks the ``transpose_solve`` (reverse mode's adjoint system
+    :math:`A^\top u = \bar z`): a solver that describes its operator (a lineax solver's tags
+    and preconditioner) is handed the transposed description (:func:`._lineax.transposed`).
     """
 
     backward: ImplicitDiff
@@ -163,12 +174,17 @@ class _BackwardSolve(eqx.Module):
     forward_where: str = eqx.field(static=True, default="jaxsolve.implicit")
     forward_throw: bool = eqx.field(static=True, default=True)
     forward_result: RESULTS | None = None
+    transpose_system: bool = eqx.field(static=True, default=False)
 
     def given(self, forward_result):
         """This solve, guarded by the forward solve's code ``forward_result`` (or ``None``)."""
         return eqx.tree_at(
             lambda s: s.forward_result, self, forward_result, is_leaf=lambda x: x is None
         )
+
+    def transpose(self):
+        """The solve of the transposed system (``lax.custom_linear_solve``'s other one)."""
+        return dataclasses.replace(self, transpose_system=not self.transpose_system)
 
     def __call__(self, matvec, b):
         b_flat, unravel = ravel_pytree(b)
@@ -180,7 +196,10 @@ class _BackwardSolve(eqx.Module):
             b_flat = jnp.where(forward_failed, jnp.zeros_like(b_flat), b_flat)
         mv = lambda x: ravel_pytree(matvec(unravel(x)))[0].astype(b_flat.dtype)
         rule = self.convergence.flat(unravel)
-        x, result, _, _ = self.backward.solver.solve_linear(mv, b_flat, rule)
+        solver = self.backward.solver
+        if self.transpose_system:
+            solver = transposed(solver)
+        x, result, _, _ = solver.solve_linear(mv, b_flat, rule)
         where = (
             f"{self.forward_where}: the implicit-differentiation (backward/tangent) linear solve "
             f"with {type(self.backward.solver).__name__} failed ({RESULTS[RESULTS.backward_failed]})"
@@ -274,5 +293,5 @@ def _implicit_solution_jvp(primals, tangents, *, primal, backward):
     # The forward code goes into the linear solve, which serves the tangent system here and,
     # transposed, the adjoint system of reverse mode: one guard for both modes.
     solve = backward.given(primal.result_of(aux))
-    z_dot = lax.custom_linear_solve(lin, neg_rhs, solve=solve, transpose_solve=solve)
+    z_dot = lax.custom_linear_solve(lin, neg_rhs, solve=solve, transpose_solve=solve.transpose())
     return out, (z_dot, none_aux)

@@ -22,11 +22,13 @@ def _leaves(x):
 
 
 def max_norm(x: PyTree[Array]) -> Float[Array, ""]:
-    """Largest absolute entry over all leaves (0 for an empty tree)."""
+    """Largest absolute entry over all leaves (0 for an empty tree); gradient 0 at 0, as
+    optimistix's (``max`` would share a unit gradient among the tied zeros)."""
     leaves = [jnp.max(jnp.abs(leaf)) for leaf in _leaves(x) if leaf.size]
     if not leaves:
         return jnp.zeros(())
-    return jnp.max(jnp.stack(leaves))
+    largest = jnp.max(jnp.stack(leaves))
+    return jnp.where(largest == 0, jnp.zeros_like(largest), largest)
 
 
 def two_norm(x: PyTree[Array]) -> Float[Array, ""]:
