@@ -38,6 +38,10 @@ class Solution(eqx.Module):
     - ``num_steps``: solver steps taken (matrix-vector products for a Krylov solve).
     - ``residual``: the norm of the residual at ``value`` (``fn(z) - z`` for a fixed point,
       ``F(x)`` for a root, ``A x - b`` for a linear system), with the norm the solve used.
+    - ``trace``: ``None`` unless asked for (``trace_length=k`` of :func:`fixed_point`,
+      :func:`root_find`, :class:`DEQ`): then a length-``k`` array whose entry ``i`` is that
+      residual norm at iterate ``i`` (entry 0 at the initial guess) for ``i <= num_steps``,
+      padded with NaN after the last step (steps past ``k - 1`` are not recorded).
 
     Under ``jax.vmap`` every field is batched, so each member has its own code and step count.
     """
@@ -46,6 +50,7 @@ class Solution(eqx.Module):
     result: RESULTS
     num_steps: Int[Array, ""]
     residual: Float[Array, ""]
+    trace: Float[Array, " trace_length"] | None = None
 
     @property
     def successful(self):

@@ -73,7 +73,10 @@ class DEQ(ImplicitSolve):
     :func:`fixed_point`; the last four are held as one :class:`Convergence`
     (``deq.convergence``) and read under their own names too (``deq.rtol``). With
     ``jacobian_samples > 0`` a ``key`` is required and ``jacobian_loss`` is estimated. Single-sample convention: ``jax.vmap`` over a batch. Solver
-    hyper-parameters get zero gradients (exclude them from weight decay).
+    hyper-parameters get zero gradients (exclude them from weight decay). ``trace_length=k``
+    records the first ``k`` residual norms of each solve in ``solution.trace`` (see
+    :class:`Solution`); training tools (normalisation, fixed-point correction, initial-guess
+    policies, a multiscale cell) are in :mod:`._deq_training`.
 
     Failures. A DEQ in training runs a fixed iteration budget, and reaching it is the normal
     case, not an error: the DEQ papers and torchdeq run ``max_steps`` iterations (or stop at the
@@ -94,6 +97,7 @@ class DEQ(ImplicitSolve):
     require_convergence: bool = eqx.field(static=True)
     jacobian_samples: int = eqx.field(static=True)
     state_init: Callable | None = eqx.field(static=True)
+    trace_length: int = eqx.field(static=True)
 
     def __init__(
         self,
@@ -109,10 +113,12 @@ class DEQ(ImplicitSolve):
         require_convergence: bool = False,
         jacobian_samples: int = 0,
         state_init: Callable | None = None,
+        trace_length: int = 0,
     ):
         if not callable(cell):
             raise TypeError(f"DEQ cell must be callable; got {type(cell).__name__}.")
         check_int("DEQ jacobian_samples", jacobian_samples, minimum=0)
+        check_int("DEQ trace_length", trace_length, minimum=0)
         for name, flag in dict(throw=throw, require_convergence=require_convergence).items():
             if not isinstance(flag, bool):
                 raise TypeError(f"DEQ {name} must be a bool; got {flag!r}.")
@@ -122,30 +128,52 @@ class DEQ(ImplicitSolve):
         self.require_convergence = require_convergence
         self.jacobian_samples = jacobian_samples
         self.state_init = state_init
+        self.trace_length = trace_length
 
     def __call__(
         self, x: PyTree[Array], z0: PyTree[Array] | None = None, *, key: PRNGKeyArray | None = None
     ) -> DEQOutput:
-        if self.jacobian_samples > 0 and key is None:
+        return self.run(x, z0, key=key)
+
+    def initial_state(self, x: PyTree[Array]) -> PyTree[Array]:
+        """The default initial guess: ``state_init(x)``, or zeros shaped like ``x``."""
+        if self.state_init is not None:
+            return self.state_init(x)
+        return jtu.tree_map(jnp.zeros_like, x)
+
+    def run(
+        self,
+        x: PyTree[Array],
+        z0: PyTree[Array] | None = None,
+        *,
+        key: PRNGKeyArray | None = None,
+        max_steps: int | Array | None = None,
+        jacobian: bool = True,
+    ) -> DEQOutput:
+        """``__call__`` with two overrides: ``max_steps`` (this call's budget instead of
+        ``self.max_steps``) and ``jacobian=False`` (skip the Hutchinson estimate). Used for the
+        segments of :func:`fixed_point_correction`."""
+        want_jacobian = jacobian and self.jacobian_samples > 0
+        if want_jacobian and key is None:
             raise ValueError(
                 f"DEQ with jacobian_samples={self.jacobian_samples} needs a key= for the "
                 "Hutchinson probes; got key=None."
             )
         if z0 is None:
-            z0 = (
-                self.state_init(x)
-                if self.state_init is not None
-                else jtu.tree_map(jnp.zeros_like, x)
-            )
-        sol = self._solve(
+            z0 = self.initial_state(x)
+        method = self
+        if max_steps is not None:
+            method = eqx.tree_at(lambda d: d.convergence.max_steps, self, max_steps)
+        sol = method._solve(
             "jaxsolve.implicit.DEQ",
             _Residual(_call_cell, True),
             z0,
             (self.cell, x),
             budget_is_normal=not self.require_convergence,
+            trace_length=self.trace_length,
         )
         jac = None
-        if self.jacobian_samples > 0:
+        if want_jacobian:
             jac = hutchinson_frobenius(
                 lambda z: self.cell(z, x), sol.value, key, self.jacobian_samples
             )

@@ -26,6 +26,20 @@ def iterate(fn, x0, args, solver, convergence):
     """Run ``solver`` on ``fn(x, args) = 0`` from the flat vector ``x0`` until its ``terminate``
     or the budget of ``convergence`` (a checked :class:`Convergence` whose norm acts on flat
     vectors) ends. Returns ``(x, result, num_steps, residual_norm)``."""
+    return iterate_traced(fn, x0, args, solver, convergence, 0)[:4]
+
+
+def iterate_traced(fn, x0, args, solver, convergence, trace_length):
+    """:func:`iterate` that also records the residual norms: ``(x, result, num_steps,
+    residual_norm, trace)``.
+
+    ``trace`` (a static ``trace_length > 0``; else ``None``) has fixed length: entry ``i`` is the
+    norm of ``fn`` at iterate ``i`` (entry 0 at ``x0``) for ``i <= num_steps``, NaN after the
+    solve stopped; steps past ``trace_length - 1`` are not recorded. The fixed size keeps the
+    loop's carry static (``vmap`` over members with different step counts compiles once); the
+    NaN padding cannot be mistaken for a recorded value. With ``trace_length = 0`` nothing is
+    added to the loop, so results are those of :func:`iterate` bit for bit.
+    """
     dtype = x0.dtype
     convergence = dataclasses.replace(
         convergence,
@@ -42,20 +56,30 @@ def iterate(fn, x0, args, solver, convergence):
         out_of_steps = k >= convergence.max_steps
         return done | out_of_steps, RESULTS.where(done, result, RESULTS.max_steps_reached)
 
+    def record(trace, k, fx):
+        if trace is None:
+            return None
+        # An index past the end is dropped (mode="drop"), so a long solve keeps its first steps.
+        return trace.at[k].set(convergence.norm(fx), mode="drop")
+
     def cond(carry):
-        return ~carry[-2]
+        return ~carry[4]
 
     def body(carry):
-        x, fx, state, k, _, _ = carry
+        x, fx, state, k, _, _, trace = carry
         x_new, state_new = solver.step(fn, x, fx, args, state)
         fx_new = fn(x_new, args)
         k_new = k + 1
-        return x_new, fx_new, state_new, k_new, *verdict(x_new, fx_new, state_new, k_new)
+        trace = record(trace, k_new, fx_new)
+        return x_new, fx_new, state_new, k_new, *verdict(x_new, fx_new, state_new, k_new), trace
 
     k0 = jnp.zeros((), jnp.int32)
-    start = (x0, fx0, state0, k0, *verdict(x0, fx0, state0, k0))
-    x, fx, _, k, _, result = lax.while_loop(cond, body, start)
-    return x, result, k, convergence.norm(fx)
+    trace0 = None
+    if trace_length > 0:
+        trace0 = record(jnp.full((trace_length,), jnp.nan, dtype), k0, fx0)
+    start = (x0, fx0, state0, k0, *verdict(x0, fx0, state0, k0), trace0)
+    x, fx, _, k, _, result, trace = lax.while_loop(cond, body, start)
+    return x, result, k, convergence.norm(fx), trace
 
 
 def flatten_problem(fn, z0):

@@ -15,14 +15,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import lineax as lx
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, PyTree
 
-from .._core import RESULTS, promote_half
+from .._core import RESULTS, check_int, promote_half
 from ._anderson import Anderson
 from ._base import AbstractBackward, AbstractLinearSolver, AbstractSolver, Solution
 from ._convergence import Convergence
-from ._driver import flatten_problem, iterate
+from ._driver import flatten_problem, iterate_traced
 from ._implicit_diff import ImplicitDiff, fresh_scalars, no_grad, raise_or_nan
 from ._krylov import GMRES
 from ._lineax import as_linear_solver
@@ -140,6 +141,7 @@ class _DriverPrimal(eqx.Module):
     solver: AbstractSolver
     convergence: Convergence
     budget_is_normal: bool = eqx.field(static=True, default=False)
+    trace_length: int = eqx.field(static=True, default=0)
 
     def result_of(self, aux):
         return gradient_result(aux[0], self.budget_is_normal)
@@ -147,8 +149,10 @@ class _DriverPrimal(eqx.Module):
     def __call__(self, residual, params, z0):
         x0, fn_flat, unravel = flatten_problem(residual, z0)
         rule = self.convergence.flat(unravel)
-        x, result, k, rnorm = iterate(fn_flat, x0, params, self.solver, rule)
-        return unravel(x), (result, k, rnorm)
+        x, result, k, rnorm, trace = iterate_traced(
+            fn_flat, x0, params, self.solver, rule, self.trace_length
+        )
+        return unravel(x), (result, k, rnorm, trace)
 
 
 class ImplicitSolve(eqx.Module):
@@ -195,10 +199,13 @@ class ImplicitSolve(eqx.Module):
     def norm(self):
         return self.convergence.norm
 
-    def _solve(self, where, residual, z0, args, *, budget_is_normal=False) -> Solution:
+    def _solve(
+        self, where, residual, z0, args, *, budget_is_normal=False, trace_length=0
+    ) -> Solution:
         """Solve ``residual(z, args) = 0`` from ``z0``; ``where`` names the entry point in
         messages; ``budget_is_normal`` lets a reached ``max_steps`` pass for derivatives and
-        ``throw`` (it is still reported)."""
+        ``throw`` (it is still reported); ``trace_length > 0`` records ``Solution.trace``."""
+        check_int(f"{where}: trace_length", trace_length, minimum=0)
         z_name = "z0" if residual.fixed_point else "x0"
         z0 = check_state(z_name, fresh_scalars(z0))
         args = fresh_scalars(args)
@@ -207,7 +214,7 @@ class ImplicitSolve(eqx.Module):
         check_output(where, "fn", z_name, residual.fn, z0, args)
         fn = eqx.filter_closure_convert(residual.fn, z0, args)
         residual = _Residual(fn, residual.fixed_point)
-        primal = no_grad(_DriverPrimal(self.solver, convergence, budget_is_normal))
+        primal = no_grad(_DriverPrimal(self.solver, convergence, budget_is_normal, trace_length))
         z, aux = self.backward.apply(
             primal, residual, args, z0, convergence=convergence, throw=self.throw, where=where
         )
@@ -229,6 +236,7 @@ def fixed_point(
     backward: AbstractBackward | None = None,
     throw: bool = True,
     divergence_factor: ArrayLike = 1e6,
+    trace_length: int = 0,
 ) -> Solution:
     r"""Solve :math:`z = f(z, \text{args})` for a pytree ``z``, differentiably in ``args``.
 
@@ -255,11 +263,17 @@ def fixed_point(
     raises (``throw=True``), in forward and reverse mode and under ``vmap`` per member: the
     implicit function theorem differentiates a fixed point, and the last iterate of a failed
     solve is not one, so its derivative would be a plausible wrong number.
+
+    ``trace_length=k > 0`` (static) records the residual norm of the first ``k`` iterates in
+    ``Solution.trace`` (NaN-padded; see :class:`Solution`); the default 0 records nothing and
+    leaves the solve unchanged.
     """
     solver = Anderson() if solver is None else solver
     convergence = Convergence(rtol, atol, norm, max_steps, divergence_factor)
     method = ImplicitSolve(solver, backward, convergence, throw)
-    return method._solve("jaxsolve.implicit.fixed_point", _Residual(fn, True), z0, args)
+    return method._solve(
+        "jaxsolve.implicit.fixed_point", _Residual(fn, True), z0, args, trace_length=trace_length
+    )
 
 
 def root_find(
@@ -275,6 +289,7 @@ def root_find(
     backward: AbstractBackward | None = None,
     throw: bool = True,
     divergence_factor: ArrayLike = 1e6,
+    trace_length: int = 0,
 ) -> Solution:
     r"""Solve :math:`F(x, \text{args}) = 0` (a square system on a pytree ``x``).
 
@@ -288,7 +303,9 @@ def root_find(
     solver = Newton() if solver is None else solver
     convergence = Convergence(rtol, atol, norm, max_steps, divergence_factor)
     method = ImplicitSolve(solver, backward, convergence, throw)
-    return method._solve("jaxsolve.implicit.root_find", _Residual(fn, False), x0, args)
+    return method._solve(
+        "jaxsolve.implicit.root_find", _Residual(fn, False), x0, args, trace_length=trace_length
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,7 +342,7 @@ def linear_solve(
     matvec: Callable[[PyTree[Array]], PyTree[Array]],
     b: PyTree[ArrayLike],
     *,
-    solver: AbstractLinearSolver | AbstractSolver | None = None,
+    solver: AbstractLinearSolver | AbstractSolver | lx.AbstractLinearSolver | None = None,
     rtol: ArrayLike = 1e-6,
     atol: ArrayLike = 1e-8,
     max_steps: int | ArrayLike = 256,
