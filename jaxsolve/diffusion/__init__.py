@@ -68,12 +68,10 @@ from ._guidance import (
     AbstractGuidance,
     BatchedClassifierFreeGuidance,
     ClassifierFreeGuidance,
-    DynamicThreshold,
     GuidancePair,
     cfg,
     cfg_batched,
     cfg_pair,
-    dynamic_threshold,
 )
 from ._interpolants import (
     InterpolantSolver,
@@ -108,6 +106,7 @@ from ._schedules import (
     zero_terminal_snr_schedule,
 )
 from ._solvers import *  # noqa: F403 (the names of _solvers/__init__.py's __all__)
+from ._thresholding import ClipRule, DynamicThresholdRule, clip_denoised, dynamic_thresholding
 from ._wrappers import *  # noqa: F403 (the names of _wrappers/__init__.py's __all__)
 
 __all__ = [
@@ -122,11 +121,12 @@ __all__ = [
     "BatchedClassifierFreeGuidance",
     "Checkpointed",
     "ClassifierFreeGuidance",
+    "ClipRule",
     "CosineVPSchedule",
     "DenoiserModel",
     "DiffusersScheduler",
     "DiscreteVPSchedule",
-    "DynamicThreshold",
+    "DynamicThresholdRule",
     "FlowSchedule",
     "FourierEmbedding",
     "GuidancePair",
@@ -149,6 +149,7 @@ __all__ = [
     "cfg",
     "cfg_batched",
     "cfg_pair",
+    "clip_denoised",
     "ddib_translate",
     "ddpm_betas",
     "denoised_from_eps",
@@ -156,7 +157,7 @@ __all__ = [
     "discrete_timesteps",
     "dsm_loss",
     "dynamic_shift_mu",
-    "dynamic_threshold",
+    "dynamic_thresholding",
     "edm_loss",
     "edm_weight",
     "eps_from_denoised",

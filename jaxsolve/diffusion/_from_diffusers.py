@@ -16,24 +16,35 @@ Conventions (VE form, :math:`x = x_t/\alpha`, :math:`s = \sigma/\alpha`):
   ``sigmas[-2]`` (``sample(..., save_trajectory=True).trajectory[len(sigmas) - 2]``).
 * ``init_noise_scale``: the initial VE state is ``init_noise_scale * z`` for standard normal ``z``
   — the latents diffusers starts from, ``z * init_noise_sigma``, carried to VE scale:
-  :math:`\sqrt{1 + s_0^2}` for schedulers whose latents live in VP scale (DDIM, DPM-Solver, UniPC,
-  DEIS), ``init_noise_sigma`` itself for the Euler-type and EDM schedulers (whose latents are
-  already in VE scale), :math:`1 + s_0 = 1/(1 - t_0)` for flow matching (latents :math:`x_t = z`).
+  :math:`\sqrt{1 + s_0^2}` for schedulers whose latents live in VP scale (DDIM, DDPM, PNDM,
+  DPM-Solver, UniPC, DEIS, SA-Solver, LCM, TCD and the parallel variants), ``init_noise_sigma``
+  itself for the Euler-type, KDPM2, LMS, DPMSolverSDE and EDM schedulers (whose latents are
+  already in VE scale), :math:`1 + s_0 = 1/(1 - t_0)` for flow matching (latents
+  :math:`x_t = z`), ``sigma_max`` for consistency models.
 * ``denoiser_from_model(model)``: the model as diffusers calls it, ``model(x_t, timestep)`` with
   ``x_t`` in the model's own scale (what ``scheduler.scale_model_input`` returns) and the timestep
   diffusers passes (the table index for DDPM tables, ``1000 t`` for flow models,
-  :math:`\tfrac14\log s` for EDM), turned into ``denoiser(x, sigma) -> x0_hat`` by the adapter of
-  the config's ``prediction_type``.
+  :math:`\tfrac14\log s` for EDM, :math:`250\log s` for consistency models), turned into
+  ``denoiser(x, sigma) -> x0_hat`` by the adapter of the config's ``prediction_type``; x0
+  clipping and dynamic thresholding (``clip_sample``, ``thresholding``) are applied to its output
+  where diffusers uses only :math:`\hat x_0` (``denoised_transform``), inside the solver for DDIM
+  (which keeps the unclipped noise prediction); a learned-variance model's extra channels are
+  dropped (``variance_type="learned"``/``"learned_range"`` on DPM-Solver).
 
-Refused (each raises naming the option): x0 clipping and dynamic thresholding (``clip_sample``,
-``thresholding``), DDIM spacings whose step ``t -> t - N // n`` skips the next timestep,
-``use_lu_lambdas``, flow sigmas and dynamic shifting on the DDPM-table schedulers,
-``variance_type``, ``euler_at_final``, ``algorithm_type="sde-dpmsolver"``, Euler's
-``interpolation_type="log_linear"``, ``timestep_type="continuous"`` and ``sigma_min``/``sigma_max``
-overrides, UniPC's ``predict_x0=False`` / ``disable_corrector`` / ``solver_p``, spacing options on
-DEIS (diffusers repeats its last level) and on flow matching, ``invert_sigmas``,
-``stochastic_sampling``, ``rescale_betas_zero_snr`` on DDIM, and every scheduler class not in
-:data:`SUPPORTED_SCHEDULERS`.
+Refused (each raises naming the option): DDIM / PNDM spacings whose step ``t -> t - N // n``
+skips the next timestep; Euler's ``interpolation_type="log_linear"``,
+``timestep_type="continuous"`` and ``sigma_min``/``sigma_max`` overrides; ``sde-dpmsolver`` at
+order 3 and EDM's ``sde-dpmsolver++`` at order 3 (diffusers has no such update); flow sigmas with
+dynamic shifting, a spacing option or ``v_prediction`` on the DDPM-table schedulers; UniPC's
+flow sigmas with ``final_sigmas_type="sigma_min"``, ``shift_terminal`` and ``solver_p``; spacing
+options on SA-Solver (diffusers repeats its last level and returns the *corrected* state there) and
+on flow matching; a custom ``tau_func``; ``invert_sigmas``, ``stochastic_sampling``;
+``rescale_betas_zero_snr`` on DDIM, DDPM, LCM and TCD; PNDM's ``v_prediction`` (diffusers mixes v
+outputs across steps) and PRK warm-up when ``N // n`` is odd; DDPM's learned variances,
+``fixed_large_log`` and ``fixed_large`` ending above 0; thresholding on EDM's DPM-Solver, DDPM
+and LCM, and clipping on LCM and Heun; and every scheduler class not in
+:data:`SUPPORTED_SCHEDULERS` (IPNDM, whose first step divides by a zero alpha and replaces the
+model's x0 by 0, among them).
 """
 
 from __future__ import annotations
@@ -68,17 +79,29 @@ from ._schedules import (
 )
 from ._solvers import (
     DDIM,
+    DDPM,
     DEIS,
+    DPM2,
+    PNDM,
     AbstractSolver,
+    DPM2Ancestral,
     DPMSolver,
     DPMSolverPP,
     DPMSolverPPSDE,
+    DPMSolverPPSDE2S,
+    DPMSolverSDE,
     Euler,
     EulerAncestral,
     FlowEuler,
+    FlowHeun,
     Heun,
+    LMSMultistepFinal,
     UniPC,
 )
+from ._solvers.sa_solver import sa_solver_from_diffusers_config
+from ._thresholding import ClipRule, DynamicThresholdRule, TransformedDenoiser
+from .fewstep._consistency import ConsistencySampler
+from .fewstep._lcm import LCMSampler, TCDSampler, lcm_timesteps
 
 BOOKKEEPING_KEYS = frozenset({"_class_name", "_diffusers_version", "_use_default_values"})
 
@@ -86,6 +109,20 @@ BOOKKEEPING_KEYS = frozenset({"_class_name", "_diffusers_version", "_use_default
 _PREDICTIONS = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
 
 _SPACING_OPTIONS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+
+# Schedulers whose default betas are latent diffusion's range (0.00085 to 0.012), not DDPM's.
+_LDM_BETA_DEFAULTS = frozenset(
+    {
+        "HeunDiscreteScheduler",
+        "KDPM2DiscreteScheduler",
+        "KDPM2AncestralDiscreteScheduler",
+        "DPMSolverSDEScheduler",
+        "LCMScheduler",
+        "TCDScheduler",
+    }
+)
+# ... whose default beta_schedule is "scaled_linear" (Stable Diffusion's), not "linear".
+_SCALED_LINEAR_DEFAULTS = frozenset({"LCMScheduler", "TCDScheduler"})
 
 
 class DiffusersScheduler(NamedTuple):
@@ -96,12 +133,17 @@ class DiffusersScheduler(NamedTuple):
             ``ends_at_sigma_min``).
         solver: the jaxsolve solver taking the scheduler's steps on ``sigmas``.
         schedule: the model's schedule (time ``t`` to :math:`(\\alpha, \\sigma)`).
-        prediction: the model's parameterisation: ``"eps"``, ``"x0"``, ``"v"``, ``"flow"`` or
-            ``"edm"`` (EDM preconditioning of an ``epsilon``/``v_prediction`` network).
+        prediction: the model's parameterisation: ``"eps"``, ``"x0"``, ``"v"``, ``"flow"``,
+            ``"edm"`` (EDM preconditioning of an ``epsilon``/``v_prediction`` network) or ``"cm"``
+            (a consistency model's boundary-condition preconditioning).
         init_noise_scale: the initial VE state is ``init_noise_scale * z``, ``z`` standard normal.
         ends_at_sigma_min: diffusers stops at ``sigmas[-2]`` (see the module docstring).
         timestep_scale: the model receives ``timestep_scale * t`` (``t`` the schedule's time).
         sigma_data: EDM's :math:`\\sigma_{\\rm data}` (``prediction="edm"`` only).
+        denoised_transform: a rule diffusers applies to the model's x0 inside its step
+            (dynamic thresholding), applied by :meth:`denoiser_from_model`; None for none.
+        learned_variance: the network outputs its mean and a variance stacked on the channel
+            axis (``variance_type="learned"``/``"learned_range"``): the adapter keeps the mean.
     """
 
     sigmas: Float[Array, " L"]
@@ -113,15 +155,68 @@ class DiffusersScheduler(NamedTuple):
     timestep_scale: float = 1.0
     sigma_data: float | None = None
     edm_output_sign: float = 1.0
+    denoised_transform: Callable | None = None
+    learned_variance: bool = False
 
     def denoiser_from_model(self, model: Callable) -> Callable:
         """``model(x_t, timestep)`` as diffusers calls it -> ``denoiser(x, sigma) -> x0_hat``."""
         if self.prediction == "edm":
             return _EDMModelDenoiser(model, self.sigma_data, self.edm_output_sign)
-        fn = model
+        if self.prediction == "cm":
+            denoiser = _CMModelDenoiser(model, self.sigma_data, float(self.schedule.sigma_min))
+            if self.denoised_transform is not None:
+                denoiser = TransformedDenoiser(denoiser, self.denoised_transform)
+            return denoiser
+        fn = _MeanChannels(model) if self.learned_variance else model
         if self.timestep_scale != 1.0:
-            fn = _TimestepScaled(model, self.timestep_scale)
-        return ModelDenoiser(fn, self.schedule, self.prediction)
+            fn = _TimestepScaled(fn, self.timestep_scale)
+        denoiser = ModelDenoiser(fn, self.schedule, self.prediction)
+        if self.denoised_transform is not None:
+            denoiser = TransformedDenoiser(denoiser, self.denoised_transform)
+        return denoiser
+
+
+class _MeanChannels(eqx.Module):
+    """A learned-variance network's mean: the first half of its output's channel axis (axis 1).
+
+    diffusers' DPM-Solver slices ``model_output[:, :3]``, the first half for the 3-channel models
+    it targets (for other channel counts its step fails to broadcast); an output already shaped
+    like ``x_t`` is kept whole, as that slice keeps a 3-channel output."""
+
+    model: Callable
+
+    def __call__(self, x_t, t):
+        out = jnp.asarray(self.model(x_t, t))
+        channels = x_t.shape[1]
+        if out.shape[1] == channels:
+            return out
+        if out.shape[1] != 2 * channels or out.shape[2:] != x_t.shape[2:]:
+            raise ValueError(
+                f"variance_type='learned'/'learned_range': the model output of shape {out.shape} "
+                f"is not the mean and variance of x_t of shape {x_t.shape} stacked on axis 1."
+            )
+        return out[:, :channels]
+
+
+class _CMModelDenoiser(eqx.Module):
+    r"""A consistency model as diffusers' ``CMStochasticIterativeScheduler`` calls it:
+    :math:`f = c_{\rm skip}x + c_{\rm out}F(x/\sqrt{s^2+\sigma_d^2}, 250\log s)` with
+    :math:`c_{\rm skip} = \sigma_d^2/((s-s_{\min})^2+\sigma_d^2)`,
+    :math:`c_{\rm out} = (s-s_{\min})\sigma_d/\sqrt{s^2+\sigma_d^2}` ("Consistency Models",
+    its boundary condition at :math:`s_{\min}`)."""
+
+    model: Callable
+    sigma_data: float
+    sigma_min: float
+
+    def __call__(self, x: Float[ArrayLike, "..."], sigma: ArrayLike) -> Float[Array, "..."]:
+        x, sigma = as_float(x), as_float(sigma)
+        sd2 = self.sigma_data**2
+        root = jnp.sqrt(sigma * sigma + sd2)
+        c_skip = expand_to(sd2 / ((sigma - self.sigma_min) ** 2 + sd2), x)
+        c_out = expand_to((sigma - self.sigma_min) * self.sigma_data / root, x)
+        out = jnp.asarray(self.model(x / expand_to(root, x), 250.0 * jnp.log(sigma)))
+        return c_skip * x + c_out * out.astype(x.dtype)
 
 
 class _TimestepScaled(eqx.Module):
@@ -219,13 +314,128 @@ def _no_flow_sigmas(cfg: _Config) -> None:
     cfg.gated("flow_shift", "time_shift_type")
 
 
+def _threshold_rule(cfg: _Config):
+    """diffusers' ``thresholding`` (``dynamic_thresholding_ratio``, ``sample_max_value``) as the
+    rule it applies to the model's x0 inside the step, or None when off."""
+    if not cfg.require("thresholding", (False, True), False):
+        cfg.gated("dynamic_thresholding_ratio", "sample_max_value")
+        return None
+    ratio = float(cfg.get("dynamic_thresholding_ratio", 0.995))
+    max_value = float(cfg.get("sample_max_value", 1.0))
+    # diffusers thresholds each sample (its leading axis) on its own.
+    return DynamicThresholdRule(as_float(ratio), as_float(max_value), 1)
+
+
+def _clip_rule(cfg: _Config, default: bool):
+    """diffusers' ``clip_sample`` (``clip_sample_range``) as a rule on x0, or None when off."""
+    if not cfg.require("clip_sample", (False, True), default):
+        cfg.gated("clip_sample_range")
+        return None
+    return ClipRule(as_float(float(cfg.get("clip_sample_range", 1.0))))
+
+
+def _learned_variance(cfg: _Config, prediction_type: str) -> bool:
+    """``variance_type="learned"``/``"learned_range"``: the network stacks a variance on its mean
+    (twice the channels); DPM-Solver keeps the mean. diffusers does so only for ``epsilon``."""
+    value = cfg.require("variance_type", (None, "learned", "learned_range"), None)
+    if value is not None and prediction_type != "epsilon":
+        raise ValueError(
+            f"from_diffusers: {cfg.class_name} option variance_type={value!r} with "
+            f"prediction_type={prediction_type!r} cannot be reproduced: diffusers drops the "
+            "variance channels of epsilon models only."
+        )
+    return value is not None
+
+
+def _flow_shift(cfg: _Config):
+    """``flow_shift`` when ``use_flow_sigmas`` is on (a flow-matching model on a DDPM-table
+    scheduler, as Wan's and SANA's pipelines use), else None."""
+    if not cfg.require("use_flow_sigmas", (False, True), False):
+        _no_flow_sigmas(cfg)
+        return None
+    # Dynamic shifting takes the pipeline's mu per call: not a config value.
+    cfg.require("use_dynamic_shifting", (False,), False)
+    cfg.gated("time_shift_type")
+    for key in (*_SPACING_OPTIONS, "use_lu_lambdas"):
+        # diffusers then takes the spacing option's branch, with flow alpha and sigma.
+        cfg.require(key, (False,), False)
+    return float(cfg.get("flow_shift", 1.0))
+
+
+def _flow_times_to_levels(t):
+    """Flow times (diffusers keeps them, and the model and solver see them, in float32) as VE
+    levels :math:`t/(1-t)`."""
+    t = np.asarray(t, np.float64).astype(np.float32).astype(np.float64)
+    return t / (1.0 - t)
+
+
+def _flow_grid(cfg: _Config, n: int, shift: float, *, zero_snr: bool, unipc: bool):
+    r"""``use_flow_sigmas``: shifted flow times :math:`t \mapsto st/(1 + (s-1)t)` as VE levels.
+
+    DPM-Solver and DEIS shift ``1 - linspace(1, 1/N, n + 1)`` and drop its 0; UniPC shifts
+    ``linspace(1, 1/N, n + 1)[:-1]`` and lowers a first time of 1 by ``1e-6``. The table is
+    read for DPM-Solver's ``final_sigmas_type="sigma_min"``, whose last *flow time* is the
+    table's smallest VP level (as diffusers does)."""
+    schedule = _table(cfg, zero_snr=zero_snr)
+    # The timesteps come from the flow times: spacing keys act only on the unused table grid.
+    cfg.gated("timestep_spacing", "steps_offset", "lambda_min_clipped")
+    n_train = int(cfg.get("num_train_timesteps", 1000))
+    if unipc:
+        t = np.linspace(1.0, 1.0 / n_train, n + 1)[:-1]
+        t = shift * t / (1.0 + (shift - 1.0) * t)
+        if abs(t[0] - 1.0) < 1e-6:
+            t[0] -= 1e-6
+    else:
+        u = 1.0 - np.linspace(1.0, 1.0 / n_train, n + 1)
+        t = np.flip(shift * u / (1.0 + (shift - 1.0) * u))[:-1]
+    levels = _flow_times_to_levels(t)
+    final = cfg.require("final_sigmas_type", ("zero",) if unipc else ("zero", "sigma_min"), "zero")
+    tail = None
+    if final == "sigma_min":
+        tail = float(_flow_times_to_levels(_smallest_level(schedule)))
+    return FlowSchedule(), _with_final(levels, tail), tail is not None, float(n_train)
+
+
+def _multistep_prediction(cfg: _Config, flow: bool) -> str:
+    """The model's parameterisation; with flow sigmas diffusers' x0 formulas hold for
+    ``epsilon``, ``sample`` and ``flow_prediction`` (its ``v_prediction`` one assumes VP)."""
+    if not flow:
+        return _prediction(cfg)
+    value = cfg.require("prediction_type", ("flow_prediction", "epsilon", "sample"), "epsilon")
+    return {"flow_prediction": "flow", "epsilon": "eps", "sample": "x0"}[value]
+
+
+def _multistep_result(
+    sigmas, solver, schedule, prediction, ends, n_train, rule=None, learned=False
+):
+    """The :class:`DiffusersScheduler` of DPM-Solver / UniPC / DEIS (VP- or flow-scale
+    latents)."""
+    if isinstance(schedule, FlowSchedule):  # latents x_t = (1 - t) x0 + t eps, from x_t = z
+        init, scale = as_float(1.0 + float(np.asarray(sigmas)[0])), n_train
+    else:
+        init, scale = _vp_scale(sigmas), 1.0
+    return DiffusersScheduler(
+        sigmas,
+        solver,
+        schedule,
+        prediction,
+        init,
+        ends,
+        scale,
+        denoised_transform=rule,
+        learned_variance=learned,
+    )
+
+
 def _betas(cfg: _Config):
     n_train = int(cfg.get("num_train_timesteps", 1000))
-    # diffusers' defaults: DDPM's linear betas, except Heun's (latent diffusion's range).
-    heun = cfg.class_name == "HeunDiscreteScheduler"
-    beta_start = cfg.get("beta_start", 0.00085 if heun else 0.0001)
-    beta_end = cfg.get("beta_end", 0.012 if heun else 0.02)
-    beta_schedule = cfg.get("beta_schedule", "linear")
+    # diffusers' defaults: DDPM's linear betas, except Heun's and KDPM2's (latent diffusion's).
+    ldm = cfg.class_name in _LDM_BETA_DEFAULTS
+    beta_start = cfg.get("beta_start", 0.00085 if ldm else 0.0001)
+    beta_end = cfg.get("beta_end", 0.012 if ldm else 0.02)
+    beta_schedule = cfg.get(
+        "beta_schedule", "scaled_linear" if cfg.class_name in _SCALED_LINEAR_DEFAULTS else "linear"
+    )
     trained = cfg.get("trained_betas")
     if trained is not None:
         return as_float(np.asarray(trained, dtype=np.float64))
@@ -309,7 +519,10 @@ def _multistep_grid(cfg: _Config, n: int, *, spacing_keys: bool, zero_snr: bool)
     offset = int(cfg.get("steps_offset", 0)) if spacing_keys else 0
     clipped = float(cfg.get("lambda_min_clipped", -math.inf))
     option = _spacing_option(cfg)
-    cfg.require("use_lu_lambdas", (False,), False)
+    if cfg.get("use_lu_lambdas", False) and option != "karras":
+        # Lu et al.'s grid, uniform in log-SNR = log(1/s) between the table's ends: the
+        # exponential one (diffusers tries Karras first, then this, then the others).
+        option = "exponential"
     if option is not None:
         if clipped != -math.inf:
             raise ValueError(
@@ -328,83 +541,138 @@ def _multistep_grid(cfg: _Config, n: int, *, spacing_keys: bool, zero_snr: bool)
 
 
 def _dpm_solver(cfg: _Config, n: int, multistep: bool):
-    prediction = _prediction(cfg)
-    _no_thresholding(cfg)
-    _no_flow_sigmas(cfg)
-    cfg.require("variance_type", (None,), None)
+    shift = _flow_shift(cfg)
+    prediction = _multistep_prediction(cfg, shift is not None)
+    rule = _threshold_rule(cfg)
+    learned = _learned_variance(cfg, cfg.values.get("prediction_type", "epsilon"))
     order = int(cfg.get("solver_order", 2))
     solver_type = cfg.require("solver_type", ("midpoint", "heun"), "midpoint")
     algo = cfg.require(
         "algorithm_type",
-        ("dpmsolver++", "dpmsolver", "sde-dpmsolver++")
+        ("dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver")
         if multistep
-        else ("dpmsolver++", "dpmsolver"),
+        else ("dpmsolver++", "dpmsolver", "sde-dpmsolver++"),
         "dpmsolver++",
     )
+    if algo == "sde-dpmsolver" and order > 2:
+        raise ValueError(
+            f"from_diffusers: {cfg.class_name} option algorithm_type='sde-dpmsolver' with "
+            f"solver_order={order} cannot be reproduced: diffusers has no third-order update."
+        )
+    euler_at_final = False
     if multistep:
         lower = bool(cfg.get("lower_order_final", True))
-        cfg.require("euler_at_final", (False,), False)
+        euler_at_final = bool(cfg.get("euler_at_final", False))
     else:
         lower = bool(cfg.get("lower_order_final", False))
         # diffusers switches lower_order_final on itself for an incomplete last group or a final
         # step to 0 (set_timesteps rewrites its config).
         final_zero = cfg.values.get("final_sigmas_type", "zero") == "zero"
         lower = lower or n % order != 0 or final_zero
-    schedule, sigmas, ends = _multistep_grid(cfg, n, spacing_keys=multistep, zero_snr=multistep)
-    if algo == "sde-dpmsolver++":
-        solver = DPMSolverPPSDE(order=order, solver_type=solver_type, lower_order_final=lower)
+    if shift is not None:
+        schedule, sigmas, ends, n_train = _flow_grid(cfg, n, shift, zero_snr=multistep, unipc=False)
     else:
-        cls = DPMSolverPP if algo == "dpmsolver++" else DPMSolver
-        # diffusers' third-order multistep keeps the reference coefficient: legacy_third_order.
-        solver = cls(
-            order=order,
-            multistep=multistep,
-            solver_type=solver_type,
-            lower_order_final=lower,
-            legacy_third_order=True,
-        )
-    return DiffusersScheduler(sigmas, solver, schedule, prediction, _vp_scale(sigmas), ends)
+        schedule, sigmas, ends = _multistep_grid(cfg, n, spacing_keys=multistep, zero_snr=multistep)
+        n_train = 1.0
+    # diffusers' third-order updates keep the reference coefficients: legacy_third_order.
+    options = dict(
+        order=order,
+        multistep=multistep,
+        solver_type=solver_type,
+        lower_order_final=lower,
+        legacy_third_order=True,
+        euler_at_final=euler_at_final,
+        stop_before_final=ends,
+    )
+    if algo == "sde-dpmsolver++":  # and diffusers' sign of the 1/2 in its third-order c2
+        options["diffusers_sde_sign"] = True
+    cls = {
+        "dpmsolver++": DPMSolverPP,
+        "dpmsolver": DPMSolver,
+        "sde-dpmsolver++": DPMSolverPPSDE,
+        "sde-dpmsolver": DPMSolverSDE,
+    }[algo]
+    return _multistep_result(
+        sigmas, cls(**options), schedule, prediction, ends, n_train, rule, learned
+    )
 
 
 def _unipc(cfg: _Config, n: int):
-    prediction = _prediction(cfg)
-    _no_thresholding(cfg)
-    _no_flow_sigmas(cfg)
-    cfg.require("predict_x0", (True,), True)
-    cfg.require("disable_corrector", ([],), [])
-    cfg.require("solver_p", (None,), None)
+    shift = _flow_shift(cfg)
+    prediction = _multistep_prediction(cfg, shift is not None)
+    predict_x0 = cfg.require("predict_x0", (True, False), True)
+    rule = _threshold_rule(cfg)
+    if not predict_x0:
+        rule = None  # diffusers thresholds the data prediction only
+        if prediction == "flow":
+            raise ValueError(
+                "from_diffusers: UniPCMultistepScheduler option predict_x0=False with "
+                "prediction_type='flow_prediction' cannot be reproduced (diffusers refuses it)."
+            )
+    disable = cfg.get("disable_corrector", [])
+    if not isinstance(disable, (list, tuple)) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in disable
+    ):
+        raise ValueError(
+            f"from_diffusers: UniPCMultistepScheduler option disable_corrector={disable!r} must "
+            "be a list of step indices."
+        )
+    cfg.require("solver_p", (None,), None)  # another scheduler object: not a config value
     cfg.require("sigma_min", (None,), None)
     cfg.require("sigma_max", (None,), None)
     cfg.require("shift_terminal", (None,), None)
     order = int(cfg.get("solver_order", 2))
     variant = cfg.require("solver_type", ("bh1", "bh2"), "bh2")
     lower = bool(cfg.get("lower_order_final", True))
-    schedule, sigmas, ends = _multistep_grid(cfg, n, spacing_keys=True, zero_snr=True)
-    solver = UniPC(order=order, variant=variant, lower_order_final=lower)
-    return DiffusersScheduler(sigmas, solver, schedule, prediction, _vp_scale(sigmas), ends)
+    if shift is not None:
+        schedule, sigmas, ends, n_train = _flow_grid(cfg, n, shift, zero_snr=True, unipc=True)
+    else:
+        schedule, sigmas, ends = _multistep_grid(cfg, n, spacing_keys=True, zero_snr=True)
+        n_train = 1.0
+    solver = UniPC(
+        order=order,
+        variant=variant,
+        prediction="data" if predict_x0 else "noise",
+        lower_order_final=lower,
+        disable_corrector=tuple(int(i) for i in disable),
+        stop_before_final=ends,
+    )
+    return _multistep_result(sigmas, solver, schedule, prediction, ends, n_train, rule)
 
 
 def _deis(cfg: _Config, n: int):
-    prediction = _prediction(cfg)
-    _no_thresholding(cfg)
-    _no_flow_sigmas(cfg)
+    shift = _flow_shift(cfg)
+    prediction = _multistep_prediction(cfg, shift is not None)
+    rule = _threshold_rule(cfg)
     cfg.require("algorithm_type", ("deis",), "deis")
     cfg.require("solver_type", ("logrho",), "logrho")
     order = int(cfg.get("solver_order", 2))
     lower = bool(cfg.get("lower_order_final", True))
-    for key in _SPACING_OPTIONS:  # diffusers then repeats the last level: a zero-length step
-        cfg.require(key, (False,), False)
-    schedule, sigmas, _ = _multistep_grid(cfg, n, spacing_keys=True, zero_snr=False)
-    # DEIS's last step lands on the table's smallest level.
-    sigmas = _with_final(np.asarray(sigmas)[:-1], _smallest_level(schedule))
-    solver = DEIS(order=order, lower_order_final=lower)
-    return DiffusersScheduler(sigmas, solver, schedule, prediction, _vp_scale(sigmas), True)
+    if shift is not None:
+        schedule, sigmas, _, n_train = _flow_grid(cfg, n, shift, zero_snr=False, unipc=False)
+    else:
+        schedule, sigmas, _ = _multistep_grid(cfg, n, spacing_keys=True, zero_snr=False)
+        n_train = 1.0
+    if shift is not None or _spacing_option(cfg) is not None:
+        # diffusers repeats the last level: its last step has zero length (the identity, counted
+        # by the order lowering) and the run ends at that level.
+        solver = DEIS(order=order, lower_order_final=lower)
+    else:
+        # DEIS's last step lands on the table's smallest level.
+        sigmas = _with_final(np.asarray(sigmas)[:-1], _smallest_level(schedule))
+        solver = DEIS(order=order, lower_order_final=lower, stop_before_final=True)
+    return _multistep_result(sigmas, solver, schedule, prediction, True, n_train, rule)
 
 
 def _ddim(cfg: _Config, n: int, eta):
     prediction = _prediction(cfg)
-    _no_thresholding(cfg)
-    _no_clipping(cfg, True)  # diffusers' DDIM clips x0 to [-1, 1] unless told not to
+    # diffusers' DDIM thresholds x0, or else clips it (to [-1, 1] unless told not to), and keeps
+    # the unclipped noise prediction: a DDIM option, not a denoiser wrapper.
+    rule = _threshold_rule(cfg)
+    if rule is None:
+        rule = _clip_rule(cfg, True)
+    else:
+        cfg.gated("clip_sample", "clip_sample_range")
     schedule = _table(cfg, zero_snr=False)
     n_train = schedule.num_train_timesteps
     spacing = cfg.require("timestep_spacing", ("leading", "trailing", "linspace"), "leading")
@@ -425,7 +693,7 @@ def _ddim(cfg: _Config, n: int, eta):
         )
     final = None if cfg.get("set_alpha_to_one", True) else _smallest_level(schedule)
     sigmas = _with_final(np.asarray(schedule.sigmas)[ts], final)
-    solver = DDIM(eta=eta)
+    solver = DDIM(eta=eta, denoised_transform=rule)
     return DiffusersScheduler(
         sigmas, solver, schedule, prediction, _vp_scale(sigmas), final is not None
     )
@@ -446,7 +714,9 @@ def _euler_family(cfg: _Config, n: int, kind: str):
     if kind == "heun":
         _no_clipping(cfg, False)
     if spacing == "linspace":
-        ts = np.linspace(0, n_train - 1, n, dtype=np.float32)[::-1].astype(np.float64)
+        # (DPMSolverSDE's linspace is float64, the others' float32.)
+        dtype = np.float64 if kind == "dpm_sde" else np.float32
+        ts = np.linspace(0, n_train - 1, n, dtype=dtype)[::-1].astype(np.float64)
     elif spacing == "leading":
         ts = (np.arange(0, n) * (n_train // n)).round()[::-1].astype(np.float64) + offset
     else:
@@ -464,7 +734,19 @@ def _euler_family(cfg: _Config, n: int, kind: str):
     s0 = float(np.max(levels))
     # diffusers' init_noise_sigma: the latents are VE-scale (the model sees x / sqrt(1 + s^2)).
     init = as_float(s0 if spacing in ("linspace", "trailing") else math.sqrt(s0 * s0 + 1.0))
-    solver = {"euler": Euler(), "euler_ancestral": EulerAncestral(), "heun": Heun()}[kind]
+    solver = {
+        "euler": Euler(),
+        "euler_ancestral": EulerAncestral(),
+        "heun": Heun(),
+        # KDPM2: the midpoint at the geometric mean of the levels (diffusers' sigmas_interpol).
+        "kdpm2": DPM2(),
+        "kdpm2_ancestral": DPM2Ancestral(),
+        # diffusers' LMS steps into 0 with the multistep combination too (order 4, its default).
+        "lms": LMSMultistepFinal(),
+        # DPMSolverSDE: both stages ancestral (eta = 1) with Brownian-path noise, the full step
+        # from the midpoint's x0 alone: k-diffusion's dpmpp_sde with r = 1/2.
+        "dpm_sde": DPMSolverPPSDE2S(),
+    }[kind]
     return DiffusersScheduler(sigmas, solver, schedule, prediction, init, ends)
 
 
@@ -490,6 +772,12 @@ def _edm(cfg: _Config, n: int, dpm: bool):
         lower = bool(cfg.get("lower_order_final", True))
         cfg.require("euler_at_final", (False,), False)
         if algo == "sde-dpmsolver++":
+            if order > 2:
+                raise ValueError(
+                    f"from_diffusers: EDMDPMSolverMultistepScheduler option algorithm_type="
+                    f"'sde-dpmsolver++' with solver_order={order} cannot be reproduced: diffusers "
+                    "has no third-order SDE update there (its step fails)."
+                )
             solver = DPMSolverPPSDE(order=order, solver_type=solver_type, lower_order_final=lower)
         else:
             solver = DPMSolverPP(
@@ -552,8 +840,207 @@ def _flow_match_euler(cfg: _Config, n: int, mu, image_seq_len):
     )
 
 
+def _k_family(cfg: _Config, n: int, kind: str):
+    # diffusers' KDPM2 and DPMSolverSDE raise NotImplementedError for prediction_type="sample".
+    cfg.require("prediction_type", ("epsilon", "v_prediction"), "epsilon")
+    # The Brownian tree's seed picks the draws, not their law; jaxsolve's come from its key.
+    cfg.gated("noise_sampler_seed")
+    return _euler_family(cfg, n, kind)
+
+
+def _integer_timesteps(spacing: str, n: int, n_train: int, offset: int) -> np.ndarray:
+    """The decreasing integer timesteps of PNDM's and DDPM's ``set_timesteps``."""
+    if spacing == "linspace":
+        return np.linspace(0, n_train - 1, n).round()[::-1].astype(np.int64)
+    if spacing == "leading":
+        return (np.arange(0, n) * (n_train // n)).round()[::-1].astype(np.int64) + offset
+    return (np.round(np.arange(n_train, 0, -n_train / n)) - 1).astype(np.int64)
+
+
+def _strided_timesteps(cfg: _Config, n: int, n_train: int):
+    """PNDM's timesteps, checked to be a chain of equal strides ``N // n`` (PNDM steps from
+    ``t`` to ``t - N // n`` and through the levels between), the last one stepping below 0
+    (onto the final level)."""
+    spacing = cfg.require("timestep_spacing", ("leading", "trailing", "linspace"), "leading")
+    offset = int(cfg.get("steps_offset", 0))
+    stride = n_train // n
+    ts = _integer_timesteps(spacing, n, n_train, offset)
+    prev = ts - stride
+    if np.any(prev[:-1] != ts[1:]) or prev[-1] >= 0:
+        raise ValueError(
+            f"from_diffusers: {cfg.class_name} option timestep_spacing={spacing!r} (steps_offset="
+            f"{offset}) with num_steps={n} steps from t to t - {stride}, which is not the next "
+            "timestep: its chain mixes noise levels and cannot be reproduced."
+        )
+    return ts, stride
+
+
+def _pndm(cfg: _Config, n: int):
+    r"""PNDM: PLMS on the table's levels at equal strides, after a Runge-Kutta (PRK) or Heun
+    warm-up whose half-way stages sit ``(N // n) // 2`` timesteps on: the middle of the
+    interval in the model's time when the stride is even."""
+    # diffusers' v_prediction combines the v outputs (PLMS weights, or the Runge-Kutta stages)
+    # and converts the sum to a noise prediction with the current step's alpha_bar and state:
+    # not the pseudo numerical method on noise predictions.
+    cfg.require("prediction_type", ("epsilon",), "epsilon")
+    schedule = _table(cfg, zero_snr=False)
+    n_train = schedule.num_train_timesteps
+    skip_prk = bool(cfg.get("skip_prk_steps", False))
+    ts, stride = _strided_timesteps(cfg, n, n_train)
+    if not skip_prk and (stride % 2 or n < 4):
+        raise ValueError(
+            f"from_diffusers: PNDMScheduler option skip_prk_steps=False with num_steps={n} "
+            f"cannot be reproduced: the Runge-Kutta warm-up needs num_train_timesteps // num_steps "
+            f"even (got {stride}), its half-way stage then being the interval's midpoint, and "
+            "num_steps >= 4 (three warm-up intervals, then PLMS)."
+        )
+    # set_alpha_to_one=False: the last step lands on the table's first level, not on 0.
+    final = None if cfg.get("set_alpha_to_one", False) else _smallest_level(schedule)
+    sigmas = _with_final(np.asarray(schedule.sigmas)[ts], final)
+    solver = PNDM(warmup="heun" if skip_prk else "runge_kutta", schedule=schedule)
+    return DiffusersScheduler(sigmas, solver, schedule, "eps", _vp_scale(sigmas), final is not None)
+
+
+def _ddpm(cfg: _Config, n: int):
+    r"""DDPM's ancestral step between the listed timesteps (diffusers steps to the next listed
+    one, whatever the spacing), noise drawn on every step but the one into 0."""
+    prediction = _prediction(cfg)
+    _no_thresholding(cfg)
+    schedule = _table(cfg, zero_snr=False)
+    n_train = schedule.num_train_timesteps
+    variance_type = cfg.require(
+        "variance_type", ("fixed_small", "fixed_small_log", "fixed_large"), "fixed_small"
+    )
+    clip = cfg.get("clip_sample", True)  # diffusers' DDPM clips x0 to [-1, 1] unless told not to
+    clip_range = float(cfg.get("clip_sample_range", 1.0))
+    solver = DDPM(variance_type=variance_type, clip_sample_range=clip_range if clip else None)
+    spacing = cfg.require("timestep_spacing", ("leading", "trailing", "linspace"), "leading")
+    offset = int(cfg.get("steps_offset", 0))
+    ts = _integer_timesteps(spacing, n, n_train, offset)
+    if variance_type == "fixed_large" and ts[-1] > 0:
+        # From a last timestep above 0 diffusers adds sqrt(beta_t) z on the step into 0.
+        raise ValueError(
+            f"from_diffusers: DDPMScheduler option variance_type='fixed_large' with "
+            f"timestep_spacing={spacing!r} (steps_offset={offset}) ends at timestep {ts[-1]} > 0, "
+            "where diffusers adds noise to the returned sample: cannot be reproduced."
+        )
+    sigmas = _with_final(np.asarray(schedule.sigmas)[ts], None)
+    return DiffusersScheduler(sigmas, solver, schedule, prediction, _vp_scale(sigmas), False)
+
+
+def _flow_match_heun(cfg: _Config, n: int):
+    """Heun in flow time on the shifted grid (FlowMatchEuler's without dynamic shifting); the
+    step into 0 is an Euler step, the denoiser output."""
+    n_train = int(cfg.get("num_train_timesteps", 1000))
+    shift = float(cfg.get("shift", 1.0))
+    sigmas = flow_shift_sigmas(n, shift, num_train_timesteps=n_train)
+    schedule = FlowSchedule()
+    return DiffusersScheduler(
+        sigmas,
+        FlowHeun(schedule=schedule),
+        schedule,
+        "flow",
+        as_float(1.0 + float(np.asarray(sigmas)[0])),
+        False,
+        float(n_train),
+    )
+
+
+def _lcm_tcd(cfg: _Config, n: int, tcd: bool, eta):
+    r"""LCM / TCD on the distillation grid's timesteps (:func:`.fewstep.lcm_timesteps`); TCD's
+    ``eta`` is its :math:`\gamma`, and its last step lands on the table's first level."""
+    prediction = _prediction(cfg)
+    schedule = _table(cfg, zero_snr=False)
+    original = int(cfg.get("original_inference_steps", 50))
+    # Neither set_timesteps reads the spacing keys, and the final alpha_bar is never reached (LCM
+    # returns its consistency output on the last step, TCD steps to timestep 0).
+    cfg.gated("timestep_spacing", "steps_offset", "set_alpha_to_one")
+    if tcd:  # TCD's step reads neither the x0 clipping, the thresholding nor the scaling keys
+        cfg.gated("clip_sample", "clip_sample_range", "timestep_scaling")
+        cfg.gated("thresholding", "dynamic_thresholding_ratio", "sample_max_value")
+    else:
+        _no_thresholding(cfg)
+        _no_clipping(cfg, False)
+    if n > original:
+        raise ValueError(
+            f"from_diffusers: {cfg.class_name} takes at most original_inference_steps={original} "
+            f"steps; got num_steps={n}."
+        )
+    ts = lcm_timesteps(
+        n, num_train_timesteps=schedule.num_train_timesteps, original_inference_steps=original
+    )
+    final = _smallest_level(schedule) if tcd else None
+    sigmas = _with_final(np.asarray(schedule.sigmas)[ts], final)
+    if tcd:
+        solver = TCDSampler(schedule, gamma=0.3 if eta is None else float(eta))
+    else:
+        if eta is not None and eta != 0:
+            raise ValueError(
+                f"from_diffusers: eta={eta!r} is a DDIM / TCD step argument, not LCM's."
+            )
+        solver = LCMSampler(schedule, float(cfg.get("timestep_scaling", 10.0)))
+    return DiffusersScheduler(
+        sigmas, solver, schedule, prediction, _vp_scale(sigmas), final is not None
+    )
+
+
+def _consistency(cfg: _Config, n: int):
+    r"""Multistep consistency sampling on the Karras levels of the leading timesteps
+    :math:`k\,(N // n)` (ramp :math:`k (N // n)/(N - 1)`); the last step returns the consistency
+    output (diffusers' step to :math:`s_{\min}` adds no noise)."""
+    n_train = int(cfg.get("num_train_timesteps", 40))
+    sigma_min = float(cfg.get("sigma_min", 0.002))
+    sigma_max = float(cfg.get("sigma_max", 80.0))
+    sigma_data = float(cfg.get("sigma_data", 0.5))
+    rho = float(cfg.get("rho", 7.0))
+    cfg.require("s_noise", (1.0, 1), 1.0)
+    clip = cfg.require("clip_denoised", (True, False), True)
+    if n > n_train:
+        raise ValueError(
+            f"from_diffusers: CMStochasticIterativeScheduler takes at most num_train_timesteps="
+            f"{n_train} steps; got num_steps={n}."
+        )
+    ramp = (np.arange(0, n) * (n_train // n)) / (n_train - 1)
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    levels = (hi + ramp * (lo - hi)) ** rho
+    sigmas = _with_final(levels, None)
+    rule = ClipRule(as_float(1.0)) if clip else None
+    return DiffusersScheduler(
+        sigmas,
+        ConsistencySampler(sigma_min=sigma_min),
+        VESchedule(sigma_min, sigma_max),
+        "cm",
+        as_float(sigma_max),
+        False,
+        sigma_data=sigma_data,
+        denoised_transform=rule,
+    )
+
+
+def _sa_solver(cfg: _Config, n: int):
+    """SA-Solver: DPM-Solver's table grid, ending (as diffusers' does) at the table's smallest
+    level; ``tau_func=None`` is diffusers' window on timesteps [200, 800] (:class:`TauWindow`)."""
+    prediction = _prediction(cfg)
+    _no_thresholding(cfg)
+    _no_flow_sigmas(cfg)
+    cfg.require("variance_type", (None,), None)
+    cfg.require("tau_func", (None,), None)  # a Python function is not a config value
+    for key in _SPACING_OPTIONS:
+        # diffusers repeats the last level: its output is then the *corrected* state at that
+        # level, which a grid [..., s_last, 0] cannot express (the corrector runs one step late).
+        cfg.require(key, (False,), False)
+    schedule, sigmas, _ = _multistep_grid(cfg, n, spacing_keys=True, zero_snr=False)
+    sigmas = _with_final(np.asarray(sigmas)[:-1], _smallest_level(schedule))
+    keys = ("predictor_order", "corrector_order", "algorithm_type", "lower_order_final")
+    cfg.require("algorithm_type", ("data_prediction", "noise_prediction"), "data_prediction")
+    solver = sa_solver_from_diffusers_config(
+        {k: cfg.get(k) for k in keys if k in cfg.values}, schedule
+    )
+    return DiffusersScheduler(sigmas, solver, schedule, prediction, _vp_scale(sigmas), True)
+
+
 _BUILDERS: dict[str, Callable] = {
-    "DDIMScheduler": lambda cfg, n, kw: _ddim(cfg, n, kw["eta"]),
+    "DDIMScheduler": lambda cfg, n, kw: _ddim(cfg, n, 0.0 if kw["eta"] is None else kw["eta"]),
     "EulerDiscreteScheduler": lambda cfg, n, kw: _euler_family(cfg, n, "euler"),
     "EulerAncestralDiscreteScheduler": lambda cfg, n, kw: _euler_family(cfg, n, "euler_ancestral"),
     "HeunDiscreteScheduler": lambda cfg, n, kw: _euler_family(cfg, n, "heun"),
@@ -566,6 +1053,22 @@ _BUILDERS: dict[str, Callable] = {
     "FlowMatchEulerDiscreteScheduler": lambda cfg, n, kw: _flow_match_euler(
         cfg, n, kw["mu"], kw["image_seq_len"]
     ),
+    "PNDMScheduler": lambda cfg, n, kw: _pndm(cfg, n),
+    "DDPMScheduler": lambda cfg, n, kw: _ddpm(cfg, n),
+    "KDPM2DiscreteScheduler": lambda cfg, n, kw: _k_family(cfg, n, "kdpm2"),
+    "KDPM2AncestralDiscreteScheduler": lambda cfg, n, kw: _k_family(cfg, n, "kdpm2_ancestral"),
+    "DPMSolverSDEScheduler": lambda cfg, n, kw: _k_family(cfg, n, "dpm_sde"),
+    "LCMScheduler": lambda cfg, n, kw: _lcm_tcd(cfg, n, False, kw["eta"]),
+    # The parallel variants' step, taken one at a time, is DDIM's / DDPM's.
+    "DDIMParallelScheduler": lambda cfg, n, kw: _ddim(
+        cfg, n, 0.0 if kw["eta"] is None else kw["eta"]
+    ),
+    "DDPMParallelScheduler": lambda cfg, n, kw: _ddpm(cfg, n),
+    "CMStochasticIterativeScheduler": lambda cfg, n, kw: _consistency(cfg, n),
+    "TCDScheduler": lambda cfg, n, kw: _lcm_tcd(cfg, n, True, kw["eta"]),
+    "FlowMatchHeunDiscreteScheduler": lambda cfg, n, kw: _flow_match_heun(cfg, n),
+    "LMSDiscreteScheduler": lambda cfg, n, kw: _euler_family(cfg, n, "lms"),
+    "SASolverScheduler": lambda cfg, n, kw: _sa_solver(cfg, n),
 }
 
 SUPPORTED_SCHEDULERS = tuple(sorted(_BUILDERS))
@@ -629,15 +1132,50 @@ _KNOWN_KEYS: dict[str, frozenset] = {
         | {"num_train_timesteps", "shift", "use_dynamic_shifting", "base_shift", "max_shift"}
         | {"base_image_seq_len", "max_image_seq_len", "invert_sigmas", "shift_terminal"}
         | {"time_shift_type", "stochastic_sampling"},
+        "PNDMScheduler": _TABLE
+        | {"skip_prk_steps", "set_alpha_to_one", "timestep_spacing", "steps_offset"},
+        "DDPMScheduler": _TABLE
+        | _THRESHOLD
+        | {"variance_type", "clip_sample", "clip_sample_range", "timestep_spacing"}
+        | {"steps_offset", "rescale_betas_zero_snr"},
+        "KDPM2DiscreteScheduler": _TABLE | _SPACED | {"timestep_spacing", "steps_offset"},
+        "KDPM2AncestralDiscreteScheduler": _TABLE | _SPACED | {"timestep_spacing", "steps_offset"},
+        "FlowMatchHeunDiscreteScheduler": {"num_train_timesteps", "shift"},
+        "LMSDiscreteScheduler": _TABLE | _SPACED | {"timestep_spacing", "steps_offset"},
+        "LCMScheduler": _TABLE
+        | _THRESHOLD
+        | {"original_inference_steps", "clip_sample", "clip_sample_range", "set_alpha_to_one"}
+        | {"steps_offset", "timestep_spacing", "timestep_scaling", "rescale_betas_zero_snr"},
+        "TCDScheduler": _TABLE
+        | _THRESHOLD
+        | {"original_inference_steps", "clip_sample", "clip_sample_range", "set_alpha_to_one"}
+        | {"steps_offset", "timestep_spacing", "timestep_scaling", "rescale_betas_zero_snr"},
+        "DPMSolverSDEScheduler": _TABLE
+        | _SPACED
+        | {"noise_sampler_seed", "timestep_spacing", "steps_offset"},
     }.items()
 }
+_KNOWN_KEYS["DDIMParallelScheduler"] = _KNOWN_KEYS["DDIMScheduler"]
+_KNOWN_KEYS["CMStochasticIterativeScheduler"] = frozenset(
+    {"num_train_timesteps", "sigma_min", "sigma_max", "sigma_data", "s_noise", "rho"}
+    | {"clip_denoised"}
+)
+_KNOWN_KEYS["DDPMParallelScheduler"] = _KNOWN_KEYS["DDPMScheduler"]
+_KNOWN_KEYS["SASolverScheduler"] = frozenset(
+    _TABLE
+    | _THRESHOLD
+    | _SPACED
+    | {"use_flow_sigmas", "flow_shift", "predictor_order", "corrector_order", "prediction_type"}
+    | {"tau_func", "algorithm_type", "lower_order_final", "lambda_min_clipped", "variance_type"}
+    | {"timestep_spacing", "steps_offset"}
+)
 
 
 def from_diffusers(
     config: dict,
     num_steps: int,
     *,
-    eta=0.0,
+    eta=None,
     mu=None,
     image_seq_len=None,
 ) -> DiffusersScheduler:
@@ -647,7 +1185,8 @@ def from_diffusers(
         config: the scheduler's config (``dict(scheduler.config)`` or ``scheduler_config.json``),
             with its ``_class_name``.
         num_steps: the number of inference steps (``set_timesteps(num_steps)``).
-        eta: DDIM's ``eta`` (a ``step`` argument in diffusers, not a config key).
+        eta: DDIM's ``eta`` (a ``step`` argument in diffusers, not a config key; None is 0), or
+            TCD's gamma (its ``step``'s ``eta``; None is diffusers' 0.3).
         mu: the dynamic shift of a flow scheduler with ``use_dynamic_shifting`` (what the pipeline
             passes to ``set_timesteps``), or
         image_seq_len: the image's token count, from which ``mu`` is computed with the config's

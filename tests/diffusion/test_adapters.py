@@ -195,30 +195,31 @@ def test_cfg_scale_is_data_vmapped_in_one_compile():
         np.testing.assert_allclose(row, jd.cfg(cond, uncond, float(w))(x, 1.0), rtol=1e-6)
 
 
-def test_dynamic_threshold_is_identity_inside_range():
+def test_dynamic_thresholding_is_identity_inside_range():
     inside = lambda x, s: 0.9 * jnp.tanh(x)
     x = 5.0 * jax.random.normal(jax.random.PRNGKey(0), (3, 16, 16))
-    np.testing.assert_array_equal(jd.dynamic_threshold(inside)(x, 1.0), inside(x, 1.0))
+    np.testing.assert_array_equal(jd.dynamic_thresholding(inside)(x, 1.0), inside(x, 1.0))
 
 
-def test_dynamic_threshold_rule(x64):
+def test_dynamic_thresholding_rule_per_sample_under_one_sigma(x64):
+    """The driver calls the denoiser on the whole batch with one level: the quantile must still
+    be each sample's own (Imagen's rule, uncapped by default; diffusers' cap with max_value)."""
     big = lambda x, s: 3.0 * x
     x = jax.random.normal(jax.random.PRNGKey(1), (4, 64))
-    sigma = jnp.ones((4,))  # batch of 4: quantile per row
-    out = np.asarray(jd.dynamic_threshold(big, 0.9)(x, sigma))
+    out = np.asarray(jd.dynamic_thresholding(big, 0.9)(x, 1.0))
     x0 = 3.0 * np.asarray(x)
     for row, ref in zip(out, x0, strict=True):
         r = max(np.quantile(np.abs(ref), 0.9), 1.0)
         np.testing.assert_allclose(row, np.clip(ref, -r, r) / r, rtol=1e-12)
         assert np.abs(row).max() <= 1.0 + 1e-12
-    capped = np.asarray(jd.dynamic_threshold(big, 0.9, max_value=1.5)(x, sigma))
+    capped = np.asarray(jd.dynamic_thresholding(big, 0.9, max_value=1.5)(x, 1.0))
     for row, ref in zip(capped, x0, strict=True):
         r = min(max(np.quantile(np.abs(ref), 0.9), 1.0), 1.5)
         np.testing.assert_allclose(row, np.clip(ref, -r, r) / r, rtol=1e-12)
 
 
-def test_dynamic_threshold_bad_arguments():
-    with pytest.raises(ValueError, match="percentile"):
-        jd.dynamic_threshold(lambda x, s: x, 1.5)
+def test_dynamic_thresholding_bad_arguments():
+    with pytest.raises(ValueError, match="ratio"):
+        jd.dynamic_thresholding(lambda x, s: x, 1.5)
     with pytest.raises(ValueError, match="max_value"):
-        jd.dynamic_threshold(lambda x, s: x, 0.9, max_value=0.5)
+        jd.dynamic_thresholding(lambda x, s: x, 0.9, max_value=-0.5)

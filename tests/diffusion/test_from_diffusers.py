@@ -29,6 +29,7 @@ DEFAULT_GRIDS = {
     "cfg-euler-sigma-min-n12",
     "cfg-ddim-leading-offset-n10",
     "cfg-flow-euler-dynamic-n12",
+    "cfg-pndm-sd-n12",
 }
 
 
@@ -36,11 +37,20 @@ def _id(record):
     return f"{record['name']}-n{record['n']}"
 
 
+def _replayed(rows):
+    """The recorded draws as the driver's ``noise(i, k)``: row i of a table of one draw per step
+    (``(steps, *shape)``), or draw k of row i of one with several (``(steps, draws, *shape)``,
+    DPMSolverSDE's two Brownian increments)."""
+    table = jnp.asarray(rows)
+    several = table.ndim == 4  # the records' samples are (batch, 2)
+    return lambda i, k: table[jnp.minimum(i, table.shape[0] - 1)][k if several else ...]
+
+
 def _build(record):
     return from_diffusers(
         record["config"],
         record["n"],
-        eta=record["step_kwargs"].get("eta", 0.0),
+        eta=record["step_kwargs"].get("eta"),
         mu=record["set_timesteps"].get("mu"),
     )
 
@@ -64,6 +74,19 @@ def _grid_bound(record, grid):
 
 def test_every_scheduler_is_recorded():
     assert {r["config"]["_class_name"] for r in DATA["records"]} == set(SUPPORTED_SCHEDULERS)
+
+
+@pytest.mark.slow  # importing diffusers (torch) takes seconds
+def test_every_init_argument_of_the_supported_classes_is_known():
+    # Each is then reproduced or refused by value (the recorded configs hold every key).
+    diffusers = pytest.importorskip("diffusers")
+    import inspect
+
+    from jaxsolve.diffusion._from_diffusers import _KNOWN_KEYS
+
+    for name in SUPPORTED_SCHEDULERS:
+        params = set(inspect.signature(getattr(diffusers, name).__init__).parameters) - {"self"}
+        assert params <= _KNOWN_KEYS[name], (name, params - _KNOWN_KEYS[name])
 
 
 @pytest.mark.parametrize(
@@ -115,6 +138,18 @@ def _model(res, prediction_type):
             return (oracle(x, level) - c_skip * x) / c_out
 
         return edm
+    if res.prediction == "cm":  # f = c_skip x + c_out F(x / sqrt(s^2 + sd^2), 250 log s)
+
+        def cm(x_in, timestep):
+            level, sd = jnp.exp(timestep / 250.0), res.sigma_data
+            s_min = float(res.schedule.sigma_min)
+            s = _per_sample(level, x_in)
+            x = x_in * jnp.sqrt(s * s + sd * sd)
+            c_skip = sd * sd / ((s - s_min) ** 2 + sd * sd)
+            c_out = (s - s_min) * sd / jnp.sqrt(s * s + sd * sd)
+            return (oracle(x, level) - c_skip * x) / c_out
+
+        return cm
 
     def vp(x_t, timestep):  # x_t = a x0 + b eps with a = 1/sqrt(1 + s^2), b = a s
         level = res.schedule.to_ve_sigma(timestep)
@@ -134,9 +169,8 @@ def test_from_diffusers_reproduces_every_recorded_run(x64, record):
     prediction_type = record["config"].get("prediction_type", "epsilon")
     denoiser = res.denoiser_from_model(_model(res, prediction_type))
     noise = None
-    if record["noise"] is not None:
-        table = jnp.asarray(record["noise"])
-        noise = lambda i, k: table[jnp.minimum(i, table.shape[0] - 1)]
+    if record["noise"]:  # (a one-step consistency run draws nothing)
+        noise = _replayed(record["noise"])
     x_init = res.init_noise_scale * jnp.asarray(record["z"])
     out = jd.sample(
         denoiser,
@@ -202,18 +236,18 @@ def test_unknown_option_raises_naming_it():
         ({**EULER, "final_sigmas_type": "max"}, "final_sigmas_type='max'"),
         ({**EULER, "prediction_type": "flow_prediction"}, "prediction_type='flow_prediction'"),
         ({**EULER, "beta_schedule": "sigmoid"}, "beta_schedule='sigmoid'"),
-        ({"_class_name": "DDIMScheduler"}, "clip_sample=True"),  # diffusers' default clips x0
         (
-            {"_class_name": "DPMSolverMultistepScheduler", "thresholding": True},
-            "thresholding=True",
+            {"_class_name": "DPMSolverMultistepScheduler", "variance_type": "fixed_small"},
+            "variance_type='fixed_small'",
         ),
         (
-            {"_class_name": "DPMSolverMultistepScheduler", "algorithm_type": "sde-dpmsolver"},
-            "algorithm_type='sde-dpmsolver'",
+            {"_class_name": "UniPCMultistepScheduler", "shift_terminal": 0.1},
+            "shift_terminal=0.1",
         ),
         (
-            {"_class_name": "DPMSolverMultistepScheduler", "euler_at_final": True},
-            "euler_at_final=True",
+            {"_class_name": "DEISMultistepScheduler", "use_flow_sigmas": True}
+            | {"use_dynamic_shifting": True},
+            "use_dynamic_shifting=True",
         ),
         (
             {"_class_name": "FlowMatchEulerDiscreteScheduler", "stochastic_sampling": True},
@@ -230,9 +264,65 @@ def test_unsupported_value_raises_naming_it(config, named):
         from_diffusers(config, 10)
 
 
+@pytest.mark.parametrize(
+    "config, n, named",
+    [
+        # diffusers converts PNDM's combined v outputs with the current step's alpha_bar.
+        ({"_class_name": "PNDMScheduler", "prediction_type": "v_prediction"}, 10, "v_prediction"),
+        # Runge-Kutta warm-up with an odd stride (1000 // 30 = 33): no midpoint timestep.
+        ({"_class_name": "PNDMScheduler"}, 30, "skip_prk_steps=False"),
+        ({"_class_name": "PNDMScheduler"}, 3, "skip_prk_steps=False"),
+        (
+            {
+                "_class_name": "PNDMScheduler",
+                "skip_prk_steps": True,
+                "timestep_spacing": "linspace",
+            },
+            7,
+            "timestep_spacing='linspace'",
+        ),
+        ({"_class_name": "DDPMScheduler", "variance_type": "learned_range"}, 10, "learned_range"),
+        ({"_class_name": "DDPMScheduler", "variance_type": "fixed_large_log"}, 10, "large_log"),
+        ({"_class_name": "DDPMScheduler", "thresholding": True}, 10, "thresholding=True"),
+        ({"_class_name": "DDPMScheduler", "rescale_betas_zero_snr": True}, 10, "zero_snr=True"),
+        (
+            {"_class_name": "DDPMScheduler", "variance_type": "fixed_large", "steps_offset": 1},
+            10,
+            "variance_type='fixed_large'",
+        ),
+        ({"_class_name": "KDPM2DiscreteScheduler", "prediction_type": "sample"}, 10, "'sample'"),
+        ({"_class_name": "DPMSolverSDEScheduler", "prediction_type": "sample"}, 10, "'sample'"),
+        ({"_class_name": "LCMScheduler", "clip_sample": True}, 4, "clip_sample=True"),
+        ({"_class_name": "LCMScheduler"}, 51, "original_inference_steps=50"),
+        ({"_class_name": "TCDScheduler", "rescale_betas_zero_snr": True}, 4, "zero_snr=True"),
+        ({"_class_name": "CMStochasticIterativeScheduler", "s_noise": 0.5}, 4, "s_noise=0.5"),
+        ({"_class_name": "CMStochasticIterativeScheduler"}, 41, "num_train_timesteps=40"),
+        ({"_class_name": "FlowMatchHeunDiscreteScheduler", "stochastic": 1}, 4, "stochastic=1"),
+    ],
+)
+def test_added_schedulers_refuse_what_they_cannot_reproduce(config, n, named):
+    with pytest.raises(ValueError, match=named):
+        from_diffusers(config, n)
+
+
+def test_step_arguments_per_scheduler():
+    # eta is a step argument: DDIM's (None is 0), TCD's gamma (None is diffusers' 0.3).
+    assert from_diffusers({"_class_name": "DDIMScheduler", "clip_sample": False}, 4).solver.eta == 0
+    assert from_diffusers({"_class_name": "TCDScheduler"}, 4).solver.gamma == 0.3
+    assert from_diffusers({"_class_name": "TCDScheduler"}, 4, eta=0.7).solver.gamma == 0.7
+    with pytest.raises(ValueError, match=r"eta=0\.5"):
+        from_diffusers({"_class_name": "LCMScheduler"}, 4, eta=0.5)
+
+
+@pytest.mark.parametrize("name", ["RePaintScheduler", "IPNDMScheduler", "FlowMatchLCMScheduler"])
+def test_classes_that_stay_unsupported_raise(name):
+    with pytest.raises(ValueError, match=f"_class_name='{name}' is not supported"):
+        from_diffusers({"_class_name": name}, 10)
+
+
 def test_unknown_class_raises_listing_the_supported_ones():
-    with pytest.raises(ValueError, match="PNDMScheduler") as info:
-        from_diffusers({"_class_name": "PNDMScheduler"}, 10)
+    with pytest.raises(ValueError, match="RePaintScheduler") as info:
+        from_diffusers({"_class_name": "RePaintScheduler"}, 10)
     for name in SUPPORTED_SCHEDULERS:
         assert name in str(info.value)
     with pytest.raises(ValueError, match="_class_name=None"):

@@ -9,7 +9,8 @@ file                       solvers (paper)
                            ("Elucidating the Design Space of Diffusion-Based Generative Models")
 ``ancestral.py``           :class:`DDIM`, :class:`EulerAncestral` ("Denoising Diffusion Implicit
                            Models")
-``dpm_solver.py``          :class:`DPMSolver`, :class:`DPMSolverPP`, :class:`DPMSolverPPSDE`
+``dpm_solver.py``          :class:`DPMSolver`, :class:`DPMSolverPP`, :class:`DPMSolverPPSDE`,
+                           :class:`DPMSolverSDE`
                            ("DPM-Solver: A Fast ODE Solver for Diffusion Probabilistic Model
                            Sampling in Around 10 Steps", "DPM-Solver++: Fast Solver for Guided
                            Sampling of Diffusion Probabilistic Models")
@@ -41,6 +42,8 @@ file                       solvers (paper)
 ``pndm.py``                :class:`PNDM` ("Pseudo Numerical Methods for Diffusion Models on
                            Manifolds")
 ``ddpm.py``                :class:`DDPM` ("Denoising Diffusion Probabilistic Models")
+``sa_solver.py``           :class:`SASolver`, :class:`TauWindow` ("SA-Solver: Stochastic Adams
+                           Solver for Fast Sampling of Diffusion Models")
 ``cfgpp.py``               :class:`CFGPlusPlus` ("CFG++: Manifold-constrained Classifier Free
                            Guidance for Diffusion Models"; with
                            :func:`~jaxsolve.diffusion.cfg_pair`)
@@ -56,7 +59,7 @@ from .bdia import BDIA, bdia_invert
 from .cfgpp import CFGPlusPlus
 from .dc_solver import CascadeRatioRegression, DCSolver, fit_dc_ratios, reference_states
 from .ddpm import DDPM
-from .dpm_solver import DPMSolver, DPMSolverPP, DPMSolverPPSDE
+from .dpm_solver import DPMSolver, DPMSolverPP, DPMSolverPPSDE, DPMSolverSDE
 from .dpm_solver_v3 import EMS, DPMSolverV3, estimate_ems
 from .euler_maruyama import EulerMaruyama
 from .genie import GENIE
@@ -85,6 +88,7 @@ from .runge_kutta import (
     FlowRK,
     Heun,
 )
+from .sa_solver import SASolver, TauWindow
 from .unipc import UniPC
 
 __all__ = [
@@ -113,6 +117,7 @@ __all__ = [
     "DPMSolverPP3MSDEKDiffusion",
     "DPMSolverPPSDE",
     "DPMSolverPPSDE2S",
+    "DPMSolverSDE",
     "DPMSolverV3",
     "Euler",
     "EulerAncestral",
@@ -124,7 +129,9 @@ __all__ = [
     "FlowRK",
     "Heun",
     "LMSMultistepFinal",
+    "SASolver",
     "StepContext",
+    "TauWindow",
     "UniPC",
     "bdia_invert",
     "brownian_tree_noise",

@@ -13,9 +13,19 @@ Dividing DDIM's VP update :math:`\sqrt{\bar\alpha_{n}}\hat x_0 + \sqrt{1-\bar\al
 :math:`\sqrt{\bar\alpha_n}` gives exactly this, so :class:`DDIM` and :class:`EulerAncestral` are one
 method: the Euler step to :math:`\sigma_\downarrow` plus fresh noise of level :math:`\sigma_\uparrow`
 (k-diffusion's ``get_ancestral_step``). ``eta = 0`` is deterministic DDIM = :class:`Euler`.
+
+**Clipping the data estimate.** diffusers' ``DDIMScheduler`` (``clip_sample``, ``thresholding``)
+clips :math:`\hat x_0` but keeps the noise prediction of the *unclipped* one:
+:math:`x_n = T(D) + \sigma_\downarrow\hat\epsilon + \sigma_\uparrow z` with
+:math:`\hat\epsilon = (x - D)/\sigma` and :math:`T` the clipping rule. That is not a denoiser
+wrapper (which would clip both), so :class:`DDIM` takes :math:`T` as ``denoised_transform``
+(e.g. :class:`~jaxsolve.diffusion._thresholding.ClipRule`,
+:class:`~jaxsolve.diffusion._thresholding.DynamicThresholdRule`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -66,13 +76,31 @@ class EulerAncestral(AbstractSolver):
         denoised = ctx.denoise(x, ctx.sigma)
         eta = check_traced_non_negative(f"{type(self).__name__} eta", self.eta)
         down, up = ancestral_levels(ctx.sigma, ctx.sigma_next, eta)
-        x_next = denoised + down * (x - denoised) / ctx.sigma
+        x_next = self._data_estimate(denoised) + down * (x - denoised) / ctx.sigma
         if not self.stochastic:
             return x_next, state
         return x_next + (self.s_noise * up) * ctx.noise(0), state
 
+    def _data_estimate(self, denoised):
+        return denoised
+
 
 class DDIM(EulerAncestral):
-    """DDIM with stochasticity ``eta`` (0 by default: the deterministic DDIM sampler)."""
+    r"""DDIM with stochasticity ``eta`` (0 by default: the deterministic DDIM sampler).
+
+    ``denoised_transform`` (optional) maps :math:`\hat x_0` before it enters the update, the noise
+    prediction staying that of the untransformed one (diffusers' ``clip_sample`` /
+    ``thresholding``; see the module). The final step to :math:`\sigma = 0` returns the
+    transformed :math:`\hat x_0`.
+    """
 
     eta: Float[Array, ""] | float = 0.0
+    denoised_transform: Callable | None = None
+
+    def _data_estimate(self, denoised):
+        if self.denoised_transform is None:
+            return denoised
+        return jnp.asarray(self.denoised_transform(denoised)).astype(denoised.dtype)
+
+    def final_step(self, ctx, x, state):
+        return self._data_estimate(ctx.denoise(x, ctx.sigma)), state

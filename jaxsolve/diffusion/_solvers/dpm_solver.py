@@ -48,7 +48,23 @@ midpoint :math:`c_1 = c_0/2`, heun/3M :math:`c_1 = \phi_2 = \operatorname{expm1}
 These are the exact integrals of the linear / quadratic interpolant against the SDE's weight
 :math:`(1+\eta)e^{-(1+\eta)(h-u)}`; :math:`\eta = 0` gives DPM-Solver++ (heun form). (diffusers'
 third-order ``sde-dpmsolver++`` has the opposite sign on the :math:`1/2` in :math:`c_2`; the
-integral above, and k-diffusion's ``dpmpp_3m_sde``, give the sign used here.)
+integral above, and k-diffusion's ``dpmpp_3m_sde``, give the sign used here;
+``diffusers_sde_sign=True`` reproduces diffusers' sign, in 3M and in the singlestep 3S.) Singlestep
+(``multistep=False``, diffusers' ``DPMSolverSinglestepScheduler`` with ``sde-dpmsolver++``): each
+step restarts from its group's first state with :math:`h` spanning the group so far and a fresh
+draw, as diffusers does.
+
+SDE-DPM-Solver (noise prediction, diffusers' ``sde-dpmsolver``): the reverse SDE in the
+noise-prediction form, :math:`x_n = x - 2\sigma_n\psi\,\hat\epsilon + \sigma_n\sqrt{e^{2h}-1}\,z`
+at first order; its second-order updates weight the divided difference by twice the ODE's
+:math:`c_1` (midpoint :math:`-\sigma_n\psi`, heun :math:`-2\sigma_n(\psi/h-1)`), as diffusers.
+
+**Where the run is read.** With diffusers' ``final_sigmas_type="sigma_min"`` the grid is
+``[..., s_min, 0]`` and the result is the state at ``s_min``; ``stop_before_final=True`` makes the
+order lowering near the end (``lower_order_final`` below 15 steps, ``euler_at_final``) count the
+steps up to ``s_min``, as diffusers' loop (which never takes the step to 0) does.
+``euler_at_final=True`` takes the last counted step (into ``s_min``) at first order, whatever the
+number of steps (a step into 0 is first order anyway).
 """
 
 from __future__ import annotations
@@ -65,15 +81,16 @@ from . import _history as hist
 from ._base import AbstractSolver
 
 
-def _coefficients(prediction, order, solver_type, h, sigma, sigma_next, eta):
-    """(A, c0, c1, c2) of the table in the module docstring."""
+def _coefficients(prediction, order, solver_type, h, sigma, sigma_next, eta, sde_legacy=False):
+    """(A, c0, c1, c2) of the table in the module docstring (``sde_legacy``: diffusers' sign of
+    the 1/2 in the SDE's c2)."""
     if prediction == "data":
         h_eta = h * (1.0 + eta)
         a = sigma_next / sigma * jnp.exp(-eta * h)
         c0 = -jnp.expm1(-h_eta)
         phi2 = jnp.expm1(-h_eta) / h_eta + 1.0
         c1 = 0.5 * c0 if (order == 2 and solver_type == "midpoint") else phi2
-        c2 = -(phi2 / h_eta - 0.5)
+        c2 = -(phi2 / h_eta + 0.5) if sde_legacy else -(phi2 / h_eta - 0.5)
     else:
         psi = jnp.expm1(h)
         a = jnp.ones_like(h)
@@ -98,7 +115,12 @@ class _DPMSolverFamily(AbstractSolver):
     solver_type: str = eqx.field(static=True, default="midpoint")
     lower_order_final: bool = eqx.field(static=True, default=True)
     legacy_third_order: bool = eqx.field(static=True, default=False)
+    euler_at_final: bool = eqx.field(static=True, default=False)
+    stop_before_final: bool = eqx.field(static=True, default=False)
+    diffusers_sde_sign: bool = eqx.field(static=True, default=False)
     prediction: ClassVar[str]
+    # Weight of the model-output terms relative to the ODE's (2 for the noise-prediction SDE).
+    _output_weight: ClassVar[float] = 1.0
 
     def __check_init__(self):
         check_int(f"{type(self).__name__} order", self.order, maximum=3)
@@ -107,6 +129,11 @@ class _DPMSolverFamily(AbstractSolver):
     @property
     def _eta(self):
         return 0.0
+
+    @property
+    def _sde_legacy(self):
+        # diffusers' third-order sde-dpmsolver++ (multistep and singlestep) flips the 1/2 in c2.
+        return self.diffusers_sde_sign and self.stochastic and self.prediction == "data"
 
     @property
     def step_form(self) -> str | None:
@@ -120,8 +147,12 @@ class _DPMSolverFamily(AbstractSolver):
         denoised = ctx.denoise(x, ctx.sigma)
         return denoised if self.prediction == "data" else eps_from_denoised(x, ctx.sigma, denoised)
 
-    def _noise(self, ctx, x):
+    def _noise(self, ctx, h):
         return 0.0
+
+    def _counted_steps(self, ctx):
+        """The number of steps the order lowering counts (see the module: where the run is read)."""
+        return ctx.n - 1 if self.stop_before_final else ctx.n
 
     def init(self, x, sigmas):
         history = hist.empty(x, self.order)
@@ -138,17 +169,20 @@ class _DPMSolverFamily(AbstractSolver):
         m0 = self._output(ctx, x)
         s, sn = ctx.sigma, ctx.sigma_next
         h = jnp.log(s / sn)
-        order = hist.effective_order(
-            self.order, history.count, ctx.i, ctx.n, self.lower_order_final
-        )
+        n = self._counted_steps(ctx)
+        order = hist.effective_order(self.order, history.count, ctx.i, n, self.lower_order_final)
+        if self.euler_at_final:
+            order = jnp.where(ctx.i == n - 1, 1, order)
         (m1, s1), (m2, s2) = hist.recent(history, 0), hist.recent(history, 1)
-        noise = self._noise(ctx, x)
+        noise = self._noise(ctx, h)
+        w = self._output_weight
 
         def update(k):
             def branch(m0, m1, m2):
                 a, c0, c1, c2 = _coefficients(
-                    self.prediction, k, self.solver_type, h, s, sn, self._eta
+                    self.prediction, k, self.solver_type, h, s, sn, self._eta, self._sde_legacy
                 )
+                c0, c1, c2 = w * c0, w * c1, w * c2
                 out = a * x + c0 * m0 + noise
                 if k == 1:
                     return out
@@ -181,23 +215,31 @@ class _DPMSolverFamily(AbstractSolver):
         sn = ctx.sigma_next
         h = jnp.log(s_start / sn)
         (m_1, s_1), (m_2, _) = hist.recent(history, 1), hist.recent(history, 2)
+        noise = self._noise(ctx, h)  # a fresh draw over the group so far (diffusers' SDE)
 
         def update(k):
             def branch(m0, m_1, m_2):
                 a, c0, c1, c2 = _coefficients(
-                    self.prediction, k, self.solver_type, h, s_start, sn, self._eta
+                    self.prediction,
+                    k,
+                    self.solver_type,
+                    h,
+                    s_start,
+                    sn,
+                    self._eta,
+                    self._sde_legacy,
                 )
                 if k == 1:
-                    return a * x_start + c0 * m0
+                    return a * x_start + c0 * m0 + noise
                 if k == 2:  # nodes: group start (m_1) and the current point (m0)
                     r0 = jnp.log(s_start / ctx.sigma) / h
-                    return a * x_start + c0 * m_1 + c1 * (m0 - m_1) / r0
+                    return a * x_start + c0 * m_1 + c1 * (m0 - m_1) / r0 + noise
                 # nodes: group start (m_2), the interior point (m_1), the current point (m0)
                 r0 = jnp.log(s_start / ctx.sigma) / h
                 r1 = jnp.log(s_start / s_1) / h
                 d1_0 = (m_1 - m_2) / r1
                 d1_1 = (m0 - m_2) / r0
-                out = a * x_start + c0 * m_2
+                out = a * x_start + c0 * m_2 + noise
                 if self.solver_type == "midpoint":
                     return out + c1 * d1_1
                 d1 = (r0 * d1_0 - r1 * d1_1) / (r0 - r1)
@@ -241,15 +283,33 @@ class DPMSolverPPSDE(_DPMSolverFamily):
     def __check_init__(self):
         check_int("DPMSolverPPSDE order", self.order, maximum=3)
         _check_solver_type(self.solver_type)
-        if not self.multistep:
-            raise ValueError("DPMSolverPPSDE is multistep only; got multistep=False.")
 
     @property
     def _eta(self):
         return self.eta
 
-    def _noise(self, ctx, x):
-        h = jnp.log(ctx.sigma / ctx.sigma_next)
+    def _noise(self, ctx, h):
         return (
             self.s_noise * ctx.sigma_next * jnp.sqrt(-jnp.expm1(-2.0 * self.eta * h))
         ) * ctx.noise(0)
+
+
+class DPMSolverSDE(_DPMSolverFamily):
+    """SDE-DPM-Solver with noise prediction (diffusers' ``sde-dpmsolver``), multistep, ``order``
+    1 or 2: the reverse SDE's first-order update, and twice the ODE's second-order correction
+    (see the module). ``s_noise`` scales the drawn noise and may be traced."""
+
+    s_noise: Float[Array, ""] | float = 1.0
+    prediction: ClassVar[str] = "noise"
+    stochastic: ClassVar[bool] = True
+    _output_weight: ClassVar[float] = 2.0
+
+    def __check_init__(self):
+        # diffusers has no third-order sde-dpmsolver update.
+        check_int("DPMSolverSDE order", self.order, maximum=2)
+        _check_solver_type(self.solver_type)
+        if not self.multistep:
+            raise ValueError("DPMSolverSDE is multistep only; got multistep=False.")
+
+    def _noise(self, ctx, h):
+        return (self.s_noise * ctx.sigma_next * jnp.sqrt(jnp.expm1(2.0 * h))) * ctx.noise(0)

@@ -67,8 +67,9 @@ class _AdamsBashforth(AbstractSolver):
     def step(self, ctx, x, history):
         eps = eps_from_denoised(x, ctx.sigma, ctx.denoise(x, ctx.sigma))
         history = hist.push(history, eps, ctx.sigma)
+        n = ctx.n - 1 if getattr(self, "stop_before_final", False) else ctx.n
         order = hist.effective_order(
-            self.order, history.count - 1, ctx.i, ctx.n, self.diffusers_lower_order_final
+            self.order, history.count - 1, ctx.i, n, self.diffusers_lower_order_final
         )
         points = [hist.recent(history, j) for j in range(self.order)]
 
@@ -106,13 +107,15 @@ class DEIS(_AdamsBashforth):
     ``DEIS(order, variable="t", schedule=sched)`` is tAB-DEIS in the model's own time;
     ``variable="log_sigma"`` (the default, needs no schedule) is diffusers' ``DEISMultistepScheduler``.
     The order is lowered on the last steps as diffusers does (``lower_order_final``, when fewer
-    than 15 steps).
+    than 15 steps); ``stop_before_final=True`` counts those steps up to the grid's last positive
+    level, where diffusers' DEIS run ends (the grid ``[..., s_min, 0]``).
     """
 
     order: int = eqx.field(static=True, default=3)
     variable: str = eqx.field(static=True, default="log_sigma")
     schedule: AbstractSchedule | None = None
     lower_order_final: bool = eqx.field(static=True, default=True)
+    stop_before_final: bool = eqx.field(static=True, default=False)
     max_order: ClassVar[int] = 3
 
     def __check_init__(self):

@@ -47,9 +47,11 @@ first step).
 
 diffusers steps by a fixed ``num_train_timesteps // num_inference_steps`` timesteps and puts the
 half-way stages ``(num_train_timesteps // num_inference_steps) // 2`` timesteps on; these are the
-grid's next level and its half-way level for ``"leading"`` spacing with an even ratio, where the
-two agree. (With other spacings or an odd ratio diffusers evaluates the model at a listed
-timestep while its state sits at another; that is not reproduced.)
+grid's next level and its half-way level when the timesteps are a chain of that stride
+(``"leading"`` spacing, or ``"trailing"`` when the step count divides ``num_train_timesteps``)
+and, for the Runge–Kutta warm-up, the stride is even. (Otherwise diffusers evaluates the model at
+a listed timestep while its state sits at another; that is not reproduced, and
+:func:`~jaxsolve.diffusion.from_diffusers` refuses it.)
 """
 
 from __future__ import annotations

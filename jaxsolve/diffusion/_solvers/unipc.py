@@ -18,6 +18,12 @@ The weights solve :math:`R\rho = b` with :math:`R_{ij} = r_j^{\,i}` and
 functions), :math:`B(h) = \hat h` (variant ``"bh1"``) or :math:`\mathrm{expm1}(\hat h)` (``"bh2"``);
 order-2 predictor and order-1 corrector use :math:`\rho = 1/2`. The warm-up and the lower order on
 the last steps (:math:`p \le n - i`) follow diffusers' ``UniPCMultistepScheduler``.
+
+``disable_corrector`` lists the steps whose prediction is not corrected (diffusers' option of the
+same name: at step ``i`` the corrector of the step ``i - 1`` is skipped when ``i - 1`` is listed).
+``stop_before_final=True``: the run is read at the grid's last positive level (diffusers'
+``final_sigmas_type="sigma_min"``, grid ``[..., s_min, 0]``), so the order lowering counts the
+steps up to it.
 """
 
 from __future__ import annotations
@@ -61,9 +67,16 @@ class UniPC(AbstractSolver):
     corrector: bool = eqx.field(static=True, default=True)
     prediction: str = eqx.field(static=True, default="data")
     lower_order_final: bool = eqx.field(static=True, default=True)
+    disable_corrector: tuple[int, ...] = eqx.field(static=True, default=())
+    stop_before_final: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         check_int("UniPC order", self.order, maximum=3)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in self.disable_corrector):
+            raise TypeError(
+                f"disable_corrector must be a tuple of step indices (ints); got "
+                f"{self.disable_corrector!r}."
+            )
         if self.variant not in ("bh1", "bh2"):
             raise ValueError(f"variant must be 'bh1' or 'bh2'; got {self.variant!r}.")
         if self.prediction not in ("data", "noise"):
@@ -133,8 +146,9 @@ class UniPC(AbstractSolver):
     def _predict(self, ctx, x, history):
         """UniP from ``x`` at ``ctx.sigma`` to ``ctx.sigma_next``; the newest history entry is the
         output at ``ctx.sigma``. Returns the new state and the order used."""
+        n = ctx.n - 1 if self.stop_before_final else ctx.n
         order = hist.effective_order(
-            self.order, history.count - 1, ctx.i, ctx.n, self.lower_order_final, always=True
+            self.order, history.count - 1, ctx.i, n, self.lower_order_final, always=True
         )
         vals, sigs = _gather(history, self.order - 1)
         h, hh, b_h, a, beta = self._terms(ctx.sigma, ctx.sigma_next)
@@ -153,7 +167,11 @@ class UniPC(AbstractSolver):
         history, last_x, last_order = state
         m_new = self._output(ctx, x)
         if self.corrector:
-            x = self._correct(ctx, x, m_new, history, last_x, last_order)
+            corrected = self._correct(ctx, x, m_new, history, last_x, last_order)
+            if self.disable_corrector:
+                skipped = jnp.isin(ctx.i - 1, jnp.asarray(self.disable_corrector))
+                corrected = jnp.where(skipped, x, corrected)
+            x = corrected
         history = hist.push(history, m_new, ctx.sigma)
         x_next, order = self._predict(ctx, x, history)
         return x_next, (history, x, order)
