@@ -69,6 +69,7 @@ def _deterministic_solvers():
         "iPNDM": jd.IPNDM(),
         "LMS(4) k-diffusion": jd.LMSMultistepFinal(order=4),
         "PNDM (Heun warm-up)": jd.PNDM(warmup="heun"),
+        "SA-Solver (3,3) tau=0": jd.SASolver(predictor_order=3, corrector_order=3, tau=0.0),
     }
 
 
@@ -87,6 +88,8 @@ def _stochastic_solvers():
         "DPM-Solver++(2S) ancestral": jd.DPMSolverPP2SAncestral(),
         "DPM-Solver++ SDE (2S)": jd.DPMSolverPPSDE2S(),
         "DDPM (fixed_large)": jd.DDPM(variance_type="fixed_large"),
+        "SA-Solver (3,3) tau=1": jd.SASolver(predictor_order=3, corrector_order=3, tau=1.0),
+        "SDE-DPM-Solver-2 (noise, 2M)": jd.DPMSolverSDE(order=2),
     }
 
 
