@@ -529,7 +529,7 @@ def test_bad_sampler_arguments():
         (lambda: jd.DEIS(order=4), "DEIS order must be <= 3"),
         (lambda: jd.LMS(order=5), "LMS order must be <= 4"),
         (lambda: jd.DPMAdaptive(order=1), "DPMAdaptive order must be >= 2"),
-        (lambda: jd.DPMSolverPPSDE(order=2, multistep=False), "multistep only"),
+        (lambda: jd.DPMSolverSDE(order=2, multistep=False), "multistep only"),
         (lambda: jd.DPMSolverPP(solver_type="rk4"), "solver_type"),
         (lambda: jd.UniPC(variant="bh3"), "variant"),
         (lambda: jd.DEIS(variable="t"), "needs schedule"),
