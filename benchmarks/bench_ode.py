@@ -363,8 +363,14 @@ def main(argv=None):
         print(flush=True)
     if not args.quick:
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        # Other scripts (bench_sde, bench_cde, bench_cnf) own keys of this file: keep them.
+        merged = {}
+        if os.path.exists(args.out):
+            with open(args.out) as f:
+                merged = json.load(f)
+        merged.update(record)
         with open(args.out, "w") as f:
-            json.dump(record, f, indent=2)
+            json.dump(merged, f, indent=2)
         print(f"wrote {args.out}")
     return record
 

@@ -12,24 +12,67 @@ r"""Pillar 4 — neural ODEs on diffrax, solver-heuristic regularisers, exact li
 * :func:`log_likelihood` — the exact log-density of a diffusion or flow model (a denoiser in the
   form of :mod:`jaxsolve.diffusion`) through its probability-flow ODE, with the divergence from
   an :class:`AbstractDivergence` (:class:`ExactDivergence`, :class:`HutchinsonDivergence`).
+* :class:`NeuralSDE` — neural SDEs (diagonal or general noise, Itô or Stratonovich, a virtual
+  Brownian tree per sample) with :class:`GlobalRegulariser`; :class:`LatentSDE` (Li et al.).
+* :class:`NeuralCDE` ("Neural Controlled Differential Equations for Irregular Time Series") over
+  cubic, linear or rectilinear interpolations of irregular, partly missing series.
+* :class:`CNF` — continuous normalising flows (FFJORD) with :class:`RNODE`, :class:`TayNODE` and
+  the solver-heuristic regularisers.
 """
 
+from ._cnf import (
+    CNF,
+    RNODE,
+    AbstractIntegralRegulariser,
+    CNFDensity,
+    CNFSample,
+    TayNODE,
+    total_derivative,
+)
 from ._divergence import AbstractDivergence, ExactDivergence, HutchinsonDivergence
 from ._likelihood import LogLikelihood, gaussian_prior_log_prob, log_likelihood
+from ._neural_cde import (
+    CDEField,
+    CDESolution,
+    NeuralCDE,
+    classification_loss,
+    forecasting_loss,
+    interpolate,
+    interpolate_batch,
+)
 from ._neural_ode import MLPField, NeuralODE, ODESolution
+from ._neural_sde import LatentSDE, NeuralSDE, SDESolution, euler_transition_nll
 from ._regularisers import AbstractRegulariser, GlobalRegulariser, LocalRegulariser
 
 __all__ = [
+    "CNF",
+    "RNODE",
     "AbstractDivergence",
+    "AbstractIntegralRegulariser",
     "AbstractRegulariser",
+    "CDEField",
+    "CDESolution",
+    "CNFDensity",
+    "CNFSample",
     "ExactDivergence",
     "GlobalRegulariser",
     "HutchinsonDivergence",
+    "LatentSDE",
     "LocalRegulariser",
     "LogLikelihood",
     "MLPField",
+    "NeuralCDE",
     "NeuralODE",
+    "NeuralSDE",
     "ODESolution",
+    "SDESolution",
+    "TayNODE",
+    "classification_loss",
+    "euler_transition_nll",
+    "forecasting_loss",
     "gaussian_prior_log_prob",
+    "interpolate",
+    "interpolate_batch",
     "log_likelihood",
+    "total_derivative",
 ]
