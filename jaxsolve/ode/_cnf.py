@@ -360,8 +360,6 @@ class CNF(eqx.Module):
         self.solver, self.stepsize_controller, self.adjoint = solver_setup(
             solver, stepsize_controller, adjoint, max_steps, dt0, rtol=1e-5, atol=1e-5
         )
-        if dt0 is None and isinstance(self.stepsize_controller, dfx.ConstantStepSize):
-            raise ValueError("dt0 must be given with a ConstantStepSize controller; got None.")
         self.vector_field = vector_field
         self.t1 = t1
         self.divergence = divergence

@@ -149,6 +149,8 @@ def solver_setup(solver, stepsize_controller, adjoint, max_steps, dt0, *, rtol, 
         a = np.asarray(dt0)
         if a.ndim != 0 or not (np.isfinite(a) and a > 0):
             raise ValueError(f"dt0 must be a positive finite scalar (the first step); got {dt0!r}.")
+    if dt0 is None and isinstance(stepsize_controller, dfx.ConstantStepSize):
+        raise ValueError("dt0 must be given with a ConstantStepSize controller; got None.")
     return solver, stepsize_controller, adjoint
 
 

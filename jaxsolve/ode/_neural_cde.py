@@ -283,8 +283,6 @@ class NeuralCDE(eqx.Module):
         self.solver, self.stepsize_controller, self.adjoint = solver_setup(
             solver, stepsize_controller, adjoint, max_steps, dt0, rtol=1e-3, atol=1e-6
         )
-        if dt0 is None and isinstance(self.stepsize_controller, dfx.ConstantStepSize):
-            raise ValueError("dt0 must be given with a ConstantStepSize controller; got None.")
         if not isinstance(throw, bool):
             raise TypeError(f"throw must be a bool; got {type(throw).__name__}.")
         self.dt0 = dt0
