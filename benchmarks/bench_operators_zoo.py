@@ -47,8 +47,6 @@ import importlib
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -56,7 +54,6 @@ from collections.abc import Callable
 from functools import partial
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import equinox as eqx  # noqa: E402
@@ -64,6 +61,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from _results import machine_info, result_sections, update_readme, write_json  # noqa: E402
 from bench_refiner import THRESHOLD, high_correlation_time, ks_trajectories  # noqa: E402
 
 from jaxsolve import pde, train  # noqa: E402
@@ -436,28 +434,6 @@ def train_one(task, model, cfg, tcfg, seed):
 # ----------------------------------------------------------------------------------------------
 
 
-def machine_info():
-    dev = jax.devices()[0]
-    info = {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "device": f"{dev.platform}: {dev.device_kind}",
-        "load_average_start": list(os.getloadavg()),
-        "versions": {
-            "jax": jax.__version__,
-            "equinox": eqx.__version__,
-            "python": platform.python_version(),
-        },
-    }
-    try:
-        info["commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        pass
-    return info
-
-
 def _fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
@@ -543,26 +519,6 @@ each model learns at this size, not how well it can do. Findings of that run:
   SineNet and MP-PDE 0.1-0.3 s on KS, LSM ~1 s and MP-PDE ~2 s on Darcy)."""
 
 
-def update_readme(sections):
-    path = os.path.join(HERE, "README.md")
-    text = open(path).read()
-    block = BEGIN + "\n" + README_INTRO + "\n\n" + "\n\n".join(sections) + "\n" + END
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def write_json(doc, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=1)
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------------------------
 
 
@@ -626,7 +582,7 @@ def main(argv=None):
     out = args.out or os.path.join(
         HERE, "results", "operators_zoo_quick.json" if args.quick else "operators_zoo.json"
     )
-    info = machine_info()
+    info = machine_info(equinox=eqx.__version__)
     run_id = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
     def write(task_name, rows, meta):
@@ -653,17 +609,17 @@ def main(argv=None):
         run_task(task_name, models, mode, args, run_id, partial(write, task_name))
         print(f"wrote {out}")
     if not args.no_readme and args.out is None:
-        sections = []
-        for path, title in (
-            (os.path.join(HERE, "results", "operators_zoo.json"), "Full runs (operators_zoo.json)"),
-            (
-                os.path.join(HERE, "results", "operators_zoo_quick.json"),
-                "--quick runs on the 2-core CPU (operators_zoo_quick.json)",
-            ),
-        ):
-            if os.path.exists(path):
-                sections.append(markdown(json.load(open(path)), title))
-        update_readme(sections)
+        sections = result_sections(
+            [
+                ("operators_zoo.json", "Full runs (operators_zoo.json)"),
+                (
+                    "operators_zoo_quick.json",
+                    "--quick runs on the 2-core CPU (operators_zoo_quick.json)",
+                ),
+            ],
+            markdown,
+        )
+        update_readme(BEGIN, END, README_INTRO + "\n\n" + "\n\n".join(sections))
         print("\n\n".join(sections))
 
 

@@ -38,13 +38,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
+import _results
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 
 PAPER = {
     "burgers_s1024": 0.0160,
@@ -402,42 +401,14 @@ NS_NOTE = (
 )
 
 
-def update_readme(sections):
-    path = os.path.join(HERE, "README.md")
-    text = open(path).read() if os.path.exists(path) else ""
-    block = BEGIN + "\n" + "\n\n".join(sections) + "\n" + END
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    with open(path, "w") as f:
-        f.write(text)
-
-
 def machine_info():
-    import jax
-
-    info = {
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average_start": list(os.getloadavg()),
-        "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
-        "versions": {"jax": jax.__version__, "python": platform.python_version()},
-    }
     try:
         import neuralop
         import torch
 
-        info["versions"].update(torch=torch.__version__, neuraloperator=neuralop.__version__)
+        return _results.machine_info(torch=torch.__version__, neuraloperator=neuralop.__version__)
     except ImportError:
-        pass
-    try:
-        info["commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        pass
-    return info
+        return _results.machine_info()
 
 
 def main(argv=None):
@@ -521,24 +492,17 @@ def main(argv=None):
         results = json.load(open(out)) if os.path.exists(out) else {}
         results["info"] = info
         results[name + args.tag] = row
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        tmp = f"{out}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(results, f, indent=1)
-        os.replace(tmp, out)
+        _results.write_json(results, out)
         print(f"wrote {out}")
 
-    sections = []
-    for path, title in (
-        (os.path.join(HERE, "results", "fno_table.json"), "Paper-setting runs (fno_table.json)"),
-        (
-            os.path.join(HERE, "results", "fno_table_quick.json"),
-            "--quick runs on the 2-core CPU (fno_table_quick.json)",
-        ),
-    ):
-        if os.path.exists(path):
-            sections.append(markdown(json.load(open(path)), title))
-    update_readme(sections)
+    sections = _results.result_sections(
+        [
+            ("fno_table.json", "Paper-setting runs (fno_table.json)"),
+            ("fno_table_quick.json", "--quick runs on the 2-core CPU (fno_table_quick.json)"),
+        ],
+        markdown,
+    )
+    _results.update_readme(BEGIN, END, "\n\n".join(sections))
     print("\n\n".join(sections))
 
 
