@@ -301,7 +301,8 @@ class VESchedule(AbstractSchedule):
 
 
 class FlowSchedule(AbstractSchedule):
-    r"""Rectified flow / linear interpolant: :math:`\alpha = 1 - t`, :math:`\sigma = t`.
+    r"""Rectified flow / linear interpolant: :math:`\alpha = 1 - t`, :math:`\sigma = t`
+    ("Flow Straight and Fast: Learning to Generate and Transfer Data with Rectified Flow").
 
     :math:`s = t/(1-t)`, :math:`t = s/(1+s)`, :math:`\alpha = 1/(1+s)`. The VE form cannot hold
     :math:`t = 1` exactly (:math:`s = \infty`), so the default ``t_max`` stops just short of it.

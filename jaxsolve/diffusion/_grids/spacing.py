@@ -75,7 +75,8 @@ def polyexponential_sigmas(
 def logsnr_sigmas(schedule: AbstractSchedule, n, *, t_min=None, t_max=None, max_steps=None):
     r"""Uniform in the half log-SNR :math:`\lambda` between ``lam(t_max)`` and ``lam(t_min)``.
 
-    DPM-Solver's ``"logSNR"`` time steps. Defaults to the schedule's own time range.
+    DPM-Solver's ``"logSNR"`` time steps ("DPM-Solver: A Fast ODE Solver for Diffusion
+    Probabilistic Model Sampling in Around 10 Steps"). Defaults to the schedule's own time range.
     """
     t_min, t_max = _time_range(schedule, t_min, t_max)
     lo, hi = _levels(schedule, t_min, t_max)
