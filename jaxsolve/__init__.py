@@ -11,6 +11,7 @@ from . import data, diffusion, implicit, ode, operators, pde, pinn, sharding, tr
 from ._core import RESULTS
 
 __version__ = "0.1.0"  # the one version string: pyproject.toml reads it (setuptools dynamic)
+"""jaxsolve's version, as ``MAJOR.MINOR.PATCH`` (semantic versioning; CHANGELOG.md lists the changes)."""
 
 __all__ = [
     "RESULTS",

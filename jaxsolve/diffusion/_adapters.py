@@ -70,6 +70,9 @@ PREDICTIONS: dict[str, _Prediction] = {
         needs_derivatives=True,
     ),
 }
+"""The model parameterisations by name (``"eps"``, ``"x0"``, ``"v"``, ``"score"``, ``"flow"``): each
+is the pair of maps between a model output :math:`y` and :math:`x_0` at fixed :math:`(x_t, t)`
+(see the module), used by :class:`ModelDenoiser` and :class:`DenoiserModel`."""
 
 
 def _check_adapter(adapter, fn_name, fn, schedule):
@@ -173,22 +176,54 @@ def from_flow(fn: Callable, schedule: AbstractSchedule) -> ModelDenoiser:
 
 
 def to_eps(denoiser: Callable, schedule: AbstractSchedule) -> DenoiserModel:
+    r"""Denoiser -> noise-prediction model ``fn(x_t, t)``, the inverse of :func:`from_eps`.
+
+    With :math:`a = \alpha(t)`, :math:`b = \sigma(t)` and :math:`\hat x_0 = D(x_t/a,\ b/a)`:
+    :math:`\hat\epsilon(x_t, t) = (x_t - a\hat x_0)/b`, the parameterisation of "Denoising
+    Diffusion Probabilistic Models". The exact oracle's denoiser gives the Bayes-optimal network.
+    """
     return DenoiserModel(denoiser, schedule, "eps")
 
 
 def to_x0(denoiser: Callable, schedule: AbstractSchedule) -> DenoiserModel:
+    r"""Denoiser -> data-prediction model ``fn(x_t, t)``, the inverse of :func:`from_x0`.
+
+    :math:`\hat x_0(x_t, t) = D(x_t/\alpha(t),\ \sigma(t)/\alpha(t))`: the denoiser called in
+    the schedule's own time and scale.
+    """
     return DenoiserModel(denoiser, schedule, "x0")
 
 
 def to_v(denoiser: Callable, schedule: AbstractSchedule) -> DenoiserModel:
+    r"""Denoiser -> v-prediction model ``fn(x_t, t)``, the inverse of :func:`from_v`.
+
+    :math:`v = a\hat\epsilon - b\hat x_0` with :math:`a = \alpha(t)`, :math:`b = \sigma(t)`,
+    :math:`\hat\epsilon = (x_t - a\hat x_0)/b` and :math:`\hat x_0 = D(x_t/a,\ b/a)`, the
+    target of "Progressive Distillation for Fast Sampling of Diffusion Models".
+    """
     return DenoiserModel(denoiser, schedule, "v")
 
 
 def to_score(denoiser: Callable, schedule: AbstractSchedule) -> DenoiserModel:
+    r"""Denoiser -> score model ``fn(x_t, t)``, the inverse of :func:`from_score`.
+
+    Tweedie's formula in the schedule's scale: :math:`\nabla_{x_t}\log p_t(x_t) = (a\hat x_0 -
+    x_t)/b^2` with :math:`a = \alpha(t)`, :math:`b = \sigma(t)` and :math:`\hat x_0 = D(x_t/a,\
+    b/a)`, the score of "Score-Based Generative Modeling through Stochastic Differential
+    Equations".
+    """
     return DenoiserModel(denoiser, schedule, "score")
 
 
 def to_flow(denoiser: Callable, schedule: AbstractSchedule) -> DenoiserModel:
+    r"""Denoiser -> velocity model ``fn(x_t, t)``, the inverse of :func:`from_flow`.
+
+    The probability-flow velocity :math:`\mathrm{d}x_t/\mathrm{d}t = \dot a\hat x_0 + \dot
+    b\hat\epsilon` with :math:`a = \alpha(t)`, :math:`b = \sigma(t)`, :math:`\hat\epsilon =
+    (x_t - a\hat x_0)/b` and :math:`\hat x_0 = D(x_t/a,\ b/a)` ("Flow Matching for Generative
+    Modeling"); for :class:`~jaxsolve.diffusion.FlowSchedule` it is :math:`\hat\epsilon - \hat
+    x_0`.
+    """
     return DenoiserModel(denoiser, schedule, "flow")
 
 
@@ -207,4 +242,9 @@ def score_from_denoised(x, sigma, x0):
 
 
 def denoised_from_eps(x, sigma, eps):
+    r"""VE-scale denoised estimate from a noise estimate: :math:`\hat x_0 = x - s\,\hat\epsilon`.
+
+    The inverse of :func:`eps_from_denoised` at level :math:`s` = ``sigma`` (a scalar or the
+    leading axes of ``x``).
+    """
     return x - expand_to(sigma, x) * eps

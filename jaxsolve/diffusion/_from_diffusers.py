@@ -1072,6 +1072,7 @@ _BUILDERS: dict[str, Callable] = {
 }
 
 SUPPORTED_SCHEDULERS = tuple(sorted(_BUILDERS))
+"""The names of the diffusers scheduler classes :func:`from_diffusers` reproduces, sorted."""
 
 # The config keys of each scheduler (diffusers 0.42), checked before anything is built.
 _TABLE = {"num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas"}

@@ -18,6 +18,19 @@ from .._core import exact_dot
 def sliced_wasserstein(
     x: Float[Array, "n d"], y: Float[Array, "n d"], key: PRNGKeyArray, num_projections: int = 256
 ) -> Float[Array, ""]:
+    r"""Sliced 2-Wasserstein distance between two equal-size samples ``x`` and ``y`` of shape ``(n, d)``.
+
+    With ``num_projections`` directions :math:`\theta_k` drawn uniformly on the sphere (from
+    ``key``), each sample is projected onto each direction and sorted; in one dimension the optimal
+    coupling pairs order statistics, so
+
+    .. math:: \mathrm{SW}_2(x, y) \approx \Big(\frac{1}{Kn}\sum_{k=1}^{K}\sum_{i=1}^{n}
+        \big(\theta_k^\top x_{(i)} - \theta_k^\top y_{(i)}\big)^2\Big)^{1/2},
+
+    :math:`x_{(i)}` the point of rank :math:`i` along :math:`\theta_k` ("Sliced and Radon
+    Wasserstein Barycenters of Measures"). The projections are computed in full precision.
+    Raises ``ValueError`` unless both inputs have the same shape ``(n, d)``.
+    """
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"x and y must both have shape (n, d); got {x.shape} and {y.shape}.")
     theta = jax.random.normal(key, (num_projections, x.shape[1]), x.dtype)
@@ -28,6 +41,18 @@ def sliced_wasserstein(
 
 
 def mmd(x: Float[Array, "n d"], y: Float[Array, "m d"], scale: float = 1.0) -> Float[Array, ""]:
+    r"""Maximum mean discrepancy between samples ``x`` ``(n, d)`` and ``y`` ``(m, d)``.
+
+    The biased (V-statistic) estimate of "A Kernel Two-Sample Test" with the Gaussian kernel
+    :math:`k(a, b) = \exp(-\lVert a - b\rVert^2 / 2\ell^2)`, :math:`\ell` = ``scale``:
+
+    .. math:: \mathrm{MMD}(x, y) = \Big(\overline{k(x, x)} + \overline{k(y, y)}
+        - 2\,\overline{k(x, y)}\Big)^{1/2},
+
+    each bar the mean over all pairs (the diagonal included); the square is clipped at 0 before
+    the square root, against round-off.
+    """
+
     def k(a, b):
         d2 = jnp.sum((a[:, None] - b[None]) ** 2, axis=-1)
         return jnp.exp(-0.5 * d2 / scale**2)

@@ -54,6 +54,12 @@ _VERSION = 1  # bump when the numbers a given set of parameters produces change
 
 
 def default_cache_dir() -> str:
+    """The folder where the dataset generators cache what they computed.
+
+    ``$JAXSOLVE_CACHE/pde`` when the environment variable ``JAXSOLVE_CACHE`` is set and not empty,
+    else ``~/.cache/jaxsolve/pde``. Read on every call, so a change of the variable takes effect
+    at once; the folder is not created here.
+    """
     root = os.environ.get("JAXSOLVE_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "jaxsolve"
     )
