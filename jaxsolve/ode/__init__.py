@@ -13,7 +13,8 @@ r"""Pillar 4 — neural ODEs on diffrax, solver-heuristic regularisers, exact li
   form of :mod:`jaxsolve.diffusion`) through its probability-flow ODE, with the divergence from
   an :class:`AbstractDivergence` (:class:`ExactDivergence`, :class:`HutchinsonDivergence`).
 * :class:`NeuralSDE` — neural SDEs (diagonal or general noise, Itô or Stratonovich, a virtual
-  Brownian tree per sample) with :class:`GlobalRegulariser`; :class:`LatentSDE` (Li et al.).
+  Brownian tree per sample) with :class:`GlobalRegulariser` and :class:`LocalRegulariser` (the
+  SDE hands its solve to :meth:`AbstractRegulariser.solve_sde`); :class:`LatentSDE` (Li et al.).
 * :class:`NeuralCDE` ("Neural Controlled Differential Equations for Irregular Time Series") over
   cubic, linear or rectilinear interpolations of irregular, partly missing series.
 * :class:`CNF` — continuous normalising flows (FFJORD) with :class:`RNODE`, :class:`TayNODE` and

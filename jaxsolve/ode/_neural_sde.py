@@ -21,13 +21,29 @@ sample's key, so a path is a fixed function of time: the same for every step siz
 strong convergence means) and for every batch it is solved in (:meth:`NeuralSDE.sample` uses
 ``fold_in(key, i)`` for sample ``i``).
 
-**Regulariser.** :class:`~jaxsolve.ode.GlobalRegulariser` (``error=True``; "Opening the Blackbox:
-Accelerating Neural Differential Equations by Regularizing Internal Solver Heuristics", whose
-experiments include neural SDEs) adds :math:`R_E = \sum_n E_n|h_n|` over the accepted steps of an
-adaptive SDE solve, :math:`E_n` the controller's scaled norm of the solver's embedded error
-estimate. The sum is gathered by the same :class:`~._solver_tools.InstrumentedSolver` as for ODEs
-(an extra state component, invisible to the controller, with zero drift and diffusion).
-The stiffness estimate is ODE-only (it reads Runge–Kutta stages of the drift alone).
+**Regularisers.** A :class:`NeuralSDE` hands its solve to the regulariser
+(:meth:`~jaxsolve.ode.AbstractRegulariser.solve_sde`), as a :class:`~jaxsolve.ode.NeuralODE`
+does: it builds the drift and noise terms on the sample's Brownian path and the regulariser runs
+:meth:`NeuralSDE.integrate` instrumented as it needs.
+
+* :class:`~jaxsolve.ode.GlobalRegulariser` (``error=True``; "Opening the Blackbox: Accelerating
+  Neural Differential Equations by Regularizing Internal Solver Heuristics", whose experiments
+  include neural SDEs) adds :math:`R_E = \sum_n E_n|h_n|` over the accepted steps of an adaptive
+  SDE solve, :math:`E_n` the controller's scaled norm of the solver's embedded error estimate.
+  The sum is gathered by the same :class:`~._solver_tools.InstrumentedSolver` as for ODEs (an
+  extra state component, invisible to the controller, with zero drift and diffusion).
+* :class:`~jaxsolve.ode.LocalRegulariser` ("Locally Regularized Neural Differential Equations:
+  Some Black Boxes Were Meant to Remain Closed!") adds :math:`E(t_r, y(t_r), h_r)|h_r|` of one
+  step of the same solver from a random time :math:`t_r` on the **same** Brownian path:
+  ``"unbiased"`` :math:`t_r \sim U[t_0, t_1)` (:math:`y(t_r)` the solve's dense output there,
+  any adjoint), ``"biased"`` :math:`t_r` uniform among the accepted steps' starts
+  (discretise-then-optimise adjoints). :math:`h_r` is ``dt0``, cut at :math:`t_1`. The probe's
+  stages are added to ``nfe``. Its random time comes from a key folded out of ``key`` apart
+  from the Brownian tree's, so the path, the steps and ``ys`` are those of the unregularised
+  call with the same ``key``.
+
+The stiffness estimate is ODE-only (it reads Runge–Kutta stages of the drift alone): asking for
+it on an SDE raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -43,17 +59,21 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import RESULTS, as_float, check_choice, check_int, is_concrete
-from ._driver import DISCRETE_ADJOINTS, check_ts, map_result, maybe_throw
-from ._regularisers import GlobalRegulariser
+from ._driver import DISCRETE_ADJOINTS, RawSolve, check_ts, map_result, maybe_throw
+from ._regularisers import AbstractRegulariser, as_regulariser
 from ._solver_tools import (
     InstrumentedSolver,
     error_norm_fn,
-    explicit_tableau,
     initial_extras,
     require_error_estimate,
     restrict_norm_to_state,
+    stages_per_step,
     stop_on_nonfinite,
 )
+
+# The regulariser's key is fold_in(key, _REGULARISER_STREAM): the Brownian tree of `key` uses
+# split(key, 1)[0], which is fold_in(key, 0), so any other value gives an independent stream.
+_REGULARISER_STREAM = 0x5EED
 
 
 class SDESolution(eqx.Module):
@@ -61,8 +81,11 @@ class SDESolution(eqx.Module):
 
     ``ys[i]`` is the state at ``ts[i]``. ``nfe`` counts the solver's stages over every attempted
     step (each stage evaluates the drift and the diffusion once; additive-noise SRK methods
-    evaluate the diffusion once per step), -1 for solvers whose count this module does not know.
-    ``error_estimate`` is :math:`R_E` of a :class:`GlobalRegulariser` (None without one).
+    evaluate the diffusion once per step), -1 for solvers whose count this module does not know;
+    for a local regulariser it includes the probe step. ``error_estimate`` is the regulariser's
+    term (:math:`R_E` of a :class:`~jaxsolve.ode.GlobalRegulariser`, :math:`E(t_r)|h_r|` of a
+    :class:`~jaxsolve.ode.LocalRegulariser`; None without one) and ``probe_time`` is :math:`t_r`
+    of a local regulariser (as in :class:`~jaxsolve.ode.ODESolution`).
 
     After a failed solve (seen with ``throw=False``) ``ys`` holds ``inf`` at every saved time the
     solve did not reach, never a plausible number.
@@ -76,6 +99,7 @@ class SDESolution(eqx.Module):
     nfe: Int[Array, ""]
     result: RESULTS
     error_estimate: Float[Array, ""] | None = None
+    probe_time: Float[Array, ""] | None = None
 
 
 class _DiagonalNoiseTerm(dfx.AbstractTerm):
@@ -134,21 +158,6 @@ class _WithExtras(dfx.AbstractTerm):
 
     def is_vf_expensive(self, t0, t1, y, args):
         return self.term.is_vf_expensive(t0, t1, y[0], args)
-
-
-def stages_per_step(solver) -> int | None:
-    """Stages (evaluations of drift and diffusion) per attempted step, None when unknown."""
-    tableau = explicit_tableau(solver)
-    if tableau is not None:
-        return tableau.num_stages  # FSAL is not used for SDEs
-    if type(solver) in (dfx.Euler, dfx.ItoMilstein, dfx.StratonovichMilstein):
-        return 1
-    if type(solver) is dfx.EulerHeun:
-        return 2
-    srk_tableau = getattr(solver, "tableau", None)
-    if isinstance(solver, dfx.AbstractSRK) and srk_tableau is not None:
-        return len(srk_tableau.c) + 1
-    return None
 
 
 class NeuralSDE(eqx.Module):
@@ -258,37 +267,91 @@ class NeuralSDE(eqx.Module):
         args=None,
         *,
         key: PRNGKeyArray,
-        regulariser: GlobalRegulariser | None = None,
+        regulariser: AbstractRegulariser | None = None,
     ) -> SDESolution:
         """Solve one sample from ``ts[0]`` to ``ts[-1]`` starting at ``y0``, saving at ``ts``;
-        the Brownian path is a function of ``key`` alone."""
+        the Brownian path is a function of ``key`` alone.
+
+        ``regulariser``: None, :class:`~jaxsolve.ode.GlobalRegulariser` (``error=True``) or
+        :class:`~jaxsolve.ode.LocalRegulariser`: it runs the solve and the returned
+        :class:`SDESolution` carries its term.
+        """
         if key is None:
             raise ValueError("NeuralSDE draws its Brownian path from key=; got None.")
         if jnp.iscomplexobj(y0) or jnp.iscomplexobj(ts):
             raise TypeError("y0 and ts must be real.")
         y0 = as_float(y0)
         ts = check_ts(as_float(ts).astype(y0.dtype))
-        error = _check_regulariser(regulariser, self)
-        brownian = self.brownian_motion(ts[0], ts[-1], y0, key)
-        noise_term = (_DiagonalNoiseTerm if self.noise == "diagonal" else _GeneralNoiseTerm)(
-            self.diffusion, brownian
-        )
+        regulariser = as_regulariser(regulariser)
         self._check_shapes(ts[0], y0, args)
-        terms = dfx.MultiTerm(dfx.ODETerm(self.drift), noise_term)
-        controller = self.stepsize_controller
+        terms = self.terms(ts[0], ts[-1], y0, key)
+        solved = regulariser.solve_sde(
+            self, terms, ts, y0, args, jax.random.fold_in(key, _REGULARISER_STREAM)
+        )
+        raw = solved.raw
+        return SDESolution(
+            ts=ts,
+            ys=maybe_throw(solved.result, raw.ys, self.throw),
+            num_steps=raw.num_steps,
+            num_accepted_steps=raw.num_accepted_steps,
+            num_rejected_steps=raw.num_rejected_steps,
+            nfe=raw.nfe,
+            result=solved.result,
+            error_estimate=solved.error_estimate,
+            probe_time=solved.probe_time,
+        )
+
+    def terms(self, t0, t1, y0, key) -> dfx.MultiTerm:
+        r"""The drift and noise terms of one sample on ``[t0, t1]``: :math:`\mu\,\mathrm{d}t`
+        and :math:`\sigma\,\mathrm{d}W` on the Brownian path :meth:`brownian_motion` of
+        ``key``."""
+        brownian = self.brownian_motion(t0, t1, y0, key)
+        noise = _DiagonalNoiseTerm if self.noise == "diagonal" else _GeneralNoiseTerm
+        return dfx.MultiTerm(dfx.ODETerm(self.drift), noise(self.diffusion, brownian))
+
+    def integrate(
+        self, terms, ts, y0, args, *, error: bool = False, reservoir_key=None
+    ) -> RawSolve:
+        r"""Solve on ``terms`` (from :meth:`terms`) from ``ts[0]`` to ``ts[-1]``, saving at
+        ``ts``: the solve a regulariser runs and instruments.
+
+        ``error``: ``sums`` holds :math:`\sum_n E_n|h_n|` over the accepted steps.
+        ``reservoir_key``: ``pick`` is the start ``(t, y)`` of a uniformly random accepted step.
+        Both ride in an extra state component with zero drift and noise, so they need a
+        discretise-then-optimise adjoint (``TypeError`` otherwise). ``nfe`` counts the stages of
+        every attempted step (-1 when unknown).
+        """
         if error:
-            wrapped = InstrumentedSolver(self.solver, error_norm_fn(controller))
+            require_error_estimate(self.solver, "the error regulariser")
+        gathers = error or reservoir_key is not None
+        if gathers and not isinstance(self.adjoint, DISCRETE_ADJOINTS):
+            raise TypeError(
+                "quantities gathered over the solver's own steps (GlobalRegulariser's sum, "
+                "LocalRegulariser('biased')'s probe point) need a discretise-then-optimise "
+                "adjoint (RecursiveCheckpointAdjoint, DirectAdjoint or ForwardMode); this "
+                f"NeuralSDE has {type(self.adjoint).__name__}. LocalRegulariser('unbiased') "
+                "works with any adjoint."
+            )
+        controller = self.stepsize_controller
+        wrapped = InstrumentedSolver(
+            self.solver,
+            error_norm_fn(controller) if error else None,
+            reservoir_key=reservoir_key,
+        )
+        if gathers:
             terms = dfx.MultiTerm(*(_WithExtras(term) for term in terms.terms))
-            state0 = (y0, initial_extras(y0, n_sums=1, reservoir=False))
+            extras = initial_extras(y0, n_sums=int(error), reservoir=reservoir_key is not None)
+            state0 = (y0, extras)
             controller = restrict_norm_to_state(controller)
             saveat = dfx.SaveAt(
                 subs=[
                     dfx.SubSaveAt(ts=ts, fn=lambda t, y, a: y[0]),
-                    dfx.SubSaveAt(t1=True, fn=lambda t, y, a: y[1]["sums"]),
+                    # Saved from the final state itself (not interpolated): the extras are exact.
+                    dfx.SubSaveAt(t1=True, fn=lambda t, y, a: y[1]),
                 ]
             )
         else:
-            wrapped, state0, saveat = InstrumentedSolver(self.solver), y0, dfx.SaveAt(ts=ts)
+            state0, saveat = y0, dfx.SaveAt(ts=ts)
         sol = dfx.diffeqsolve(
             terms,
             wrapped,
@@ -303,22 +366,24 @@ class NeuralSDE(eqx.Module):
             max_steps=self.max_steps,
             throw=False,
         )
-        ys, sums = (sol.ys[0], sol.ys[1][0, 0]) if error else (sol.ys, None)
+        if gathers:
+            ys, extras = sol.ys[0], jtu.tree_map(lambda e: e[0], sol.ys[1])
+        else:
+            ys, extras = sol.ys, {}
+        pick = (extras["pick_t"], extras["pick_y"]) if "pick_y" in extras else None
         # ys[0] is y0 itself (diffrax interpolates it from the first step: inf if that failed).
         ys = ys.at[0].set(y0)
-        result = map_result(sol.result, ys)
         num_steps = jnp.asarray(sol.stats["num_steps"], jnp.int32)
         stages = stages_per_step(self.solver)
-        nfe = jnp.asarray(-1 if stages is None else stages * num_steps, jnp.int32)
-        return SDESolution(
-            ts=ts,
-            ys=maybe_throw(result, ys, self.throw),
+        return RawSolve(
+            ys=ys,
+            sums=extras.get("sums"),
+            pick=pick,
             num_steps=num_steps,
             num_accepted_steps=jnp.asarray(sol.stats["num_accepted_steps"], jnp.int32),
             num_rejected_steps=jnp.asarray(sol.stats["num_rejected_steps"], jnp.int32),
-            nfe=nfe,
-            result=result,
-            error_estimate=sums,
+            nfe=jnp.asarray(-1 if stages is None else stages * num_steps, jnp.int32),
+            result=map_result(sol.result, ys),
         )
 
     def brownian_motion(self, t0, t1, y0, key) -> dfx.VirtualBrownianTree:
@@ -342,10 +407,20 @@ class NeuralSDE(eqx.Module):
             levy_area=levy_area,
         )
 
-    def sample(self, ts, y0, args=None, *, key: PRNGKeyArray, num_samples: int | None = None):
+    def sample(
+        self,
+        ts,
+        y0,
+        args=None,
+        *,
+        key: PRNGKeyArray,
+        num_samples: int | None = None,
+        regulariser: AbstractRegulariser | None = None,
+    ):
         """Solve a batch: ``y0`` of shape ``(batch, ...)`` (or one ``y0`` repeated
         ``num_samples`` times); sample ``i`` uses ``fold_in(key, i)``, so it does not depend on
-        the batch size. Returns an :class:`SDESolution` with a leading batch axis."""
+        the batch size. Returns an :class:`SDESolution` with a leading batch axis (each sample
+        with its own regulariser term, of ``regulariser``)."""
         y0 = as_float(y0)
         if num_samples is not None:
             check_int("num_samples", num_samples)
@@ -353,7 +428,7 @@ class NeuralSDE(eqx.Module):
         if y0.ndim < 1:
             raise ValueError(f"y0 must have a leading batch axis; got shape {y0.shape}.")
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(y0.shape[0]))
-        return jax.vmap(lambda y, k: self(ts, y, args, key=k))(y0, keys)
+        return jax.vmap(lambda y, k: self(ts, y, args, key=k, regulariser=regulariser))(y0, keys)
 
     def _check_shapes(self, t0, y0, args):
         mu = eqx.filter_eval_shape(self.drift, t0, y0, args)
@@ -374,29 +449,6 @@ class NeuralSDE(eqx.Module):
 def _positive_scalar(value) -> bool:
     a = np.asarray(value)
     return a.ndim == 0 and bool(np.isfinite(a)) and bool(a > 0)
-
-
-def _check_regulariser(regulariser, sde) -> bool:
-    """Whether the solve gathers the global error sum (``TypeError`` for what SDEs lack)."""
-    if regulariser is None:
-        return False
-    if not isinstance(regulariser, GlobalRegulariser):
-        raise TypeError(
-            "regulariser must be None or a GlobalRegulariser(error=True) for a NeuralSDE; got "
-            f"{type(regulariser).__name__}."
-        )
-    if regulariser.stiffness:
-        raise TypeError(
-            "regulariser: the stiffness estimate reads Runge-Kutta stages of an ODE; use "
-            "GlobalRegulariser(error=True, stiffness=False) with a NeuralSDE."
-        )
-    require_error_estimate(sde.solver, "the error regulariser")
-    if not isinstance(sde.adjoint, DISCRETE_ADJOINTS):
-        raise TypeError(
-            "GlobalRegulariser needs a discretise-then-optimise adjoint (RecursiveCheckpointAdjoint"
-            f", DirectAdjoint or ForwardMode); this NeuralSDE has {type(sde.adjoint).__name__}."
-        )
-    return True
 
 
 def euler_transition_nll(

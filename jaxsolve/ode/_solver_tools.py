@@ -81,6 +81,23 @@ def evaluations_per_step(solver) -> int | None:
     return None
 
 
+def stages_per_step(solver) -> int | None:
+    """Stages of an SDE solver per attempted step (each evaluates the drift and the diffusion
+    once), None when unknown. The Runge-Kutta methods that converge for SDEs (Heun, Midpoint,
+    Ralston) are not first-same-as-last, so a tableau costs all its stages."""
+    tableau = explicit_tableau(solver)
+    if tableau is not None:
+        return tableau.num_stages
+    if type(solver) in (dfx.Euler, dfx.ItoMilstein, dfx.StratonovichMilstein):
+        return 1
+    if type(solver) is dfx.EulerHeun:
+        return 2
+    srk_tableau = getattr(solver, "tableau", None)
+    if isinstance(solver, dfx.AbstractSRK) and srk_tableau is not None:
+        return len(srk_tableau.c) + 1
+    return None
+
+
 def require_error_estimate(solver, who: str) -> None:
     """``TypeError`` unless ``solver`` has an embedded error estimate (``who`` needs it)."""
     if not isinstance(solver, dfx.AbstractAdaptiveSolver):

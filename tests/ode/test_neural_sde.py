@@ -317,7 +317,7 @@ def test_bad_arguments():
         sde(jnp.array([0.0, 1.0]), jnp.zeros(2), key=jax.random.key(0))
     with pytest.raises(ValueError, match="key"):
         NeuralSDE(drift, diffusion, dt0=0.1)(jnp.array([0.0, 1.0]), jnp.zeros(2), key=None)
-    with pytest.raises(TypeError, match="stiffness"):
+    with pytest.raises(ValueError, match="stiffness"):
         NeuralSDE(drift, diffusion, dt0=0.1)(
             jnp.array([0.0, 1.0]),
             jnp.zeros(2),

@@ -32,7 +32,7 @@ AYS_TABLES: dict[str, tuple[float, ...]] = {
     "deepfloyd_if": (160.41, 8.081, 3.315, 1.885, 1.207, 0.785, 0.553, 0.293, 0.186, 0.030, 0.006),
     "svd": (700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002),
 }
-"""The published 10-step Align-Your-Steps levels ("Align Your Steps: Optimizing Sampling Schedules
+r"""The published 10-step Align-Your-Steps levels ("Align Your Steps: Optimizing Sampling Schedules
 in Diffusion Models"), by model: 11 decreasing VE noise levels, from :math:`\sigma_{\max}` to
 :math:`\sigma_{\min}`. :func:`ays_sigmas` interpolates them log-linearly to other step counts."""
 
