@@ -5,11 +5,12 @@ Neural Differential Equations"; diffrax's neural-CDE example): classify a 2-D sp
 clockwise or anticlockwise. Each series has its own random phase, radius, decay and angular speed,
 Gaussian noise, its own irregular observation times (gaps uniform in [0.1, 1.9] times T/(n-1)) and 30% of
 its observations (each channel separately) dropped at random as NaN. The control is the
-backward-Hermite cubic path of (time, x, y, cumulative observation counts); the model is
-:meth:`NeuralCDE.mlp` (hidden 8, field width 32, depth 1) trained with Adam on a logistic loss,
-solved with Heun at a fixed step (T/40). Reported: test accuracy on 512 held-out series, NFE per
-series, and training wall time; then the trained model solved adaptively (Tsit5, PID) with and
-without ``step_to_knots``: accuracy, mean NFE and rejected steps per series.
+backward-Hermite cubic path (:math:`C^1` across the gaps too) of (time, x, y, cumulative
+observation counts); the model is :meth:`NeuralCDE.mlp` (hidden 8, field width 32, depth 1)
+trained with Adam on a logistic loss, solved with Heun at a fixed step (T/40). Reported: test
+accuracy on 512 held-out series, NFE per series, and training wall time; then the trained
+model solved adaptively (Tsit5, PID) with and without ``step_to_knots``: accuracy, mean NFE and
+rejected steps per series.
 
 Run: ``python benchmarks/bench_cde.py [--quick]``; writes the key "neural_cde" of
 benchmarks/results/ode.json (read-modify-write: other keys are kept).
@@ -128,7 +129,7 @@ def run(*, quick: bool, seed: int = 0):
         }
     return {
         "task": "spiral direction (cw vs ccw), irregular times, 30% missing per channel",
-        "interpolation": "cubic (backward Hermite), channels: t, x, y, cumulative counts",
+        "interpolation": "cubic (backward Hermite, C^1 over gaps), channels: t, x, y, cumulative counts",
         "model": "NeuralCDE.mlp hidden 8, width 32, depth 1; Heun, dt = T/40",
         "n_train": n_train,
         "n_test": 512,

@@ -75,6 +75,55 @@ def _check_series(ts, xs):
     return ts, xs
 
 
+def _backward_hermite_c1(ts, data):
+    r"""Coefficients ``(d, c, b, a)``, each ``(n - 1, channels)``, of a :math:`C^1` backward
+    Hermite cubic spline through the non-NaN entries of ``data`` (its first and last rows must
+    be finite): on knot interval :math:`[t_i, t_{i+1}]` channel :math:`j` is
+    :math:`a + b\,s + c\,s^2 + d\,s^3`, :math:`s = t - t_i`.
+
+    The splines of "Neural Controlled Differential Equations for Online Prediction Tasks": per
+    channel, between consecutive observations :math:`(t_p, y_p)` and :math:`(t_q, y_q)` the
+    path is the cubic :math:`H` with :math:`H(t_p) = y_p`, :math:`H(t_q) = y_q`,
+    :math:`H'(t_q) = (y_q - y_p) / (t_q - t_p)` (the chord) and :math:`H'(t_p)` the chord of
+    the observation interval before (at the first knot, the chord after), so the path is
+    :math:`C^1` at the observations and its value at :math:`t` depends only on the observations
+    up to the next one of that channel. On the knot intervals inside a gap :math:`t_p < t_i`,
+    :math:`H` is re-expanded about :math:`t_i` (a Taylor shift), so every interval of the gap
+    holds :math:`H` itself. Diffrax's ``backward_hermite_coefficients`` instead fits a fresh
+    Hermite cubic on each later interval of a gap, from :math:`(H(t_i), H'(t_i))` with the chord
+    from there as its end slope: a derivative that jumps at the observation ending the gap
+    and, over two or more consecutive missing values, a value that jumps inside it. Without gaps
+    both are the same arithmetic, so the same numbers."""
+    n = data.shape[0]
+    seen = ~jnp.isnan(data)
+    # Zeros rather than NaN in the unobserved rows, which are never read: a NaN there would make
+    # the unused slopes below NaN, and their zero cotangents 0 * NaN = NaN in a gradient.
+    y = jnp.where(seen, data, 0.0)
+    index = jnp.broadcast_to(jnp.arange(n)[:, None], data.shape)
+    # For each row, the last observed row at or before it and the first at or after it (row 0
+    # and row n - 1 are observed, so both exist).
+    last = jax.lax.cummax(jnp.where(seen, index, 0), axis=0)
+    first = jax.lax.cummin(jnp.where(seen, index, n - 1), axis=0, reverse=True)
+    at = lambda values, rows: jnp.take_along_axis(values, rows, axis=0)
+    # The slope at each observed row: the chord from the previous observation; at row 0 the
+    # chord to the next one, (y_0 - y_q) / (t_0 - t_q): negating both differences is exact in
+    # floating point, so these are the bits of the forward chord.
+    other = jnp.concatenate([first[1:2], last[:-1]])
+    slope = (y - at(y, other)) / (ts[:, None] - ts[other])
+    p, q = last[:-1], first[1:]  # the observations bracketing interval i, per channel
+    t_p, y_p, t_q, y_q, b = ts[p], at(y, p), ts[q], at(y, q), at(slope, p)
+    # The Hermite cubic on [t_p, t_q] about t_p, in diffrax's arithmetic.
+    t_diff = t_q - t_p
+    d_deriv = (y_q - y_p) / t_diff - b
+    a, c, d = y_p, 2 * d_deriv / t_diff, -d_deriv / (t_diff**2)
+    # Re-expanded about t_i (a shift of 0, hence the same numbers, outside gaps).
+    shift = ts[:-1, None] - t_p
+    a = a + shift * (b + shift * (c + shift * d))
+    b = b + shift * (2 * c + 3 * d * shift)
+    c = c + 3 * d * shift
+    return d, c, b, a
+
+
 def interpolate(
     ts: Float[ArrayLike, " n"],
     xs: Float[ArrayLike, "n c"],
@@ -97,9 +146,14 @@ def interpolate(
 
     ``method``:
 
-    * ``"cubic"`` — Hermite cubic splines with backward differences
-      (:func:`diffrax.backward_hermite_coefficients`, :class:`diffrax.CubicInterpolation`): a
-      :math:`C^1` path whose value at ``t`` depends only on observations up to the next knot.
+    * ``"cubic"`` — Hermite cubic splines with backward differences ("Neural Controlled
+      Differential Equations for Online Prediction Tasks"), as a
+      :class:`diffrax.CubicInterpolation`: a :math:`C^1` path, also over interior gaps, whose
+      value at ``t`` depends only on the observations up to the next observation of each
+      channel. Over an interior gap each channel is one cubic from the observation before to
+      the observation after. (:func:`diffrax.backward_hermite_coefficients` agrees without gaps;
+      over gaps its path's derivative, and over two or more consecutive missing values its
+      value, jumps at knots.)
     * ``"linear"`` — :class:`diffrax.LinearInterpolation`: a continuous, piecewise linear path.
     * ``"rectilinear"`` — :func:`diffrax.rectilinear_interpolation` ("Neural Controlled
       Differential Equations for Online Prediction Tasks"): time advances with the data held,
@@ -142,8 +196,7 @@ def interpolate(
     data = data.at[0].set(jnp.where(jnp.isnan(data[0]), pad(first_value), data[0]))
     data = data.at[-1].set(jnp.where(jnp.isnan(data[-1]), pad(last_value), data[-1]))
     if method == "cubic":
-        coeffs = dfx.backward_hermite_coefficients(ts, data)
-        return dfx.CubicInterpolation(ts, coeffs)
+        return dfx.CubicInterpolation(ts, _backward_hermite_c1(ts, data))
     if method == "linear":
         filled = dfx.linear_interpolation(ts, data)
         return dfx.LinearInterpolation(ts, filled)
@@ -239,7 +292,12 @@ class NeuralCDE(eqx.Module):
     :math:`\dot X` (linear: ``jump_ts``, which also evaluates the field just after the knot, on
     the new slope), which an error estimate sees poorly. For a linear path ``nfe`` is then -1
     (unknown): after each jump the solver evaluates the field afresh, a data-dependent number of
-    times the driver does not count.
+    times the driver does not count. A cubic path is taken to be :math:`C^1`, as those of
+    :func:`interpolate` are, with or without missing values: an FSAL solver such as Tsit5 then
+    reuses its last evaluation across a knot, and ``nfe`` stays exact. (A cubic path built with
+    :func:`diffrax.backward_hermite_coefficients` over data with gaps is not :math:`C^1`, nor
+    always continuous: the reused evaluation carries the old slope past the knot, an error the
+    embedded estimate does not see; build it with :func:`interpolate`.)
 
     A call takes one control path ``X`` (from :func:`interpolate`, or any diffrax
     ``AbstractPath`` with a ``derivative``, e.g. a closed-form one) and solves over
