@@ -5,13 +5,17 @@
   site always shows the figure the benchmark last wrote;
 * every ``notebooks/*.ipynb`` is served at ``notebooks/<name>.ipynb`` and rendered by
   mkdocs-jupyter (this hook runs first, so the plugin sees the notebooks as its own files);
-* ``CHANGELOG.md`` at the repository root is the page ``changelog.md``.
+* ``CHANGELOG.md`` at the repository root is the page ``changelog.md``;
+* before the build, ``docs/coverage.py`` lists every public name the API reference leaves out
+  or that has no docstring of its own: each is a warning, so ``mkdocs build --strict`` fails.
 
 ``mkdocs serve`` watches those folders too. Loaded by ``hooks:`` in mkdocs.yml.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -21,6 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "benchmarks" / "results"
 NOTEBOOKS = ROOT / "notebooks"
 CHANGELOG = ROOT / "CHANGELOG.md"
+log = logging.getLogger("mkdocs.plugins.jaxsolve")
+
+
+def on_pre_build(config, **kwargs) -> None:
+    spec = importlib.util.spec_from_file_location("docs_coverage", ROOT / "docs" / "coverage.py")
+    coverage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(coverage)
+    for problem in coverage.problems():
+        log.warning("API reference: %s", problem)
 
 
 def _outside_docs() -> dict[str, Path]:
