@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import RESULTS, as_float, check_int
-from ._driver import check_ts, maybe_throw, solver_setup
+from ._driver import check_ts, solver_setup
 from ._regularisers import AbstractRegulariser, as_regulariser
 
 
@@ -128,18 +128,9 @@ class NeuralODE(eqx.Module):
         y0 = as_float(y0)
         ts = check_ts(as_float(ts).astype(y0.dtype))
         solved = as_regulariser(regulariser).solve(self, ts, y0, args, key)
-        raw = solved.raw
         return ODESolution(
-            ts=ts,
-            ys=maybe_throw(solved.result, raw.ys, self.throw),
-            num_steps=raw.num_steps,
-            num_accepted_steps=raw.num_accepted_steps,
-            num_rejected_steps=raw.num_rejected_steps,
-            nfe=raw.nfe,
-            result=solved.result,
-            error_estimate=solved.error_estimate,
+            **solved.solution_fields(ts, self.throw),
             stiffness_estimate=solved.stiffness_estimate,
-            probe_time=solved.probe_time,
         )
 
 

@@ -59,7 +59,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import RESULTS, as_float, check_choice, check_int, is_concrete
-from ._driver import DISCRETE_ADJOINTS, RawSolve, check_ts, map_result, maybe_throw
+from ._driver import DISCRETE_ADJOINTS, RawSolve, check_ts, map_result
 from ._regularisers import AbstractRegulariser, as_regulariser
 from ._solver_tools import (
     InstrumentedSolver,
@@ -288,18 +288,7 @@ class NeuralSDE(eqx.Module):
         solved = regulariser.solve_sde(
             self, terms, ts, y0, args, jax.random.fold_in(key, _REGULARISER_STREAM)
         )
-        raw = solved.raw
-        return SDESolution(
-            ts=ts,
-            ys=maybe_throw(solved.result, raw.ys, self.throw),
-            num_steps=raw.num_steps,
-            num_accepted_steps=raw.num_accepted_steps,
-            num_rejected_steps=raw.num_rejected_steps,
-            nfe=raw.nfe,
-            result=solved.result,
-            error_estimate=solved.error_estimate,
-            probe_time=solved.probe_time,
-        )
+        return SDESolution(**solved.solution_fields(ts, self.throw))
 
     def terms(self, t0, t1, y0, key) -> dfx.MultiTerm:
         r"""The drift and noise terms of one sample on ``[t0, t1]``: :math:`\mu\,\mathrm{d}t`

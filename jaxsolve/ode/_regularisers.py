@@ -50,7 +50,14 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._core import RESULTS, check_choice
-from ._driver import DISCRETE_ADJOINTS, RawSolve, count_evaluations, integrate_with, map_result
+from ._driver import (
+    DISCRETE_ADJOINTS,
+    RawSolve,
+    count_evaluations,
+    integrate_with,
+    map_result,
+    maybe_throw,
+)
 from ._solver_tools import (
     InstrumentedSolver,
     controller_init_evaluations,
@@ -71,6 +78,22 @@ class RegularisedSolve(NamedTuple):
     error_estimate: Float[Array, ""] | None = None
     stiffness_estimate: Float[Array, ""] | None = None
     probe_time: Float[Array, ""] | None = None
+
+    def solution_fields(self, ts, throw: bool) -> dict:
+        """The fields an ODE or SDE solution shares, saved at ``ts``: the values (raising on a
+        failed code when ``throw``), the step counts, the NFE, the outcome and the terms."""
+        raw = self.raw
+        return dict(
+            ts=ts,
+            ys=maybe_throw(self.result, raw.ys, throw),
+            num_steps=raw.num_steps,
+            num_accepted_steps=raw.num_accepted_steps,
+            num_rejected_steps=raw.num_rejected_steps,
+            nfe=raw.nfe,
+            result=self.result,
+            error_estimate=self.error_estimate,
+            probe_time=self.probe_time,
+        )
 
 
 class AbstractRegulariser(eqx.Module):
