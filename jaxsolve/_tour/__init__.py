@@ -14,15 +14,21 @@ from tqdm.auto import tqdm
 from .._core import check_writable_dir
 from ._context import TourCheckFailed, TourContext
 from ._diffusion import oracles_section, schedules_section, trained_model_section
+from ._fewstep import fewstep_section
 from ._implicit import deq_section
+from ._inverse import inverse_section
 from ._operators import burgers_fno_section
+from ._pinn import pinn_section
 from ._sweep import sweep_section
 
 SECTIONS = [
     ("schedules and grids", schedules_section),
     ("exact oracles", oracles_section),
     ("a trained diffusion model and its samplers", trained_model_section),
+    ("inpainting against the exact posterior", inverse_section),
+    ("a two-step consistency model", fewstep_section),
     ("Burgers data and an FNO", burgers_fno_section),
+    ("a PINN on Burgers with R3 sampling", pinn_section),
     ("a deep equilibrium model", deq_section),
     ("sweeps as data", sweep_section),
 ]
