@@ -175,11 +175,19 @@ def build_local(task, d, spatial, width, key):
     from jaxsolve.operators import LocalNO
 
     # Differential kernels in every block; periodic stencils for the periodic task only. The
-    # stencils divide by the grid spacing, so the domain is given in the data's units (KS:
-    # L = 64, Darcy: the unit square).
+    # domain in the data's units (KS: L = 64, Darcy: the unit square) and the stencils' unit the
+    # training grid's spacing (neuraloperator's default_in_shape).
     padding, length = ("periodic", KS_LENGTH) if task == "ks" else ("zeros", 1.0)
     return LocalNO(
-        d, 1, 1, width=width, key=key, padding=padding, domain_length=length, **_grid_kwargs(task)
+        d,
+        1,
+        1,
+        width=width,
+        key=key,
+        padding=padding,
+        domain_length=length,
+        reference_resolution=spatial[-1],
+        **_grid_kwargs(task),
     )
 
 

@@ -15,6 +15,16 @@ on every axis of a ``K^d`` stencil (``K`` odd), and the grid is assumed to have 
 on every axis: ``h = domain_length / N`` with ``N`` the size of the last axis, as neuraloperator
 does.
 
+Units of the stencil. The learned weights are :math:`w = h_{\rm ref}\,\theta`: ``theta`` is
+stored and trained, and :math:`h_{\rm ref} = ` ``domain_length / reference_resolution`` is the grid
+spacing of a reference resolution (neuraloperator's ``default_in_shape``, where its grid width is
+1). At the reference resolution the layer is the plain stencil ``theta``, whatever the domain's
+length, so its initial gain and the size of an optimiser's step do not grow with the resolution;
+at another resolution it is the same derivative operator, rescaled by :math:`h_{\rm ref}/h`.
+Without a reference resolution, :math:`h_{\rm ref} = 1` in the units of ``domain_length``: on a
+unit domain at ``N`` points each initial block then amplifies by about ``N``, and a step of the
+optimiser moves the operator ``N`` times as far: give the training resolution.
+
 :class:`LocalIntegralConv` is the other local kernel: a learned radial kernel integrated over a
 ball of fixed physical radius by the grid's quadrature. :class:`LocalNOBlock` adds these kernels
 to a Fourier layer and a pointwise skip, as neuraloperator's ``LocalNOBlocks`` (whose local
@@ -83,6 +93,9 @@ class DifferentialConv(eqx.Module):
         padding: boundary handling, ``"periodic"`` (default), ``"zeros"``, ``"replicate"`` or
             ``"reflect"``.
         domain_length: side of the (square) domain; ``h = domain_length / N_last``.
+        reference_resolution: grid size ``N_ref`` whose spacing
+            ``h_ref = domain_length / N_ref`` is the stencil's unit (module doc); ``None``
+            (default): ``h_ref = 1``. Give the training resolution.
         dtype: of the weights (default: the default float).
     """
 
@@ -91,6 +104,7 @@ class DifferentialConv(eqx.Module):
     groups: int = eqx.field(static=True)
     padding: str = eqx.field(static=True)
     domain_length: float = eqx.field(static=True)
+    reference_resolution: int | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -103,6 +117,7 @@ class DifferentialConv(eqx.Module):
         groups: int = 1,
         padding: str = "periodic",
         domain_length: float = 1.0,
+        reference_resolution: int | None = None,
         dtype=None,
     ):
         d = check_int("num_spatial_dims", num_spatial_dims)
@@ -118,6 +133,11 @@ class DifferentialConv(eqx.Module):
             )
         check_choice("padding", padding, set(_PADDINGS))
         self.domain_length = check_real("domain_length", domain_length, minimum=0.0, strict=True)
+        self.reference_resolution = (
+            None
+            if reference_resolution is None
+            else check_int("reference_resolution", reference_resolution)
+        )
         shape = (cout, cin // g) + (k,) * d
         bound = 1.0 / math.sqrt((cin // g) * k**d)
         (self.weight,) = draw(key, [("uniform", shape, bound)], dtype or default_float())
@@ -129,11 +149,20 @@ class DifferentialConv(eqx.Module):
     def kernel_size(self) -> int:
         return self.weight.shape[-1]
 
+    @property
+    def reference_spacing(self) -> float:
+        r""":math:`h_{\rm ref}`, the unit of the stored stencil (module doc)."""
+        if self.reference_resolution is None:
+            return 1.0
+        return self.domain_length / self.reference_resolution
+
     def derivative_coefficients(self) -> Float[Array, " cout cin_per_group dims"]:
-        r"""The limit operator's coefficients :math:`b_{oij} = \sum_k w_{oik} k_j`."""
+        r"""The limit operator's coefficients
+        :math:`b_{oij} = h_{\rm ref} \sum_k \theta_{oik} k_j`."""
         d, r = self.num_spatial_dims, self.kernel_size // 2
         offsets = np.stack(np.meshgrid(*([np.arange(-r, r + 1)] * d), indexing="ij"), axis=-1)
-        return jnp.tensordot(self.weight, jnp.asarray(offsets, self.weight.dtype), axes=d)
+        b = jnp.tensordot(self.weight, jnp.asarray(offsets, self.weight.dtype), axes=d)
+        return self.reference_spacing * b
 
     def __call__(
         self, x: Float[Array, " cin *spatial"], grid_width: float | None = None
@@ -147,12 +176,14 @@ class DifferentialConv(eqx.Module):
             where="DifferentialConv",
         )
         h = self.domain_length / x.shape[-1] if grid_width is None else grid_width
+        # The stencil's unit over the grid's spacing: 1 at the reference resolution.
+        scale = self.reference_spacing / h
         r = self.kernel_size // 2
         w = self.weight.astype(x.dtype)
         # The zero-sum stencil w - (sum w) delta_0: a constant gives zero up to rounding.
         centre = (slice(None), slice(None)) + (r,) * d
         w = w.at[centre].add(-jnp.sum(w, axis=tuple(range(2, 2 + d))))
-        return _padded_correlation(x, w, self.padding, self.groups) / h
+        return _padded_correlation(x, w, self.padding, self.groups) * scale
 
 
 def _ball_volume(d: int, radius: float) -> float:
@@ -307,8 +338,10 @@ class LocalNO(eqx.Module):
         n_layers: number of blocks.
         key: PRNG key of the initial weights.
         diff_layers: a bool, or one per block: which blocks carry a differential kernel.
-        kernel_size, padding, domain_length: of the differential kernels
-            (:class:`DifferentialConv`).
+        kernel_size, padding, domain_length, reference_resolution: of the differential
+            kernels (:class:`DifferentialConv`); give ``reference_resolution``, the grid size
+            trained on (neuraloperator's ``default_in_shape``): without it the stencils' unit is
+            a length of 1, and on a unit domain the blocks start amplifying by about ``N``.
         integral_layers: a bool, or one per block: which blocks carry a
             :class:`LocalIntegralConv` (default none, as in neuraloperator without DISCO).
         radius, n_basis: of the local integral kernels.
@@ -345,6 +378,7 @@ class LocalNO(eqx.Module):
         kernel_size: int = 3,
         padding: str = "periodic",
         domain_length: float = 1.0,
+        reference_resolution: int | None = None,
         mix_derivatives: bool = True,
         lifting_channels: int | None = None,
         projection_channels: int | None = None,
@@ -399,6 +433,7 @@ class LocalNO(eqx.Module):
                     groups=1 if mix_derivatives else width,
                     padding=padding,
                     domain_length=domain_length,
+                    reference_resolution=reference_resolution,
                     dtype=dtype,
                 )
             integral = None
@@ -471,10 +506,11 @@ def differential_conv_from_neuraloperator(
     """Our :class:`DifferentialConv` equal to neuraloperator's ``FiniteDifferenceConvolution``
     called as ``LocalNOBlocks`` calls it, with ``grid_width = default_in_size / N_last``.
 
-    That grid width is ours, ``domain_length / N_last``, times ``default_in_size /
-    domain_length``, so the stencil is rescaled by ``domain_length / default_in_size``.
+    That grid width is ours over the reference spacing, ``(domain_length / N_last) /
+    (domain_length / default_in_size)``: with ``reference_resolution = default_in_size`` the
+    weights carry over unchanged, whatever ``domain_length``.
     """
-    w = torch_array(torch_conv.conv.weight) * (domain_length / default_in_size)
+    w = torch_array(torch_conv.conv.weight)
     d = w.ndim - 2
     ours = DifferentialConv(
         d,
@@ -485,6 +521,7 @@ def differential_conv_from_neuraloperator(
         groups=torch_conv.groups,
         padding=_TORCH_PADDING[torch_conv.padding_mode],
         domain_length=domain_length,
+        reference_resolution=default_in_size,
         dtype=dtype or jnp.float32,
     )
     return put(ours, lambda c: c.weight, w)
@@ -520,6 +557,7 @@ def local_no_from_neuraloperator(torch_model, *, dtype=None) -> LocalNO:
         diff_layers=list(blk.diff_layers),
         kernel_size=blk.fin_diff_kernel_size,
         padding=_TORCH_PADDING.get(blk.conv_padding_mode, blk.conv_padding_mode),
+        reference_resolution=blk.default_in_shape[0],
         mix_derivatives=blk.mix_derivatives,
         lifting_channels=mlp_hidden_channels(m.lifting),
         projection_channels=mlp_hidden_channels(m.projection),

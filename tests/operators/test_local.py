@@ -41,18 +41,35 @@ def _field(n, d):
     return u, np.stack(grad)
 
 
-@pytest.mark.parametrize("d", [1, pytest.param(2, marks=pytest.mark.slow)])
-def test_differential_kernel_converges_at_first_order(x64, d):
+@pytest.mark.parametrize(
+    ("d", "length", "reference"),
+    [(1, 1.0, None), (1, 5.0, 16), pytest.param(2, 1.0, None, marks=pytest.mark.slow)],
+)
+def test_differential_kernel_converges_at_first_order(x64, d, length, reference):
+    """To ``b . grad u`` in the domain's units; with a reference resolution the stored stencil is
+    in units of its spacing ``h_ref = length / reference``."""
     # An abstract layer (nothing drawn) carrying the test's own stencil.
-    conv = eqx.filter_eval_shape(DifferentialConv, d, 1, 2, key=jax.random.key(3), kernel_size=3)
+    conv = eqx.filter_eval_shape(
+        DifferentialConv,
+        d,
+        1,
+        2,
+        key=jax.random.key(3),
+        kernel_size=3,
+        domain_length=length,
+        reference_resolution=reference,
+    )
     w = np.random.default_rng(0).uniform(-1, 1, conv.weight.shape)
     conv = eqx.tree_at(lambda c: c.weight, conv, jnp.asarray(w))
-    # The limit's coefficients b_oj = sum_k w_ok k_j, offsets k_j in -1..1.
+    # The limit's coefficients b_oj = h_ref sum_k w_ok k_j, offsets k_j in -1..1.
     offsets = np.stack(np.meshgrid(*([np.arange(-1, 2)] * d), indexing="ij"), axis=-1)
-    b = np.tensordot(w[:, 0], offsets, axes=d)  # (out, d)
+    h_ref = 1.0 if reference is None else length / reference
+    b = h_ref * np.tensordot(w[:, 0], offsets, axes=d)  # (out, d)
+    np.testing.assert_allclose(np.asarray(conv.derivative_coefficients())[:, 0], b, rtol=1e-14)
     errors = []
     for n in (16, 32, 64):
         u, grad = _field(n, d)
+        grad = grad / length  # u(x) = f(x / length) on [0, length)^d
         # With a constant field in the same batch: the zero-sum stencil gives zero on it.
         y = np.asarray(_apply(conv, jnp.asarray(np.stack([u, np.full_like(u, 3.7)]))[:, None]))
         errors.append(np.max(np.abs(y[0] - np.tensordot(b, grad, axes=1))))
@@ -60,6 +77,24 @@ def test_differential_kernel_converges_at_first_order(x64, d):
     ratios = np.array(errors[:-1]) / np.array(errors[1:])
     # Error = (h/2) sum_k w_k k^2 u'' + O(h^2): halving h halves it.
     np.testing.assert_allclose(ratios, 2.0, rtol=0.1)
+
+
+def test_reference_resolution_makes_the_layer_independent_of_the_domain_length(x64):
+    """With ``reference_resolution`` the layer is ``(N / N_ref)`` times the zero-sum stencil's
+    correlation, whatever ``domain_length``: the plain stencil at the reference resolution."""
+    x = jax.random.normal(jax.random.key(1), (3, 2, 24))
+    ys = []
+    for length in (1.0, 7.5):
+        conv = DifferentialConv(
+            1, 2, 3, key=jax.random.key(0), domain_length=length, reference_resolution=12
+        )
+        ys.append(np.asarray(_apply(conv, x)))
+    np.testing.assert_allclose(ys[0], ys[1], rtol=1e-12, atol=1e-12)
+    w = np.array(conv.weight)
+    w[:, :, 1] -= w.sum(-1)  # the zero-sum stencil
+    xp = np.pad(np.asarray(x), [(0, 0), (0, 0), (1, 1)], mode="wrap")
+    plain = np.einsum("oik,bink->bon", w, np.stack([xp[..., k : k + 24] for k in range(3)], -1))
+    np.testing.assert_allclose(ys[0], (24 / 12) * plain, rtol=1e-10, atol=1e-12)
 
 
 def test_local_integral_kernel_converges_to_its_integral(x64):
@@ -115,6 +150,10 @@ def test_local_no_shapes_on_odd_grids(shape):
         (lambda: DifferentialConv(1, 2, 2, key=jax.random.key(0), kernel_size=4), "kernel_size"),
         (lambda: DifferentialConv(1, 2, 3, key=jax.random.key(0), groups=2), "groups"),
         (lambda: DifferentialConv(1, 2, 2, key=jax.random.key(0), padding="wrap"), "padding"),
+        (
+            lambda: DifferentialConv(1, 2, 2, key=jax.random.key(0), reference_resolution=0),
+            "reference_resolution",
+        ),
         (lambda: LocalIntegralConv(1, 2, 2, key=jax.random.key(0), radius=0.6), "radius"),
         (
             lambda: LocalNO(
