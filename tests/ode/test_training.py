@@ -1,10 +1,10 @@
 """Training with a solver-heuristic regulariser lowers the test-time NFE at comparable accuracy.
 
-Default run: a two-parameter field whose final-time map has a one-parameter family of exact
-fits, from cheap to expensive dynamics; gradient descent with and without each regulariser (the
-weights are traced values, so one compiled program trains every variant side by side).
-With ``-m slow``: a small augmented neural ODE classifying two spirals, the papers' setting. The
-full comparison is ``benchmarks/bench_ode.py``.
+Every test here is a training run, so all run with ``-m slow``. First a two-parameter field whose
+final-time map has a one-parameter family of exact fits, from cheap to expensive dynamics;
+gradient descent with and without each regulariser (the weights are traced values, so one
+compiled program trains every variant side by side). Then a small augmented neural ODE
+classifying two spirals, the papers' setting. The full comparison is ``benchmarks/bench_ode.py``.
 """
 
 import diffrax as dfx
@@ -38,7 +38,12 @@ class Wiggly(eqx.Module):
 
 def fit_wiggly(regulariser, weights, steps=200):
     """Adam on (a, b) from (0.5, 2) to fit y(1) = 2 y(0), once per weight, side by side. The
-    learning rate decays to zero, so the noise of a random probe time is annealed away."""
+    learning rate decays to zero, so the noise of a random probe time is annealed away and the
+    final iterate is the minimiser the regularised loss leads to, not a point of the oscillation
+    that Adam keeps up at a constant rate where a regulariser has a kink (R_E at b = 0).
+
+    A weight is a scalar for a regulariser with one term, or a row holding one weight per term it
+    returns (error estimate, then stiffness estimate)."""
     key = jax.random.PRNGKey(0)
     optim = optax.adam(optax.cosine_decay_schedule(0.05, steps))
 
@@ -47,8 +52,14 @@ def fit_wiggly(regulariser, weights, steps=200):
 
         def one(y, k):
             sol = node(TS, y, regulariser=regulariser, key=k)
-            term = sol.error_estimate if sol.error_estimate is not None else sol.stiffness_estimate
-            return (sol.ys[-1] - 2.0 * y) ** 2 + weight * term
+            terms = [t for t in (sol.error_estimate, sol.stiffness_estimate) if t is not None]
+            w = jnp.reshape(weight, (-1,))
+            if w.shape[0] != len(terms):
+                raise ValueError(f"weights: one per term ({len(terms)}); got {w.shape[0]}.")
+            penalty = w[0] * terms[0]
+            for i in range(1, len(terms)):
+                penalty = penalty + w[i] * terms[i]
+            return (sol.ys[-1] - 2.0 * y) ** 2 + penalty
 
         return jnp.mean(jax.vmap(one)(Y0, jax.random.split(key, Y0.shape[0])))
 
@@ -81,36 +92,24 @@ def check_cheaper(nfe, mse, b, ratio):
 @pytest.mark.slow  # a training comparison: benchmarks/bench_ode.py measures it in full
 def test_global_regularisers_select_the_cheap_dynamics():
     """Error and stiffness sums of "Opening the Blackbox" (both from one regularised solve):
-    weights (0, 0), (0.3, 0) and (0, 0.01) for (R_E, R_S)."""
-    reg = ode.GlobalRegulariser(stiffness=True)
-    key = jax.random.PRNGKey(0)
+    weights (0, 0), (0.05, 0) and (0, 0.01) for (R_E, R_S).
 
-    def loss(params, weights, key):
-        node = ode.NeuralODE(Wiggly(*params), dfx.Tsit5(), CONTROLLER)
-
-        def one(y):
-            sol = node(TS, y, regulariser=reg)
-            fit = (sol.ys[-1] - 2.0 * y) ** 2
-            return fit + weights[0] * sol.error_estimate + weights[1] * sol.stiffness_estimate
-
-        return jnp.mean(jax.vmap(one)(Y0))
-
-    optim = optax.adam(0.05)
-
-    def train(weights):
-        params = (jnp.array(0.5), jnp.array(2.0))
-
-        def step(carry, i):
-            p, s = carry
-            updates, s = optim.update(jax.grad(loss)(p, weights, key), s, p)
-            return (optax.apply_updates(p, updates), s), None
-
-        (p, _), _ = jax.lax.scan(step, (params, optim.init(params)), jnp.arange(100))
-        sol = jax.vmap(lambda y: ode.NeuralODE(Wiggly(*p), dfx.Tsit5(), CONTROLLER)(TS, y))(Y0)
-        return jnp.mean(sol.nfe), jnp.mean((sol.ys[:, -1] - 2.0 * Y0) ** 2), p[1]
-
-    weights = jnp.array([[0.0, 0.0], [0.3, 0.0], [0.0, 0.01]])
-    nfe, mse, b = jax.jit(jax.vmap(train))(weights)
+    A regulariser trades accuracy for NFE, and the paper compares at matched accuracy, so the
+    weights are chosen for it. At the optimum of fit + w R the fit's gradient in a, about
+    8 m δ (δ the error of log(y(1)/y(0)), m = mean y0² = 1.14), balances w ∂R/∂a, which leaves a
+    squared error m (2δ)² = (w ∂R/∂a)² / (16 m). On the exact fits near b = 0,
+    |∂R_E/∂a| <= 0.22 (float64, steps held fixed as in training), and |∂R_S/∂a| <= 1 since
+    R_S ≈ ∫|a + b cos ωt| dt; the weights bound the error by 7e-6 and 6e-6, below the 1e-5 of
+    check_cheaper. (With w_E = 0.3 the bound is 2.4e-4; such runs ended anywhere from 3e-7 to
+    6e-5 with the precision and the length of training.)
+    On the exact fits R_S ≈ log 2 whenever |b| <= a, so R_S pushes b into that band, not to 0;
+    and NFE along the exact fits is not monotone in b (45-57 for b in 0.5-1, float64), so the
+    stiffness variant's 0.8 ratio (50.4 of 63) holds where this training ends (b ≈ 0.95, NFE
+    45-46.5 in float32 and float64) but would not at b ≈ 0.86 (NFE 51): if it ever fails, look
+    there first rather than at the ratio.
+    """
+    weights = [[0.0, 0.0], [0.05, 0.0], [0.0, 0.01]]
+    nfe, mse, b = fit_wiggly(ode.GlobalRegulariser(stiffness=True), weights)
     check_cheaper(nfe, mse, b, ratio=0.8)
 
 
