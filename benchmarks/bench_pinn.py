@@ -22,9 +22,12 @@
 
 Writes benchmarks/results/pinn.json. ``--quick`` shrinks everything (a smoke run; its numbers
 are not the ones the README quotes); ``--only a,b`` runs some parts (each part rewrites its own
-entry of the JSON, so parts may run in separate processes).
+entry of the JSON, so parts may run in separate processes). ``--out PATH`` writes (merges into)
+another JSON file instead, e.g. for a run on a lent GPU whose rows are merged by hand;
+``--label TEXT`` is stored in every row written, to name the machine behind it.
 
-Run: ``python benchmarks/bench_pinn.py [--quick] [--only burgers,convection_beta30,...]``.
+Run: ``python benchmarks/bench_pinn.py [--quick] [--only burgers,convection_beta30,...]
+[--out PATH] [--label TEXT]``.
 """
 
 from __future__ import annotations
@@ -383,6 +386,12 @@ def main(argv=None):
         help="convection variants to rerun (comma-separated, from "
         f"{list(CONVECTION_VARIANTS)}); the others keep their recorded rows",
     )
+    parser.add_argument(
+        "--out", help="the JSON to write (merge into); default results/pinn[_quick].json"
+    )
+    parser.add_argument(
+        "--label", help="stored in every row written as 'label' (e.g. the GPU the run used)"
+    )
     args = parser.parse_args(argv)
     chosen = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = [p for p in chosen if p not in PARTS]
@@ -390,6 +399,9 @@ def main(argv=None):
         parser.error(f"unknown parts {unknown}; choose from {list(PARTS)}")
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / ("pinn_quick.json" if args.quick else "pinn.json")
+    if args.out:
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
     machine = {
         "platform": platform.platform(),
         "processor": platform.processor(),
@@ -410,6 +422,8 @@ def main(argv=None):
             row = PARTS[name](args.quick)
         row["part_seconds"] = time.perf_counter() - start
         row["load_average_after"] = os.getloadavg()
+        if args.label:
+            row["label"] = args.label
         print(json.dumps(row, default=float)[:600], flush=True)
         # Read again before writing: parts may run in separate processes at once.
         results = json.loads(path.read_text()) if path.exists() else {}

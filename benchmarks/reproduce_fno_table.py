@@ -26,7 +26,9 @@ on CPU) for a side-by-side row.
 A run with fewer epochs than the paper's 500 keeps the shape of the schedule: the learning rate is
 halved ``5`` times, every ``epochs // 5`` epochs (every 100 of 500 in the paper's setting). Every
 row records its epochs, steps and wall time; only rows with ``setting == "paper"`` are the paper's
-setting.
+setting. For Navier-Stokes that means the paper's data distribution, 256^2 solver grid, sizes and
+training; the trajectories come from our ETDRK4 solver, not the paper's Crank-Nicolson at
+dt = 1e-4, and the row records the step it used (default 1e-3, fourth order in time).
 
 Run: ``python benchmarks/reproduce_fno_table.py [--quick] [--epochs E] [--cases ...]``; writes
 benchmarks/results/fno_table.json (``--quick``: fno_table_quick.json) and the markdown table in
@@ -394,8 +396,8 @@ def markdown(results, title):
 
 
 NS_NOTE = (
-    "Navier-Stokes rows off the paper's setting solve the trajectories on the grid in the "
-    "setting column (the paper: 256^2, dt 1e-4) and keep every other point in the `--quick` "
+    "Navier-Stokes rows solve the trajectories with ETDRK4 on the grid and step in the setting "
+    "column (the paper: Crank-Nicolson on 256^2, dt 1e-4) and keep every other point in the `--quick` "
     "rows; there, 40 training trajectories in batches of 20 for 10 epochs are 20 optimiser "
     "steps: a check that the pipeline runs end to end, not an accuracy figure."
 )
