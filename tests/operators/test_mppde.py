@@ -188,6 +188,98 @@ def test_gradient_is_the_central_difference(x64):
     np.testing.assert_allclose((up - down) / (2 * h), norm, rtol=1e-6)
 
 
+def _plain_differences(model, u, x, nb, params):
+    """``model.differences`` with the message layer as the paper writes it: the per-edge
+    concatenation ``[f_i, f_j, u_i - u_j, x_i - x_j, theta_i]`` through the whole message MLP,
+    from the model's own weights (the reference for the per-node factoring of its first layer)."""
+    (n, k), idx, act = nb.indices.shape, nb.indices, model.activation
+    theta = [jnp.broadcast_to(params, (n, model.num_params))]
+    position = [x] if model.encode_positions else []
+    f = act(model.encoder(jnp.concatenate([u, *theta, *position], axis=-1)))
+    dx = x[:, None] - x[idx]
+    if model.period is not None:
+        box = jnp.asarray(model.period)
+        dx = dx - box * jnp.round(dx / box)
+    edges = [u[:, None] - u[idx], dx, jnp.broadcast_to(theta[0][:, None], (n, k, 2))]
+    weight = nb.mask.astype(u.dtype)
+    if model.reduction == "mean":
+        weight = weight / jnp.maximum(jnp.sum(nb.mask, axis=1, keepdims=True), 1)
+    for phi, psi in zip(model.message_nets, model.update_nets, strict=True):
+        fi = jnp.broadcast_to(f[:, None], f[idx].shape)
+        m = jnp.sum(act(phi(jnp.concatenate([fi, f[idx], *edges], -1))) * weight[..., None], 1)
+        f = f + act(psi(jnp.concatenate([f, m, *theta], axis=-1)))
+        mean = jnp.mean(f, axis=0)
+        f = (f - mean) / jnp.sqrt(jnp.mean((f - mean) ** 2, axis=0) + model.eps)
+    return model._decode(f)
+
+
+@eqx.filter_jit
+def _factored_and_plain(models, u, x, nb, params, probe, with_grad):
+    """For each model (the even ones with one shared PDE-parameter vector, the odd ones with one
+    per node): ``sum(tanh(d) * probe)`` of the library's ``differences`` and of the plain
+    concatenation, with its gradient (weights and inputs ``u, x, params``) when ``with_grad``."""
+
+    def value(differences, *args):
+        f = lambda a: jnp.sum(jnp.tanh(differences(a[0], a[1], a[2], nb, a[3])) * probe)
+        return eqx.filter_value_and_grad(f)(args) if with_grad else (f(args), None)
+
+    shared, fns = params[0], (MPPDE.differences, _plain_differences)
+    return [[value(fn, m, u, x, params if j % 2 else shared) for fn in fns]
+            for j, m in enumerate(models)]  # fmt: skip
+
+
+def _check_factoring(with_grad):
+    # A random graph whose masked slots hold random node indices (which must not count), one row
+    # masked entirely; positions spread over several periods of the box (wrapped differences).
+    rng = np.random.default_rng(5)
+    n, k = 13, 6
+    mask = rng.random((n, k)) < 0.6
+    mask[3] = False
+    nb = Neighbours(indices=jnp.asarray(rng.integers(0, n, (n, k)), jnp.int32),
+                    mask=jnp.asarray(mask), counts=jnp.asarray(mask.sum(1), jnp.int32),
+                    overflow=jnp.asarray(False))  # fmt: skip
+    assert np.any(np.asarray(nb.indices)[~mask] != 0)
+    configs = ({"reduction": "mean", "period": (1.0, 1.5)}, {"reduction": "sum", "period": 1.0},
+               {"reduction": "mean", "encode_positions": True}, {"reduction": "sum"})  # fmt: skip
+    common = dict(time_window=2, history=3, num_params=2, width=8, num_layers=2)
+    models = [
+        _random_model(MPPDE, 2, 2, dtype=jnp.float64, seed=j, **common, **c)
+        for j, c in enumerate(configs)
+    ]
+    u, x = rng.standard_normal((n, 6)), 4.0 * rng.random((n, 2)) - 1.0
+    params, probe = rng.standard_normal((n, 2)), rng.standard_normal((n, 2, 2))
+    results = _factored_and_plain(models, u, x, nb, params, probe, with_grad)
+    for (value, grads), (expected, expected_grads) in results:
+        assert abs(float(expected)) > 0.1
+        np.testing.assert_allclose(float(value), float(expected), rtol=1e-12)
+        if not with_grad:
+            continue
+        leaves = jax.tree_util.tree_leaves(grads)
+        expected_leaves = jax.tree_util.tree_leaves(expected_grads)
+        # Weights: encoder, 2 x (message, update) and decoder, 2 layers of 2 arrays each, then
+        # u, x and params.
+        assert len(leaves) == len(expected_leaves) == 6 * 4 + 3
+        for g, e in zip(leaves, expected_leaves, strict=True):
+            assert np.any(np.asarray(e) != 0)
+            scale = float(np.max(np.abs(e)))
+            np.testing.assert_allclose(g, e, rtol=0, atol=1e-12 * scale)
+
+
+def test_factored_message_layer_is_the_concatenation(x64):
+    # The per-node factoring of the message MLP's first layer (A_i + B_j + W_x dx_ij) against the
+    # per-edge concatenation through the same weights, to round-off: both reductions, periodic
+    # (box (1, 1.5) and the unit square) and open (with positions in the encoder), PDE
+    # parameters per node and shared.
+    _check_factoring(with_grad=False)
+
+
+@pytest.mark.slow
+def test_factored_message_layer_gradients_are_the_concatenations(x64):
+    # The same four models, with the gradients with respect to every weight and to the field,
+    # the positions and the PDE parameters.
+    _check_factoring(with_grad=True)
+
+
 def _advection(frames, n, shift=1):
     """A periodic profile moved by ``shift`` cells per frame: ``(frames, 1, n)``."""
     xg = np.arange(n) / n
