@@ -50,11 +50,13 @@
 #     MgNO     16, 209k, 34.4, 5.56  -> 3.3-8.6              GINO    16, 277k,  6.2, 11.9 -> 1-18
 #     SineNet   6, 304k,  3.4 (likely low: XLA counts a loop body once), 15.4 -> 9-24
 #     MPPDE    80, 241k, 2180, and 328 GB of memory traffic with a 43 GB temporary (out of
-#              memory on this CPU) -> ~110 at 3 TB/s (25 if TF32-compute-bound .. 335)
+#              memory on this CPU) -> ~110 at 3 TB/s (25 if TF32-compute-bound .. 335); since
+#              the message layer is factored per node (bench_mppde.py): 900 GFLOP, 1.43x fewer
+#              bytes (~230 GB), a 33 GB temporary -> roughly 75 (the traffic bound)
 #   The nine without MP-PDE: 20-70 ms for a step of each, x 5000 = 1.7-5.7 min; compilation
 #   (the --quick first chunks summed to 320 s on the loaded 2 cores here; ~1/3 of that on 16 idle
 #   cores, plus GPU autotuning) 2-3 min; data and evaluation < 0.5 min: 4-9 min in all, the least
-#   certain estimate here. MP-PDE alone: 5000 steps x ~0.11 s ~ 9 min (2-28) and > 43 GB (an
+#   certain estimate here. MP-PDE alone: 5000 steps x ~0.075 s ~ 6 min (2-20) and > 33 GB (an
 #   H200 is safer): a command of its own (GPU_OPEN_PIECES=zoo GPU_OPEN_ZOO_MODELS=MPPDE).
 # * ns, paper setting (1000 + 200 trajectories solved at 256^2 to T = 50; 500 epochs of 50
 #   steps): the generator's ETDRK4 step for 8 trajectories at 256^2 is 3.3 GFLOP and 0.25 GB
