@@ -11,13 +11,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jaxsolve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     tour = sub.add_parser("tour", help="run a guided tour of what jaxsolve does, with figures")
-    tour.add_argument("--quick", action="store_true", help="smaller problems, for a fast check")
+    tour.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller problems, for a fast check (and XLA settings that compile faster)",
+    )
     tour.add_argument(
         "--out", default="jaxsolve-tour", help="folder for figures (default: %(default)s)"
     )
     args = parser.parse_args(argv)
 
     if args.command == "tour":
+        if args.quick:
+            # The quick tour is mostly XLA compiling small programs: settings that compile
+            # faster with the same IEEE arithmetic, where this jaxlib knows them. XLA reads
+            # XLA_FLAGS when JAX starts its first backend (importing jaxsolve, and with it JAX,
+            # does not), so this comes before anything computes. A choice the user made in
+            # XLA_FLAGS is kept.
+            from ._core._xla_flags import add_fast_compile_flags
+
+            add_fast_compile_flags()
         from ._core import check_writable_dir
         from ._tour import run_tour
 

@@ -1,39 +1,26 @@
 import os
-import subprocess
-import sys
+
 
 # Most of the suite's time is XLA compiling small programs that then run for milliseconds. Two
-# XLA:CPU settings cut that compile time with the same IEEE arithmetic (no fast-math either way):
-#
-# * the older loop emitters instead of the MLIR fusion emitters (the default): fusions compile
-#   about twice as fast, and the few training tests run as fast or faster;
-# * LLVM's optimisation level 1 instead of 2 for the compiled kernels: together with the first,
-#   the whole default run takes 15% less time (454 s against 517-545 s on the 2-core machine);
-#   the few tests bound by execution rather than compilation run a little slower.
-#
-# Set before JAX creates its CPU backend; subprocesses (README blocks, notebook kernels,
-# pytest-xdist workers) inherit them. A choice the caller already made in XLA_FLAGS is kept.
-# XLA aborts the whole process on a flag it does not know, and flags come and go between jaxlib
-# releases (jaxlib 0.11 no longer has the first), so a fresh interpreter tries them first (~1 s,
-# once per run: the workers inherit the answer), and each one alone if together they fail.
-_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1")
-_CHECKED = "JAXSOLVE_TESTS_XLA_FLAG_CHECKED"
+# XLA:CPU settings cut that compile time with the same IEEE arithmetic (jaxsolve/_core/
+# _xla_flags.py says which, and why): the whole default run takes 15% less time (454 s against
+# 517-545 s on the 2-core machine). Set before JAX creates its CPU backend; subprocesses (README
+# blocks, notebook kernels, pytest-xdist workers) inherit them, and the verdict of the one probe
+# (a fresh interpreter, ~0.2 s: XLA aborts on a flag it does not know). A choice the caller
+# already made in XLA_FLAGS is kept. The module is loaded by path: importing jaxsolve here would
+# import JAX before the compilation-cache settings below.
+def _add_fast_compile_flags():
+    import importlib.util
+
+    package = importlib.util.find_spec("jaxsolve").submodule_search_locations[0]
+    path = os.path.join(package, "_core", "_xla_flags.py")
+    spec = importlib.util.spec_from_file_location("_jaxsolve_tests_xla_flags", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.add_fast_compile_flags()
 
 
-def _accepted(flags):
-    """Whether this jaxlib starts with ``flags`` added to XLA_FLAGS."""
-    env = dict(os.environ, XLA_FLAGS=" ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip())
-    probe = [sys.executable, "-c", "import jax; jax.devices('cpu')"]
-    return subprocess.run(probe, env=env, capture_output=True).returncode == 0
-
-
-if not os.environ.get(_CHECKED):
-    os.environ[_CHECKED] = "1"
-    _present = os.environ.get("XLA_FLAGS", "")
-    _wanted = [f for f in _FLAGS if f.split("=")[0] not in _present]
-    if _wanted:
-        _chosen = _wanted if _accepted(_wanted) else [f for f in _wanted if _accepted([f])]
-        os.environ["XLA_FLAGS"] = " ".join([_present, *_chosen]).strip()
+_add_fast_compile_flags()
 
 # One persistent compilation cache for the whole run, shared by the pytest-xdist workers and the
 # subprocesses (README blocks, notebook kernels, the multi-device and resume checks): a program

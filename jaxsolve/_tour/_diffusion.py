@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,20 +32,35 @@ def schedules_section(ctx: TourContext) -> None:
     ctx.say(
         f"{'schedule':24s} {'t':>8s} {'alpha':>9s} {'sigma':>9s} {'s (VE)':>10s} {'lambda':>8s}"
     )
+    # The whole table is one compiled call: evaluated op by op, every operation of every
+    # schedule would be a small program of its own to compile.
+    shown = {
+        name: np.linspace(float(sch.t_min), float(sch.t_max), 3) for name, sch in schedules.items()
+    }
+
+    @eqx.filter_jit
+    def tabulate(schedules, shown):
+        table = {}
+        for name, sch in schedules.items():
+            ts = jnp.linspace(sch.t_min, sch.t_max, 1001)
+            round_trip = jnp.max(jnp.abs(sch.from_ve_sigma(sch.to_ve_sigma(ts)) - ts))
+            t = shown[name]
+            table[name] = (
+                round_trip / jnp.maximum(1.0, sch.t_max),
+                sch.alpha_sigma(t),
+                sch.to_ve_sigma(t),
+                sch.lam(t),
+            )
+        return table
+
+    table = jax.tree_util.tree_map(np.asarray, tabulate(schedules, shown))
     worst = 0.0
-    for name, sch in schedules.items():
-        ts = jnp.linspace(sch.t_min, sch.t_max, 1001)
-        worst = max(
-            worst,
-            float(
-                jnp.max(jnp.abs(sch.from_ve_sigma(sch.to_ve_sigma(ts)) - ts))
-                / max(1.0, float(sch.t_max))
-            ),
-        )
-        for t in np.linspace(float(sch.t_min), float(sch.t_max), 3):
-            a, s = sch.alpha_sigma(t)
+    for name in schedules:  # (the pytree came back with its keys sorted)
+        round_trip, (a, s), ve, lam = table[name]
+        worst = max(worst, float(round_trip))
+        for i, t in enumerate(shown[name]):
             ctx.say(
-                f"{name:24s} {t:8.3f} {float(a):9.5f} {float(s):9.5f} {float(sch.to_ve_sigma(t)):10.4g} {float(sch.lam(t)):8.3f}"
+                f"{name:24s} {t:8.3f} {float(a[i]):9.5f} {float(s[i]):9.5f} {float(ve[i]):10.4g} {float(lam[i]):8.3f}"
             )
     ctx.say(f"round trip t -> s -> t, worst error relative to the time range: {worst:.1e}")
     ctx.check(worst < 1e-6, "schedule round trip worse than 1e-6")
@@ -62,7 +78,7 @@ def schedules_section(ctx: TourContext) -> None:
         ctx.say("  " + " ".join(f"{v:7.3f}" for v in row))
     ctx.say(f"compilations: {len(traces)}")
     ctx.check(len(traces) == 1, "grid sweep recompiled")
-    disc = jd.discrete_sigmas(schedules["VP discrete (SD table)"], 10)
+    disc = eqx.filter_jit(jd.discrete_sigmas)(schedules["VP discrete (SD table)"], 10)
     ctx.say(
         "diffusers' DPMSolverMultistep sigmas for 10 steps (SD table): "
         + " ".join(f"{v:.3f}" for v in np.asarray(disc))
@@ -94,18 +110,9 @@ def oracles_section(ctx: TourContext) -> None:
         f"transported {n} points from s={sigma_max} to 0 with diffrax Dopri8 in {time.perf_counter() - t0:.1f}s"
     )
     data = mix.sample(jax.random.PRNGKey(1), n)
-    err_mean = float(jnp.linalg.norm(flowed.mean(0) - mix.mean()))
-    ctx.say(
-        f"|mean(flowed) - mean(data)| = {err_mean:.3f}  (data mean is 0; sampling error ~ {2.5 / np.sqrt(n):.3f})"
-    )
-    ctx.check(err_mean < 6 * 2.6 / np.sqrt(n), "probability-flow transport moved the mean")
 
     g = Gaussian(np.array([0.5, -0.3]), np.array([[1.0, 0.6], [0.6, 0.8]]))
     x = g.sample(key, 8, sigma=20.0)
-    gap = float(jnp.max(jnp.abs(g.ode_solution(x, 20.0, 0.0) - g.reference_solution(x, 20.0, 0.0))))
-    ctx.say(f"Gaussian: closed-form flow map vs diffrax solve, max difference {gap:.1e}")
-    ctx.check(gap < 1e-3, "Gaussian flow map disagrees with diffrax")
-
     sch = jd.VPSchedule.discrete(jd.ddpm_betas("linear"))
 
     def exact_eps(x_t, t):  # the Bayes-optimal eps-prediction network for the Gaussian
@@ -114,21 +121,42 @@ def oracles_section(ctx: TourContext) -> None:
         return b * jnp.linalg.solve(c, (x_t - a * g.mean()).T).T
 
     denoiser = jd.from_eps(exact_eps, sch)
-    gap = float(jnp.max(jnp.abs(denoiser(x, 3.0) - g.denoise(x, 3.0))))
+    lim = 4.5
+    grid = np.linspace(-lim, lim, 200)
+    xx, yy = np.meshgrid(grid, grid)
+    pts = np.stack([xx, yy], -1)
+
+    # Every closed form below in one compiled call: op by op, each operation would be a small
+    # program of its own to compile.
+    @eqx.filter_jit
+    def closed_forms(flowed, x, pts):
+        err_mean = jnp.linalg.norm(flowed.mean(0) - mix.mean())
+        eps_gap = jnp.max(jnp.abs(denoiser(x, 3.0) - g.denoise(x, 3.0)))
+        densities = [jnp.exp(mix.log_prob(pts, s)) for s in (0.0, 1.0)]
+        return err_mean, g.ode_solution(x, 20.0, 0.0), eps_gap, densities
+
+    err_mean, flow_map, eps_gap, densities = closed_forms(flowed, x, pts)
+    err_mean = float(err_mean)
+    ctx.say(
+        f"|mean(flowed) - mean(data)| = {err_mean:.3f}  (data mean is 0; sampling error ~ {2.5 / np.sqrt(n):.3f})"
+    )
+    ctx.check(err_mean < 6 * 2.6 / np.sqrt(n), "probability-flow transport moved the mean")
+
+    gap = float(np.max(np.abs(np.asarray(flow_map) - g.reference_solution(x, 20.0, 0.0))))
+    ctx.say(f"Gaussian: closed-form flow map vs diffrax solve, max difference {gap:.1e}")
+    ctx.check(gap < 1e-3, "Gaussian flow map disagrees with diffrax")
+
+    gap = float(eps_gap)
     ctx.say(
         f"a DDPM eps-model wrapped by from_eps equals the exact VE denoiser: max difference {gap:.1e}"
     )
     ctx.check(gap < 1e-4, "from_eps adapter disagrees with the exact denoiser")
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
-    lim = 4.5
-    grid = np.linspace(-lim, lim, 200)
-    xx, yy = np.meshgrid(grid, grid)
-    pts = jnp.asarray(np.stack([xx, yy], -1))
-    for ax, s, title in zip(
-        axes[:2], [0.0, 1.0], ["data density (s = 0)", "noised density (s = 1)"], strict=True
+    for ax, density, title in zip(
+        axes[:2], densities, ["data density (s = 0)", "noised density (s = 1)"], strict=True
     ):
-        ax.contourf(xx, yy, np.exp(np.asarray(mix.log_prob(pts, s))), levels=30, cmap="viridis")
+        ax.contourf(xx, yy, np.asarray(density), levels=30, cmap="viridis")
         ax.set_title(title)
     axes[0].scatter(*np.asarray(data).T, s=2, c="w", alpha=0.5)
     axes[2].scatter(*np.asarray(data).T, s=3, alpha=0.4, label="data samples")
@@ -216,14 +244,16 @@ def trained_model_section(ctx: TourContext) -> None:
     data = ring.sample(jax.random.PRNGKey(3), n)
     untrained = jd.sample(model, x0, jd.karras_sigmas(20, smin, smax), jd.DPMSolverPP(order=3))
     exact = jd.sample(ring, x0, jd.karras_sigmas(20, smin, smax), jd.DPMSolverPP(order=3))
-    sw = {
-        label: float(jd.sliced_wasserstein(jnp.asarray(y), data, jax.random.PRNGKey(4)))
-        for label, y in (
-            ("untrained", untrained),
-            ("trained", samples["DPM-Solver++(3M)"][-1]),
-            ("exact denoiser", exact),
-        )
+    sets = {
+        "untrained": untrained,
+        "trained": samples["DPM-Solver++(3M)"][-1],
+        "exact denoiser": exact,
     }
+    # One compiled call for the three distances (the same directions for each).
+    distances = jax.jit(
+        jax.vmap(lambda y, data: jd.sliced_wasserstein(y, data, jax.random.PRNGKey(4)), (0, None))
+    )(np.stack([np.asarray(y) for y in sets.values()]), data)
+    sw = {label: float(d) for label, d in zip(sets, distances, strict=True)}
     ctx.say(
         "sliced Wasserstein distance to fresh data (DPM-Solver++(3M), 20 NFE): "
         + ", ".join(f"{k} {v:.3f}" for k, v in sw.items())
