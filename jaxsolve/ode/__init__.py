@@ -15,6 +15,10 @@ r"""Pillar 4 — neural ODEs on diffrax, solver-heuristic regularisers, exact li
 * :class:`NeuralSDE` — neural SDEs (diagonal or general noise, Itô or Stratonovich, a virtual
   Brownian tree per sample) with :class:`GlobalRegulariser` and :class:`LocalRegulariser` (the
   SDE hands its solve to :meth:`AbstractRegulariser.solve_sde`); :class:`LatentSDE` (Li et al.).
+* :func:`signature_kernel` (the untruncated signature kernel by its Goursat PDE, "The Signature
+  Kernel is the solution of a Goursat PDE"), :func:`signature_mmd` and
+  :func:`signature_kernel_score` ("Non-adversarial training of Neural SDEs with signature kernel
+  scores") — training losses for a :class:`NeuralSDE` with no discriminator.
 * :class:`NeuralCDE` ("Neural Controlled Differential Equations for Irregular Time Series") over
   cubic, linear or rectilinear interpolations of irregular, partly missing series.
 * :class:`CNF` — continuous normalising flows (FFJORD) with :class:`RNODE`, :class:`TayNODE` and
@@ -44,6 +48,12 @@ from ._neural_cde import (
 from ._neural_ode import MLPField, NeuralODE, ODESolution
 from ._neural_sde import LatentSDE, NeuralSDE, SDESolution, euler_transition_nll
 from ._regularisers import AbstractRegulariser, GlobalRegulariser, LocalRegulariser
+from ._signature import (
+    signature_kernel,
+    signature_kernel_matrix,
+    signature_kernel_score,
+    signature_mmd,
+)
 
 __all__ = [
     "CNF",
@@ -75,5 +85,9 @@ __all__ = [
     "interpolate",
     "interpolate_batch",
     "log_likelihood",
+    "signature_kernel",
+    "signature_kernel_matrix",
+    "signature_kernel_score",
+    "signature_mmd",
     "total_derivative",
 ]
