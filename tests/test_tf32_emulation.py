@@ -1,24 +1,28 @@
 """The accelerator-rounding plugin (tests/tf32_emulation.py) rounds what a GPU rounds, and only that.
 
 The plugin patches primitive binding for the whole process, and traces made meanwhile (eager
-primitive calls included) keep the rounding in JAX's caches; removing the plugin clears them, which
-the last check of the first test relies on.
+primitive calls included) keep the rounding in JAX's caches, so removing it clears them all. In a
+pytest-xdist worker that has compiled hundreds of programs, the clearing alone takes seconds and
+every later test there traces and compiles again: the checks run in one fresh interpreter instead
+(:func:`run_checks`), which the one test here starts.
 """
 
+import os
+import subprocess
+import sys
+
+import jax
 import numpy as np
-import pytest
 from jax import lax
-from jax._src.lax.lax import dot_general_p
 
 from . import tf32_emulation as emulation
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 C = np.float32(np.cos(np.pi / 4))
 DIMS = (((1,), (0,)), ((), ()))
 
 
 def _with_plugin(fn):
-    if dot_general_p.bind is emulation._dot_bind:
-        pytest.skip("the plugin is active for this whole run (-p tests.tf32_emulation)")
     emulation.pytest_configure(None)
     try:
         return fn()
@@ -26,7 +30,7 @@ def _with_plugin(fn):
         emulation.pytest_unconfigure(None)
 
 
-def test_matrix_products_are_rounded_like_a_gpu():
+def _check_matrix_products_are_rounded_like_a_gpu():
     a = np.full((3, 4), C, np.float32)
     eye = np.eye(4, dtype=np.float32)
     col = np.eye(4, 1, dtype=np.float32)[:, 0]
@@ -45,14 +49,36 @@ def test_matrix_products_are_rounded_like_a_gpu():
     assert float(lax.dot_general(a, eye, DIMS)[0, 0]) == C
 
 
-def test_float64_is_not_rounded(x64):
-    a = np.full((3, 4), np.cos(np.pi / 4))
-    out = _with_plugin(lambda: lax.dot_general(a, np.eye(4), DIMS))
-    assert float(out[0, 0]) == np.cos(np.pi / 4)
+def _check_float64_is_not_rounded():
+    jax.config.update("jax_enable_x64", True)
+    try:
+        a = np.full((3, 4), np.cos(np.pi / 4))
+        out = _with_plugin(lambda: lax.dot_general(a, np.eye(4), DIMS))
+        assert out.dtype == np.float64
+        assert float(out[0, 0]) == np.cos(np.pi / 4)
+    finally:
+        jax.config.update("jax_enable_x64", False)
 
 
-def test_convolutions_are_rounded():
+def _check_convolutions_are_rounded():
     x = np.full((1, 1, 5), C, np.float32)
     w = np.ones((1, 1, 1), np.float32)
     out = _with_plugin(lambda: lax.conv_general_dilated(x, w, (1,), "VALID"))
     assert float(out[0, 0, 0]) == 0.70703125
+
+
+def run_checks():
+    """Every check above, in this process (a fresh one: see the module docstring)."""
+    _check_matrix_products_are_rounded_like_a_gpu()
+    _check_float64_is_not_rounded()
+    _check_convolutions_are_rounded()
+    print("tf32 emulation checks passed")
+
+
+def test_the_plugin_rounds_what_a_gpu_rounds_and_only_that():
+    code = "from tests.test_tf32_emulation import run_checks; run_checks()"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tf32 emulation checks passed" in result.stdout

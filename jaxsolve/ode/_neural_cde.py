@@ -27,6 +27,7 @@ seen by the model, while the interpolation fills the values themselves.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import diffrax as dfx
@@ -169,6 +170,14 @@ def interpolate(
     if not isinstance(include_time, bool):
         raise TypeError(f"include_time must be a bool; got {type(include_time).__name__}.")
     ts, xs = _check_series(ts, xs)
+    return _interpolate_checked(ts, xs, method, include_time, observed)
+
+
+# One compiled program per (shapes, options): called outside jit, the few dozen operations
+# below would otherwise each compile on their own, once per new series length.
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _interpolate_checked(ts, xs, method, include_time, observed):
+    """:func:`interpolate` of a series :func:`_check_series` accepted."""
     seen = ~jnp.isnan(xs)
     observed_ever = jnp.any(seen, axis=0)
     n = xs.shape[0]
