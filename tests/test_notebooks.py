@@ -14,11 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
-from nbclient import NotebookClient
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -60,14 +56,17 @@ def _executions(paths):
     (one that trains to a benchmark's accuracy) runs under ``-m slow`` only."""
     cases = []
     for path in paths:
-        meta = nbformat.read(path, as_version=4).metadata.get("jaxsolve", {})
+        meta = json.loads(path.read_text()).get("metadata", {}).get("jaxsolve", {})
         marks = [pytest.mark.slow] if meta.get("slow") else []
         cases.append(pytest.param(path, marks=marks, id=path.name))
     return cases
 
 
-def _kernel_manager(spec_dir: Path) -> AsyncKernelManager:
+def _kernel_manager(spec_dir: Path):
     """A kernel manager whose only kernel is ipykernel on ``sys.executable``."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
     kernel_dir = spec_dir / KERNEL_NAME
     kernel_dir.mkdir(parents=True)
     spec = {
@@ -87,6 +86,8 @@ def test_notebooks_are_found():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_is_committed_clean_and_opens_with_the_install_cell(path):
+    import nbformat  # here, not at collection: with its schema validator it takes seconds
+
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.lstrip().startswith("# ")
@@ -123,6 +124,9 @@ def test_install_cell_finds_the_checkout(where, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("path", _executions(NOTEBOOKS))
 def test_notebook_executes(path, tmp_path, record_property):
+    import nbformat
+    from nbclient import NotebookClient
+
     nb = nbformat.read(path, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))  # which interpreter ran the kernel
     workdir = tmp_path / "work"
