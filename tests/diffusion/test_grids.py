@@ -61,6 +61,37 @@ def test_padded_grid_equals_unpadded_and_compiles_once(name):
         np.testing.assert_allclose(padded[n - 1, : n + 1], ref, rtol=2e-6, atol=0)
 
 
+CONTINUOUS = ["karras", "karras_rho3", "exponential", "polyexponential", "logsnr", "time_uniform"]
+CONTINUOUS += ["time_quadratic", "time_uniform_flow"]
+
+
+@pytest.mark.parametrize("name", CONTINUOUS)
+def test_an_eager_grid_is_one_compiled_program(name):
+    """Called outside jit, a grid for a new step count compiles one program, not one per
+    operation of its formula; a new noise level compiles nothing."""
+    compiles = []
+
+    def listen(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    n = 101 + 2 * CONTINUOUS.index(name)  # a length no other case here has compiled
+    GRIDS[name](n - 1)  # the scalar arithmetic around the grid, compiled once per process
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        grid = GRIDS[name](n)
+        counted = len(compiles)
+        other = jd.karras_sigmas(n, 0.002, 81.0) if name == "karras" else None
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    assert counted <= 1, counted
+    assert len(compiles) == counted  # a new sigma_max reuses the program
+    if other is not None:
+        assert float(other[0]) == pytest.approx(81.0, rel=1e-6)
+    chex.assert_shape(grid, (n + 1,))
+    assert float(grid[-1]) == 0.0 and np.all(np.diff(np.asarray(grid)) < 0)
+
+
 def test_karras_closed_form(x64):
     n, smin, smax, rho = 10, 0.002, 80.0, 7.0
     ramp = np.linspace(0, 1, n)

@@ -21,7 +21,7 @@ from ..._core import (
     is_concrete,
 )
 from .._schedules import AbstractSchedule
-from .spacing import _grid, _levels, _time_range, exponential_sigmas, karras_sigmas
+from .spacing import _arrays, _grid, _levels, _time_range, exponential_sigmas, karras_sigmas
 
 # Bisection halves [0, 1] to below float64 resolution in 64 steps.
 _BISECTION_STEPS = 64
@@ -61,8 +61,12 @@ def beta_sigmas(
     sigma_min, sigma_max = check_sigma_range(sigma_min, sigma_max)
     check_positive("alpha", alpha)
     check_positive("beta", beta)
+    return _grid(_beta_levels, _arrays(sigma_min, sigma_max, alpha, beta), n, max_steps)
+
+
+def _beta_levels(u, sigma_min, sigma_max, alpha, beta):
     lo, hi = as_float(sigma_min), as_float(sigma_max)
-    return _grid(lambda u: lo + beta_quantile(1.0 - u, alpha, beta) * (hi - lo), n, max_steps)
+    return lo + beta_quantile(1.0 - u, alpha, beta) * (hi - lo)
 
 
 def schedule_sigmas(
@@ -180,11 +184,13 @@ def flow_shift_times(
     else:
         stretch = 1.0
 
-    def time_of_u(u):
-        t = shifted(1.0 + u * (last - 1.0))
-        return 1.0 - (1.0 - t) / stretch
+    return _grid(_shifted_flow_levels, _arrays(factor, last, stretch), n, max_steps)
 
-    return _grid(time_of_u, n, max_steps)
+
+def _shifted_flow_levels(u, factor, last, stretch):
+    t = 1.0 + u * (last - 1.0)
+    t = factor * t / (1.0 + (factor - 1.0) * t)
+    return 1.0 - (1.0 - t) / stretch
 
 
 def flow_shift_sigmas(

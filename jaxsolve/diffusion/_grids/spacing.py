@@ -26,14 +26,55 @@ from ..._core import as_float, check_choice, check_integer_count, check_sigma_ra
 from .._schedules import AbstractSchedule, DiscreteVPSchedule
 
 
-def _grid(sigma_of_u: Callable, n, max_steps) -> Float[Array, " L"]:
-    """Evaluate ``sigma_of_u`` at ``u_i = i/(n-1)``, append 0, pad to ``max_steps + 1``."""
+def _grid(levels: Callable, params: tuple, n, max_steps) -> Float[Array, " L"]:
+    """``levels(u, *params)`` at ``u_i = i/(n-1)``, then 0, padded to ``max_steps + 1``."""
     n = check_integer_count("n", n, max_steps=max_steps)
-    length = n if max_steps is None else max_steps
+    if max_steps is None:
+        return _evaluate(levels, params, n, n)
+    return _evaluate(levels, params, jnp.asarray(n), max_steps)
+
+
+# One compiled program per grid rule, length and dtype. Outside jit the dozen operations of a
+# rule would each compile on their own, again for every new n. Array parameters are traced (a
+# new sigma_max does not recompile); Python scalars such as rho stay static, so the arithmetic
+# is the same as operation by operation.
+@eqx.filter_jit
+def _evaluate(levels, params, n, length):
     i = jnp.arange(length + 1)
     u = i / jnp.maximum(n - 1, 1)
-    sig = sigma_of_u(as_float(jnp.clip(u, 0.0, 1.0)))
+    sig = levels(as_float(jnp.clip(u, 0.0, 1.0)), *params)
     return jnp.where(i < n, sig, 0.0)
+
+
+def _karras_levels(u, sigma_min, sigma_max, rho):
+    lo, hi = as_float(sigma_min) ** (1.0 / rho), as_float(sigma_max) ** (1.0 / rho)
+    # hi + u (lo - hi) loses sigma_min to cancellation when sigma_max / sigma_min is large
+    # (rho = 1, a ratio of 1e5: relative error 3e-12), so the last level is taken exactly.
+    return jnp.where(u >= 1.0, lo, hi + u * (lo - hi)) ** rho
+
+
+def _exponential_levels(u, sigma_min, sigma_max):
+    lo, hi = jnp.log(as_float(sigma_min)), jnp.log(as_float(sigma_max))
+    return jnp.exp(hi + u * (lo - hi))
+
+
+def _polyexponential_levels(u, sigma_min, sigma_max, rho):
+    lo, hi = jnp.log(as_float(sigma_min)), jnp.log(as_float(sigma_max))
+    return jnp.exp(lo + (1.0 - u) ** rho * (hi - lo))
+
+
+def _time_uniform_levels(u, schedule, t_min, t_max):
+    return schedule.to_ve_sigma(t_max + u * (t_min - t_max))
+
+
+def _time_quadratic_levels(u, schedule, t_min, t_max):
+    a, b = jnp.sqrt(t_max), jnp.sqrt(t_min)
+    return schedule.to_ve_sigma((a + u * (b - a)) ** 2)
+
+
+def _arrays(*values):
+    """Python scalars as arrays, so that :func:`_evaluate` traces rather than bakes them in."""
+    return tuple(jnp.asarray(v) for v in values)
 
 
 def karras_sigmas(n, sigma_min, sigma_max, rho=7.0, *, max_steps=None) -> Float[Array, " L"]:
@@ -43,10 +84,7 @@ def karras_sigmas(n, sigma_min, sigma_max, rho=7.0, *, max_steps=None) -> Float[
     """
     sigma_min, sigma_max = check_sigma_range(sigma_min, sigma_max)
     check_positive_rho(rho)
-    lo, hi = as_float(sigma_min) ** (1.0 / rho), as_float(sigma_max) ** (1.0 / rho)
-    # hi + u (lo - hi) loses sigma_min to cancellation when sigma_max / sigma_min is large
-    # (rho = 1, a ratio of 1e5: relative error 3e-12), so the last level is taken exactly.
-    return _grid(lambda u: jnp.where(u >= 1.0, lo, hi + u * (lo - hi)) ** rho, n, max_steps)
+    return _grid(_karras_levels, (*_arrays(sigma_min, sigma_max), rho), n, max_steps)
 
 
 def exponential_sigmas(n, sigma_min, sigma_max, *, max_steps=None) -> Float[Array, " L"]:
@@ -55,8 +93,7 @@ def exponential_sigmas(n, sigma_min, sigma_max, *, max_steps=None) -> Float[Arra
     In VE scale :math:`\lambda = -\log s`, so this is the log-SNR-uniform grid.
     """
     sigma_min, sigma_max = check_sigma_range(sigma_min, sigma_max)
-    lo, hi = jnp.log(as_float(sigma_min)), jnp.log(as_float(sigma_max))
-    return _grid(lambda u: jnp.exp(hi + u * (lo - hi)), n, max_steps)
+    return _grid(_exponential_levels, _arrays(sigma_min, sigma_max), n, max_steps)
 
 
 def polyexponential_sigmas(
@@ -68,8 +105,7 @@ def polyexponential_sigmas(
     """
     sigma_min, sigma_max = check_sigma_range(sigma_min, sigma_max)
     check_positive_rho(rho)
-    lo, hi = jnp.log(as_float(sigma_min)), jnp.log(as_float(sigma_max))
-    return _grid(lambda u: jnp.exp(lo + (1.0 - u) ** rho * (hi - lo)), n, max_steps)
+    return _grid(_polyexponential_levels, (*_arrays(sigma_min, sigma_max), rho), n, max_steps)
 
 
 def logsnr_sigmas(schedule: AbstractSchedule, n, *, t_min=None, t_max=None, max_steps=None):
@@ -86,7 +122,7 @@ def logsnr_sigmas(schedule: AbstractSchedule, n, *, t_min=None, t_max=None, max_
 def time_uniform_sigmas(schedule: AbstractSchedule, n, *, t_min=None, t_max=None, max_steps=None):
     """Uniform in the schedule's own time: :math:`t_i = t_{\\max} + u_i(t_{\\min} - t_{\\max})`."""
     t_min, t_max = _time_range(schedule, t_min, t_max)
-    grid = _grid(lambda u: schedule.to_ve_sigma(t_max + u * (t_min - t_max)), n, max_steps)
+    grid = _grid(_time_uniform_levels, (schedule, *_arrays(t_min, t_max)), n, max_steps)
     return _checked_by_levels(grid, schedule, t_min, t_max)
 
 
@@ -98,8 +134,7 @@ def time_quadratic_sigmas(schedule: AbstractSchedule, n, *, t_min=None, t_max=No
     t_min, t_max = _time_range(schedule, t_min, t_max)
     if is_concrete(t_min) and float(np.asarray(t_min)) < 0:
         raise ValueError(f"t_min must be >= 0 for time-quadratic steps; got {float(t_min)}.")
-    a, b = jnp.sqrt(t_max), jnp.sqrt(t_min)
-    grid = _grid(lambda u: schedule.to_ve_sigma((a + u * (b - a)) ** 2), n, max_steps)
+    grid = _grid(_time_quadratic_levels, (schedule, *_arrays(t_min, t_max)), n, max_steps)
     return _checked_by_levels(grid, schedule, t_min, t_max)
 
 
