@@ -243,9 +243,17 @@ def interpolate_batch(
         a = np.asarray(ts)
         if not np.all(np.isfinite(a)) or np.any(np.diff(a, axis=1) <= 0):
             raise ValueError("ts must be finite and strictly increasing along each series.")
-    one = lambda t, x: interpolate(
-        t, x, method=method, include_time=include_time, observed=observed
-    )
+    return _interpolate_batch_checked(ts, xs, method, include_time, observed)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _interpolate_batch_checked(ts, xs, method, include_time, observed):
+    """:func:`interpolate_batch` after its checks: one compiled program (see above)."""
+
+    def one(t, x):
+        t, x = _check_series(t, x)
+        return _interpolate_checked(t, x, method, include_time, observed)
+
     return jax.vmap(one)(ts, xs)
 
 
