@@ -13,10 +13,12 @@ float32.
 * :data:`CONFIG`: that set-up as a dict.
 * :func:`collocation_points`: the points DeepXDE trains on, in jaxsolve's ``(t, x)`` order, so
   the jaxsolve side can train on the same ones.
-* :func:`run`: trains for ``num_adam`` Adam iterations and reports the time per iteration (the
-  first iteration, and the evaluations DeepXDE makes before the first and after the last, are
-  excluded) and the relative L2 error on the standard grid ``x = linspace(-1, 1, 256)``,
+* :class:`BurgersTrainer`: the model, trained in chunks (``train(n)``), so that another
+  library's chunks can run in between; ``result()`` reports the time per iteration (the first
+  and last iteration of each chunk, around which DeepXDE evaluates its test losses, excluded)
+  and the relative L2 error on the standard grid ``x = linspace(-1, 1, 256)``,
   ``t = linspace(0, 0.99, 100)`` against the Cole-Hopf solution.
+* :func:`run`: ``num_adam`` iterations in one chunk.
 
 The backend is chosen through ``DDE_BACKEND=pytorch`` before DeepXDE is imported. Without
 ``deepxde`` (and ``torch``) installed, :func:`run` and :func:`collocation_points` raise
@@ -178,6 +180,127 @@ def _relative_l2(model) -> tuple[float, np.ndarray]:
     return float(np.linalg.norm(u - exact) / np.linalg.norm(exact)), u
 
 
+def _check_threads(num_threads):
+    if num_threads is not None and (
+        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
+    ):
+        raise ValueError(f"num_threads must be a positive int or None; got {num_threads!r}.")
+
+
+class BurgersTrainer:
+    """DeepXDE's Burgers PINN, trained in chunks of Adam iterations (so that another library's
+    chunks can run in between: the same machine phases for both sides of a comparison).
+
+    Each :meth:`train` call is one ``model.train`` of DeepXDE, which continues the optimiser's
+    state; DeepXDE evaluates its test losses at the start and the end of every call, so the first
+    and the last iteration of each call are left out of the timing.
+
+    Args:
+        seed: ``dde.config.set_random_seed`` (network initialisation; the Hammersley points do
+            not depend on it).
+        num_threads: ``torch.set_num_threads`` (default: leave torch's setting).
+
+    Raises:
+        ImportError: deepxde (with torch) is not installed.
+    """
+
+    def __init__(self, seed: int = 0, *, num_threads: int | None = None):
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int; got {type(seed).__name__}.")
+        _check_threads(num_threads)
+        dde, torch = _import_deepxde()
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        dde.config.set_random_seed(seed)
+        self._dde, self._torch, self.seed = dde, torch, seed
+        self._data = _data(dde)
+        self.points = _points_of(self._data)
+        self.net = dde.nn.FNN(CONFIG["layers"], CONFIG["activation"], CONFIG["initializer"])
+        self.model = dde.Model(self._data, self.net)
+        self.model.compile(CONFIG["optimizer"], lr=CONFIG["learning_rate"])
+        self.device = str(next(self.net.parameters()).device)
+        self.timed_iterations = 0
+        self.timed_wall_s = 0.0
+        self.timed_cpu_s = 0.0
+        self.train_wall_s = 0.0
+        self.first_iteration_s: float | None = None
+
+    def _sync(self):
+        # On a GPU the iterations are queued: a stamp must wait for the work before it.
+        if self.device.startswith("cuda"):
+            self._torch.cuda.synchronize()
+
+    def train(self, iterations: int) -> tuple[float, float]:
+        """``iterations`` more Adam iterations (at least 3); returns the wall and process-CPU
+        seconds per iteration of this call's timed iterations (its 2nd .. second-to-last)."""
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 3:
+            raise ValueError(f"iterations must be an int >= 3; got {iterations!r}.")
+        stamps: list[tuple[float, float]] = []
+        trainer = self
+
+        class _Clock(self._dde.callbacks.Callback):
+            def on_batch_begin(self):
+                trainer._sync()
+                stamps.append((time.perf_counter(), time.process_time()))
+
+        start = time.perf_counter()
+        # display_every beyond any step: no test evaluation inside a call.
+        self.model.train(
+            iterations=iterations, display_every=10**12, callbacks=[_Clock()], verbose=0
+        )
+        self.train_wall_s += time.perf_counter() - start
+        if self.first_iteration_s is None:
+            self.first_iteration_s = stamps[1][0] - stamps[0][0]
+        n = iterations - 2
+        wall = stamps[iterations - 1][0] - stamps[1][0]
+        cpu = stamps[iterations - 1][1] - stamps[1][1]
+        self.timed_iterations += n
+        self.timed_wall_s += wall
+        self.timed_cpu_s += cpu
+        return wall / n, cpu / n
+
+    def result(self, *, return_prediction: bool = False) -> dict:
+        """The run so far: ``seconds_per_adam_iteration`` and ``cpu_seconds_per_adam_iteration``
+        (the means over every timed iteration; CPU time counts all threads and, unlike the wall
+        time, does not grow when other work shares the machine), ``first_iteration_s``,
+        ``relative_l2`` (on the evaluation grid against the Cole-Hopf solution), ``iterations``,
+        ``num_points`` per term, ``network``, ``final_losses`` (pde, bc, ic), ``config``
+        (:data:`CONFIG`), versions and the torch thread count; with ``return_prediction``, also
+        ``"prediction"``, the ``(100, 256)`` float64 array ``u[i, j] = u(t[i], x[j])`` on the
+        evaluation grid (not JSON-serialisable)."""
+        if self.timed_iterations == 0:
+            raise RuntimeError("train() has not run yet.")
+        error, prediction = _relative_l2(self.model)
+        out = {
+            "library": "deepxde",
+            "deepxde_version": self._dde.__version__,
+            "torch_version": self._torch.__version__,
+            "backend": self._dde.backend.backend_name,
+            "torch_num_threads": self._torch.get_num_threads(),
+            "device": self.device,
+            "seed": self.seed,
+            "iterations": int(self.model.train_state.step),
+            "seconds_per_adam_iteration": self.timed_wall_s / self.timed_iterations,
+            "cpu_seconds_per_adam_iteration": self.timed_cpu_s / self.timed_iterations,
+            "first_iteration_s": self.first_iteration_s,
+            "train_wall_s": self.train_wall_s,
+            "load_average_1min": os.getloadavg()[0],
+            "relative_l2": error,
+            "final_losses": [float(v) for v in np.ravel(self.model.train_state.loss_train)],
+            "num_points": {name: len(self.points[name]) for name in ("pde", "bc", "ic")},
+            "network": {
+                "layers": CONFIG["layers"],
+                "activation": CONFIG["activation"],
+                "initializer": CONFIG["initializer"],
+                "num_parameters": int(sum(p.numel() for p in self.net.parameters())),
+            },
+            "config": dict(CONFIG),
+        }
+        if return_prediction:
+            out["prediction"] = prediction
+        return out
+
+
 def run(
     num_adam: int,
     seed: int = 0,
@@ -185,92 +308,18 @@ def run(
     num_threads: int | None = None,
     return_prediction: bool = False,
 ) -> dict:
-    """Train DeepXDE's Burgers PINN for ``num_adam`` Adam iterations; time and error.
-
-    Args:
-        num_adam: Adam iterations (at least 3: the first is excluded from the timing, and so is
-            the last, after which DeepXDE evaluates its test losses).
-        seed: ``dde.config.set_random_seed`` (network initialisation; the Hammersley points do not
-            depend on it).
-        num_threads: ``torch.set_num_threads`` for the run (default: leave torch's setting).
-        return_prediction: also return ``"prediction"``, the ``(100, 256)`` float64 array
-            ``u[i, j] = u(t[i], x[j])`` on the evaluation grid (not JSON-serialisable).
-
-    Returns:
-        A dict: ``seconds_per_adam_iteration`` (wall time, the mean over iterations
-        2 .. num_adam - 1), ``cpu_seconds_per_adam_iteration`` (process CPU time, all threads,
-        over the same iterations: unlike the wall time it does not grow when other work shares
-        the machine),
-        ``first_iteration_s``, ``relative_l2`` (after ``num_adam`` iterations, on the evaluation
-        grid against the Cole-Hopf solution), ``iterations``, ``num_points`` per term,
-        ``network``, ``final_losses`` (pde, bc, ic), ``config`` (:data:`CONFIG`), versions and the
-        torch thread count.
+    """Train DeepXDE's Burgers PINN for ``num_adam`` Adam iterations in one call; time and error
+    (:meth:`BurgersTrainer.result`: the time per iteration is the mean over iterations
+    2 .. num_adam - 1).
 
     Raises:
         ImportError: deepxde (with torch) is not installed.
     """
     if isinstance(num_adam, bool) or not isinstance(num_adam, int) or num_adam < 3:
         raise ValueError(f"num_adam must be an int >= 3; got {num_adam!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int; got {type(seed).__name__}.")
-    if num_threads is not None and (
-        isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
-    ):
-        raise ValueError(f"num_threads must be a positive int or None; got {num_threads!r}.")
-    dde, torch = _import_deepxde()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    dde.config.set_random_seed(seed)
-    data = _data(dde)
-    points = _points_of(data)
-    net = dde.nn.FNN(CONFIG["layers"], CONFIG["activation"], CONFIG["initializer"])
-    model = dde.Model(data, net)
-    model.compile(CONFIG["optimizer"], lr=CONFIG["learning_rate"])
-
-    stamps: list[float] = []
-    cpu_stamps: list[float] = []
-
-    class _Clock(dde.callbacks.Callback):
-        def on_batch_begin(self):
-            stamps.append(time.perf_counter())
-            cpu_stamps.append(time.process_time())
-
-    start = time.perf_counter()
-    model.train(iterations=num_adam, display_every=num_adam + 1, callbacks=[_Clock()], verbose=0)
-    total = time.perf_counter() - start
-    # stamps[i]: the start of iteration i (0-based); iterations 1 .. num_adam - 2 lie between
-    # stamps[1] and stamps[num_adam - 1] (the last one ends with DeepXDE's test evaluation).
-    per_iteration = (stamps[num_adam - 1] - stamps[1]) / (num_adam - 2)
-    cpu_per_iteration = (cpu_stamps[num_adam - 1] - cpu_stamps[1]) / (num_adam - 2)
-    error, prediction = _relative_l2(model)
-    out = {
-        "library": "deepxde",
-        "deepxde_version": dde.__version__,
-        "torch_version": torch.__version__,
-        "backend": dde.backend.backend_name,
-        "torch_num_threads": torch.get_num_threads(),
-        "device": str(next(net.parameters()).device),
-        "seed": seed,
-        "iterations": int(model.train_state.step),
-        "seconds_per_adam_iteration": per_iteration,
-        "cpu_seconds_per_adam_iteration": cpu_per_iteration,
-        "first_iteration_s": stamps[1] - stamps[0],
-        "train_wall_s": total,
-        "load_average_1min": os.getloadavg()[0],
-        "relative_l2": error,
-        "final_losses": [float(v) for v in np.ravel(model.train_state.loss_train)],
-        "num_points": {name: len(points[name]) for name in ("pde", "bc", "ic")},
-        "network": {
-            "layers": CONFIG["layers"],
-            "activation": CONFIG["activation"],
-            "initializer": CONFIG["initializer"],
-            "num_parameters": int(sum(p.numel() for p in net.parameters())),
-        },
-        "config": dict(CONFIG),
-    }
-    if return_prediction:
-        out["prediction"] = prediction
-    return out
+    trainer = BurgersTrainer(seed, num_threads=num_threads)
+    trainer.train(num_adam)
+    return trainer.result(return_prediction=return_prediction)
 
 
 def main(argv=None):

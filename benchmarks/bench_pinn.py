@@ -17,8 +17,9 @@
     (benchmarks/_physics_fno.py).
 (e) DeepXDE (PyTorch backend, benchmarks/_deepxde_burgers.py) on Burgers with DeepXDE's own
     example set-up, and jaxsolve with the same network, points, loss and optimiser, in this one
-    process: time per Adam iteration (ratio jaxsolve / DeepXDE) and the error after the same
-    number of iterations. Skipped with a message without deepxde and torch (the bench extra).
+    process, taking turns a chunk of 100 Adam iterations each: time per Adam iteration (the
+    median over rounds of jaxsolve's over DeepXDE's, so a slow phase of a shared machine hits
+    both sides of a ratio) and the error after the same number of iterations. Skipped with a message without deepxde and torch (the bench extra).
 
 Writes benchmarks/results/pinn.json. ``--quick`` shrinks everything (a smoke run; its numbers
 are not the ones the README quotes); ``--only a,b`` runs some parts (each part rewrites its own
@@ -301,10 +302,13 @@ def deepxde(quick: bool) -> dict:
     try:
         import _deepxde_burgers as dxde
 
-        points = dxde.collocation_points()
+        # One torch thread: on a shared 2-core machine two threads slow PyTorch by an order of
+        # magnitude (the JSON records the load); JAX runs its default.
+        reference = dxde.BurgersTrainer(seed=0, num_threads=1)
     except ImportError as err:
         return {"skipped": str(err)}
-    num_adam = 200 if quick else 2000
+    points = reference.points
+    num_adam, chunk = (200, 50) if quick else (2000, 100)
     # jaxsolve: the same problem, points, network width/depth, loss and optimiser, float32.
     problem = pinn.burgers()
     pde_points = np.concatenate([points[k] for k in ("domain", "boundary", "initial")])
@@ -315,23 +319,36 @@ def deepxde(quick: bool) -> dict:
     }
     model = pinn.MLP(2, "scalar", 20, 3, key=jax.random.key(0), dtype=jnp.float32)
     exact = burgers_cole_hopf(*np.meshgrid(BURGERS_T, BURGERS_X, indexing="ij"))
-    jax_per_iteration, jax_cpu, result = _timed_adam(problem, model, pts, num_adam)
+    # The two sides take turns, a chunk each (DeepXDE's runs while jaxsolve's loop waits in its
+    # eval_fn), so both see the same phases of a shared machine; each round's ratio is
+    # jaxsolve's time per iteration over DeepXDE's in that round.
+    jax_rounds, dx_rounds = _interleaved_adam(
+        problem, model, pts, num_adam, chunk, lambda: reference.train(chunk)
+    )
+    result = jax_rounds.pop("result")
     jax_error = _relative_l2(_predict(result.model, BURGERS_T, BURGERS_X), exact)
-    # One torch thread: on a shared 2-core machine two threads slow PyTorch by an order of
-    # magnitude (the JSON records the load); JAX runs its default.
-    reference = dxde.run(num_adam, seed=0, num_threads=1)
+    ref = reference.result()
+    ratios = np.asarray(jax_rounds["wall"]) / np.asarray([w for w, _ in dx_rounds])
+    cpu_ratios = np.asarray(jax_rounds["cpu"]) / np.asarray([c for _, c in dx_rounds])
+    jax_per_iteration = float(np.mean(jax_rounds["wall"]))
+    jax_cpu = float(np.mean(jax_rounds["cpu"]))
     return {
         "iterations": num_adam,
+        "chunk": chunk,
+        "interleaved": True,
         "jaxsolve": {
             "seconds_per_adam_iteration": jax_per_iteration,
             "cpu_seconds_per_adam_iteration": jax_cpu,
             "relative_l2": jax_error,
         },
-        "deepxde": reference,
-        "time_ratio_jaxsolve_over_deepxde": jax_per_iteration
-        / reference["seconds_per_adam_iteration"],
-        "cpu_time_ratio_jaxsolve_over_deepxde": jax_cpu
-        / reference["cpu_seconds_per_adam_iteration"],
+        "deepxde": ref,
+        "time_ratio_jaxsolve_over_deepxde": float(np.median(ratios)),
+        "cpu_time_ratio_jaxsolve_over_deepxde": float(np.median(cpu_ratios)),
+        "round_time_ratios": [float(r) for r in ratios],
+        "round_seconds_per_iteration": {
+            "jaxsolve": [float(w) for w in jax_rounds["wall"]],
+            "deepxde": [float(w) for w, _ in dx_rounds],
+        },
         "target_time_ratio": 0.3,
         # What JAX ran on: the cores this process may use and any XLA thread flags.
         "cores_available": len(os.sched_getaffinity(0)),
@@ -340,14 +357,18 @@ def deepxde(quick: bool) -> dict:
     }
 
 
-def _timed_adam(problem, model, pts, num_steps, chunk=100):
-    """``num_steps`` Adam steps in chunks of ``chunk``, and the seconds per step after the first
-    chunk (which compiles), as DeepXDE's side excludes its first iteration."""
-    marks = []
+def _interleaved_adam(problem, model, pts, num_steps, chunk, other):
+    """``num_steps`` Adam steps in chunks of ``chunk``, calling ``other()`` (the other library's
+    chunk, returning its wall and CPU seconds per iteration) after each; returns this side's
+    wall and CPU seconds per step per round and ``other``'s results, both without the first
+    round (in which this side compiles), and the :func:`pinn.train` result."""
+    marks, others = [], []
 
     def eval_fn(m):
         jax.block_until_ready(m)
-        marks.append((time.perf_counter(), time.process_time()))
+        done = (time.perf_counter(), time.process_time())
+        others.append(other())
+        marks.append((done, (time.perf_counter(), time.process_time())))
         return {}
 
     result = pinn.train(
@@ -361,10 +382,10 @@ def _timed_adam(problem, model, pts, num_steps, chunk=100):
         eval_fn=eval_fn,
         progress=False,
     )
-    steps = num_steps - chunk
-    wall = (marks[-1][0] - marks[0][0]) / steps
-    cpu = (marks[-1][1] - marks[0][1]) / steps
-    return wall, cpu, result
+    # Round k >= 1: from the end of the other side's chunk k-1 to the end of this side's chunk k.
+    wall = [(marks[k][0][0] - marks[k - 1][1][0]) / chunk for k in range(1, len(marks))]
+    cpu = [(marks[k][0][1] - marks[k - 1][1][1]) / chunk for k in range(1, len(marks))]
+    return {"wall": wall, "cpu": cpu, "result": result}, others[1:]
 
 
 PARTS = {

@@ -8,7 +8,8 @@
 # keeps what it had written):
 #   deepxde  issue 19: `bench_pinn.py --only deepxde`: DeepXDE (PyTorch on CUDA) and jaxsolve on
 #            Burgers in one process, same network, points, loss and optimiser, 2000 Adam
-#            iterations each; time per iteration as a ratio (target 0.3) and the error. float32
+#            iterations each, taking turns 100 at a time; time per iteration as a ratio (the
+#            median over rounds; target 0.3) and the error. float32
 #            with TF32 off on both sides (JAX_DEFAULT_MATMUL_PRECISION=highest; torch's default);
 #            JAX takes half the GPU's memory, torch the rest.
 #            -> pinn_deepxde.json (its "deepxde" row is the one for results/pinn.json), deepxde.log
@@ -39,7 +40,7 @@
 # Darcy samples at s = 85 generated in 2.2 s (8 take 7.7 s here, compilation included). The same
 # two steps on the shared 2-core CPU here: 3.72 s and 0.55 s, 15.9 and 4.6 GFLOP by XLA's cost
 # analysis. So a GPU step ~ CPU step / (650..1700), or ~ GFLOP / 6.5 TFLOP/s; ranges below use both.
-# * deepxde: here 5.7 (jaxsolve) / 9.0 (DeepXDE) ms per iteration; on a GPU both are
+# * deepxde: here 5.1 (jaxsolve) / 11.0 (DeepXDE) ms per iteration; on a GPU both are
 #   launch-bound, ~1-5 ms: 2 x 2000 iterations < 30 s, plus imports, CUDA start and compilation
 #   ~40 s: 1-1.5 min. Cap 180 s.
 # * zoo, Darcy full, per model (width by the bench's rule, params, GFLOP per train step, CPU
