@@ -301,6 +301,21 @@ def test_normalizer_round_trip_and_statistics():
     np.testing.assert_allclose(norm.decode(norm.encode(x[0])), x[0], rtol=1e-5, atol=1e-5)
 
 
+def test_normalizer_refuses_non_finite_data_and_bad_eps():
+    x = jnp.ones((4, 2, 8)).at[1, 0, 3].set(jnp.nan)
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        train.Normalizer.fit(x)
+    with pytest.raises(ValueError, match="eps"):
+        train.Normalizer.fit(jnp.ones((4, 2, 8)), eps=0.0)
+    # Under jit the check runs with the data.
+    with pytest.raises(Exception, match="NaN or infinite"):
+        jax.block_until_ready(jax.jit(lambda a: train.Normalizer.fit(a).mean)(x))
+    # A constant channel encodes to zeros (eps keeps the division finite).
+    const = jnp.stack([jnp.full((4, 8), 2.0), jnp.arange(32.0).reshape(4, 8)], axis=1)
+    z = train.Normalizer.fit(const).encode(const)
+    assert bool(jnp.all(z[:, 0] == 0.0)) and bool(jnp.all(jnp.isfinite(z)))
+
+
 # ---- issue 17: no non-finite model or checkpoint, resume checks, arguments named ----
 
 
