@@ -75,15 +75,29 @@ def _check_guidance(guidance):
             )
 
 
-def _optional_float(value):
-    return None if value is None else as_float(value)
+def _rescale(value):
+    """The rescale weight as an array; a traced one (built under ``jit`` / ``vmap``) is checked
+    as it runs, as a concrete one is when the module is built."""
+    if value is None:
+        return None
+    value = as_float(value)
+    if is_concrete(value):
+        return value
+    return eqx.error_if(value, ~((value >= 0) & (value <= 1)), "rescale must lie in [0, 1].")
 
 
 def _interval(interval):
+    """The guidance interval as arrays; traced ends are checked as they run (an empty or
+    reversed interval would silently never guide)."""
     if interval is None:
         return None
     lo, hi = interval
-    return as_float(lo), as_float(hi)
+    lo, hi = as_float(lo), as_float(hi)
+    if is_concrete((lo, hi)):
+        return lo, hi
+    bad = ~((lo >= 0) & (lo < hi))
+    message = "interval must be (sigma_lo, sigma_hi) with 0 <= sigma_lo < sigma_hi."
+    return eqx.error_if(lo, bad, message), eqx.error_if(hi, bad, message)
 
 
 class AbstractGuidance(eqx.Module):
@@ -91,9 +105,7 @@ class AbstractGuidance(eqx.Module):
     scale and the options (see :class:`ClassifierFreeGuidance`) live here, the way the branches
     are evaluated in the subclasses."""
 
-    rescale: Float[Array, "..."] | None = eqx.field(
-        default=None, kw_only=True, converter=_optional_float
-    )
+    rescale: Float[Array, "..."] | None = eqx.field(default=None, kw_only=True, converter=_rescale)
     interval: tuple[Float[Array, "..."], Float[Array, "..."]] | None = eqx.field(
         default=None, kw_only=True, converter=_interval
     )

@@ -89,6 +89,19 @@ def preconditioned(net, coefficients, x, sigma, batch_ndim):
     return expand_to(c_skip, x) * x + expand_to(c_out, x) * out
 
 
+def _per_sample(name, value, x0):
+    """``value`` (a noise level or a time) broadcast to one entry per sample of ``x0``: a scalar
+    or shape ``(batch,)``; anything else names the argument (broadcasting's own error did not)."""
+    value = as_float(value)
+    batch = x0.shape[:1]
+    if value.shape not in ((), batch):
+        raise ValueError(
+            f"{name} must be a scalar or have shape {batch} (one per sample of x0); got shape "
+            f"{value.shape}."
+        )
+    return jnp.broadcast_to(value, batch)
+
+
 def _per_sample_mean(err, batch_ndim=1):
     return jnp.mean(err.reshape((*err.shape[:batch_ndim], -1)), axis=-1)
 
@@ -144,7 +157,7 @@ def dsm_loss(
             in place of a fresh draw.
     """
     x0 = as_float(x0)
-    sigma = jnp.broadcast_to(as_float(sigma), x0.shape[:1])
+    sigma = _per_sample("sigma", sigma, x0)
     _, n = _noises(key, x0, noise, input_perturbation)
     x = x0 + expand_to(sigma, x0) * n
     err = _per_sample_mean((denoiser(x, sigma) - x0) ** 2)
@@ -187,7 +200,7 @@ def _prediction_loss(
     k_t, k_n = jax.random.split(key)
     if t is None:
         t = jax.random.uniform(k_t, x0.shape[:1], minval=schedule.t_min, maxval=schedule.t_max)
-    t = jnp.broadcast_to(as_float(t), x0.shape[:1])
+    t = _per_sample("t", t, x0)
     eps, n = _noises(k_n, x0, noise, input_perturbation)
     a, s = schedule.alpha_sigma(t)
     a, s = expand_to(a, x0), expand_to(s, x0)

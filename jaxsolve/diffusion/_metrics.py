@@ -50,8 +50,15 @@ def mmd(x: Float[Array, "n d"], y: Float[Array, "m d"], scale: float = 1.0) -> F
         - 2\,\overline{k(x, y)}\Big)^{1/2},
 
     each bar the mean over all pairs (the diagonal included); the square is clipped at 0 before
-    the square root, against round-off.
+    the square root, against round-off. Raises ``ValueError`` unless ``x`` and ``y`` are 2-D
+    with the same ``d``.
     """
+    if jnp.ndim(x) != 2 or jnp.ndim(y) != 2 or jnp.shape(x)[1] != jnp.shape(y)[1]:
+        # 1-D samples broadcast into an (n, m) "distance" summed over the wrong axis: a number,
+        # not the MMD.
+        raise ValueError(
+            f"x and y must have shapes (n, d) and (m, d); got {jnp.shape(x)} and {jnp.shape(y)}."
+        )
 
     def k(a, b):
         d2 = jnp.sum((a[:, None] - b[None]) ** 2, axis=-1)

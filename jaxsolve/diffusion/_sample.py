@@ -92,7 +92,12 @@ def sample(
         key: PRNG key, required by stochastic solvers.
         n_steps: take only this many steps (a traced integer is fine). Defaults to the number of
             steps in the grid (the index of its first 0); fewer stops early, without the final
-            denoising.
+            denoising. The solver sees a run of ``n_steps`` steps (``ctx.n``): a solver that adapts
+            to the end of its run (the lowered order of a multistep solver's last steps,
+            :class:`EDMStochastic`'s ``churn / n``) does so before step ``n_steps``, so its state
+            then differs from ``trajectory[n_steps]`` of the whole grid's run (which
+            ``save_trajectory`` keeps). Not for adaptive solvers (their attempts are
+            ``max_steps``).
         max_steps: the number of attempted steps for adaptive solvers (``solver.adaptive``, e.g.
             :class:`DPMAdaptive`); running out of them before the final step is the result
             ``RESULTS.max_steps_reached``. Other solvers take one step per grid interval.
@@ -115,7 +120,8 @@ def sample(
             one without a callback up to round-off (XLA may fuse a program that sends values to
             the host differently); a gradient under ``adjoint="checkpoint"`` recomputes steps
             and reports them again. ``None`` adds nothing to the program.
-        throw: raise if the state became non-finite (else report it in ``result``).
+        throw: raise if the state became non-finite or an adaptive solver ran out of
+            ``max_steps`` (else report it in ``result``; the sample is then not finite).
         adjoint: how reverse-mode gradients flow through sampling, an :class:`AbstractAdjoint`:
             :class:`Backprop` (through the scan; memory grows with the steps),
             :class:`Checkpointed` (steps recomputed in the backward pass; recursive
@@ -153,6 +159,12 @@ def sample(
         solver, max_steps=max_steps, n_steps=n_steps, noise=noise, save_trajectory=save_trajectory
     )
 
+    if solver.adaptive and n_steps is not None:
+        # Its attempts are bounded by max_steps=; n_steps would move the level it integrates to.
+        raise ValueError(
+            f"n_steps is for solvers that take one step per grid interval; "
+            f"{type(solver).__name__} is adaptive: bound its attempts with max_steps=."
+        )
     grid_steps = sigmas.shape[0] - 1
     n_grid = jnp.argmax(sigmas == 0).astype(jnp.int32)  # index of the first 0 = number of steps
     n = n_grid if n_steps is None else _check_n_steps(n_steps, n_grid, sigmas)
@@ -350,6 +362,9 @@ def _integrate(
     if solver.adaptive:
         ran_out = (result == RESULTS.successful) & ~finished
         result = RESULTS.where(ran_out, RESULTS.max_steps_reached, result)
+        # The state where the attempts ran out is not a sample: NaN, and so is any gradient
+        # through it (a product, not a select, whose derivative would be a plausible zero).
+        x_out = x_out * jnp.where(ran_out, jnp.nan, 1.0).astype(x_out.dtype)
     return x_out, path, nfe, taken, result, final_input
 
 

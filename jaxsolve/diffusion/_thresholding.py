@@ -57,8 +57,11 @@ class DynamicThresholdRule(eqx.Module):
         # The quantile in at least float32 (half precision would move the order statistics).
         work = x0.astype(jnp.promote_types(x0.dtype, jnp.float32))
         flat = jnp.abs(work).reshape((*work.shape[: self.batch_ndim], -1))
-        q = jnp.quantile(flat, self.ratio.astype(work.dtype), axis=-1, method="linear")
-        r = jnp.minimum(jnp.maximum(q, 1.0), self.max_value.astype(work.dtype))
+        # Traced options (a sweep) are checked as they run; concrete ones were when built.
+        ratio = _checked(self.ratio, lambda v: (v >= 0) & (v <= 1), "ratio must lie in [0, 1].")
+        max_value = _checked(self.max_value, lambda v: v > 0, "max_value must be positive.")
+        q = jnp.quantile(flat, ratio.astype(work.dtype), axis=-1, method="linear")
+        r = jnp.minimum(jnp.maximum(q, 1.0), max_value.astype(work.dtype))
         r = expand_to(r, work)
         return (jnp.clip(work, -r, r) / r).astype(x0.dtype)
 
@@ -73,8 +76,18 @@ class ClipRule(eqx.Module):
 
     def __call__(self, x0: Float[ArrayLike, "..."]) -> Float[Array, "..."]:
         x0 = jnp.asarray(x0)
-        c = self.clip_range.astype(x0.dtype)
+        # A traced non-positive range (a sweep) would clip everything to one value.
+        c = _checked(self.clip_range, lambda v: v > 0, "clip_range must be positive.")
+        c = c.astype(x0.dtype)
         return jnp.clip(x0, -c, c)
+
+
+def _checked(value, ok, message):
+    """``value`` itself when concrete (checked when the rule was built), else wrapped so that the
+    compiled program raises ``message`` unless ``ok(value)`` holds (a NaN fails it)."""
+    if is_concrete(value):
+        return value
+    return eqx.error_if(value, ~jnp.all(ok(value)), message)
 
 
 class TransformedDenoiser(eqx.Module):

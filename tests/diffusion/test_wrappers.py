@@ -106,15 +106,26 @@ def test_dualfast_around_an_adaptive_solver_behaves_like_it():
     @jax.jit
     def runs():
         return [
-            jd.sample(_GAUSSIAN, x0, grid, s, max_steps=4, throw=False, full_output=True)
+            jd.sample(
+                _GAUSSIAN,
+                x0,
+                grid,
+                s,
+                max_steps=4,
+                throw=False,
+                full_output=True,
+                save_trajectory=True,
+            )
             for s in (base, jd.DualFast(base, c=0.0))
         ]
 
     inner, wrapped = runs()
-    # Out of attempts: the inner solver's result code, not success; and c = 0 is the inner
-    # solver exactly (value, evaluations, steps).
+    # Out of attempts: the inner solver's result code, not success, and no sample (NaN); c = 0
+    # is the inner solver exactly (states, evaluations, steps).
     assert wrapped.result == RESULTS.max_steps_reached == inner.result
-    np.testing.assert_array_equal(np.asarray(wrapped.value), np.asarray(inner.value))
+    assert np.all(np.isnan(np.asarray(wrapped.value)))
+    assert np.all(np.isfinite(np.asarray(inner.trajectory)))
+    np.testing.assert_array_equal(np.asarray(wrapped.trajectory), np.asarray(inner.trajectory))
     assert int(wrapped.nfe) == int(inner.nfe) == 4 * 2
     assert int(wrapped.num_steps) == int(inner.num_steps) == 4
 

@@ -82,7 +82,8 @@ class StepContext:
     ``denoise(x, sigma)`` is the user's denoiser (counted and cast to the state's dtype);
     ``noise(k)`` the ``k``-th standard-normal draw of this step, shaped like the state, per sample
     from ``fold_in`` of the sample's key (so independent of the batch size). ``i`` is the step
-    index and ``n`` the number of steps of the grid (both traced integers). ``batch_ndim`` is
+    index and ``n`` the number of steps of the run (both traced integers): the grid's, or
+    :func:`~jaxsolve.diffusion.sample`'s ``n_steps`` when given. ``batch_ndim`` is
     :func:`~jaxsolve.diffusion.sample`'s: the number of leading batch axes of the state (static).
     ``evaluations`` is the driver's tally of this iteration's denoiser calls (see the module).
     """

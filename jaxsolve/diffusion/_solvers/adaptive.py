@@ -14,10 +14,11 @@ factor passed through :math:`1 + \arctan(f - 1)`) accepts the step when the fact
 With :func:`jaxsolve.diffusion.sample` use the grid ``[sigma_max, sigma_min, 0]`` and pass
 ``max_steps`` (the number of attempts, accepted or rejected); every attempt costs ``order``
 model calls. After reaching ``sigma_min`` the driver's final step denoises (k-diffusion stops at
-``sigma_min``). The solver is ``adaptive``: the driver requires ``max_steps`` and reports
-``RESULTS.max_steps_reached`` when the attempts run out before the final step. The error is an RMS
-over the whole state; ``jax.vmap`` over samples gives each its own step sizes (k-diffusion shares
-one step size across a batch).
+``sigma_min``). A longer grid is integrated from its first level to its last positive one (the
+levels between are not visited). The solver is ``adaptive``: the driver requires ``max_steps``
+and reports ``RESULTS.max_steps_reached`` (the sample NaN) when the attempts run out before the
+final step. The error is an RMS over the whole state; ``jax.vmap`` over samples gives each its own
+step sizes (k-diffusion shares one step size across a batch).
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ class DPMAdaptive(AbstractSolver):
 
     def _ends(self, ctx):
         # Grid [sigma_max, sigma_min, 0]: integrate in lambda from -log sigma_max to -log sigma_min.
-        return -jnp.log(ctx.sigmas[0]), -jnp.log(ctx.sigmas[1])
+        # sigma_min is the last positive level (sigmas[n - 1]), so a longer or zero-padded grid
+        # ends there too, not at sigmas[1].
+        return -jnp.log(ctx.sigmas[0]), -jnp.log(_last_level(ctx))
 
     def init(self, x, sigmas):
         zero = jnp.zeros((), x.dtype)
@@ -140,4 +143,9 @@ class DPMAdaptive(AbstractSolver):
         return jnp.where(accept, x_high, x), new_state
 
     def final_step(self, ctx, x, state):
-        return ctx.denoise(x, ctx.sigmas[1]), state
+        return ctx.denoise(x, _last_level(ctx)), state
+
+
+def _last_level(ctx):
+    """The grid's last positive level, where the integration stops and the sample is denoised."""
+    return ctx.sigma_at(ctx.n - 1)

@@ -43,6 +43,16 @@ def check_traced_non_negative(name, value):
     return eqx.error_if(value, ~(value >= 0), f"{name} must be non-negative.")
 
 
+def check_traced(name, value, ok, expected):
+    """A traced hyper-parameter (swept with ``vmap``) checked as it runs: ``ok(value)`` must hold
+    everywhere (a NaN fails it); ``expected`` completes the message ``"{name} must ..."``.
+    Concrete values are checked when the solver is built and pass unchanged."""
+    if is_concrete(value):
+        return value
+    value = jnp.asarray(value)
+    return eqx.error_if(value, ~jnp.all(ok(value)), f"{name} must {expected}.")
+
+
 def ancestral_levels(sigma, sigma_next, eta):
     """(sigma_down, sigma_up) of an ancestral step."""
     up = jnp.minimum(

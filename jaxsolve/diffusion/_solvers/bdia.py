@@ -42,6 +42,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 
 from ..._core import as_float, check_positive, is_concrete
 from ._base import SKIP, STEP, AbstractSolver
+from .ancestral import check_traced
 
 
 def _eps(ctx, x, sigma):
@@ -78,7 +79,10 @@ class BDIA(AbstractSolver):
         eps = _eps(ctx, x, sigma)
         forward = x + (sigma_next - sigma) * eps
         backward = previous - (sigma_prev - sigma) * eps
-        bdia = self.gamma * backward + (1.0 - self.gamma) * x + (sigma_next - sigma) * eps
+        gamma = check_traced(
+            "BDIA gamma", self.gamma, lambda g: (g >= 0) & (g <= 1), "lie in [0, 1]"
+        )
+        bdia = gamma * backward + (1.0 - gamma) * x + (sigma_next - sigma) * eps
         return jnp.where(started, bdia, forward), (x, jnp.ones((), bool))
 
     def step(self, ctx, x, state):

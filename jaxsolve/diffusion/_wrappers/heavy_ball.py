@@ -31,6 +31,7 @@ from jaxtyping import Array, Float
 
 from ..._core import is_concrete
 from .._solvers._base import AbstractSolver
+from .._solvers.ancestral import check_traced
 from ._base import AbstractWrappedSolver
 
 
@@ -80,7 +81,10 @@ class HeavyBall(AbstractWrappedSolver):
         x_base, inner = self.solver.step(ctx, x, inner)
         a, b = self._coefficients(ctx.sigma, ctx.sigma_next)
         u = (x_base - a * x) / b
-        velocity = jnp.where(started, (1.0 - self.beta) * velocity + self.beta * u, u)
+        beta = check_traced(
+            "HeavyBall beta", self.beta, lambda b: (b > 0) & (b <= 1), "lie in (0, 1]"
+        )
+        velocity = jnp.where(started, (1.0 - beta) * velocity + beta * u, u)
         return a * x + b * velocity, (inner, velocity, jnp.ones((), bool))
 
     def final_step(self, ctx, x, state):

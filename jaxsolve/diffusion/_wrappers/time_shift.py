@@ -41,6 +41,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ..._core import as_float, check_int, check_positive
 from .._solvers._base import AbstractSolver, resolve_batch_ndim
+from .._solvers.ancestral import check_traced_non_negative
 from ._base import AbstractWrappedSolver, require_grid_stepper
 
 
@@ -144,16 +145,20 @@ class TimeShift(AbstractWrappedSolver):
             after = ctx.sigma_at(ctx.i + 2)
             lower = jnp.where(after > 0, jnp.sqrt(sigma_next * after), 0.0)
             upper = jnp.sqrt(ctx.sigma * sigma_next)
+            # Traced (swept) options are checked as they run; concrete ones were when built.
             shifted = shifted_sigma(
                 x_next,
                 sigma_next,
-                self.window,
-                data_variance=self.data_variance,
+                check_traced_non_negative("TimeShift window", self.window),
+                data_variance=check_traced_non_negative(
+                    "TimeShift data_variance", self.data_variance
+                ),
                 lower=lower,
                 upper=upper,
                 batch_ndim=batch_ndim,
             ).reshape(-1)
-            levels = jnp.where(sigma_next > self.cutoff_sigma, shifted, sigma_next)
+            cutoff = check_traced_non_negative("TimeShift cutoff_sigma", self.cutoff_sigma)
+            levels = jnp.where(sigma_next > cutoff, shifted, sigma_next)
         return x_next, (inner, levels)
 
     def step(self, ctx, x, state):

@@ -171,11 +171,10 @@ class PiGDM(AbstractGuidance):
         data_variance: ArrayLike = 1.0,
     ):
         check_measurement("PiGDM", measurement)
-        check_positive("data_variance", data_variance)
         self.denoiser = denoiser
         self.measurement = measurement
         self.scale = as_float(scale)
-        self.data_variance = as_float(data_variance)
+        self.data_variance = _data_variance(data_variance)
 
     def cotangent(self, x0_hat, sigma):
         m = self.measurement
@@ -209,10 +208,9 @@ class DDNM(eqx.Module):
         self, denoiser: Callable, measurement: Measurement, data_variance: ArrayLike = 1.0
     ):
         check_measurement("DDNM", measurement)
-        check_positive("data_variance", data_variance)
         self.denoiser = denoiser
         self.measurement = measurement
-        self.data_variance = as_float(data_variance)
+        self.data_variance = _data_variance(data_variance)
 
     def __call__(self, x: Float[Array, "..."], sigma: ArrayLike) -> Float[Array, "..."]:
         m = self.measurement
@@ -220,6 +218,16 @@ class DDNM(eqx.Module):
         r2 = _tweedie_variance(sigma, self.data_variance)
         solved = _gram_solve_per_sample(m, m.residual(x0_hat), r2)
         return x0_hat + expand_to(r2, x0_hat).astype(x0_hat.dtype) * m.operator.transpose(solved)
+
+
+def _data_variance(value):
+    """:math:`v > 0` as an array: a concrete value is checked now, a traced one (a sweep) as it
+    runs (:math:`v \\le 0` would give a negative or zero posterior variance :math:`r_s^2`)."""
+    check_positive("data_variance", value)
+    value = as_float(value)
+    if is_concrete(value):
+        return value
+    return eqx.error_if(value, ~(value > 0), "data_variance must be positive.")
 
 
 def _tweedie_variance(sigma, data_variance):

@@ -53,9 +53,14 @@ class Measurement(eqx.Module):
         noise_std = as_float(noise_std)
         if jnp.ndim(noise_std) != 0:
             raise ValueError(f"noise_std must be a scalar; got shape {jnp.shape(noise_std)}.")
-        if not is_concrete(noise_std):
+        finite = jnp.isfinite(noise_std) & (noise_std >= 0)
+        if is_concrete(noise_std):
+            # check_positive lets inf through; the oracles' condition() refuses it.
+            if not bool(finite):
+                raise ValueError(f"noise_std must be finite; got {float(noise_std)}.")
+        else:
             noise_std = eqx.error_if(
-                noise_std, ~(noise_std >= 0), "noise_std must be finite and non-negative."
+                noise_std, ~finite, "noise_std must be finite and non-negative."
             )
         if is_concrete(y) and not np.all(np.isfinite(np.asarray(y))):
             raise ValueError("y must be finite.")
