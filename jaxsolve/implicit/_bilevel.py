@@ -50,14 +50,21 @@ import optax
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
-from .._core import RESULTS, as_float, check_int, check_integer_count, check_positive
+from .._core import (
+    RESULTS,
+    as_float,
+    check_int,
+    check_integer_count,
+    check_positive,
+    is_concrete,
+)
 from ._base import AbstractSolver, Solution
 from ._custom_root import custom_root
 from ._implicit_diff import ImplicitDiff, fresh_scalars, raise_or_nan
 from ._krylov import CG
 from ._newton import Newton
 from ._norms import max_norm
-from ._solve import _describe, check_state, root_find
+from ._solve import _describe, _shape_of, check_state, root_find
 
 _WHERE = "jaxsolve.implicit.hypergradient"
 _DRIVER = "jaxsolve.implicit.bilevel_minimize"
@@ -108,6 +115,16 @@ def _grad_x(inner_fn):
     return jax.grad(inner_fn, argnums=0)
 
 
+def _positive_at_run_time(name, value):
+    """``value``, checked ``> 0`` when the compiled code runs where it is traced (a sweep): the
+    methods' ``__check_init__`` sees only concrete values, and a traced step size or penalty of
+    0 or below gives a finite, wrong hypergradient (the inner iterate does not move, or moves
+    uphill)."""
+    if is_concrete(value):
+        return value
+    return eqx.error_if(value, ~(value > 0), f"{name} must be positive.")
+
+
 def check_problem(where, outer_fn, inner_fn, lam, x0, args):
     """``lam`` and ``x0`` as floating pytrees; both objectives callable and scalar-valued."""
     for name, fn in (("outer_fn", outer_fn), ("inner_fn", inner_fn)):
@@ -117,7 +134,8 @@ def check_problem(where, outer_fn, inner_fn, lam, x0, args):
     x0 = check_state("x0", fresh_scalars(x0))
     for name, fn in (("outer_fn", outer_fn), ("inner_fn", inner_fn)):
         try:
-            out = jax.eval_shape(fn, x0, lam, args)
+            # filter_eval_shape: args may hold functions; a number it returns as it is.
+            out = jtu.tree_map(_shape_of, eqx.filter_eval_shape(fn, x0, lam, args))
         except (TypeError, ValueError) as error:
             kind = TypeError if isinstance(error, TypeError) else ValueError
             raise kind(
@@ -127,6 +145,7 @@ def check_problem(where, outer_fn, inner_fn, lam, x0, args):
         leaves = jtu.tree_leaves(out)
         if not (
             len(leaves) == 1
+            and isinstance(leaves[0], jax.ShapeDtypeStruct)
             and leaves[0].shape == ()
             and jnp.issubdtype(leaves[0].dtype, jnp.floating)
         ):
@@ -191,7 +210,9 @@ class OptaxSolver(eqx.Module):
         x, _, k, g = lax.while_loop(cond, body, carry)
         converged = scaled(x, g) <= 1
         result = RESULTS.where(converged, RESULTS.successful, RESULTS.max_steps_reached)
-        result = RESULTS.where(_all_finite(x), result, RESULTS.nonfinite)
+        # A NaN gradient at a finite x also ends the loop (its test is then False), long before
+        # the budget: it is a non-finite model output, not max_steps_reached.
+        result = RESULTS.where(_all_finite(x) & _all_finite(g), result, RESULTS.nonfinite)
         return Solution(x, result, k, max_norm(g))
 
 
@@ -293,7 +314,7 @@ class ImplicitHypergradient(AbstractHypergradient):
         """The inner solution, differentiable in ``lam`` (and in arrays of ``args``)."""
         grad_x = _grad_x(inner_fn)
         if isinstance(self.solver, AbstractSolver):
-            eta = self.step_size
+            eta = _positive_at_run_time("ImplicitHypergradient step_size", self.step_size)
 
             def residual(x, params):
                 return _scale(grad_x(x, *params), -eta)
@@ -310,7 +331,8 @@ class ImplicitHypergradient(AbstractHypergradient):
                 throw=self.throw,
             )
         user = self.solver
-        rtol, atol, eta = self.rtol, self.atol, self.step_size
+        rtol, atol = self.rtol, self.atol
+        eta = _positive_at_run_time("ImplicitHypergradient step_size", self.step_size)
 
         def run(x0, lam, args):
             out = user(inner_fn, x0, lam, args)
@@ -379,7 +401,8 @@ class UnrolledHypergradient(AbstractHypergradient):
 
     def step(self, outer_fn, inner_fn, lam, state, args):
         grad_x = _grad_x(inner_fn)
-        eta = lax.stop_gradient(self.step_size)
+        eta = _positive_at_run_time("UnrolledHypergradient step_size", self.step_size)
+        eta = lax.stop_gradient(eta)
         x0 = lax.stop_gradient(state)
         where = "UnrolledHypergradient num_steps"
         num_steps = check_integer_count(where, self.num_steps, max_steps=self.max_steps)
@@ -471,10 +494,14 @@ class PenaltyHypergradient(AbstractHypergradient):
 
     def step(self, outer_fn, inner_fn, lam, state, args):
         x, y = state
-        eta, gamma = self.step_size, self.gamma
+        eta = _positive_at_run_time("PenaltyHypergradient step_size", self.step_size)
+        gamma = _positive_at_run_time("PenaltyHypergradient gamma", self.gamma)
         grad_x = _grad_x(inner_fn)
 
-        eta_y = eta if self.inner_step_size is None else self.inner_step_size
+        eta_y = eta
+        if self.inner_step_size is not None:
+            name = "PenaltyHypergradient inner_step_size"
+            eta_y = _positive_at_run_time(name, self.inner_step_size)
 
         def descend_y(y, _):
             return _axpy(-eta_y, grad_x(y, lam, args), y), None

@@ -26,6 +26,11 @@ from .._core import as_float, check_step_budget, is_concrete
 from ._norms import max_norm
 
 
+def check_scalar_above(where, name, value, bound=0, what="positive"):
+    """:func:`_check_scalar_above` with the message ``where: name must be what``."""
+    return _check_scalar_above(f"{where}: {name}", value, bound, what)
+
+
 def _check_scalar_above(name, value, bound, what):
     """``value`` as a float scalar > ``bound``: a concrete value is checked now, a traced one when
     the compiled code runs (on the returned value); messages say ``name`` must be ``what``.

@@ -18,7 +18,6 @@ import functools
 from collections.abc import Callable
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 from jax.flatten_util import ravel_pytree
@@ -27,7 +26,7 @@ from .._core import RESULTS
 from ._base import Solution
 from ._convergence import Convergence
 from ._implicit_diff import ImplicitDiff, fresh_scalars, no_grad
-from ._solve import check_output
+from ._solve import _shape_of, check_output
 
 _WHERE = "jaxsolve.implicit.custom_root"
 
@@ -100,7 +99,8 @@ def custom_root(
         def wrapped(x0, *args):
             x0, args = fresh_scalars((x0, args))
             solver_fn = lambda z, a: solver(z, *a)
-            out_struct = jax.eval_shape(solver_fn, x0, args)
+            # filter_eval_shape: args may hold functions; a number it returns as it is.
+            out_struct = jtu.tree_map(_shape_of, eqx.filter_eval_shape(solver_fn, x0, args))
             x_struct = out_struct[0] if has_aux else out_struct
             x_like = jtu.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), x_struct)
             opt = lambda x, a: optimality_fn(x, *a)

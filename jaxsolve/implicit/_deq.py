@@ -50,6 +50,8 @@ def _call_cell(z, args):
 
 def hutchinson_frobenius(fn: Callable, z: PyTree[Array], key: PRNGKeyArray, samples: int):
     """Unbiased estimate of :math:`\\|J_{fn}(z)\\|_F^2` from ``samples`` Gaussian probes."""
+    # The count fixes an array length: 0 would average nothing (NaN) and 2.5 would draw 3.
+    samples = check_int("hutchinson_frobenius samples", samples)
     leaves, treedef = jtu.tree_flatten(z)
 
     def one(k):

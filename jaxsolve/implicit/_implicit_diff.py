@@ -48,9 +48,9 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, Float
 
-from .._core import RESULTS, as_float, check_positive, check_step_budget
+from .._core import RESULTS, check_positive, check_step_budget
 from ._base import AbstractBackward, AbstractLinearSolver, AbstractSolver
-from ._convergence import Convergence
+from ._convergence import Convergence, check_scalar_above
 from ._krylov import BiCGStab
 from ._lineax import as_linear_solver, transposed
 
@@ -118,9 +118,15 @@ class ImplicitDiff(AbstractBackward):
         check_step_budget("ImplicitDiff max_steps", self.max_steps)
 
     def apply(self, primal, residual, args, z0, *, convergence, throw, where):
-        rtol = convergence.rtol if self.rtol is None else as_float(self.rtol)
-        atol = convergence.atol if self.atol is None else as_float(self.atol)
-        rule = Convergence(rtol=rtol, atol=atol, norm=convergence.norm, max_steps=self.max_steps)
+        # This mode's own values are checked again here, not only in __check_init__: a traced
+        # one (a sweep) is checked when the compiled code runs, so a negative tolerance or
+        # budget is named instead of surfacing as a backward solve that failed. The forward
+        # solve's tolerances, the default, were checked by it.
+        own = f"{where}: ImplicitDiff"
+        rtol = convergence.rtol if self.rtol is None else check_scalar_above(own, "rtol", self.rtol)
+        atol = convergence.atol if self.atol is None else check_scalar_above(own, "atol", self.atol)
+        max_steps = check_step_budget(f"{own} max_steps", self.max_steps)
+        rule = Convergence(rtol=rtol, atol=atol, norm=convergence.norm, max_steps=max_steps)
         solve = no_grad(_BackwardSolve(self, rule, where, throw))
         return implicit_solution(residual, args, z0, primal=primal, backward=solve)
 

@@ -34,9 +34,21 @@ from ._norms import max_norm
 # Argument checks.
 
 
+def _shape_of(leaf):
+    """``leaf`` as a ``jax.ShapeDtypeStruct`` when it is an array, a shape struct or a number;
+    anything else (a function an output holds) unchanged."""
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        return leaf
+    if eqx.is_array_like(leaf):
+        return jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf))
+    return leaf
+
+
 def _describe(tree):
     def one(leaf):
-        s = jax.ShapeDtypeStruct(jnp.shape(leaf), jnp.result_type(leaf))
+        s = _shape_of(leaf)
+        if not isinstance(s, jax.ShapeDtypeStruct):
+            return type(leaf).__name__
         return f"{s.dtype}{list(s.shape)}"
 
     return str(jtu.tree_map(one, tree))
@@ -71,7 +83,7 @@ def check_output(where, fn_name, z_name, fn, z0, args, call=None):
     ``call`` is how the message writes the call (default ``fn_name(z, args)``)."""
     call = f"{fn_name}(z, args)" if call is None else call
     try:
-        out = jax.eval_shape(fn, z0, args)
+        out = eqx.filter_eval_shape(fn, z0, args)
     except (TypeError, ValueError) as error:
         # Most often a state of the wrong shape (a broadcast or a matrix product in fn fails on
         # it): say which argument fn was called with, not only where inside fn it failed.
@@ -80,17 +92,42 @@ def check_output(where, fn_name, z_name, fn, z0, args, call=None):
             f"{where}: {call} failed when called with {z_name} = {_describe(z0)} "
             f"(does {z_name} have the shape {fn_name} expects?): {error}"
         ) from error
-    same_tree = jtu.tree_structure(out) == jtu.tree_structure(z0)
+    # filter_eval_shape (unlike jax.eval_shape, it accepts functions among the arguments, as an
+    # Equinox cell holds its activation) returns numbers and other non-arrays as they are.
+    out = jtu.tree_map(_shape_of, out)
+    arrays = all(isinstance(o, jax.ShapeDtypeStruct) for o in jtu.tree_leaves(out))
+    same_tree = arrays and jtu.tree_structure(out) == jtu.tree_structure(z0)
     same_shapes = same_tree and all(
         o.shape == jnp.shape(z)
         for o, z in zip(jtu.tree_leaves(out), jtu.tree_leaves(z0), strict=True)
     )
-    floating = all(jnp.issubdtype(o.dtype, jnp.inexact) for o in jtu.tree_leaves(out))
+    # Real floating only: a complex output would be cast to the real state, dropping its
+    # imaginary part, and the solve would report a fixed point of Re(fn) as a success.
+    floating = arrays and all(jnp.issubdtype(o.dtype, jnp.floating) for o in jtu.tree_leaves(out))
     if not (same_tree and same_shapes and floating):
         raise ValueError(
             f"{where}: {call} must return a pytree with the structure and shapes of "
-            f"{z_name} (and floating dtypes); {z_name} is {_describe(z0)} but {fn_name} returned "
-            f"{_describe(out)}."
+            f"{z_name} (and real floating dtypes); {z_name} is {_describe(z0)} but {fn_name} "
+            f"returned {_describe(out)}."
+        )
+
+
+def check_norm(where, norm, z0, z_name):
+    """``norm`` must map a state like ``z0`` to one real scalar: the convergence test compares it
+    with 1, and a vector there failed inside the loop with a message that named no argument."""
+    out = jtu.tree_map(_shape_of, eqx.filter_eval_shape(norm, z0))
+    leaves = jtu.tree_leaves(out)
+    # A Python number passes (as jax.eval_shape would have made it a scalar).
+    if not (
+        len(leaves) == 1
+        and isinstance(leaves[0], jax.ShapeDtypeStruct)
+        and leaves[0].shape == ()
+        and jnp.issubdtype(leaves[0].dtype, jnp.number)
+        and not jnp.issubdtype(leaves[0].dtype, jnp.complexfloating)
+    ):
+        raise ValueError(
+            f"{where}: norm must return a real scalar for a state like {z_name} "
+            f"({_describe(z0)}); got {_describe(out)}."
         )
 
 
@@ -212,6 +249,7 @@ class ImplicitSolve(eqx.Module):
         check_methods(where, self.solver, self.backward)
         convergence = self.convergence.checked(where)
         check_output(where, "fn", z_name, residual.fn, z0, args)
+        check_norm(where, convergence.norm, z0, z_name)
         fn = eqx.filter_closure_convert(residual.fn, z0, args)
         residual = _Residual(fn, residual.fixed_point)
         primal = no_grad(_DriverPrimal(self.solver, convergence, budget_is_normal, trace_length))
@@ -375,6 +413,7 @@ def linear_solve(
     b = check_state("b", b)
     convergence = Convergence(rtol, atol, norm, max_steps).checked(where)
     check_output(where, "matvec", "b", lambda x, _: matvec(x), b, None, "matvec(x)")
+    check_norm(where, convergence.norm, b, "b")
     # The residual A x - b and its solution go through the same implicit rule as fixed_point:
     # lax.custom_linear_solve would run the tangent solve without the forward code, and so give
     # a derivative of the solution where the solve had failed. The tangent and adjoint systems

@@ -23,7 +23,7 @@ from equinox import AbstractVar
 from jax import lax
 from jaxtyping import Array, Float
 
-from .._core import as_float, check_int, check_positive
+from .._core import as_float, check_int, check_positive, is_concrete
 from ._base import AbstractBackward
 from ._implicit_diff import failed_derivative_message, no_grad, raise_or_nan
 
@@ -74,8 +74,15 @@ class _UnrolledBackward(AbstractBackward):
 
     def apply(self, primal, residual, args, z0, *, convergence, throw, where):
         del convergence  # no linear system to solve
+        damping = self.damping
+        if not is_concrete(damping):
+            # A traced damping (a sweep) passed __check_init__ unseen; a damping <= 0 steps away
+            # from the fixed point, so its derivatives would be finite and wrong.
+            damping = eqx.error_if(
+                damping, ~(damping > 0), f"{where}: {type(self).__name__} damping must be positive."
+            )
         z_star, aux = primal(no_grad(residual), no_grad(args), no_grad(z0))
-        carrier = unrolled_steps(residual, args, z_star, self.steps, self.damping)
+        carrier = unrolled_steps(residual, args, z_star, self.steps, damping)
         carrier = guard_derivatives(carrier, result=primal.result_of(aux), throw=throw, where=where)
         return straight_through(z_star, carrier), aux
 

@@ -224,6 +224,16 @@ def test_failed_inner_loops_and_diverging_unrolled_steps_give_nan(x64):
     assert hg.inner.result == RESULTS.nonfinite and bool(jnp.all(jnp.isnan(hg.grad)))
 
 
+def test_optax_loop_reports_a_nan_gradient_as_nonfinite(x64):
+    # A gradient that is NaN at a finite iterate ends the loop at once (its test is False):
+    # that is a non-finite model output, not an exhausted budget.
+    inner = lambda x, lam, args: jnp.sum(jnp.sqrt(x)) + lam * jnp.sum(x**2)
+    solver = OptaxSolver(optax.sgd(1e-2), max_steps=50)
+    sol = jax.jit(lambda lam: solver(inner, -jnp.ones(3), lam, None))(1.0)
+    assert sol.result == RESULTS.nonfinite and int(sol.num_steps) == 0
+    assert bool(jnp.isnan(sol.residual))
+
+
 def test_outer_loop_matches_the_closed_form_gradient_run(x64):
     # Tuning per-feature ridge penalties with Adam: the driver with implicit hypergradients
     # and warm-started inner solves follows the trajectory of Adam on the closed-form

@@ -260,3 +260,14 @@ def test_deq_require_convergence_treats_the_budget_as_a_failure(x64):
     assert bool((code == RESULTS.max_steps_reached)[0]) and bool(jnp.isnan(grad[0]))
     with pytest.raises(TypeError, match="DEQ require_convergence must be a bool"):
         _two_step_deq(require_convergence=None)
+
+
+@pytest.mark.wrong_argument_types
+@pytest.mark.parametrize(
+    ("samples", "error"), [(0, ValueError), (-1, ValueError), (2.5, TypeError)]
+)
+def test_hutchinson_sample_count_must_be_a_positive_int(samples, error):
+    # 0 probes averaged nothing (a silent NaN) and 2.5 drew three probes.
+    fn = lambda z: 2.0 * z
+    with pytest.raises(error, match="hutchinson_frobenius samples"):
+        ji.hutchinson_frobenius(fn, jnp.zeros(3), jax.random.PRNGKey(0), samples)

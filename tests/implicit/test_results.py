@@ -86,6 +86,14 @@ def test_state_and_output_mismatch_names_both():
         ji.root_find(lambda x, _: x.sum(), jnp.zeros(2))
 
 
+def test_complex_output_for_a_real_state_is_rejected():
+    # Cast to the real state, z = (1 + i) z / 2 + 1 lost its imaginary part and "converged" to
+    # 2, the fixed point of the real part, not of fn (whose fixed point is 1 + i).
+    fn = lambda z, _: 0.5 * (1 + 1j) * z + 1.0
+    with pytest.raises(ValueError, match=r"real floating dtypes.*returned complex64\[2\]"):
+        ji.fixed_point(fn, jnp.zeros(2))
+
+
 def test_integer_or_empty_state_is_rejected():
     with pytest.raises(TypeError, match=r"z0 must have a real floating dtype.*int32"):
         ji.fixed_point(lambda z, _: z, jnp.zeros(3, jnp.int32))
@@ -129,6 +137,22 @@ def test_bad_options_are_rejected():
         ji.PhantomGradient(steps=0)
     with pytest.raises(TypeError, match="ImplicitDiff solver must be"):
         ji.ImplicitDiff(solver="gmres")
+
+
+@pytest.mark.wrong_argument_types
+def test_a_norm_that_is_not_a_scalar_is_named():
+    # An element-wise "norm" failed inside the loop ("`where` requires a scalar boolean
+    # predicate"), naming no argument.
+    f = lambda z, _: 0.5 * z
+    with pytest.raises(ValueError, match=r"fixed_point: norm must return a real scalar.*\[3\]"):
+        ji.fixed_point(f, jnp.ones(3), norm=jnp.abs)
+    with pytest.raises(ValueError, match="DEQ: norm must return a real scalar"):
+        ji.DEQ(lambda z, x: 0.5 * z + x, norm=jnp.abs)(jnp.ones(3))
+    with pytest.raises(ValueError, match="linear_solve: norm must return a real scalar"):
+        ji.linear_solve(lambda x: 2.0 * x, jnp.ones(3), norm=jnp.abs)
+    # Scalars pass, whatever their type: an array, an integer array, a Python number.
+    for norm in (jnp.linalg.norm, lambda x: jnp.max(jnp.abs(x)).astype(jnp.int32), lambda x: 0.0):
+        assert ji.fixed_point(f, jnp.ones(3), norm=norm).result == RESULTS.successful
 
 
 # ----------------------------------------------------------------------------------------------
