@@ -6,6 +6,8 @@ batch axis passed by mistake is the most common error, so it gets its own messag
 
 import math
 
+import jax.numpy as jnp
+
 from .._core import is_int
 
 
@@ -64,3 +66,15 @@ def check_real(name: str, value, *, minimum: float | None = None, strict: bool =
     if minimum is not None and (v <= minimum if strict else v < minimum):
         raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}; got {value!r}.")
     return v
+
+
+def float_input(x, dtype):
+    """``x`` as an array, cast to ``dtype`` (the layer's weights) when it is not floating.
+
+    The layers compute in the input's floating dtype, their weights cast to it; an integer or
+    bool input would truncate the weights to integers and give silently wrong numbers.
+    """
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        x = x.astype(dtype)
+    return x

@@ -32,7 +32,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core import check_choice, check_int, default_float
 from .._core._init import draw, subkeys
-from ._checks import check_real, check_sample
+from ._checks import check_real, check_sample, float_input
 from ._layout import AbstractChannelsLast
 from ._spectral import periodic_grid
 from ._spectral_conv import SpectralConv
@@ -97,6 +97,7 @@ class ChannelMLP(AbstractChannelsLast):
         self.activation = activation
 
     def __call__(self, x: Float[Array, " cin *spatial"]) -> Float[Array, " cout *spatial"]:
+        x = float_input(x, self.weights[0].dtype)
         n = len(self.weights)
         for i, w in enumerate(self.weights):
             x = jnp.tensordot(w.astype(x.dtype), x, axes=1)
@@ -134,6 +135,7 @@ class ChannelMLP(AbstractChannelsLast):
 
     def channels_last(self, x: Float[Array, "*spatial cin"]) -> Float[Array, "*spatial cout"]:
         """The same map on a channels-last field (the FNO's internal layout)."""
+        x = float_input(x, self.weights[0].dtype)
         n = len(self.weights)
         for i, w in enumerate(self.weights):
             x = x @ w.T.astype(x.dtype)
@@ -154,9 +156,11 @@ class SoftGating(AbstractChannelsLast):
         self.weight = jnp.asarray(np.ones((channels,)), dtype or default_float())
 
     def __call__(self, x):
+        x = float_input(x, self.weight.dtype)
         return self.weight.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype) * x
 
     def channels_last(self, x):
+        x = float_input(x, self.weight.dtype)
         return self.weight.astype(x.dtype) * x
 
 

@@ -137,12 +137,16 @@ class GINO(eqx.Module):
         check_int("width", width)
         check_int("encoder_channels", encoder_channels)
         try:
-            latent_shape = tuple(int(n) for n in latent_shape)
+            latent_shape = tuple(latent_shape)
         except TypeError:
             raise ValueError(
                 f"latent_shape must be a sequence of ints; got {latent_shape!r}."
             ) from None
-        if len(latent_shape) != coord_dim or min(latent_shape) < 2:
+        # int() would truncate a fractional size.
+        latent_shape = tuple(
+            check_int(f"latent_shape[{j}]", n, minimum=2) for j, n in enumerate(latent_shape)
+        )
+        if len(latent_shape) != coord_dim:
             raise ValueError(
                 f"latent_shape must give coord_dim={coord_dim} axes of >= 2 nodes; got "
                 f"{latent_shape!r}."

@@ -67,6 +67,14 @@ def _check_points(name: str, points, dim: int | None = None) -> None:
         raise ValueError(f"{name} must hold {dim}-dimensional points; got shape {shape}.")
 
 
+def _float_points(points):
+    """``points`` as a float array: integers become the default float, floats keep their dtype."""
+    points = jnp.asarray(points)
+    if not jnp.issubdtype(points.dtype, jnp.floating):
+        points = points.astype(default_float())
+    return points
+
+
 def _check_chunk(chunk_size) -> None:
     if chunk_size is not None:
         check_int("chunk_size", chunk_size)
@@ -108,11 +116,17 @@ def radius_neighbours(
     Args:
         queries: ``(m, d)`` points at which neighbourhoods are centred.
         sources: ``(n, d)`` points searched.
-        radius: the ball radius (a positive number, or a traced scalar).
+        radius: the ball radius (a positive number, or a traced scalar, checked when the
+            compiled code runs).
         k_max: slots per query. A query with more in-radius sources sets ``overflow``.
         chunk_size: optional number of queries per chunk.
         throw: raise (through :func:`equinox.error_if`, so also under ``jit``) when some
-            neighbourhood overflows; with ``False`` check ``overflow`` yourself.
+            neighbourhood overflows or a coordinate is not finite; with ``False`` check
+            ``overflow`` yourself (a point with a NaN coordinate then has no neighbours and is
+            nobody's neighbour).
+
+    Integer coordinates become the default float, and queries and sources share the wider of
+    their float dtypes, so that neither the points nor the radius are rounded.
 
     Returns:
         A :class:`Neighbours`.
@@ -123,15 +137,23 @@ def radius_neighbours(
     _check_chunk(chunk_size)
     if is_concrete(radius):
         check_real("radius", radius, minimum=0.0, strict=True)
-    queries = jnp.asarray(queries)
-    sources = jnp.asarray(sources, dtype=queries.dtype)
+    queries, sources = _float_points(queries), _float_points(sources)
+    # One float dtype for both: casting the sources to integer queries' dtype (or the radius to
+    # it) would round them and silently change who is whose neighbour.
+    dtype = jnp.promote_types(queries.dtype, sources.dtype)
+    queries, sources = queries.astype(dtype), sources.astype(dtype)
     n = sources.shape[0]
     k = min(k_max, n)
     # Ranks n, n-1, ..., 1 on the in-radius sources and 0 elsewhere: top_k returns the in-radius
     # ones in increasing index order, a choice independent of how the sources are ordered
     # whenever nothing overflows.
     rank = jnp.arange(n, 0, -1, dtype=jnp.int32)
-    r2 = jnp.asarray(radius, dtype=queries.dtype) ** 2
+    r = jnp.asarray(radius, dtype=dtype)
+    if not is_concrete(radius):
+        # A negative radius would pass as its absolute value (only r^2 is used), a NaN would give
+        # empty neighbourhoods.
+        r = eqx.error_if(r, ~(r > 0), "radius_neighbours: radius must be > 0 (a traced value).")
+    r2 = r**2
 
     def one(y):
         # Differences, not |x|^2 - 2 x.y + |y|^2, so points on the sphere are classified as
@@ -147,6 +169,14 @@ def radius_neighbours(
     idx = jnp.where(mask, idx, 0)
     overflow = jnp.any(counts > k_max)
     if throw:
+        # A NaN coordinate fails every "distance <= radius" test: its point would silently drop
+        # out of every neighbourhood (and a kernel integral lose its term).
+        finite = jnp.all(jnp.isfinite(queries)) & jnp.all(jnp.isfinite(sources))
+        idx = eqx.error_if(
+            idx,
+            ~finite,
+            "radius_neighbours: queries or sources hold a non-finite (NaN or inf) coordinate.",
+        )
         idx = eqx.error_if(
             idx,
             overflow,

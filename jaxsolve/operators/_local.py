@@ -55,7 +55,7 @@ from ._bridges import (
     spectral_weight_from_torch,
     torch_array,
 )
-from ._checks import check_real, check_sample
+from ._checks import check_real, check_sample, float_input
 from ._fno import ChannelMLP, lift_and_project
 from ._spectral import periodic_grid
 from ._spectral_conv import SpectralConv
@@ -175,6 +175,7 @@ class DifferentialConv(eqx.Module):
             num_spatial_dims=d,
             where="DifferentialConv",
         )
+        x = float_input(x, self.weight.dtype)
         h = self.domain_length / x.shape[-1] if grid_width is None else grid_width
         # The stencil's unit over the grid's spacing: 1 at the reference resolution.
         scale = self.reference_spacing / h
@@ -280,6 +281,7 @@ class LocalIntegralConv(eqx.Module):
         check_sample(
             x, channels=self.weight.shape[1], num_spatial_dims=d, where="LocalIntegralConv"
         )
+        x = float_input(x, self.weight.dtype)
         w = self.stencil(x.shape[1:], x.dtype)
         # The kernel is radial, so correlation and convolution agree.
         y = _padded_correlation(x, w, self.padding, 1)

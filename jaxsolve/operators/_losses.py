@@ -91,6 +91,16 @@ def lp_norm(
             if not np.all(np.isfinite(wn) & (wn >= 0)):
                 raise ValueError("weights must be finite and >= 0 (quadrature weights).")
         w = jnp.asarray(weights, u.dtype)
+        try:
+            fits = np.broadcast_shapes(w.shape, u.shape) == u.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            # Extra leading axes would broadcast the field instead and multiply the sum.
+            raise ValueError(
+                f"weights of shape {w.shape} do not broadcast to the field's shape {u.shape} "
+                f"(they align from the right, e.g. one weight per grid point)."
+            )
     if isinstance(p, float) and math.isinf(p):
         return jnp.max(a if w is None else jnp.where(w > 0, a, 0.0))
     return _scaled_lp_norm(a, jnp.asarray(p, u.dtype), w)
@@ -142,6 +152,13 @@ def h1_norm(
     """
     u = as_float(u)
     d = u.ndim - 1
+    if d < 1:
+        # A bare (n,) field would be read as n channels and no spatial axis: the "H1" norm would
+        # then silently be the L2 norm, with no derivative term.
+        raise ValueError(
+            f"h1_norm takes one sample of shape (channels, *spatial) with at least one spatial "
+            f"axis; got shape {u.shape} (a 1-D field is u[None])."
+        )
     lengths = normalize_lengths(lengths, d, "h1_norm")
     total = jnp.sum(u**2)
     for j in range(d):

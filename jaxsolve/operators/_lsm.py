@@ -60,7 +60,7 @@ from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from .._core import check_int, default_float, exact_einsum, exact_tensordot
 from .._core._init import draw, subkeys
-from ._checks import check_sample
+from ._checks import check_sample, float_input
 from ._fno import ChannelMLP, lift_and_project
 from ._spectral import periodic_grid
 
@@ -286,6 +286,7 @@ class NeuralSpectralBlock(eqx.Module):
         """The block on a field whose axes are multiples of ``patch_size``: patches of contiguous
         cells (anchored at the first cell) through :meth:`encode`, :meth:`latent_spectral` and
         :meth:`decode`. Cells where ``mask`` is False are left out of the tokens and set to 0."""
+        x = float_input(x, self.point_query.dtype)
         c, spatial = x.shape[0], x.shape[1:]
         p = self.patch_size
         if len(spatial) != len(p) or any(n % q for n, q in zip(spatial, p, strict=True)):

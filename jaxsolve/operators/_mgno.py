@@ -52,7 +52,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core import check_choice, check_int, default_float, is_int
 from .._core._init import draw, subkeys
-from ._checks import check_real, check_sample
+from ._checks import check_real, check_sample, float_input
 from ._fno import ChannelMLP, lift_and_project
 from ._local import _padded_correlation
 
@@ -237,7 +237,7 @@ class VCycle(eqx.Module):
         check_sample(
             f, channels=self.channels, num_spatial_dims=self.num_spatial_dims, where="VCycle"
         )
-        f = jnp.asarray(f)
+        f = float_input(f, self.operators[0].dtype)
         return self._cycle(0, f, level_shapes(f.shape[1:], self.levels))
 
     @classmethod

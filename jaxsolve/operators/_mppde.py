@@ -49,8 +49,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._core import check_choice, check_int, default_float, exact_einsum, is_concrete
-from ._checks import check_real, check_sample
-from ._gno import KernelMLP, Neighbours, radius_neighbours
+from ._checks import check_real, check_sample, float_input
+from ._gno import KernelMLP, Neighbours, _float_points, radius_neighbours
 from ._spectral import periodic_grid
 
 _DECODER_CHANNELS = 8  # hidden channels of the decoder CNN, as the paper's
@@ -122,7 +122,8 @@ def mppde_neighbours(
     """
     _check_points("positions", positions)
     check_int("k_max", k_max)
-    positions = jnp.asarray(positions)
+    # Float before the periodic images are formed: integer positions would round the period.
+    positions = _float_points(positions)
     n, d = positions.shape
     period = _check_period(period, d)
     if period is not None and is_concrete(radius):
@@ -132,6 +133,14 @@ def mppde_neighbours(
                 f"radius must be below half the period ({min(period) / 2}) so that a point meets "
                 f"each periodic image of another at most once; got {r}."
             )
+    if period is not None and not is_concrete(radius):
+        # The images would double-count a pair at a distance near L / 2, silently.
+        radius = jnp.asarray(radius, positions.dtype)
+        radius = eqx.error_if(
+            radius,
+            radius >= min(period) / 2,
+            "mppde_neighbours: radius must be below half the period (a traced value).",
+        )
     sources = positions
     if period is not None:
         shifts = jnp.asarray(list(product((0.0, -1.0, 1.0), repeat=d)), positions.dtype)
@@ -579,7 +588,8 @@ class MPPDEGrid(eqx.Module):
         """Advance one sample ``(history * C, *spatial)`` by ``time_window`` frames."""
         check_sample(x, channels=self.in_channels, num_spatial_dims=self.num_spatial_dims,
                      where="MPPDEGrid")  # fmt: skip
-        x = jnp.asarray(x)
+        # The output takes the input's dtype: an integer field would truncate the prediction.
+        x = float_input(x, self.mppde.decoder_b1.dtype)
         spatial = x.shape[1:]
         positions, nb = self.graph(spatial)
         nodes = x.reshape(self.in_channels, -1).T

@@ -66,6 +66,19 @@ def _per_axis(name, value, d, minimum):
     return tuple(int(v) for v in values)
 
 
+def _as_static(value, name):
+    """An int or a tuple of them (checked per axis when the grid is known), ``TypeError`` naming
+    ``name`` otherwise."""
+    if is_int(value):
+        return value
+    try:
+        return tuple(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an int or one int per spatial axis; got {value!r}."
+        ) from None
+
+
 def _check_layout(spatial_shape, levels, patches, padding):
     """Patch counts and halo widths per axis, after checking the grid (see the module doc)."""
     d = len(spatial_shape)
@@ -222,8 +235,8 @@ class MultigridPatching(eqx.Module):
     ):
         self.model = model
         self.levels = check_int("levels", levels, minimum=0)
-        self.patches = patches if patches is None or is_int(patches) else tuple(patches)
-        self.padding = padding if is_int(padding) else tuple(padding)
+        self.patches = patches if patches is None else _as_static(patches, "patches")
+        self.padding = _as_static(padding, "padding")
 
     def __call__(self, x: Float[Array, " cin *spatial"]) -> Float[Array, " cout *spatial"]:
         x = jnp.asarray(x)

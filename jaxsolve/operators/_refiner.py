@@ -56,19 +56,27 @@ def refiner_noise_levels(num_refinement_steps: int, min_noise_std: float, dtype=
     :math:`k = 1, \dots, K` (shape ``(K,)``; empty for ``K = 0``); :math:`\sigma_K =
     \sigma_\text{min}`."""
     K = check_int("num_refinement_steps", num_refinement_steps, minimum=0)
-    _check_min_noise_std(min_noise_std)
+    min_noise_std = _check_min_noise_std(min_noise_std)
     dtype = as_float(0.0).dtype if dtype is None else dtype
     k = jnp.arange(1, K + 1, dtype=dtype)
     return jnp.asarray(min_noise_std, dtype) ** (k / max(K, 1))
 
 
 def _check_min_noise_std(min_noise_std):
+    """``min_noise_std`` in (0, 1): concrete values now, traced ones when the code runs."""
     check_positive("min_noise_std", min_noise_std)
-    if is_concrete(min_noise_std) and not float(min_noise_std) < 1.0:
-        raise ValueError(
-            f"min_noise_std must be in (0, 1) so that the noise levels decrease; got "
-            f"{min_noise_std}."
-        )
+    if is_concrete(min_noise_std):
+        if not float(min_noise_std) < 1.0:
+            raise ValueError(
+                f"min_noise_std must be in (0, 1) so that the noise levels decrease; got "
+                f"{min_noise_std}."
+            )
+        return min_noise_std
+    s = jnp.asarray(min_noise_std)
+    # A traced value >= 1 would give increasing (or NaN) levels and still train.
+    return eqx.error_if(
+        s, ~((s > 0) & (s < 1)), "min_noise_std must be in (0, 1) (a traced value)."
+    )
 
 
 class RefinerNet(eqx.Module):
@@ -128,13 +136,35 @@ class RefinerNet(eqx.Module):
                 f"u_prev and u_noisy must have the same shape; got {u_prev.shape} and "
                 f"{u_noisy.shape}."
             )
+        k = _check_steps(k, self.num_refinement_steps, "RefinerNet: k")
         level = jnp.asarray(k, u_prev.dtype) / max(self.num_refinement_steps, 1)
         channel = jnp.broadcast_to(level, (1, *u_prev.shape[1:]))
         x = jnp.concatenate([u_prev, u_noisy, channel], axis=0)
         if self.film_table is None:
             return self.operator(x)
-        scale, shift = self.film_table[jnp.asarray(k, jnp.int32)].astype(u_prev.dtype)
+        scale, shift = self.film_table[k].astype(u_prev.dtype)
         return self.operator(x, modulation=(scale, shift))
+
+
+def _check_steps(k, K: int, name: str):
+    """Refinement steps ``k`` as int32, each in ``[0, K]``: concrete values raise ``ValueError``
+    (``TypeError`` for a non-integer), traced ones are checked when the code runs. A step past
+    ``K`` (e.g. a loss and a network built with different ``num_refinement_steps``) would
+    otherwise condition on a level the network was not built for, and a FiLM table lookup
+    would clamp it silently; a fractional step would be truncated."""
+    message = f"{name} must be an integer in [0, num_refinement_steps={K}]"
+    if is_concrete(k):
+        a = np.asarray(k)
+        if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"{message}; got {k!r}.")
+        if not np.all((a >= 0) & (a <= K)):
+            raise ValueError(f"{message}; got {k!r}.")
+        return jnp.asarray(a, jnp.int32)
+    k = jnp.asarray(k)
+    if not jnp.issubdtype(k.dtype, jnp.integer):
+        raise TypeError(f"{message}; got a traced array of dtype {k.dtype}.")
+    k = k.astype(jnp.int32)
+    return eqx.error_if(k, (k < 0) | (k > K), message + " (a traced value).")
 
 
 def _check_pair(u_t, u_next):
@@ -183,14 +213,9 @@ def refiner_loss(
             raise ValueError("key is required unless both k and noise are given.")
         k = jax.vmap(lambda kk: jax.random.randint(jax.random.fold_in(kk, 0), (), 0, K + 1))(keys)
     else:
-        message = f"k must be in [0, num_refinement_steps={K}]"
-        if is_concrete(k):
-            if not np.all((np.asarray(k) >= 0) & (np.asarray(k) <= K)):
-                raise ValueError(f"{message}; got {k}.")
-            k = jnp.asarray(k, jnp.int32)
-        else:
-            k = jnp.asarray(k, jnp.int32)
-            k = eqx.error_if(k, (k < 0) | (k > K), message + ".")
+        k = _check_steps(k, K, "k")
+        if k.ndim > 1 or k.size not in (1, batch):
+            raise ValueError(f"k must be a scalar or have shape (batch={batch},); got {k.shape}.")
         k = jnp.broadcast_to(k, (batch,))
     if noise is None:
         if keys is None:
@@ -267,7 +292,14 @@ def refine_step(
         sigma = sigmas[k - 1]
         eps = jax.random.normal(jax.random.fold_in(key, k), u_t.shape, u_t.dtype)
         noisy = u + sigma * eps
-        u = noisy - sigma * jnp.asarray(model(u_t, noisy, jnp.asarray(k, jnp.int32)))
+        predicted = jnp.asarray(model(u_t, noisy, jnp.asarray(k, jnp.int32)))
+        if predicted.shape != u_t.shape:
+            # (noisy - sigma * predicted) would broadcast silently.
+            raise ValueError(
+                f"model must return a noise of shape {u_t.shape} at refinement step {k}; got "
+                f"{predicted.shape}."
+            )
+        u = noisy - sigma * predicted
     return u
 
 

@@ -65,7 +65,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._core import check_choice, check_int, default_float, exact_tensordot
 from .._core._init import draw
-from ._checks import check_real, check_sample
+from ._checks import check_real, check_sample, float_input
 from ._local import _padded_correlation
 
 _PADDINGS = {"circular", "zeros"}
@@ -395,7 +395,7 @@ class SineNet(eqx.Module):
         check_sample(
             x, channels=self.in_channels, num_spatial_dims=self.num_spatial_dims, where="SineNet"
         )
-        x = jnp.asarray(x)
+        x = float_input(x, self.lifting.weight.dtype)
         spatial = x.shape[1:]
         widths = _pad_widths(spatial, 2**self.depth)
         crop = (

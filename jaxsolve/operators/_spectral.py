@@ -197,6 +197,14 @@ def _hermitian_zero_column(yh, d: int):
     return jnp.concatenate([sym[..., None], yh[..., 1:]], axis=-1)
 
 
+def _check_even_lead(bshape, where: str) -> None:
+    """A compact block's leading mode axes hold ``2 m`` frequencies each (both signs)."""
+    if any(b % 2 for b in bshape[:-1]):
+        raise ValueError(
+            f"{where}: leading mode axes must have even length 2*m; got block shape {bshape}."
+        )
+
+
 def irfft_modes(
     yh: Complex[ArrayLike, " *batch_and_modes"],
     spatial_shape: Sequence[int],
@@ -216,10 +224,7 @@ def irfft_modes(
     d = len(spatial_shape)
     bshape = yh.shape[yh.ndim - d :]
     modes = (*tuple(b // 2 for b in bshape[:-1]), bshape[-1])
-    if any(b % 2 for b in bshape[:-1]):
-        raise ValueError(
-            f"irfft_modes: leading mode axes must have even length 2*m; got block shape {bshape}."
-        )
+    _check_even_lead(bshape, "irfft_modes")
     check_grid(modes, spatial_shape)
     axes = tuple(range(yh.ndim - d, yh.ndim))
     if pruned:
@@ -293,6 +298,7 @@ def irdft_modes(yh: Complex[ArrayLike, " *batch_and_modes"], spatial_shape: Sequ
     spatial_shape = tuple(int(n) for n in spatial_shape)
     d = len(spatial_shape)
     bshape = yh.shape[yh.ndim - d :]
+    _check_even_lead(bshape, "irdft_modes")
     modes = (*tuple(b // 2 for b in bshape[:-1]), bshape[-1])
     check_grid(modes, spatial_shape)
     for j in range(d - 1):
@@ -376,6 +382,7 @@ def irdft_modes_last(
     spatial_shape = tuple(int(n) for n in spatial_shape)
     d = len(spatial_shape)
     bshape = re.shape[re.ndim - d - 1 : re.ndim - 1]
+    _check_even_lead(bshape, "irdft_modes_last")
     modes = (*tuple(b // 2 for b in bshape[:-1]), bshape[-1])
     check_grid(modes, spatial_shape)
     for j in range(d - 1):
@@ -572,9 +579,14 @@ def spectral_derivative(
     even axis is zeroed: its derivative is not a real function on the grid (the usual rule for
     spectral differentiation, e.g. Trefethen, "Spectral Methods in MATLAB").
     """
-    if isinstance(orders, (int, np.integer)):
+    if is_int(orders):
         orders = (int(orders),)
-    orders = tuple(orders)
+    try:
+        orders = tuple(orders)
+    except TypeError:
+        raise TypeError(
+            f"orders must be a non-negative int or one per spatial axis; got {orders!r}."
+        ) from None
     if not orders or any(not is_int(a) or a < 0 for a in orders):
         # A fractional order would be truncated: say so rather than differentiate less.
         raise ValueError(f"orders must be non-negative ints, one per spatial axis; got {orders}.")

@@ -51,7 +51,7 @@ from ._bridges import (
     skip_kind,
     spectral_weight_from_torch,
 )
-from ._checks import check_real, check_sample
+from ._checks import check_real, check_sample, float_input
 from ._fno import ChannelMLP, SoftGating, _Identity
 from ._spectral import irfft_modes, periodic_grid, rfft_modes
 from ._spectral_conv import SpectralConv
@@ -118,8 +118,15 @@ def resample(
     """Resample a field ``(channels, *spatial)`` to ``out_shape`` (see the module doc for
     ``method``); the identity when the shapes agree."""
     check_choice("method", method, _RESAMPLES)
+    # The resampling matrices are cast to the field's dtype: an integer field would truncate them.
+    x = float_input(x, default_float())
     spatial = x.shape[1:]
-    out_shape = tuple(int(n) for n in out_shape)
+    try:
+        out_shape = tuple(out_shape)
+    except TypeError:
+        raise TypeError(f"out_shape must be a sequence of ints; got {out_shape!r}.") from None
+    # int() would truncate a fractional size; an empty axis has nothing to resample to.
+    out_shape = tuple(check_int(f"out_shape[{j}]", n) for j, n in enumerate(out_shape))
     if len(out_shape) != len(spatial):
         raise ValueError(f"out_shape needs {len(spatial)} sizes; got {out_shape!r}.")
     if tuple(spatial) == out_shape:

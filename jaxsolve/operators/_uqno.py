@@ -21,10 +21,11 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
 
-from .._core import as_float, check_in_open_interval, check_int, safe_divide
+from .._core import as_float, check_in_open_interval, check_int, is_concrete, safe_divide
 
 
 class UQNO(eqx.Module):
@@ -52,6 +53,12 @@ class UQNO(eqx.Module):
         self.scale = as_float(scale)
         if self.scale.shape != ():
             raise ValueError(f"scale must be a scalar; got shape {self.scale.shape}.")
+        if is_concrete(scale) and not np.all(np.asarray(scale, np.float64) >= 0):  # also NaN
+            # A negative scale gives negative half-widths, a NaN one a band that is no band.
+            raise ValueError(
+                f"scale must be >= 0 (inf allowed: the scale calibrate_uqno gives when a needed "
+                f"width is zero); got {scale!r}."
+            )
 
     def widths(self, x) -> tuple[Array, Array]:
         """``(base(x), |residual(x)|)``: the prediction and the uncalibrated half-width."""
@@ -140,7 +147,13 @@ def uqno_scores(model: UQNO, inputs, targets) -> Float[Array, "n m"]:
 
     def one(x, y):
         prediction, width = model.widths(x)
-        err = jnp.abs(jnp.asarray(y) - prediction).astype(width.dtype)
+        y = jnp.asarray(y)
+        if y.shape != prediction.shape:
+            # |y - prediction| would broadcast: (m, 1) against (1, m) gives m^2 "points".
+            raise ValueError(
+                f"targets: each function has shape {y.shape}; the model returns {prediction.shape}."
+            )
+        err = jnp.abs(y - prediction).astype(width.dtype)
         ratio = safe_divide(err, width, jnp.where(err == 0, 0.0, jnp.inf).astype(width.dtype))
         return ratio.reshape(-1)
 
@@ -151,7 +164,10 @@ def uqno_scores(model: UQNO, inputs, targets) -> Float[Array, "n m"]:
 def _calibrate(model, inputs, targets, k, j):
     scores = uqno_scores(model, inputs, targets)
     per_function = jnp.sort(scores, axis=1)[:, k - 1]  # smallest scale covering k of m points
-    return jnp.sort(per_function)[j - 1]
+    scale = jnp.sort(per_function)[j - 1]
+    # jnp.sort puts NaN last, where a NaN score would pass as a large but finite one and the
+    # order statistics would come out plausible; a NaN anywhere makes the scale NaN.
+    return jnp.where(jnp.any(jnp.isnan(scores)), jnp.nan, scale)
 
 
 def calibrate_uqno(
@@ -187,7 +203,8 @@ def calibrate_uqno(
             :math:`n \ge \lceil 1/\delta\rceil - 1`.
 
     Returns:
-        The scale :math:`\lambda` (a scalar array; ``inf`` if a needed width is zero).
+        The scale :math:`\lambda` (a scalar array; ``inf`` if a needed width is zero, NaN if any
+        ratio is NaN: a NaN target, prediction or width).
     """
     inputs, targets = jnp.asarray(inputs), jnp.asarray(targets)
     if inputs.ndim == 0 or targets.ndim == 0 or inputs.shape[0] != targets.shape[0]:
@@ -195,12 +212,13 @@ def calibrate_uqno(
             f"inputs and targets need one leading axis of n functions each; got shapes "
             f"{inputs.shape} and {targets.shape}."
         )
-    n = inputs.shape[0]
-    m = math.prod(jax.eval_shape(lambda x: model.widths(x)[1], inputs[0]).shape)
-    if targets[0].size != m:
+    n = check_int("n_functions (the leading axis of inputs)", inputs.shape[0])
+    out = jax.eval_shape(lambda x: model.widths(x)[1], inputs[0]).shape
+    if targets.shape[1:] != out:
         raise ValueError(
-            f"targets: each function has shape {targets.shape[1:]}; the model returns {m} values."
+            f"targets: each function has shape {targets.shape[1:]}; the model returns {out}."
         )
+    m = math.prod(out)
     k, j = conformal_ranks(n, m, alpha, delta)
     return _calibrate(model, inputs, targets, k, j)
 
