@@ -22,6 +22,8 @@ results are cached as ``.npz`` files named by a hash of every parameter (``cache
 disables the cache; the default directory is ``$JAXSOLVE_CACHE`` or ``~/.cache/jaxsolve``).
 A cache file that cannot be read or holds the wrong arrays is regenerated with a warning naming
 it; a ``cache_dir`` that cannot be written raises ``ValueError`` before any data are generated.
+A sample that holds a NaN or an infinity (a time step beyond the solver's stability) raises
+``FloatingPointError`` naming it as soon as its chunk is computed; nothing non-finite is cached.
 Arrays come back as ``(n_samples, 1, *spatial)`` in the default float dtype.
 """
 
@@ -181,18 +183,17 @@ def _generate(
         # Always a full chunk (one compilation): the tail is padded with extra samples, dropped.
         keys = per_sample_keys(key, chunk, offset + start)
         out = jax.device_get(run(keys))
-        pieces.append(tuple(np.asarray(o)[:count] for o in out))
+        piece = tuple(np.asarray(o)[:count] for o in out)
+        # Checked chunk by chunk: a blow-up in the first chunk of an hours-long run is reported
+        # now, naming the sample, not after every other chunk has been computed.
+        _raise_if_nonfinite(kind, params, piece, offset + start, bar)
+        pieces.append(piece)
         bar.update(count)
     bar.close()
     arrays = tuple(np.concatenate(parts, axis=0) for parts in zip(*pieces, strict=True))
     if check is not None:
         arrays = check(arrays)
-    for a in arrays:
-        if not np.all(np.isfinite(a)):
-            raise FloatingPointError(
-                f"{kind}: the generated data contain NaN or infinity (is the time step too "
-                f"large for this resolution?); parameters {params}."
-            )
+    _raise_if_nonfinite(kind, params, arrays, offset)
     if path is not None:
         # Written aside and moved into place, so a crash mid-write never leaves a partial file
         # under the cache's name.
@@ -200,6 +201,23 @@ def _generate(
         np.savez(tmp, **{f"out{i}": a for i, a in enumerate(arrays)})
         os.replace(tmp, path)
     return tuple(jnp.asarray(a) for a in arrays)
+
+
+def _raise_if_nonfinite(kind, params, arrays, first_index, bar=None):
+    """``FloatingPointError`` naming the first sample (``first_index`` + row) of ``arrays`` that
+    holds a NaN or an infinity."""
+    bad = np.zeros(arrays[0].shape[0], bool)
+    for a in arrays:
+        if np.issubdtype(a.dtype, np.inexact):
+            bad |= ~np.all(np.isfinite(a.reshape(a.shape[0], -1)), axis=1)
+    if bad.any():
+        if bar is not None:
+            bar.close()
+        raise FloatingPointError(
+            f"{kind}: the generated data contain NaN or infinity (first: sample "
+            f"{first_index + int(np.flatnonzero(bad)[0])}; is the time step too large for this "
+            f"resolution?); parameters {params}."
+        )
 
 
 def _time_steps(where, T, dt, name_T="T"):

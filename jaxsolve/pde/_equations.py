@@ -192,13 +192,17 @@ class AdvectionDiffusion(AbstractEquation):
         return _callable_forcing(self.source, grid)
 
     def exact(self, u0: Float[ArrayLike, " c *spatial"], t: Float[ArrayLike, ""]) -> Array:
-        """The exact solution at time ``t`` (without forcing): each mode times its exponential."""
+        """The exact solution at time ``t >= 0`` (without forcing): each mode times its
+        exponential. ``t`` may be traced (checked when the compiled code runs); a negative time
+        runs the diffusion backwards, whose high modes overflow (an ill-posed problem)."""
         u0 = self.check_state(u0)
         if self.source is not None:
             raise ValueError("exact() covers the unforced equation only.")
+        check_parameter("AdvectionDiffusion.exact", "t", t, "non-negative")
         grid = SpectralGrid(u0.shape[1:], self.lengths)
         factor = jnp.exp(jnp.asarray(self.linear(grid)) * as_float(t))
-        return self.check_traced(grid.irfft(factor * grid.rfft(u0)).astype(u0.dtype))
+        out = self.check_traced(grid.irfft(factor * grid.rfft(u0)).astype(u0.dtype))
+        return check_traced_parameters(out, "AdvectionDiffusion.exact", (("t", t, "non-negative"),))
 
 
 class Burgers(AbstractEquation):

@@ -256,6 +256,12 @@ def phi_functions(
     elsewhere the closed form :math:`\varphi_{k+1} = (\varphi_k - 1/k!)/z`, which has no
     cancellation there. ``radius - threshold`` bounds the contour points away from 0.
     """
+    max_order = check_int("max_order", max_order, minimum=0)
+    # contour_points = 0 would average over no point (NaN); a NaN radius or threshold passes a
+    # comparison as False, so each is checked on its own before radius > threshold.
+    contour_points = check_int("contour_points", contour_points)
+    check_parameter("phi_functions", "radius", radius, "positive")
+    check_parameter("phi_functions", "threshold", threshold, "positive")
     z = jnp.asarray(z)
     if not jnp.iscomplexobj(z):
         z = z.astype(jnp.result_type(z.dtype, jnp.complex64))

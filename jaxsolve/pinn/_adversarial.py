@@ -46,12 +46,14 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, PyTree
 
-from .._core import check_int, check_positive, safe_divide
+from .._core import check_int, safe_divide
+from ..pde._checks import check_traced_parameters
 from ._geometry import AbstractGeometry
 from ._sampling import (
     AbstractAdaptiveSampler,
     SamplerState,
     _check_geometry,
+    _hyper,
     _residual_magnitude,
     checked_step,
 )
@@ -145,9 +147,9 @@ class AdversarialSampler(AbstractAdaptiveSampler):
         self.embed_dim = check_int("embed_dim", embed_dim, minimum=2)
         if self.embed_dim % 2:
             raise ValueError(f"embed_dim must be even; got {self.embed_dim}.")
-        self.learning_rate = check_positive("learning_rate", learning_rate)
-        self.k = check_positive("k", k, allow_zero=True)
-        self.c = check_positive("c", c, allow_zero=True)
+        self.learning_rate = _hyper("learning_rate", learning_rate)
+        self.k = _hyper("k", k, allow_zero=True)
+        self.c = _hyper("c", c, allow_zero=True)
 
     # -- the generator ---------------------------------------------------------------------
 
@@ -222,6 +224,13 @@ class AdversarialSampler(AbstractAdaptiveSampler):
         k_pool, k_fit, k_draw, k_back = jax.random.split(key, 4)
         pool = geometry.sample_interior(k_pool, self.n_candidates).astype(dtype)
         r = _residual_magnitude(residual_fn, pool)
+        # Traced hyper-parameters are checked when the step runs, as concrete ones were when built.
+        rules = (
+            ("learning_rate", self.learning_rate, "positive"),
+            ("k", self.k, "non-negative"),
+            ("c", self.c, "non-negative"),
+        )
+        r = check_traced_parameters(r, "AdversarialSampler", rules)
         w = self.weights(r)
         # all-zero weights (a zero residual and c = 0): fall back to the uniform pool
         w = jnp.where(jnp.any(w > 0), w, jnp.ones_like(w))

@@ -28,10 +28,20 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from .._core import check_int, check_positive, default_float
+from .._core import check_int, check_positive, default_float, is_concrete
 from ._derivatives import _point
+
+
+def _check_finite_positive(name, value):
+    """``check_positive`` and, when concrete, finite: an infinite time scale or period passes
+    ``> 0`` but switches the network off (:math:`\\varphi \\equiv 0`, or a constant embedding)."""
+    check_positive(name, value)
+    if is_concrete(value) and not np.all(np.isfinite(np.asarray(value, np.float64))):
+        raise ValueError(f"{name} must be finite; got {value!r}.")
+    return value
 
 
 def _scalar_distance(d, where):
@@ -106,7 +116,7 @@ class HardInitial(eqx.Module):
             raise TypeError(f"distance must be callable or None; got {type(distance).__name__}.")
         self.network, self.u0, self.distance = network, u0, distance
         if tau is not None:
-            check_positive("tau", tau)
+            _check_finite_positive("tau", tau)
             tau = jnp.asarray(tau, default_float())
             if tau.shape != ():
                 raise ValueError(f"tau must be a scalar; got shape {tau.shape}.")
@@ -114,6 +124,9 @@ class HardInitial(eqx.Module):
         self.t0 = jnp.asarray(t0, default_float())
         if self.t0.shape != ():
             raise ValueError(f"t0 must be a scalar; got shape {self.t0.shape}.")
+        # A NaN or infinite t0 makes phi(t), and so u, NaN at every point.
+        if is_concrete(self.t0) and not np.isfinite(np.asarray(self.t0)):
+            raise ValueError(f"t0 must be finite; got {t0!r}.")
 
     def factor(self, t: Float[ArrayLike, ""]) -> Array:
         r"""The time factor :math:`\varphi(t)`, zero at :math:`t_0`."""
@@ -166,7 +179,7 @@ class PeriodicEmbedding(eqx.Module):
             raise ValueError("periods must name at least one periodic coordinate (not None).")
         lengths = [p for p in periods if p is not None]
         for p in lengths:
-            check_positive("periods", p)
+            _check_finite_positive("periods", p)
         self.periods = jnp.stack([jnp.asarray(p, default_float()) for p in lengths])
         if self.periods.ndim != 1:
             raise ValueError("periods must hold scalars (or None).")

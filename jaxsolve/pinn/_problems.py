@@ -196,8 +196,13 @@ def periodic(shift: Float[ArrayLike, " d"], *, orders: int = 0) -> Periodic:
     s = as_float(shift)
     if s.ndim != 1:
         raise ValueError(f"shift must have shape (d,); got {s.shape}.")
-    if is_concrete(s) and not bool(jnp.any(s != 0)):
-        raise ValueError("shift must be nonzero.")
+    if is_concrete(s):
+        a = np.asarray(s)
+        # A NaN or infinite period makes every residual NaN (the direction s / |s| too).
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"shift must be finite; got {a.tolist()}.")
+        if not np.any(a != 0):
+            raise ValueError("shift must be nonzero.")
     return Periodic(s, check_int("orders", orders, minimum=0))
 
 
@@ -371,10 +376,13 @@ class PINNProblem(eqx.Module):
             if unknown:
                 raise ValueError(f"weights name unknown terms {unknown}; terms: {list(chosen)}.")
             for name, w in weights.items():
-                w = as_float(w)
-                if w.ndim:
-                    raise ValueError(f"weights[{name!r}] must be a scalar; got shape {w.shape}.")
-                chosen[name] = w
+                if jnp.ndim(w):
+                    raise ValueError(
+                        f"weights[{name!r}] must be a scalar; got shape {jnp.shape(w)}."
+                    )
+                # As a Term's own weight: a negative weight makes the loss unbounded below (the
+                # optimiser then drives that term's residual up), a NaN one makes it NaN.
+                chosen[name] = _check_real(f"weights[{name!r}]", w, positive=True)
         return chosen
 
     def residual_scales(
@@ -506,7 +514,9 @@ class ConvectionResidual(eqx.Module):
 
     def __call__(self, u: Callable, x: Float[ArrayLike, " 2"]) -> Float[Array, "*shape"]:
         x = _point(x, "ConvectionResidual")
-        _, d = value_and_first(u, x, jnp.stack([jnp.ones((), x.dtype), self.beta.astype(x.dtype)]))
+        # jnp.asarray: the wave speed may be given as a plain number (ConvectionResidual(30.0)).
+        beta = jnp.asarray(self.beta, x.dtype)
+        _, d = value_and_first(u, x, jnp.stack([jnp.ones((), x.dtype), beta]))
         return d
 
 

@@ -30,9 +30,26 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray, PyTree
 
 from .._core import RESULTS, check_int, check_positive, is_concrete, safe_divide
+from ..pde._checks import check_traced_parameters
 from ._geometry import AbstractGeometry, _first_accepted
 
 _OVERSAMPLE = 16
+
+
+def _hyper(name, value, *, positive=True, allow_zero=False):
+    """A concrete hyper-parameter must be finite (and ``> 0``, or ``>= 0`` with ``allow_zero``)
+    or raise naming it; a traced one passes. Returned as given. Infinity passes a sign test but
+    not the samplers' arithmetic: ``|r|^inf / mean |r|^inf`` is NaN, which would pick the points
+    at random without a word."""
+    if positive:
+        check_positive(name, value, allow_zero=allow_zero)
+    if is_concrete(value):
+        a = np.asarray(value)
+        if a.dtype == object or not np.issubdtype(a.dtype, np.number) or a.ndim:
+            raise TypeError(f"{name} must be a real scalar; got {value!r}.")
+        if not np.isfinite(a):
+            raise ValueError(f"{name} must be finite; got {value!r}.")
+    return value
 
 
 def _check_geometry(geometry):
@@ -389,14 +406,18 @@ class RARD(AbstractAdaptiveSampler):
         self.n_new = check_int("n_new", self.n if n_new is None else n_new, maximum=self.n)
         pool = 10 * self.n if n_candidates is None else n_candidates
         self.n_candidates = check_int("n_candidates", pool, minimum=self.n_new)
-        self.k = check_positive("k", k, allow_zero=True)
-        self.c = check_positive("c", c, allow_zero=True)
+        self.k = _hyper("k", k, allow_zero=True)
+        self.c = _hyper("c", c, allow_zero=True)
 
     def step(self, state: SamplerState, residual_fn: Callable, key: PRNGKeyArray) -> SamplerState:
         k_pool, k_pick = jax.random.split(key)
         geometry = state.geometry
         pool = geometry.sample_interior(k_pool, self.n_candidates)
         r = _residual_magnitude(residual_fn, pool)
+        # Traced k and c are checked when the step runs, as concrete ones were when built.
+        r = check_traced_parameters(
+            r, "RARD", (("k", self.k, "non-negative"), ("c", self.c, "non-negative"))
+        )
         rk = r ** jnp.asarray(self.k, r.dtype)
         weight = safe_divide(rk, jnp.mean(rk), 0.0) + self.c
         # Gumbel top-k: sampling without replacement with probabilities proportional to weight.
@@ -448,6 +469,9 @@ class R3(AbstractAdaptiveSampler):
     harder problems the paper's slow gate is the one that works; ``benchmarks/README.md``).
     ``alpha``, ``eta``, ``epsilon``, ``clip`` and the shifts may be traced.
 
+    Every hyper-parameter must be finite: concrete values are checked here (``ValueError``
+    naming it), traced ones when :meth:`step` runs (:func:`equinox.error_if`).
+
     Args:
         n: number of collocation points (static).
         causal: whether to use the causal gate (static).
@@ -457,7 +481,7 @@ class R3(AbstractAdaptiveSampler):
         clip: largest factor :math:`c` of a shift increment (``> 0``).
         shift_init: initial shift :math:`\\gamma_0`.
         shift_max: largest shift :math:`\\gamma_{max}` (at 1.5 and ``alpha = 5`` the gate is
-            above 0.99 on the whole time interval).
+            above 0.99 on the whole time interval; ``>= shift_init``).
     """
 
     n: int = eqx.field(static=True)
@@ -485,12 +509,29 @@ class R3(AbstractAdaptiveSampler):
         if not isinstance(causal, bool):
             raise TypeError(f"causal must be a bool; got {causal!r}.")
         self.causal = causal
-        self.alpha = check_positive("alpha", alpha)
-        self.eta = check_positive("eta", eta, allow_zero=True)
-        self.epsilon = check_positive("epsilon", epsilon, allow_zero=True)
-        self.clip = check_positive("clip", clip)
-        self.shift_init = shift_init
-        self.shift_max = shift_max
+        self.alpha = _hyper("alpha", alpha)
+        self.eta = _hyper("eta", eta, allow_zero=True)
+        self.epsilon = _hyper("epsilon", epsilon, allow_zero=True)
+        self.clip = _hyper("clip", clip)
+        # A NaN shift makes every gate weight NaN; a cap below the start would move the shift
+        # down to the cap at the first step, closing the gate instead of opening it.
+        self.shift_init = _hyper("shift_init", shift_init, positive=False)
+        self.shift_max = _hyper("shift_max", shift_max, positive=False)
+        if is_concrete((shift_init, shift_max)) and float(shift_max) < float(shift_init):
+            raise ValueError(
+                f"shift_max must be >= shift_init; got shift_init={shift_init!r}, "
+                f"shift_max={shift_max!r}."
+            )
+
+    def _rules(self):
+        return (
+            ("alpha", self.alpha, "positive"),
+            ("eta", self.eta, "non-negative"),
+            ("epsilon", self.epsilon, "non-negative"),
+            ("clip", self.clip, "positive"),
+            ("shift_init", self.shift_init, "finite"),
+            ("shift_max", self.shift_max, "finite"),
+        )
 
     def init(self, key: PRNGKeyArray, geometry: AbstractGeometry) -> SamplerState:
         state = super().init(key, geometry)
@@ -517,6 +558,9 @@ class R3(AbstractAdaptiveSampler):
 
     def step(self, state: SamplerState, residual_fn: Callable, key: PRNGKeyArray) -> SamplerState:
         r = _residual_magnitude(residual_fn, state.points)
+        # Traced hyper-parameters are checked when the step runs, as concrete ones were when
+        # built (a negative alpha would open the gate at late times first, without a word).
+        r = check_traced_parameters(r, "R3", self._rules())
         shift = state.shift
         if self.causal:
             r = r * self.gate(state, state.points)

@@ -84,7 +84,11 @@ class Collocation(eqx.Module):
                 f"...); got {type(sampler).__name__}."
             )
         if is_concrete(every):
-            every = check_int("every", every if isinstance(every, int) else int(every))
+            a = np.asarray(every)
+            # int(1.5) would silently resample every step: a period must be an integer.
+            if a.ndim or a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+                raise TypeError(f"every must be an int >= 1; got {every!r}.")
+            every = check_int("every", int(a))
         self.geometry = geometry
         self.sampler = sampler
         self.every = jnp.asarray(every, jnp.int32)
@@ -264,6 +268,9 @@ class GaussNewton(AbstractUpdate):
     :math:`\theta \leftarrow \theta - \eta\,\delta` with :math:`\eta` the best of
     ``step_sizes`` (all evaluated at once). The damping adapts: divided by ``decrease`` after a
     step that lowers the loss, multiplied by ``increase`` (and no move) after one that does not.
+    A Jacobian that is not finite (a NaN derivative of a finite residual) is a failure no damping
+    repairs: the step returns non-finite parameters, which :func:`train` reports as it does a
+    NaN gradient under an optax rule.
 
     For a linear PDE this is the energy natural gradient ("Achieving High Accuracy with PINNs via
     Energy Natural Gradients", Müller & Zeinhofer) with its line search over step sizes; "An
@@ -303,8 +310,9 @@ class GaussNewton(AbstractUpdate):
             ("decrease", decrease, 1.0),
             ("increase", increase, 1.0),
         ):
-            if is_concrete(v) and not float(v) > low:
-                raise ValueError(f"{name} must be > {low:g}; got {v!r}.")
+            # Finite too: an infinite damping (or factor) makes every later step a no-move.
+            if is_concrete(v) and not (np.isfinite(float(v)) and float(v) > low):
+                raise ValueError(f"{name} must be finite and > {low:g}; got {v!r}.")
         self.damping = as_float(damping)
         self.min_damping = as_float(min_damping)
         self.decrease = as_float(decrease)
@@ -314,8 +322,10 @@ class GaussNewton(AbstractUpdate):
         step_sizes = as_float(step_sizes)
         if step_sizes.ndim != 1 or step_sizes.shape[0] == 0:
             raise ValueError(f"step_sizes must be a non-empty 1-D array; got {step_sizes.shape}.")
-        if is_concrete(step_sizes) and not bool(jnp.all(step_sizes > 0)):
-            raise ValueError("step_sizes must be positive.")
+        if is_concrete(step_sizes) and not bool(
+            jnp.all((step_sizes > 0) & jnp.isfinite(step_sizes))
+        ):
+            raise ValueError(f"step_sizes must be finite and positive; got {step_sizes}.")
         self.step_sizes = step_sizes
 
     def init(self, params):
@@ -351,10 +361,13 @@ class GaussNewton(AbstractUpdate):
         trial = jnp.where(jnp.isfinite(trial), trial, jnp.inf)
         best = jnp.argmin(trial)
         # No move where no step size lowers the loss, or the factorisation broke down (a NaN
-        # direction with a finite loss): more damping next time. A non-finite loss is the
-        # driver's failure, not hidden here.
+        # direction from a finite Jacobian): more damping next time. A non-finite loss is the
+        # driver's failure, not hidden here; so is a non-finite Jacobian (a NaN derivative of a
+        # finite residual), which no damping repairs: the step returns non-finite parameters,
+        # which the driver reports, as it does a NaN gradient under an optax rule.
         better = (trial[best] < loss) & jnp.all(jnp.isfinite(delta))
         new_flat = jnp.where(better, flat - etas[best] * delta, flat)
+        new_flat = jnp.where(jnp.all(jnp.isfinite(jac)), new_flat, jnp.nan)
         new_damping = jnp.where(
             better,
             jnp.maximum(damping / self.decrease, self.min_damping),

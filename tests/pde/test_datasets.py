@@ -154,3 +154,31 @@ def test_an_unwritable_cache_dir_fails_before_generating(tmp_path, monkeypatch):
     monkeypatch.setattr(_datasets, "per_sample_keys", no_generation)
     with pytest.raises(ValueError, match=r"cache_dir=.*a-file.*not a writable directory"):
         pde.burgers_dataset(key=jax.random.PRNGKey(0), n_samples=2, cache_dir=blocker / "sub")
+
+
+def test_a_blow_up_is_reported_at_its_chunk_naming_the_sample(monkeypatch):
+    """A blown-up sample (inviscid Burgers, a time step far beyond stability) was reported only
+    after every chunk had been generated: hours late on the paper's sizes. Now the first chunk
+    holding one raises, naming the sample."""
+    calls = []
+    keys = _datasets.per_sample_keys
+
+    def counted(*args):
+        calls.append(args)
+        return keys(*args)
+
+    monkeypatch.setattr(_datasets, "per_sample_keys", counted)
+    with pytest.raises(FloatingPointError, match=r"NaN or infinity \(first: sample 3;"):
+        pde.burgers_dataset(
+            jax.random.PRNGKey(0),
+            4,
+            16,
+            fine_resolution=64,
+            nu=0.0,
+            dt=0.5,
+            offset=3,
+            chunk_size=1,
+            cache_dir=None,
+            progress=False,
+        )
+    assert len(calls) == 1

@@ -198,6 +198,43 @@ def test_steppers_build_inside_jit_and_vmap_over_dt_and_nu():
         np.testing.assert_allclose(swept[i], single(nus[i], dts[i]), rtol=1e-5, atol=1e-6)
 
 
+def test_phi_functions_settings_that_would_give_nan_are_refused():
+    """No contour point, a NaN radius or a zero threshold made every phi_k with k >= 1 NaN (or
+    a negative order returned phi_0 alone) without a word; each now raises naming it."""
+    z = jnp.asarray([0.5, 2.0], jnp.complex64)
+    with pytest.raises(ValueError, match="contour_points"):
+        pde.phi_functions(z, 3, contour_points=0)
+    with pytest.raises(ValueError, match="radius"):
+        pde.phi_functions(z, 3, radius=float("nan"))
+    with pytest.raises(ValueError, match="threshold"):
+        pde.phi_functions(z, 3, threshold=0.0)
+    with pytest.raises(ValueError, match="max_order"):
+        pde.phi_functions(z, -1)
+    # The settings that are valid still give phi_1(z) = (e^z - 1) / z.
+    got = pde.phi_functions(z, 1, contour_points=24, radius=1.5, threshold=1.0)[1]
+    np.testing.assert_allclose(np.asarray(got), np.expm1([0.5, 2.0]) / [0.5, 2.0], rtol=1e-5)
+
+
+def test_exact_heat_solution_refuses_a_negative_or_nan_time():
+    """exact(u0, t=-1) ran the heat semigroup backwards: the high modes overflowed and the
+    "exact solution" came back all NaN without a word."""
+    eq = pde.AdvectionDiffusion(0.01, 1.0)
+    x = np.arange(64) / 64
+    u0 = jnp.asarray(np.sin(2 * np.pi * x) + 1e-3 * np.sin(40 * np.pi * x))[None]
+    for t in (-1.0, math.nan):
+        with pytest.raises(ValueError, match="exact: t must be finite and >= 0"):
+            eq.exact(u0, t)
+    exact = jax.jit(eq.exact)
+    with pytest.raises(Exception, match="exact: t must be finite and >= 0"):
+        jax.block_until_ready(exact(u0, -1.0))
+    # A valid traced time: mode k decays by exp(-nu (2 pi k)^2 t) and moves by t (speed 1).
+    t = 0.3
+    want = np.exp(-0.01 * (2 * np.pi) ** 2 * t) * np.sin(2 * np.pi * (x - t)) + 1e-3 * np.exp(
+        -0.01 * (40 * np.pi) ** 2 * t
+    ) * np.sin(40 * np.pi * (x - t))
+    np.testing.assert_allclose(exact(u0, t)[0], want, atol=1e-5)
+
+
 def test_tableau_checks_and_bad_arguments():
     with pytest.raises(ValueError, match="b sums"):
         pde.ExpRKTableau("bad", 1, (0.0,), ((),), (2 * pde.phi(1),))
