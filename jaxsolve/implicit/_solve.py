@@ -55,7 +55,8 @@ def _describe(tree):
 
 
 def check_state(name, z0):
-    """``z0`` as a pytree of floating arrays; integer, boolean or empty states raise.
+    """``z0`` as a pytree of floating arrays; integer or boolean states, and a pytree holding no
+    array, raise (a zero-size array is a valid, trivially converged state).
 
     Half-precision leaves are promoted to the default float (:func:`jaxsolve._core.promote_half`):
     a tolerance test in 8 bits of mantissa means nothing (a model may still compute in bfloat16;

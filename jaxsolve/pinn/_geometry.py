@@ -16,8 +16,10 @@ Common interface (:class:`AbstractGeometry`):
 - ``boundary_normal(x)``: the outward unit normal at a boundary point, :math:`\nabla\phi`.
 - ``distance(x)``: a smooth function that is exactly zero on the boundary and positive inside, for
   hard-constraint ansätze :math:`u = g + d(x)\,N(x)` ("Exact imposition of boundary conditions",
-  Sukumar & Srivastava, and Lagaris et al.'s trial functions). Each class documents its choice;
-  they are normalised to 1 at the centre.
+  Sukumar & Srivastava, and Lagaris et al.'s trial functions). Each class documents its choice:
+  the boxes, intervals and disks are normalised to 1 at the centre; :class:`SpaceTime` multiplies
+  the time fraction by the spatial one (0.5 at the space-time centre), and :class:`SignedDistance`
+  uses the user's function as it is.
 - ``from_unit_cube(u)``: maps points of :math:`[0, 1)^{dim}` into the domain and returns
   ``(points, inside)``; a measure-preserving map where one is known (``exact_map``), otherwise the
   affine map onto the bounding box with ``inside`` marking the points to keep. Collocation
