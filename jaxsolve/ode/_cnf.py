@@ -51,7 +51,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import RESULTS, as_float, check_int, is_concrete, per_sample_keys
 from ._divergence import AbstractDivergence, ExactDivergence
-from ._driver import check_field_output, integrate, maybe_throw, solver_setup
+from ._driver import check_field_output, integrate, maybe_throw, nan_if, solver_setup
 from ._neural_ode import NeuralODE
 from ._regularisers import AbstractRegulariser, LocalRegulariser, as_regulariser
 
@@ -512,7 +512,12 @@ def _solve_density(cnf, x, probes, times, args, solve_reg, integral):
         raw = solved.raw
         end = raw.ys[-1]
         integrals = {n: end[d + 1 + j] for j, n in enumerate(names)}
-        terms = (solved.error_estimate, solved.stiffness_estimate, solved.probe_time)
+        # A probe step may fail after a successful solve: the terms follow the combined outcome.
+        estimates = nan_if(
+            (solved.error_estimate, solved.stiffness_estimate),
+            solved.result != RESULTS.successful,
+        )
+        terms = (*estimates, solved.probe_time)
         z = end[:d].reshape(event_shape)
         return z, end[d], raw.nfe, raw.num_steps, solved.result, integrals, terms
 

@@ -28,6 +28,7 @@ from .._core import RESULTS, check_int, is_concrete
 from ._solver_tools import (
     AugmentedField,
     InstrumentedSolver,
+    check_tolerances,
     controller_init_evaluations,
     error_norm_fn,
     evaluations_per_step,
@@ -143,6 +144,7 @@ def solver_setup(solver, stepsize_controller, adjoint, max_steps, dt0, *, rtol, 
     if not isinstance(adjoint, dfx.AbstractAdjoint):
         raise TypeError(f"adjoint must be a diffrax adjoint; got {type(adjoint).__name__}.")
     check_int("max_steps", max_steps)
+    stepsize_controller = check_tolerances(stepsize_controller)
     if dt0 is not None and is_concrete(dt0):
         # A NaN first step would make every time NaN; a negative one is diffrax's terse
         # "(t1 - t0) * dt0 >= 0".
@@ -180,6 +182,7 @@ def integrate(
     dependent (implicit methods).
     """
     _check_instrumentation(solver, adjoint, error, stiffness, reservoir_key)
+    stepsize_controller = check_tolerances(stepsize_controller)
     t0, t1 = ts[0], ts[-1]
     check_field_output(vector_field, t0, y0, args)
     init_evaluations = controller_init_evaluations(stepsize_controller, dt0)
@@ -221,6 +224,8 @@ def integrate(
     # the same numbers after a successful first step, but inf when the first step failed).
     ys = jtu.tree_map(lambda saved, first: saved.at[0].set(first), ys, y0)
     num_steps = jnp.asarray(sol.stats["num_steps"], jnp.int32)
+    result = map_result(sol.result, ys)
+    ys, sums, pick = mark_failed(result, ys, sums, pick, (vector_field, y0, args), adjoint)
     return RawSolve(
         ys=ys,
         sums=sums,
@@ -229,8 +234,25 @@ def integrate(
         num_accepted_steps=jnp.asarray(sol.stats["num_accepted_steps"], jnp.int32),
         num_rejected_steps=jnp.asarray(sol.stats["num_rejected_steps"], jnp.int32),
         nfe=count_evaluations(solver, init_evaluations, num_steps),
-        result=map_result(sol.result, ys),
+        result=result,
     )
+
+
+def mark_failed(result: RESULTS, ys, sums, pick, inputs, adjoint):
+    """``(ys, sums, pick)`` of a solve, marked by its outcome: after a failure the gathered
+    ``sums`` and ``pick`` (taken from the last accepted step: plausible numbers) are NaN, the
+    values of ``ys`` stay (the states reached, ``inf`` after), and every derivative through them
+    is NaN (:func:`nan_derivative_if` on the solve's ``inputs``)."""
+    failed = result != RESULTS.successful
+    sums = None if sums is None else nan_if(sums, failed)
+    pick_t, pick_y = (None, None) if pick is None else nan_if(pick, failed)
+    forward = isinstance(adjoint, (dfx.ForwardMode, dfx.DirectAdjoint))
+    ys, sums, pick_y = nan_derivative_if((ys, sums, pick_y), failed, inputs, forward=forward)
+    if pick is None:
+        return ys, sums, None
+    # The probe time is where the step starts, a choice of the solver: not differentiated (a
+    # Brownian path cannot be evaluated at a differentiated time).
+    return ys, sums, (jax.lax.stop_gradient(pick_t), pick_y)
 
 
 def _check_instrumentation(solver, adjoint, error, stiffness, reservoir_key):
@@ -319,6 +341,99 @@ def integrate_with(
         error=error,
         stiffness=stiffness,
         reservoir_key=reservoir_key,
+    )
+
+
+def _is_float(leaf) -> bool:
+    return hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.inexact)
+
+
+def _nan_where(failed, like):
+    return jnp.where(failed, jnp.nan, 0.0).astype(like.dtype)
+
+
+# How a failed solve's outputs carry a NaN derivative. A failed solve leaves constants in its
+# outputs (diffrax's inf fill, the last accepted state), and diffrax's own backward pass drops
+# any cotangent of a time it did not reach: the derivative would be an exact, plausible zero.
+# So the marked outputs lean on the solve's inputs (the field's parameters, y0, args) directly.
+#
+# Reverse mode (_marked_vjp): the inputs get NaN cotangents when the solve failed and any
+# cotangent of its outputs is non-zero, so a loss that leaves a failed sample out (selects it
+# away) keeps a finite gradient. Forward mode (_marked_jvp, for adjoints that allow jax.jvp): the
+# tangent of every output is NaN when the solve failed (tangents must stay linear there).
+
+
+@jax.custom_vjp
+def _marked_vjp(tree, anchors, failed):
+    del anchors, failed
+    return tree
+
+
+def _marked_vjp_fwd(tree, anchors, failed):
+    return tree, (anchors, failed)
+
+
+def _marked_vjp_bwd(residuals, cotangent):
+    anchors, failed = residuals
+    leaves = [c for c in jtu.tree_leaves(cotangent) if _is_float(c)]
+    used = jnp.any(jnp.stack([jnp.any(c != 0) for c in leaves])) if leaves else False
+    bad = failed & used
+    anchor_cotangents = [
+        jnp.full(jnp.shape(a), jnp.where(bad, jnp.nan, 0.0), jnp.result_type(a)) for a in anchors
+    ]
+    return cotangent, anchor_cotangents, None
+
+
+_marked_vjp.defvjp(_marked_vjp_fwd, _marked_vjp_bwd)
+
+
+@jax.custom_jvp
+def _marked_jvp(tree, anchors, failed):
+    del anchors, failed
+    return tree
+
+
+@_marked_jvp.defjvp
+def _marked_jvp_rule(primals, tangents):
+    tree, _, failed = primals
+    d_tree, d_anchors, _ = tangents
+    # (NaN or 0) times the inputs' tangents: linear in them, so reverse mode transposes it too.
+    lean = sum((jnp.sum(d) for d in d_anchors), jnp.zeros(()))
+    out = jtu.tree_map(
+        lambda x, d: d + (_nan_where(failed, x) * lean).astype(d.dtype) if _is_float(x) else d,
+        tree,
+        d_tree,
+    )
+    return tree, out
+
+
+def nan_derivative_if(tree, failed, inputs, *, forward: bool = False):
+    """``tree`` (a solve's outputs) unchanged, but its derivative NaN when ``failed`` (a scalar
+    bool: one solve's outcome; batch with ``jax.vmap``).
+
+    ``inputs``: what the solve depends on (the field's parameters, ``y0``, ``args``); their
+    floating arrays receive NaN cotangents, in reverse mode when any cotangent of ``tree`` is
+    non-zero. ``forward``: for adjoints that allow ``jax.jvp``, every tangent of ``tree`` is NaN
+    when ``failed`` (reverse mode then gives the inputs NaN whatever the cotangent).
+    """
+    anchors = [leaf for leaf in jtu.tree_leaves(inputs) if eqx.is_inexact_array(leaf)]
+    failed = jnp.asarray(failed, bool)
+    if not anchors:
+        return tree
+    if forward:
+        return _marked_jvp(tree, anchors, failed)
+    return _marked_vjp(tree, anchors, failed)
+
+
+def nan_if(tree, failed):
+    """``tree`` times NaN in every floating leaf when ``failed`` (a scalar): NaN values, and NaN
+    derivatives through whatever the values depend on. For values that a failed solve would
+    leave finite and plausible (a regulariser's sums up to the step where the solve stopped, a
+    loss that leaves the unreached times out)."""
+    failed = jnp.asarray(failed, bool)
+    return jtu.tree_map(
+        lambda x: x * jnp.where(failed, jnp.nan, 1.0).astype(x.dtype) if _is_float(x) else x,
+        tree,
     )
 
 

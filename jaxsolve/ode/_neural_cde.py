@@ -39,7 +39,7 @@ import optax
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import RESULTS, as_float, check_choice, check_int, is_concrete
-from ._driver import check_ts, integrate, maybe_throw, solver_setup
+from ._driver import check_ts, integrate, maybe_throw, nan_if, solver_setup
 
 INTERPOLATIONS = ("cubic", "linear", "rectilinear")
 OBSERVED_CHANNELS = ("count", "mask", None)
@@ -73,6 +73,17 @@ def _check_series(ts, xs):
     else:
         bad = ~jnp.all(jnp.isfinite(ts)) | jnp.any(jnp.diff(ts) <= 0)
         ts = eqx.error_if(ts, bad, "ts must be finite and strictly increasing.")
+    # NaN marks a missing value; an infinite one would be taken as observed and spread NaN over
+    # the path's neighbouring intervals (inf - inf), which then pose as interpolated data.
+    if is_concrete(xs):
+        if np.any(np.isinf(np.asarray(xs))):
+            raise ValueError(
+                "xs must be finite where observed (NaN marks a missing value); got inf."
+            )
+    else:
+        xs = eqx.error_if(
+            xs, jnp.any(jnp.isinf(xs)), "xs must be finite where observed (NaN marks missing)."
+        )
     return ts, xs
 
 
@@ -243,6 +254,8 @@ def interpolate_batch(
         a = np.asarray(ts)
         if not np.all(np.isfinite(a)) or np.any(np.diff(a, axis=1) <= 0):
             raise ValueError("ts must be finite and strictly increasing along each series.")
+    if is_concrete(xs) and np.any(np.isinf(np.asarray(xs))):
+        raise ValueError("xs must be finite where observed (NaN marks a missing value); got inf.")
     return _interpolate_batch_checked(ts, xs, method, include_time, observed)
 
 
@@ -545,14 +558,16 @@ def classification_loss(
 
     With one output the logit is that of class 1 (logistic loss); with ``k > 1`` outputs, softmax
     over ``k`` classes. Use ``jax.value_and_grad(..., has_aux=True)``. A failed solve gives a
-    non-finite loss (or raises, with ``model.throw``), never a plausible one.
+    NaN loss and accuracy, with NaN derivatives (or raises, with ``model.throw``), never
+    plausible ones.
     """
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer) or labels.ndim != 1:
         raise TypeError(
             f"labels must be a 1-D integer array; got dtype {labels.dtype}, shape {labels.shape}."
         )
-    logits = jax.vmap(lambda c: model(c).ys[-1])(controls)
+    solutions = jax.vmap(lambda c: model(c))(controls)
+    logits = solutions.ys[:, -1]
     if logits.shape[0] != labels.shape[0]:
         raise ValueError(
             f"labels must have one entry per path ({logits.shape[0]}); got {labels.shape[0]}."
@@ -563,7 +578,10 @@ def classification_loss(
     else:
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         predicted = jnp.argmax(logits, axis=1).astype(labels.dtype)
-    return jnp.mean(loss), jnp.mean(predicted == labels)
+    # A failed solve leaves inf in zs, which a bounded readout maps to finite, plausible logits:
+    # the outcome decides, and the loss, the accuracy and their derivatives are NaN.
+    failed = jnp.any(solutions.result != RESULTS.successful)
+    return nan_if((jnp.mean(loss), jnp.mean(predicted == labels)), failed)
 
 
 def forecasting_loss(
@@ -574,19 +592,24 @@ def forecasting_loss(
 ) -> Float[Array, ""]:
     """Mean squared error of the outputs :math:`\\ell(z(t))` at times ``ts[b]`` (each series its
     own, ``ts[b, 0]`` its path's start) against ``targets``; NaN targets (unobserved) are left
-    out of the mean. A failed solve gives a non-finite loss, never a plausible one."""
+    out of the mean. A failed solve gives a NaN loss with NaN derivatives, never plausible
+    ones."""
     ts, targets = as_float(ts), as_float(targets)
     if ts.ndim != 2 or targets.ndim != 3 or targets.shape[:2] != ts.shape:
         raise ValueError(
             f"ts must have shape (batch, n) and targets (batch, n, out); got {ts.shape} and "
             f"{targets.shape}."
         )
-    ys = jax.vmap(lambda c, t: model(c, t).ys)(controls, ts)
+    solutions = jax.vmap(lambda c, t: model(c, t))(controls, ts)
+    ys = solutions.ys
     if ys.shape != targets.shape:
         raise ValueError(f"targets must have shape {ys.shape}; got {targets.shape}.")
     seen = ~jnp.isnan(targets)
     # Masked before squaring: a NaN target must not reach the gradient (0 * NaN = NaN).
     err = jnp.where(seen, ys - jnp.where(seen, targets, 0.0), 0.0)
     mse = jnp.sum(err**2) / jnp.maximum(jnp.sum(seen), 1)
-    # A failed solve leaves inf in ys, maybe only where targets are missing: never a plausible loss.
-    return jnp.where(jnp.all(jnp.isfinite(ys)), mse, jnp.inf)
+    # A failed solve leaves inf in zs, maybe only where targets are missing (and a bounded
+    # readout may map it to a finite ys): never a plausible loss, nor a plausible (zero)
+    # derivative, which a select alone would give.
+    failed = jnp.any(solutions.result != RESULTS.successful) | ~jnp.all(jnp.isfinite(ys))
+    return nan_if(mse, failed)

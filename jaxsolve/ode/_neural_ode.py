@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import RESULTS, as_float, check_int
-from ._driver import check_ts, solver_setup
+from ._driver import check_ts, nan_if, solver_setup
 from ._regularisers import AbstractRegulariser, as_regulariser
 
 
@@ -35,6 +35,10 @@ class ODESolution(eqx.Module):
     After a failed solve (``result`` not successful, seen only with ``throw=False``), ``ys``
     holds the solution up to the last accepted step and ``inf`` at every later time (diffrax's
     fill value for times a solve did not reach): never a plausible number where there is no data.
+    Any derivative through ``ys`` (and through the regularisation terms, then NaN themselves) is
+    NaN; a loss that selects the failed sample away (``jnp.where`` on ``result``) keeps the
+    gradient of the others (except in reverse mode with ``DirectAdjoint``: its derivative is
+    forward mode transposed, so it is NaN whatever the selection).
     """
 
     ts: Float[Array, " n"]
@@ -128,9 +132,12 @@ class NeuralODE(eqx.Module):
         y0 = as_float(y0)
         ts = check_ts(as_float(ts).astype(y0.dtype))
         solved = as_regulariser(regulariser).solve(self, ts, y0, args, key)
+        stiffness = solved.stiffness_estimate
+        if stiffness is not None:
+            stiffness = nan_if(stiffness, solved.result != RESULTS.successful)
         return ODESolution(
             **solved.solution_fields(ts, self.throw),
-            stiffness_estimate=solved.stiffness_estimate,
+            stiffness_estimate=stiffness,
         )
 
 

@@ -59,10 +59,11 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import RESULTS, as_float, check_choice, check_int, is_concrete
-from ._driver import DISCRETE_ADJOINTS, RawSolve, check_ts, map_result
+from ._driver import DISCRETE_ADJOINTS, RawSolve, check_ts, map_result, mark_failed, nan_if
 from ._regularisers import AbstractRegulariser, as_regulariser
 from ._solver_tools import (
     InstrumentedSolver,
+    check_tolerances,
     error_norm_fn,
     initial_extras,
     require_error_estimate,
@@ -243,6 +244,7 @@ class NeuralSDE(eqx.Module):
             )
         if isinstance(stepsize_controller, dfx.AbstractAdaptiveStepSizeController):
             require_error_estimate(solver, "an adaptive stepsize_controller")
+        stepsize_controller = check_tolerances(stepsize_controller)
         adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
         if not isinstance(adjoint, dfx.AbstractAdjoint):
             raise TypeError(f"adjoint must be a diffrax adjoint; got {type(adjoint).__name__}.")
@@ -321,7 +323,7 @@ class NeuralSDE(eqx.Module):
                 f"NeuralSDE has {type(self.adjoint).__name__}. LocalRegulariser('unbiased') "
                 "works with any adjoint."
             )
-        controller = self.stepsize_controller
+        controller = check_tolerances(self.stepsize_controller)
         wrapped = InstrumentedSolver(
             self.solver,
             error_norm_fn(controller) if error else None,
@@ -364,15 +366,19 @@ class NeuralSDE(eqx.Module):
         ys = ys.at[0].set(y0)
         num_steps = jnp.asarray(sol.stats["num_steps"], jnp.int32)
         stages = stages_per_step(self.solver)
+        result = map_result(sol.result, ys)
+        ys, sums, pick = mark_failed(
+            result, ys, extras.get("sums"), pick, (terms, y0, args), self.adjoint
+        )
         return RawSolve(
             ys=ys,
-            sums=extras.get("sums"),
+            sums=sums,
             pick=pick,
             num_steps=num_steps,
             num_accepted_steps=jnp.asarray(sol.stats["num_accepted_steps"], jnp.int32),
             num_rejected_steps=jnp.asarray(sol.stats["num_rejected_steps"], jnp.int32),
             nfe=jnp.asarray(-1 if stages is None else stages * num_steps, jnp.int32),
-            result=map_result(sol.result, ys),
+            result=result,
         )
 
     def brownian_motion(self, t0, t1, y0, key) -> dfx.VirtualBrownianTree:
@@ -534,7 +540,8 @@ class LatentSDE(eqx.Module):
     ``prior_drift(t, z, args)`` and ``diffusion(t, z, args)`` (``args`` is None) return the latent
     shape; ``decoder(z)`` the observation shape. Itô calculus, Euler–Maruyama by default;
     ``solver``, ``dt0``, ``max_steps`` and ``adjoint`` are those of the :class:`NeuralSDE` it
-    builds. A failed solve raises (``throw=True``) or gives a NaN loss, never a finite one.
+    builds. A failed solve raises (``throw=True``) or gives a NaN loss with NaN derivatives,
+    never finite ones.
     """
 
     encoder: Callable
@@ -583,7 +590,8 @@ class LatentSDE(eqx.Module):
         # KL(N(m, e^{2l}) || N(0, 1)), summed over latent dimensions.
         kl_z0 = jnp.sum(0.5 * (mean0**2 + jnp.exp(2 * log_std0) - 1) - log_std0)
         total = reconstruction + kl_z0 + kl_path
-        total = jnp.where(sol.result == RESULTS.successful, total, jnp.nan)
+        # NaN in value and derivative: a select alone would hand back a zero gradient.
+        total = nan_if(total, sol.result != RESULTS.successful)
         parts = {
             "reconstruction": reconstruction,
             "kl_z0": kl_z0,

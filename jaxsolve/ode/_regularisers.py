@@ -57,6 +57,7 @@ from ._driver import (
     integrate_with,
     map_result,
     maybe_throw,
+    nan_if,
 )
 from ._solver_tools import (
     InstrumentedSolver,
@@ -83,6 +84,8 @@ class RegularisedSolve(NamedTuple):
         """The fields an ODE or SDE solution shares, saved at ``ts``: the values (raising on a
         failed code when ``throw``), the step counts, the NFE, the outcome and the terms."""
         raw = self.raw
+        # A probe step may fail after a successful solve: its term follows the combined outcome.
+        failed = self.result != RESULTS.successful
         return dict(
             ts=ts,
             ys=maybe_throw(self.result, raw.ys, throw),
@@ -91,7 +94,9 @@ class RegularisedSolve(NamedTuple):
             num_rejected_steps=raw.num_rejected_steps,
             nfe=raw.nfe,
             result=self.result,
-            error_estimate=self.error_estimate,
+            error_estimate=None
+            if self.error_estimate is None
+            else nan_if(self.error_estimate, failed),
             probe_time=self.probe_time,
         )
 

@@ -118,12 +118,17 @@ def _check_channels(name_x, x, name_y, y):
 
 
 def _check_scale(scale):
+    """``scale`` checked: positive, finite, a scalar (a traced one when the code runs)."""
     if is_concrete(scale):
         a = np.asarray(scale)
         if a.ndim != 0 or not np.isfinite(a) or a <= 0:
             raise ValueError(f"scale must be a positive finite scalar; got {scale!r}.")
-    elif jnp.ndim(scale) != 0:
+        return scale
+    if jnp.ndim(scale) != 0:
         raise ValueError(f"scale must be a scalar; got shape {jnp.shape(scale)}.")
+    # A negative scale is the kernel of imaginary paths (not a kernel), NaN poisons every entry.
+    bad = ~(jnp.isfinite(scale) & (scale > 0))
+    return eqx.error_if(scale, bad, "scale must be a positive finite scalar.")
 
 
 def _affine_compose(first, second):
@@ -182,7 +187,7 @@ def signature_kernel(
     at ``refinement``. Batch with :func:`jax.vmap` (or :func:`signature_kernel_matrix`).
     """
     refinement = check_int("refinement", refinement, minimum=0, maximum=12)
-    _check_scale(scale)
+    scale = _check_scale(scale)
     x = _check_path("x", x, batched=False)
     y = _check_path("y", y, batched=False)
     _check_channels("x", x, "y", y)
@@ -199,7 +204,7 @@ def signature_kernel_matrix(
     r"""The Gram matrix :math:`K_{ij} = k(x_i, y_j)` of :func:`signature_kernel` between two
     batches of paths ``(B_x, T_x, d)`` and ``(B_y, T_y, d)``."""
     refinement = check_int("refinement", refinement, minimum=0, maximum=12)
-    _check_scale(scale)
+    scale = _check_scale(scale)
     xs = _check_path("xs", xs, batched=True)
     ys = _check_path("ys", ys, batched=True)
     _check_channels("xs", xs, "ys", ys)
@@ -248,7 +253,7 @@ def signature_mmd(
     if not isinstance(unbiased, bool):
         raise TypeError(f"unbiased must be a bool; got {type(unbiased).__name__}.")
     refinement = check_int("refinement", refinement, minimum=0, maximum=12)
-    _check_scale(scale)
+    scale = _check_scale(scale)
     x_batch = _check_path("x_batch", x_batch, batched=True)
     y_batch = _check_path("y_batch", y_batch, batched=True)
     _check_channels("x_batch", x_batch, "y_batch", y_batch)
@@ -286,7 +291,7 @@ def signature_kernel_score(
     module doc) and ``scale`` as in :func:`signature_kernel`.
     """
     refinement = check_int("refinement", refinement, minimum=0, maximum=12)
-    _check_scale(scale)
+    scale = _check_scale(scale)
     samples = _check_path("samples", samples, batched=True)
     if jnp.ndim(observed) == 2:  # one observed path: a batch of one
         observed = jnp.asarray(observed)[None]

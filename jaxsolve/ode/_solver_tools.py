@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from .._core import exact_tensordot, safe_divide, safe_sqrt
+from .._core import exact_tensordot, is_concrete, safe_divide, safe_sqrt
 
 
 def safe_rms(x):
@@ -139,6 +139,36 @@ def _inner_controller(controller):
     while isinstance(controller, dfx.ClipStepSizeController):
         controller = controller.controller
     return controller
+
+
+def check_tolerances(controller):
+    """``controller`` with the tolerances of its PID controller checked: ``rtol`` and ``atol``
+    finite and non-negative, not both zero (``ValueError`` now when concrete; traced ones are
+    checked when the compiled code runs). A negative tolerance makes the scaled error negative,
+    so every step is accepted and the solve reports success at whatever accuracy; zero for both
+    divides by zero."""
+    if isinstance(controller, dfx.ClipStepSizeController):
+        inner = check_tolerances(controller.controller)
+        return eqx.tree_at(lambda c: c.controller, controller, inner)
+    if not isinstance(controller, dfx.PIDController):
+        return controller
+    rtol, atol = controller.rtol, controller.atol
+    if is_concrete(rtol) and is_concrete(atol):
+        r, a = np.asarray(rtol), np.asarray(atol)
+        for name, value in (("rtol", r), ("atol", a)):
+            if value.ndim != 0 or not np.isfinite(value) or value < 0:
+                raise ValueError(
+                    f"stepsize_controller.{name} must be a finite non-negative scalar; got "
+                    f"{value!r}."
+                )
+        if r == 0 and a == 0:
+            raise ValueError("stepsize_controller: rtol and atol must not both be zero.")
+        return controller
+    r, a = jnp.asarray(rtol), jnp.asarray(atol)
+    bad = ~(jnp.isfinite(r) & jnp.isfinite(a) & (r >= 0) & (a >= 0) & (r + a > 0))
+    message = "stepsize_controller: rtol and atol must be finite, non-negative, not both zero."
+    rtol = eqx.error_if(r, bad, message)
+    return eqx.tree_at(lambda c: c.rtol, controller, rtol)
 
 
 def controller_init_evaluations(controller, dt0) -> int:
@@ -296,6 +326,12 @@ class InstrumentedSolver(dfx.AbstractWrappedSolver):
         # of an implicit solver as implicit and hands the controller's tolerances to
         # `solver.root_finder` (with eqx.tree_at, which follows this property into the field).
         return self.solver.root_finder
+
+    @property
+    def scan_kind(self):
+        # The same forwarding: DirectAdjoint and ForwardMode set a Runge-Kutta solver's
+        # scan_kind (to loop without a custom_vjp) with eqx.tree_at through this property.
+        return self.solver.scan_kind
 
     @property
     def interpolation_cls(self):  # pyright: ignore

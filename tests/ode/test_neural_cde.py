@@ -460,3 +460,18 @@ def test_cde_field_shapes():
     assert field(0.0, jnp.ones(4)).shape == (4, 3)
     with pytest.raises(ValueError, match=re.escape("z must have shape (4,)")):
         field(0.0, jnp.ones(5))
+
+
+def test_infinite_observation_is_rejected():
+    """NaN marks a missing value; an inf was taken as observed and the cubic path held NaN on
+    the intervals around it (inf - inf), posing as interpolated data."""
+    ts = jnp.arange(4.0)
+    xs = jnp.array([[1.0], [2.0], [jnp.inf], [4.0]])
+    with pytest.raises(ValueError, match="xs must be finite where observed"):
+        interpolate(ts, xs)
+    with pytest.raises(ValueError, match="xs must be finite where observed"):
+        interpolate_batch(ts, xs[None])
+    traced = jax.jit(lambda x: interpolate(ts, x).evaluate(1.5))
+    assert np.isfinite(traced(xs.at[2].set(3.0))).all()
+    with pytest.raises(Exception, match="xs must be finite where observed"):
+        jax.block_until_ready(traced(xs))

@@ -339,6 +339,25 @@ def test_argument_checks():
         ode.NeuralODE(3.0)
 
 
+def test_bad_tolerances_raise_concrete_and_traced():
+    """A negative rtol made the scaled error negative: every step was accepted and the solve
+    reported success at whatever accuracy. Concrete tolerances raise at construction, traced
+    ones (a sweep) when the compiled code runs."""
+    field = LinearSystem(-jnp.eye(2))
+    for rtol, atol in ((-1e-3, 1e-6), (1e-3, float("nan")), (0.0, 0.0), (1e-3, np.inf)):
+        with pytest.raises(ValueError, match="stepsize_controller"):
+            ode.NeuralODE(field, dfx.Tsit5(), dfx.PIDController(rtol=rtol, atol=atol))
+
+    @jax.jit
+    def solve(rtol):
+        node = ode.NeuralODE(field, dfx.Tsit5(), dfx.PIDController(rtol=rtol, atol=1e-6))
+        return node(jnp.array([0.0, 1.0]), jnp.ones(2)).ys[-1]
+
+    np.testing.assert_allclose(solve(1e-6), np.exp(-1.0) * np.ones(2), rtol=1e-5)
+    with pytest.raises(Exception, match="rtol and atol must be finite, non-negative"):
+        jax.block_until_ready(solve(-1e-3))
+
+
 # --- Property test: random bad inputs never come back as a plausible success. ------------------
 
 _Y0S = {

@@ -411,3 +411,15 @@ def test_neural_sde_fitted_by_signature_kernel_score_recovers_ou_parameters():
     assert abs(theta - OU_THETA) < 0.25 * OU_THETA, (theta, m, s)
     assert abs(m - OU_M) < 0.15, (theta, m, s)
     assert abs(s - OU_S) < 0.2 * OU_S, (theta, m, s)
+
+
+@pytest.mark.parametrize("scale", [-1.0, 0.0, np.nan, np.inf])
+def test_traced_bad_scale_fails_at_run_time(scale):
+    """A traced scale was only checked for its shape: a negative one (the kernel of imaginary
+    paths) or NaN came back as a number. It is checked when the code runs, as a concrete one is
+    when passed."""
+    x = jnp.cumsum(jnp.ones((3, 2)), axis=0)
+    run = jax.jit(lambda s: signature_kernel(x, 0.5 * x, scale=s))
+    assert np.isfinite(run(1.0))
+    with pytest.raises(Exception, match="scale must be a positive finite scalar"):
+        jax.block_until_ready(run(scale))
