@@ -51,7 +51,9 @@ from .._core import as_float, check_choice, check_int, check_positive, is_concre
 from .._core._rollout import rollout as _rollout
 
 
-def refiner_noise_levels(num_refinement_steps: int, min_noise_std: float, dtype=None) -> Array:
+def refiner_noise_levels(
+    num_refinement_steps: int, min_noise_std: float | Float[ArrayLike, ""], dtype=None
+) -> Array:
     r"""The noise standard deviations :math:`\sigma_k = \sigma_\text{min}^{k/K}`,
     :math:`k = 1, \dots, K` (shape ``(K,)``; empty for ``K = 0``); :math:`\sigma_K =
     \sigma_\text{min}`."""
@@ -183,7 +185,7 @@ def refiner_loss(
     key: PRNGKeyArray | None,
     *,
     num_refinement_steps: int = 3,
-    min_noise_std: float = 4e-7,
+    min_noise_std: float | Float[ArrayLike, ""] = 4e-7,
     k: Int[ArrayLike, " batch"] | int | None = None,
     noise: Float[ArrayLike, "batch c *spatial"] | None = None,
 ) -> Float[Array, ""]:
@@ -266,7 +268,7 @@ def refine_step(
     key: PRNGKeyArray | None = None,
     *,
     num_refinement_steps: int = 3,
-    min_noise_std: float = 4e-7,
+    min_noise_std: float | Float[ArrayLike, ""] = 4e-7,
 ) -> Float[Array, " c *spatial"]:
     r"""One PDE-Refiner time step of one sample: the prediction :math:`\hat u^0 = f_\theta(u_t,
     0, 0)` refined ``K`` times (see the module docstring), the noise of step :math:`k` drawn from
@@ -310,7 +312,7 @@ def refiner_rollout(
     key: PRNGKeyArray | None = None,
     *,
     num_refinement_steps: int = 3,
-    min_noise_std: float = 4e-7,
+    min_noise_std: float | Float[ArrayLike, ""] = 4e-7,
     include_initial: bool = True,
     throw: bool = True,
 ) -> Float[Array, " frames c *spatial"]:

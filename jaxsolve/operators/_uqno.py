@@ -62,8 +62,8 @@ class UQNO(eqx.Module):
 
     def widths(self, x) -> tuple[Array, Array]:
         """``(base(x), |residual(x)|)``: the prediction and the uncalibrated half-width."""
-        prediction = lax.stop_gradient(self.base(x))
-        width = jnp.abs(self.residual(x))
+        prediction = lax.stop_gradient(jnp.asarray(self.base(x)))
+        width = jnp.abs(jnp.asarray(self.residual(x)))
         if width.shape != prediction.shape:
             raise ValueError(
                 f"UQNO: the residual's output shape {width.shape} differs from the base's "

@@ -55,6 +55,7 @@ def _ball_counts(queries, sources, r):
     return (d2 <= r * r).sum(1)
 
 
+@pytest.mark.wrong_argument_types
 def test_integer_points_are_not_rounded():
     # Integer queries used to cast the sources (and the radius) to integers.
     queries = np.arange(4)[:, None]
@@ -182,6 +183,7 @@ _LAYERS = {
 }
 
 
+@pytest.mark.wrong_argument_types
 @pytest.mark.parametrize("name", sorted(_LAYERS))
 def test_integer_input_is_the_float_input(name):
     # These layers compute in the input's dtype with their weights cast to it: an integer field
@@ -198,6 +200,7 @@ def test_integer_input_is_the_float_input(name):
         np.testing.assert_allclose(got, 0.3 * x, rtol=1e-6)
 
 
+@pytest.mark.wrong_argument_types
 def test_integer_field_through_resample():
     # resample cast its matrices, and MPPDEGrid its output, to the input's (integer) dtype.
     x = (np.arange(8) % 3)[None]
@@ -213,6 +216,7 @@ def test_integer_field_through_resample():
             ops.resample(x, bad)
 
 
+@pytest.mark.wrong_argument_types
 def test_integer_field_through_mppde_grid():
     x = (np.arange(8) % 3)[None]
     model = ops.MPPDEGrid(1, 1, 1, width=8, key=_KEY, num_layers=1)
@@ -270,6 +274,7 @@ class _Operator:
         return out if modulation is None else out + jnp.sum(modulation[0])
 
 
+@pytest.mark.wrong_argument_types
 def test_refinement_steps_must_be_integers_in_range():
     u = np.ones((4, 1, 8), np.float32)
     zeros = np.zeros_like(u)
