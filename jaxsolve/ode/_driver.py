@@ -44,6 +44,9 @@ from ._solver_tools import (
 # the extra state component are ordinary outputs of the computation for them. A continuous adjoint
 # (BacksolveAdjoint) would try to solve an adjoint ODE for a quantity that is not an ODE solution.
 DISCRETE_ADJOINTS = (dfx.RecursiveCheckpointAdjoint, dfx.DirectAdjoint, dfx.ForwardMode)
+# The adjoints under which jax.jvp runs through a solve (diffrax's classes, so a tuple here rather
+# than a method on them): a failed solve marks its tangents, not its cotangents, as NaN.
+FORWARD_MODE_ADJOINTS = (dfx.DirectAdjoint, dfx.ForwardMode)
 
 
 class RawSolve(NamedTuple):
@@ -246,7 +249,7 @@ def mark_failed(result: RESULTS, ys, sums, pick, inputs, adjoint):
     failed = result != RESULTS.successful
     sums = None if sums is None else nan_if(sums, failed)
     pick_t, pick_y = (None, None) if pick is None else nan_if(pick, failed)
-    forward = isinstance(adjoint, (dfx.ForwardMode, dfx.DirectAdjoint))
+    forward = isinstance(adjoint, FORWARD_MODE_ADJOINTS)
     ys, sums, pick_y = nan_derivative_if((ys, sums, pick_y), failed, inputs, forward=forward)
     if pick is None:
         return ys, sums, None
