@@ -225,6 +225,7 @@ def test_integer_field_through_mppde_grid():
     np.testing.assert_allclose(got, model(x.astype(np.float32)), rtol=1e-6)
 
 
+@pytest.mark.wrong_argument_types
 def test_fractional_sizes_are_refused():
     # GINO truncated a fractional latent size with int(); MultigridPatching failed on a float
     # patch count with an unnamed TypeError.
