@@ -10,6 +10,8 @@ a compiled training loop.
 file                              what it holds
 ================================  ================================================================
 ``_derivatives.py``               :func:`derivative`, :func:`gradient`, :func:`laplacian`, ...
+``_jets.py``                      :func:`directional_jets` (:class:`Jets`), the batched Taylor
+                                  rule of an :class:`AbstractJetFunction`
 ``_geometry.py``                  :class:`Interval`, :class:`Box`, :class:`Disk`,
                                   :class:`SpaceTime`, :class:`SignedDistance`
 ``_sampling.py``                  :func:`uniform`, :func:`halton`, :func:`sobol`,
@@ -46,6 +48,7 @@ from ._derivatives import (
     time_derivative,
 )
 from ._geometry import AbstractGeometry, Box, Disk, Interval, SignedDistance, SpaceTime
+from ._jets import AbstractJetFunction, Jets, directional_jets
 from ._lagrangian import (
     CharacteristicModel,
     CharacteristicResidual,
@@ -72,6 +75,7 @@ from ._operator_losses import (
     time_derivative as grid_time_derivative,
 )
 from ._problems import (
+    AbstractResidual,
     AllenCahnResidual,
     BurgersResidual,
     ConvectionResidual,
@@ -133,7 +137,9 @@ __all__ = [
     "SIREN",
     "AbstractAdaptiveSampler",
     "AbstractGeometry",
+    "AbstractJetFunction",
     "AbstractPhysicsLoss",
+    "AbstractResidual",
     "AbstractUpdate",
     "AdversarialSampler",
     "AllenCahnResidual",
@@ -160,6 +166,7 @@ __all__ = [
     "HeatResidual",
     "Initial",
     "Interval",
+    "Jets",
     "KuramotoSivashinskyPhysicsLoss",
     "LagrangianBurgersResidual",
     "LagrangianNetwork",
@@ -189,6 +196,7 @@ __all__ = [
     "convection",
     "convection_diffusion_residual",
     "derivative",
+    "directional_jets",
     "dirichlet",
     "divergence",
     "eulerian_values",

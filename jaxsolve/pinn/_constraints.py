@@ -33,6 +33,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._core import check_int, check_positive, default_float, is_concrete
 from ._derivatives import _point
+from ._jets import AbstractJetFunction, Jets, directional_jets, jets_product, jets_sum
 
 
 def _check_finite_positive(name, value):
@@ -50,7 +51,15 @@ def _scalar_distance(d, where):
     return d
 
 
-class HardDirichlet(eqx.Module):
+def _scalar_jets(jets, where):
+    if jets.value.ndim != 1:
+        raise ValueError(
+            f"{where}: distance must return a scalar; got shape {jets.value.shape[1:]}."
+        )
+    return jets
+
+
+class HardDirichlet(AbstractJetFunction):
     r""":math:`u(x) = g(x) + d(x)\, N(x)`: Dirichlet data ``g`` imposed exactly.
 
     Args:
@@ -77,8 +86,20 @@ class HardDirichlet(eqx.Module):
         d = _scalar_distance(self.distance(x), "HardDirichlet")
         return self.g(x) + d * self.network(x)
 
+    def jets(
+        self, points: Float[Array, "n d"], directions: Float[Array, "k d"], second: tuple[int, ...]
+    ) -> Jets:
+        """Leibniz on :math:`g + d N`: the network's jets by its own rule, ``g``'s and ``d``'s
+        mapped over points."""
 
-class HardInitial(eqx.Module):
+        def of(f):
+            return directional_jets(f, points, directions, second=second)
+
+        d = _scalar_jets(of(self.distance), "HardDirichlet")
+        return jets_sum(of(self.g), jets_product(d, of(self.network), second))
+
+
+class HardInitial(AbstractJetFunction):
     r""":math:`u(t, x) = u_0(x) + \varphi(t)\, d(x)\, N(t, x)`: the initial condition exactly.
 
     Points are ``(t, x_1, ..., x_n)``; ``u0`` and ``distance`` receive the spatial part ``x``,
@@ -135,17 +156,39 @@ class HardInitial(eqx.Module):
             return s
         return -jnp.expm1(-s / jax.lax.stop_gradient(self.tau))
 
-    def __call__(self, z: Float[ArrayLike, " d"]) -> Array:
-        z = _point(z, "HardInitial")
-        if z.shape[0] < 2:
-            raise ValueError(
-                f"HardInitial takes a space-time point (t, x_1, ..., x_n); got shape {z.shape}."
-            )
-        x = z[1:]
+    def _scale(self, z):
+        r""":math:`\varphi(t)\, d(x)` at one space-time point."""
         scale = self.factor(z[0])
         if self.distance is not None:
-            scale = scale * _scalar_distance(self.distance(x), "HardInitial")
-        return self.u0(x) + scale * self.network(z)
+            scale = scale * _scalar_distance(self.distance(z[1:]), "HardInitial")
+        return scale
+
+    def _u0(self, z):
+        return self.u0(z[1:])
+
+    @staticmethod
+    def _check_dim(d):
+        if d < 2:
+            raise ValueError(
+                f"HardInitial takes space-time points (t, x_1, ..., x_n), d >= 2; got d = {d}."
+            )
+
+    def __call__(self, z: Float[ArrayLike, " d"]) -> Array:
+        z = _point(z, "HardInitial")
+        self._check_dim(z.shape[0])
+        return self._u0(z) + self._scale(z) * self.network(z)
+
+    def jets(
+        self, points: Float[Array, "n d"], directions: Float[Array, "k d"], second: tuple[int, ...]
+    ) -> Jets:
+        """Leibniz on :math:`u_0 + \varphi d N`: the network's jets by its own rule, the
+        others' mapped over points."""
+        self._check_dim(points.shape[1])
+
+        def of(f):
+            return directional_jets(f, points, directions, second=second)
+
+        return jets_sum(of(self._u0), jets_product(of(self._scale), of(self.network), second))
 
 
 class PeriodicEmbedding(eqx.Module):

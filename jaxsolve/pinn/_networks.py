@@ -44,6 +44,7 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._core import check_choice, check_int, check_positive, default_float, is_concrete
 from .._core._init import draw, subkeys
+from ._jets import AbstractJetFunction, FeatureStreams, Jets, directional_jets
 
 
 def _check_out_size(out_size):
@@ -78,6 +79,20 @@ def _input(x, in_size, dtype, where):
             f"over points with jax.vmap."
         )
     return x.astype(dtype)
+
+
+def _streams_in(embedding, points, directions, second, in_size, dtype, where):
+    """The input's feature-major jets (through ``embedding`` when there is one)."""
+    if points.shape[1] != in_size:
+        raise ValueError(
+            f"{where} takes points of shape (n, in_size={in_size}); got shape {points.shape}."
+        )
+    points, directions = points.astype(dtype), directions.astype(dtype)
+    if embedding is None:
+        return FeatureStreams.of_points(points, directions, second)
+    return FeatureStreams.of_jets(
+        directional_jets(embedding, points, directions, second=second), second
+    )
 
 
 class _Linear(eqx.Module):
@@ -148,7 +163,7 @@ class FourierFeatures(eqx.Module):
         return jnp.concatenate([jnp.cos(z), jnp.sin(z)])
 
 
-class MLP(eqx.Module):
+class MLP(AbstractJetFunction):
     """Multilayer perceptron on one point: ``depth`` hidden layers of ``width`` (see module doc).
 
     Args:
@@ -197,8 +212,19 @@ class MLP(eqx.Module):
             h = self.activation(layer(h))
         return _finish(self.layers[-1](h), self.out_size)
 
+    def jets(
+        self, points: Float[Array, "n d"], directions: Float[Array, "k d"], second: tuple[int, ...]
+    ) -> Jets:
+        """All points' jets in one feature-major pass (:mod:`jaxsolve.pinn._jets`)."""
+        dtype = self.layers[0].weight.dtype
+        h = _streams_in(self.embedding, points, directions, second, self.in_size, dtype, "MLP")
+        for layer in self.layers[:-1]:
+            h = h.affine(layer.weight, layer.bias).map(self.activation)
+        last = self.layers[-1]
+        return h.affine(last.weight, last.bias).to_jets(self.out_size == "scalar")
 
-class ModifiedMLP(eqx.Module):
+
+class ModifiedMLP(AbstractJetFunction):
     """The gated "modified MLP" of Wang, Teng and Perdikaris (see module doc).
 
     Args:
@@ -260,8 +286,26 @@ class ModifiedMLP(eqx.Module):
             h = (1 - z) * u + z * v
         return _finish(self.output(h), self.out_size)
 
+    def jets(
+        self, points: Float[Array, "n d"], directions: Float[Array, "k d"], second: tuple[int, ...]
+    ) -> Jets:
+        """All points' jets in one feature-major pass (:mod:`jaxsolve.pinn._jets`)."""
+        dtype = self.output.weight.dtype
+        x = _streams_in(
+            self.embedding, points, directions, second, self.in_size, dtype, "ModifiedMLP"
+        )
 
-class SIREN(eqx.Module):
+        def layer(h, linear):
+            return h.affine(linear.weight, linear.bias).map(self.activation)
+
+        u, v, h = layer(x, self.encoder_u), layer(x, self.encoder_v), layer(x, self.first)
+        for gate in self.gates:
+            z = layer(h, gate)
+            h = u + z * (v - u)  # (1 - z) u + z v
+        return h.affine(self.output.weight, self.output.bias).to_jets(self.out_size == "scalar")
+
+
+class SIREN(AbstractJetFunction):
     """Sine-activated network with the SIREN initialisation (see module doc).
 
     Args:
@@ -321,8 +365,20 @@ class SIREN(eqx.Module):
             h = jnp.sin((self.w0 if i == 0 else self.w0_hidden) * layer(h))
         return _finish(self.layers[-1](h), self.out_size)
 
+    def jets(
+        self, points: Float[Array, "n d"], directions: Float[Array, "k d"], second: tuple[int, ...]
+    ) -> Jets:
+        """All points' jets in one feature-major pass (:mod:`jaxsolve.pinn._jets`)."""
+        dtype = self.layers[0].weight.dtype
+        h = _streams_in(self.embedding, points, directions, second, self.in_size, dtype, "SIREN")
+        for i, layer in enumerate(self.layers[:-1]):
+            w = self.w0 if i == 0 else self.w0_hidden
+            h = h.affine(layer.weight, layer.bias).map(lambda z, w=w: jnp.sin(w * z))
+        last = self.layers[-1]
+        return h.affine(last.weight, last.bias).to_jets(self.out_size == "scalar")
 
-class PhysicsInformedGaussians(eqx.Module):
+
+class PhysicsInformedGaussians(AbstractJetFunction):
     r"""A learnable Gaussian mixture embedding followed by a small MLP (PIG; see module doc).
 
     Shapes are parametrised through the Cholesky-type factor of the precision,
@@ -427,3 +483,22 @@ class PhysicsInformedGaussians(eqx.Module):
         for layer in self.head[:-1]:
             h = self.activation(layer(h))
         return _finish(self.head[-1](h), self.out_size)
+
+    def jets(
+        self, points: Float[Array, "n d"], directions: Float[Array, "k d"], second: tuple[int, ...]
+    ) -> Jets:
+        """The Gaussian embedding's jets mapped over points, then the head in one feature-major
+        pass (:mod:`jaxsolve.pinn._jets`)."""
+        h = _streams_in(
+            self.embed,
+            points,
+            directions,
+            second,
+            self.in_size,
+            self.means.dtype,
+            "PhysicsInformedGaussians",
+        )
+        for layer in self.head[:-1]:
+            h = h.affine(layer.weight, layer.bias).map(self.activation)
+        last = self.head[-1]
+        return h.affine(last.weight, last.bias).to_jets(self.out_size == "scalar")

@@ -19,7 +19,12 @@ viscosity, a wave speed).
 
 Derivatives are forward-mode autodiff of the single-point network: a first derivative along an
 axis (or any direction) is one ``jax.jvp``, a second derivative along an axis a ``jax.jvp`` of a
-``jax.jvp`` (Taylor-mode in effect: no Jacobian or Hessian is formed).
+``jax.jvp`` (Taylor-mode in effect: no Jacobian or Hessian is formed). The ready residuals
+(:class:`BurgersResidual`, ..., :class:`Dirichlet`, :class:`Initial`) are
+:class:`AbstractResidual` s: a term's residual at all its points asks the network once for
+the jets it needs (:func:`~jaxsolve.pinn.directional_jets`), which the networks of
+:mod:`jaxsolve.pinn` answer in one feature-major pass through their layers instead of a map of
+single-point JVPs over the points; the numbers are the same.
 
 Condition builders: :func:`dirichlet` (:math:`u - g`), :func:`neumann`
 (:math:`\partial_n u - g`), :func:`initial` (:math:`u(t_0, x) - u_0(x)`), :func:`periodic`
@@ -32,6 +37,7 @@ functions is a closure constant under ``jax.jit``; to pass one as an argument us
 ``equinox.filter_jit``.
 """
 
+import abc
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -43,14 +49,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PyTree
 
 from .._core import as_float, check_int, is_concrete
-from ._derivatives import (
-    _basis,
-    _nested_jvp,
-    _point,
-    laplacian,
-    value_and_first,
-    value_first_second,
-)
+from ._derivatives import _nested_jvp, _point, value_and_first
+from ._jets import directional_jets
 from ._weighting import CausalWeighting, _check_real
 
 # --------------------------------------------------------------------------------------------
@@ -60,6 +60,50 @@ from ._weighting import CausalWeighting, _check_real
 def _evaluate(g, x):
     """``g(x)`` for a function, ``g`` for a constant."""
     return g(x) if callable(g) else g
+
+
+def _evaluate_on(g, points):
+    """``g`` at every point (mapped over them) for a function, ``g`` for a constant."""
+    return jax.vmap(g)(points) if callable(g) else g
+
+
+def _axis_directions(points, n_axes, where):
+    """The first ``n_axes`` coordinate directions of the points' space (rows of the identity)."""
+    d = points.shape[1]
+    if d < n_axes:
+        raise ValueError(f"{where} takes points of dimension d >= {n_axes}; got d = {d}.")
+    return jnp.eye(d, dtype=points.dtype)[:n_axes]
+
+
+class AbstractResidual(eqx.Module):
+    """A residual ``r(u, x)`` that evaluates all points of a term at once.
+
+    :meth:`on_points` is the definition: it asks for the network's jets once for all points
+    (:func:`~jaxsolve.pinn.directional_jets`, which a network with its own Taylor rule answers
+    in one feature-major pass) rather than mapping a single-point residual over them; the
+    single-point call is :meth:`on_points` of one point. Any other callable ``r(u, x)`` works
+    as a residual too, mapped over points with ``jax.vmap``.
+    """
+
+    @abc.abstractmethod
+    def on_points(self, u: Callable, points: Float[Array, "n d"]) -> Float[Array, " n *shape"]:
+        """The residual at every point of ``points`` (shape ``(n, d)``, already checked)."""
+
+    def __call__(self, u: Callable, x: Float[ArrayLike, " d"]) -> Float[Array, "*shape"]:
+        # u behind a plain function: at one point the jets come from nested JVPs. This is the
+        # call that gets mapped over points, and a feature-major pass of one point mapped over
+        # points turns every layer into a batch of matrix-vector products, slower than the JVPs.
+        return self.on_points(lambda y: u(y), _point(x, type(self).__name__)[None])[0]
+
+
+def residual_on_points(
+    residual: Callable, u: Callable, points: Float[Array, "n d"]
+) -> Float[Array, " n *shape"]:
+    """``residual(u, x)`` at every point: :meth:`AbstractResidual.on_points`, or the single-point
+    residual mapped over the points."""
+    if isinstance(residual, AbstractResidual):
+        return residual.on_points(u, points)
+    return jax.vmap(lambda x: residual(u, x))(points)
 
 
 def _function_or_constant(name, g):
@@ -75,14 +119,13 @@ def _function_or_constant(name, g):
 # Conditions.
 
 
-class Dirichlet(eqx.Module):
+class Dirichlet(AbstractResidual):
     r"""Residual :math:`u(x) - g(x)` (a Dirichlet or data condition)."""
 
     g: Any
 
-    def __call__(self, u: Callable, x: Float[ArrayLike, " d"]) -> Float[Array, "*shape"]:
-        x = _point(x, "Dirichlet")
-        return u(x) - _evaluate(self.g, x)
+    def on_points(self, u: Callable, points: Float[Array, "n d"]) -> Float[Array, " n *shape"]:
+        return directional_jets(u, points).value - _evaluate_on(self.g, points)
 
 
 class Neumann(eqx.Module):
@@ -103,7 +146,7 @@ class Neumann(eqx.Module):
         return dn - _evaluate(self.g, x)
 
 
-class Initial(eqx.Module):
+class Initial(AbstractResidual):
     r"""Residual :math:`u(t_0, x) - u_0(x)`: the time coordinate of the point is replaced by
     :math:`t_0`, and :math:`u_0` gets the spatial coordinates (shape ``(d - 1,)``)."""
 
@@ -111,13 +154,15 @@ class Initial(eqx.Module):
     t0: Float[Array, ""]
     time_axis: int = eqx.field(static=True)
 
-    def __call__(self, u: Callable, x: Float[ArrayLike, " d"]) -> Float[Array, "*shape"]:
-        x = _point(x, "Initial")
+    def on_points(self, u: Callable, points: Float[Array, "n d"]) -> Float[Array, " n *shape"]:
         k = self.time_axis
-        if x.shape[0] <= k:
-            raise ValueError(f"Initial: a point of shape {x.shape} has no time axis {k}.")
-        space = jnp.concatenate([x[:k], x[k + 1 :]])
-        return u(x.at[k].set(self.t0.astype(x.dtype))) - _evaluate(self.u0, space)
+        if points.shape[1] <= k:
+            raise ValueError(
+                f"Initial: points of dimension {points.shape[1]} have no time axis {k}."
+            )
+        space = jnp.concatenate([points[:, :k], points[:, k + 1 :]], axis=1)
+        at_t0 = points.at[:, k].set(self.t0.astype(points.dtype))
+        return directional_jets(u, at_t0).value - _evaluate_on(self.u0, space)
 
 
 class Periodic(eqx.Module):
@@ -302,9 +347,7 @@ class PINNProblem(eqx.Module):
             term name -> residuals of shape ``(n, *residual_shape)``.
         """
         points = self._points(points)
-        return {
-            t.name: jax.vmap(lambda x, r=t.residual: r(u, x))(points[t.name]) for t in self.terms
-        }
+        return {t.name: residual_on_points(t.residual, u, points[t.name]) for t in self.terms}
 
     def _checked_causal(self, causal):
         if causal is not None:
@@ -495,65 +538,66 @@ class PINNProblem(eqx.Module):
 # PDE residuals of the benchmark problems (x = (t, x) in one space dimension).
 
 
-class BurgersResidual(eqx.Module):
+class BurgersResidual(AbstractResidual):
     r""":math:`u_t + u u_x - \nu u_{xx}` at ``x = (t, x)``."""
 
     nu: Float[Array, ""]
 
-    def __call__(self, u: Callable, x: Float[ArrayLike, " 2"]) -> Float[Array, "*shape"]:
-        x = _point(x, "BurgersResidual")
-        _, ut = value_and_first(u, x, _basis(x, 0))
-        value, ux, uxx = value_first_second(u, x, _basis(x, 1))
+    def on_points(self, u: Callable, points: Float[Array, "n 2"]) -> Float[Array, " n *shape"]:
+        tx = _axis_directions(points, 2, "BurgersResidual")
+        value, (ut, ux), (uxx,) = directional_jets(u, points, tx, second=1)
         return ut + value * ux - self.nu * uxx
 
 
-class ConvectionResidual(eqx.Module):
+class ConvectionResidual(AbstractResidual):
     r""":math:`u_t + \beta u_x` at ``x = (t, x)``: one derivative along :math:`(1, \beta)`."""
 
     beta: Float[Array, ""]
 
-    def __call__(self, u: Callable, x: Float[ArrayLike, " 2"]) -> Float[Array, "*shape"]:
-        x = _point(x, "ConvectionResidual")
+    def on_points(self, u: Callable, points: Float[Array, "n 2"]) -> Float[Array, " n *shape"]:
+        tx = _axis_directions(points, 2, "ConvectionResidual")
         # jnp.asarray: the wave speed may be given as a plain number (ConvectionResidual(30.0)).
-        beta = jnp.asarray(self.beta, x.dtype)
-        _, d = value_and_first(u, x, jnp.stack([jnp.ones((), x.dtype), beta]))
+        beta = jnp.asarray(self.beta, points.dtype)
+        _, (d,), _ = directional_jets(u, points, (tx[0] + beta * tx[1])[None])
         return d
 
 
-class AllenCahnResidual(eqx.Module):
+class AllenCahnResidual(AbstractResidual):
     r""":math:`u_t - D u_{xx} + k (u^3 - u)` at ``x = (t, x)``."""
 
     diffusion: Float[Array, ""]
     reaction: Float[Array, ""]
 
-    def __call__(self, u: Callable, x: Float[ArrayLike, " 2"]) -> Float[Array, "*shape"]:
-        x = _point(x, "AllenCahnResidual")
-        _, ut = value_and_first(u, x, _basis(x, 0))
-        value, _, uxx = value_first_second(u, x, _basis(x, 1))
+    def on_points(self, u: Callable, points: Float[Array, "n 2"]) -> Float[Array, " n *shape"]:
+        tx = _axis_directions(points, 2, "AllenCahnResidual")
+        value, (ut, _), (uxx,) = directional_jets(u, points, tx, second=1)
         return ut - self.diffusion * uxx + self.reaction * (value**3 - value)
 
 
-class HeatResidual(eqx.Module):
+class HeatResidual(AbstractResidual):
     r""":math:`u_t - \kappa \Delta u` at ``x = (t, *space)`` (any number of space dimensions)."""
 
     kappa: Float[Array, ""]
 
-    def __call__(self, u: Callable, x: Float[ArrayLike, " d"]) -> Float[Array, "*shape"]:
-        x = _point(x, "HeatResidual")
-        if x.shape[0] < 2:
-            raise ValueError(f"HeatResidual: a point (t, *space) needs d >= 2; got {x.shape}.")
-        _, ut = value_and_first(u, x, _basis(x, 0))
-        return ut - self.kappa * laplacian(u, range(1, x.shape[0]))(x)
+    def on_points(self, u: Callable, points: Float[Array, "n d"]) -> Float[Array, " n *shape"]:
+        d = points.shape[1]
+        if d < 2:
+            raise ValueError(f"HeatResidual: points (t, *space) need d >= 2; got d = {d}.")
+        axes = _axis_directions(points, d, "HeatResidual")
+        _, first, second = directional_jets(u, points, axes, second=range(1, d))
+        return first[0] - self.kappa * jnp.sum(second, axis=0)
 
 
-class PoissonResidual(eqx.Module):
+class PoissonResidual(AbstractResidual):
     r""":math:`-\Delta u - f` at a point ``x`` of any dimension."""
 
     f: Any
 
-    def __call__(self, u: Callable, x: Float[ArrayLike, " d"]) -> Float[Array, "*shape"]:
-        x = _point(x, "PoissonResidual")
-        return -laplacian(u)(x) - _evaluate(self.f, x)
+    def on_points(self, u: Callable, points: Float[Array, "n d"]) -> Float[Array, " n *shape"]:
+        d = points.shape[1]
+        axes = _axis_directions(points, d, "PoissonResidual")
+        _, _, second = directional_jets(u, points, axes, second=range(d))
+        return -jnp.sum(second, axis=0) - _evaluate_on(self.f, points)
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from .._core import RESULTS, as_float, check_int, is_concrete
 from ._geometry import AbstractGeometry
-from ._problems import PINNProblem, point_array
+from ._problems import PINNProblem, point_array, residual_on_points
 from ._sampling import AbstractAdaptiveSampler, SamplerState
 from ._weighting import CausalWeighting, GradNormWeighting
 
@@ -485,7 +485,7 @@ class _Step(eqx.Module):
 
             def resample(st, c=c, residual=residual, i=i):
                 def residual_fn(x):
-                    return jax.vmap(lambda p: residual(network, p))(x)
+                    return residual_on_points(residual, network, x)
 
                 return c.sampler.step(st, residual_fn, jax.random.fold_in(step_key, i))
 
