@@ -20,6 +20,9 @@
     process, taking turns a chunk of 100 Adam iterations each: time per Adam iteration (the
     median over rounds of jaxsolve's over DeepXDE's, so a slow phase of a shared machine hits
     both sides of a ratio) and the error after the same number of iterations. Skipped with a message without deepxde and torch (the bench extra).
+    Beside it, taking turns the same way, jaxsolve against itself with the network behind a
+    plain function (its jets from nested JVPs mapped over points instead of the network's own
+    rule, ``pinn.directional_jets``).
 
 Writes benchmarks/results/pinn.json. ``--quick`` shrinks everything (a smoke run; its numbers
 are not the ones the README quotes); ``--only a,b`` runs some parts (each part rewrites its own
@@ -332,10 +335,22 @@ def deepxde(quick: bool) -> dict:
     cpu_ratios = np.asarray(jax_rounds["cpu"]) / np.asarray([c for _, c in dx_rounds])
     jax_per_iteration = float(np.mean(jax_rounds["wall"]))
     jax_cpu = float(np.mean(jax_rounds["cpu"]))
+    # The same jaxsolve loop with the network behind a plain function: the residuals get its
+    # jets from nested JVPs mapped over the points, not from the network's own rule.
+    rule_rounds, plain_rounds = _interleaved_adam(
+        problem, model, pts, num_adam, chunk, _plain_network_chunks(problem, model, pts, chunk)
+    )
+    rule_rounds.pop("result")
+    rule_over_plain = np.asarray(rule_rounds["wall"]) / np.asarray([w for w, _ in plain_rounds])
     return {
         "iterations": num_adam,
         "chunk": chunk,
         "interleaved": True,
+        "jets_rule_over_nested_jvps": {
+            "time_ratio": float(np.median(rule_over_plain)),
+            "round_time_ratios": [float(r) for r in rule_over_plain],
+            "nested_jvps_seconds_per_adam_iteration": float(np.mean([w for w, _ in plain_rounds])),
+        },
         "jaxsolve": {
             "seconds_per_adam_iteration": jax_per_iteration,
             "cpu_seconds_per_adam_iteration": jax_cpu,
@@ -355,6 +370,46 @@ def deepxde(quick: bool) -> dict:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "config": dxde.CONFIG,
     }
+
+
+class _PlainFunction(eqx.Module):
+    """A network behind a plain function: no jets rule, so residuals map nested JVPs."""
+
+    network: pinn.MLP
+
+    def __call__(self, x):
+        return self.network(x)
+
+
+def _plain_network_chunks(problem, model, pts, chunk):
+    """A function running ``chunk`` Adam steps of ``problem``'s loss on ``model`` behind a plain
+    function (the loop of ``pinn.train``: loss, gradient, Adam, in one compiled scan),
+    returning its wall and CPU seconds per step, as DeepXDE's trainer does."""
+    optimizer = optax.adam(1e-3)
+    params, static = eqx.partition(_PlainFunction(model), eqx.is_inexact_array)
+
+    @jax.jit
+    def steps(carry):
+        def body(carry, _):
+            p, opt_state = carry
+            loss, grad = jax.value_and_grad(lambda q: problem.loss(eqx.combine(q, static), pts)[0])(
+                p
+            )
+            updates, opt_state = optimizer.update(grad, opt_state, p)
+            return (optax.apply_updates(p, updates), opt_state), loss
+
+        return jax.lax.scan(body, carry, None, length=chunk)
+
+    state = [(params, optimizer.init(params))]
+    jax.block_until_ready(steps(state[0]))  # compile outside the timed rounds
+
+    def run():
+        wall, cpu = time.perf_counter(), time.process_time()
+        state[0], losses = steps(state[0])
+        jax.block_until_ready(losses)
+        return (time.perf_counter() - wall) / chunk, (time.process_time() - cpu) / chunk
+
+    return run
 
 
 def _interleaved_adam(problem, model, pts, num_steps, chunk, other):
