@@ -60,13 +60,20 @@ def check_int(name, value, *, minimum=1, maximum=None):
     return value
 
 
-def check_positive(name, value, *, allow_zero=False):
-    """``value`` > 0 (or >= 0) everywhere; concrete values raise ValueError, traced ones pass."""
+def check_positive(name, value, *, allow_zero=False, allow_inf=False):
+    """``value`` > 0 (or >= 0) and finite everywhere (``allow_inf``: or ``+inf``, where infinity
+    means something, e.g. "no upper limit"); concrete values raise ValueError, traced ones pass.
+
+    Infinity is refused by default: an infinite step size, tolerance or scale passes ``> 0`` and
+    then gives NaN, or a result that stops at once and reports success."""
     if is_concrete(value):
         a = np.asarray(value)
         bad = (a < 0) if allow_zero else (a <= 0)
+        if not allow_inf:
+            bad = bad | np.isinf(a)
         if np.any(bad) or np.any(np.isnan(a)):
             what = "non-negative" if allow_zero else "positive"
+            what = what if allow_inf else f"{what} and finite"
             raise ValueError(f"{name} must be {what}; got {_describe(a)}.")
     return value
 

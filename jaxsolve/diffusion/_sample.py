@@ -469,7 +469,18 @@ def _call_back(callback, did_work, i, x, sigma, sigma_hat, denoised):
 
 def _noise_source(x, key, noise, batch_ndim):
     if noise is not None:
-        return lambda i, k: jnp.asarray(noise(i, k), x.dtype).reshape(x.shape)
+
+        def given(i, k):
+            z = jnp.asarray(noise(i, k))
+            # No reshape: a (d, n) draw for an (n, d) x has the right size and would be
+            # scrambled across samples without a word.
+            if z.shape != x.shape:
+                raise ValueError(
+                    f"noise(i, k) must return an array of x's shape {x.shape}; got {z.shape}."
+                )
+            return z.astype(x.dtype)
+
+        return given
     if key is None:
 
         def missing(i, k):

@@ -41,7 +41,7 @@ class DynamicThresholdRule(eqx.Module):
 
     def __check_init__(self):
         check_int("batch_ndim", self.batch_ndim, minimum=0)
-        check_positive("max_value", self.max_value)
+        check_positive("max_value", self.max_value, allow_inf=True)  # inf: no clipping
         if is_concrete(self.ratio):
             ratio = float(np.asarray(self.ratio))
             if not 0.0 <= ratio <= 1.0:
@@ -72,7 +72,7 @@ class ClipRule(eqx.Module):
     clip_range: Float[Array, ""]
 
     def __check_init__(self):
-        check_positive("clip_range", self.clip_range)
+        check_positive("clip_range", self.clip_range, allow_inf=True)  # inf: no clipping
 
     def __call__(self, x0: Float[ArrayLike, "..."]) -> Float[Array, "..."]:
         x0 = jnp.asarray(x0)

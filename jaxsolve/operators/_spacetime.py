@@ -62,16 +62,21 @@ from ._spectral import (
 )
 from ._spectral_conv import SpectralConv
 
+_ORDER = "s must be a finite scalar >= 0 (the loss is the H^-s norm; s = 0 is L2)"
+
 
 def _check_order(s):
-    """The order ``s >= 0`` of the negative norm (concrete values checked now)."""
+    """The order ``s >= 0`` of the negative norm: concrete values checked now, traced ones when
+    the program runs (a negative s weights high frequencies up, a positive Sobolev norm)."""
     if is_concrete(s):
         a = np.asarray(s, np.float64)
         if a.ndim or not np.isfinite(a) or a < 0:
-            raise ValueError(
-                f"s must be a finite scalar >= 0 (the loss is the H^-s norm; s = 0 is L2); got {s!r}."
-            )
-    return s
+            raise ValueError(f"{_ORDER}; got {s!r}.")
+        return s
+    s = jnp.asarray(s)
+    if s.ndim:
+        raise ValueError(f"{_ORDER}; got shape {s.shape}.")
+    return eqx.error_if(s, ~(jnp.isfinite(s) & (s >= 0)), f"{_ORDER}.")
 
 
 def negative_sobolev_loss(

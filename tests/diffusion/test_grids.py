@@ -168,7 +168,11 @@ def test_karras_properties(x64, n, log_min, log_span, rho):
         (lambda: jd.karras_sigmas(5, 0.1, 1.0, rho=0.0), ValueError, "rho"),
         (lambda: jd.karras_sigmas(50, 0.1, 1.0, max_steps=10), ValueError, "max_steps"),
         (lambda: jd.time_uniform_sigmas(VP, 5, t_min=0.5, t_max=0.1), ValueError, "t_min"),
-        (lambda: jd.karras_sigmas(5, 0.002, np.inf), ValueError, "sigma_max must be finite"),
+        (
+            lambda: jd.karras_sigmas(5, 0.002, np.inf),
+            ValueError,
+            "sigma_max must be positive and finite",
+        ),
         (lambda: jd.logsnr_sigmas(VP, 5, t_min=0.0), ValueError, "level at t_min=0 must be"),
         (lambda: jd.time_uniform_sigmas(VP, 5, t_max=99.0), ValueError, "level at t_max=99"),
         (lambda: jd.discrete_sigmas(VP, 5), TypeError, "DiscreteVPSchedule"),

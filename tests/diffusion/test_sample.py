@@ -746,3 +746,16 @@ def test_predictor_corrector_follows_samples_batch_ndim():
         jd.sample(
             m, x.reshape(2, 3, 2), sig, jd.PredictorCorrector(batch_ndim=1), batch_ndim=2, key=key
         )
+
+
+def test_noise_of_another_shape_is_refused():
+    """A user's ``noise(i, k)`` must have x's shape: a transposed draw of the same size used to
+    be reshaped, scrambling the noise across samples."""
+    g = Gaussian(jnp.zeros(2), jnp.eye(2))
+    x = jnp.ones((3, 2))
+    sigmas = jd.karras_sigmas(4, 0.01, 10.0)
+    z = jax.random.normal(jax.random.key(0), (2, 3))
+    with pytest.raises(ValueError, match=r"noise\(i, k\) must return an array of x's shape"):
+        jd.sample(g, x, sigmas, jd.EulerAncestral(), noise=lambda i, k: z)
+    out = jd.sample(g, x, sigmas, jd.EulerAncestral(), noise=lambda i, k: z.T)
+    assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))

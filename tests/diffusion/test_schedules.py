@@ -248,7 +248,7 @@ def test_discrete_vp_properties(x64, start, end, n, frac):
         (lambda: jd.FlowSchedule(t_max=1.0), "t_max must be < 1"),
         (lambda: jd.VPSchedule.cosine(t_max=1.0), "t_max must be < 1"),
         (lambda: jd.VPSchedule.linear(t_max=100.0), "t_max=100.*must be finite"),
-        (lambda: jd.VESchedule(0.01, np.inf), "sigma_max must be finite"),
+        (lambda: jd.VESchedule(0.01, np.inf), "sigma_max must be positive and finite"),
         # cumprod(1 - betas) underflows to 0 in float32: 874 infinite levels.
         (lambda: jd.VPSchedule.discrete(np.full(1000, 0.5)), "betas give infinite noise levels"),
     ],

@@ -69,10 +69,38 @@ def test_measurement_noise_std_must_be_finite():
     # inf passed (the traced check's message said "finite"); the oracles' condition() refuses it.
     mask = inv.Mask(jnp.array([1.0, 0.0, 1.0]))
     y = jnp.array([0.5, 0.0, -1.0])
-    with pytest.raises(ValueError, match="noise_std must be finite"):
+    with pytest.raises(ValueError, match="noise_std must be non-negative and finite"):
         inv.Measurement(mask, y, jnp.inf)
     build = jax.jit(lambda s: inv.Measurement(mask, y, s).noise_std)
     assert float(build(0.3)) == pytest.approx(0.3)
     for bad in (jnp.inf, jnp.nan, -1.0):
         with pytest.raises(Exception, match="noise_std must be finite and non-negative"):
             jax.block_until_ready(build(bad))
+
+
+@pytest.mark.parametrize(
+    ("build", "name"),
+    [
+        (lambda v: jd.PredictorCorrector(snr=v), "PredictorCorrector snr"),
+        (lambda v: jd.DualFast(jd.DPMSolverPP(), c=v), "DualFast c"),
+    ],
+)
+def test_wrapper_settings_must_be_finite_and_non_negative(build, name):
+    # Negative snr acted as |snr| (it enters squared), NaN or infinite values made every sample
+    # NaN: concrete ones raise when built, traced ones when the program runs.
+    for bad in (-0.1, np.inf, np.nan):
+        with pytest.raises(ValueError, match=name):
+            build(bad)
+    grid = jd.karras_sigmas(4, 0.01, 10.0)
+    run = jax.jit(
+        jax.vmap(lambda v: jd.sample(_COND, _X, grid, build(v), key=jax.random.PRNGKey(1)))
+    )
+    ok = run(jnp.array([0.0, 0.1]))
+    np.testing.assert_allclose(
+        np.asarray(ok[1]),
+        np.asarray(jd.sample(_COND, _X, grid, build(0.1), key=jax.random.PRNGKey(1))),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(Exception, match=f"{name} must be non-negative"):
+        jax.block_until_ready(run(jnp.array([0.1, -0.1])))

@@ -41,6 +41,14 @@ def test_negative_sobolev_loss_matches_the_fourier_sum(x64):
 def test_negative_sobolev_loss_refuses_a_negative_order():
     with pytest.raises(ValueError, match="s must be"):
         negative_sobolev_loss(np.zeros((1, 4)), np.zeros((1, 4)), -1.0)
+    # traced (a sweep over orders): checked when the program runs
+    e = np.zeros((1, 8))
+    e[0, 3] = 1.0
+    loss = jax.jit(lambda s: negative_sobolev_loss(e, np.zeros((1, 8)), s))
+    assert float(loss(1.0)) == pytest.approx(float(negative_sobolev_loss(e, np.zeros((1, 8)), 1.0)))
+    for bad in (-1.0, np.nan, np.inf):
+        with pytest.raises(Exception, match="s must be a finite scalar >= 0"):
+            jax.block_until_ready(loss(bad))
 
 
 @pytest.mark.parametrize(

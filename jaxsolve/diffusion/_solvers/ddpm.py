@@ -73,7 +73,7 @@ class DDPM(AbstractSolver):
                 f"variance_type must be one of {_VARIANCE_TYPES}; got {self.variance_type!r}."
             )
         if self.clip_sample_range is not None:
-            check_positive("clip_sample_range", self.clip_sample_range)
+            check_positive("clip_sample_range", self.clip_sample_range, allow_inf=True)
 
     def _denoised(self, ctx, x, sigma):
         d = ctx.denoise(x, sigma)

@@ -91,7 +91,7 @@ class TauWindow(eqx.Module):
 
     def __check_init__(self):
         check_positive("TauWindow sigma_lo", self.sigma_lo, allow_zero=True)
-        check_positive("TauWindow sigma_hi", self.sigma_hi)
+        check_positive("TauWindow sigma_hi", self.sigma_hi, allow_inf=True)  # no upper end
         check_positive("TauWindow value", self.value, allow_zero=True)
         check_positive("TauWindow outside", self.outside, allow_zero=True)
         if is_concrete((self.sigma_lo, self.sigma_hi)) and not (

@@ -38,8 +38,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..._core import check_choice
+from ..._core import check_choice, check_positive
 from .._solvers._base import AbstractSolver
+from .._solvers.ancestral import check_traced_non_negative
 from ._base import AbstractWrappedSolver
 
 
@@ -52,6 +53,9 @@ class DualFast(AbstractWrappedSolver):
 
     def __check_init__(self):
         check_choice("reference", self.reference, {"previous", "first"})
+        # c >= 0 compensates towards the lower-noise prediction, as the paper's c_t does; a NaN
+        # or infinite c made every sample NaN without a word.
+        check_positive("DualFast c", self.c, allow_zero=True)
 
     def init(self, x, sigmas):
         return self.solver.init(x, sigmas), jnp.zeros_like(x), jnp.zeros((), bool)
@@ -61,11 +65,12 @@ class DualFast(AbstractWrappedSolver):
 
     def _coefficient(self, ctx, sigma):
         """``c`` ramped from 0 at the first step to ``c`` at the last (see the module)."""
+        c = check_traced_non_negative("DualFast c", self.c)
         if self.solver.adaptive:
             start, end = ctx.sigmas[0], ctx.sigma_at(ctx.n - 1)
             progress = jnp.clip(jnp.log(start / sigma) / jnp.log(start / end), 0.0, 1.0)
-            return self.c * progress
-        return self.c * ctx.i / jnp.maximum(ctx.n - 1, 1)
+            return c * progress
+        return c * ctx.i / jnp.maximum(ctx.n - 1, 1)
 
     def _run(self, method, ctx, x, state):
         inner, eps_ref, has_ref = state

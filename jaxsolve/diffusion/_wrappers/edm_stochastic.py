@@ -45,7 +45,13 @@ class EDMStochastic(AbstractWrappedSolver):
                 f"DPM2()); got {type(self.solver).__name__}."
             )
         for name in ("churn", "s_tmin", "s_tmax", "s_noise"):
-            check_positive(f"EDMStochastic {name}", getattr(self, name), allow_zero=True)
+            # s_tmax = inf: churn at every level above s_tmin (EDM's default).
+            check_positive(
+                f"EDMStochastic {name}",
+                getattr(self, name),
+                allow_zero=True,
+                allow_inf=name == "s_tmax",
+            )
 
     @property
     def _churns(self) -> bool:

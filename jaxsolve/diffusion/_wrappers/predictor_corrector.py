@@ -27,9 +27,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ..._core import check_choice, check_int
+from ..._core import check_choice, check_int, check_positive
 from .._adapters import score_from_denoised
 from .._solvers._base import AbstractSolver, resolve_batch_ndim
+from .._solvers.ancestral import check_traced_non_negative
 from .._solvers.euler_maruyama import EulerMaruyama
 from ._base import AbstractWrappedSolver, refuse
 
@@ -72,6 +73,8 @@ class PredictorCorrector(AbstractWrappedSolver):
     def __check_init__(self):
         check_int("n_corrector", self.n_corrector, minimum=0)
         check_choice("norms", self.norms, {"expected", "batch", "sample"})
+        # A negative snr enters squared and would act as |snr|; an infinite one gives NaN.
+        check_positive("PredictorCorrector snr", self.snr, allow_zero=True)
         if isinstance(self.solver, AbstractSolver) and self.solver.adaptive:
             refuse(
                 "PredictorCorrector",
@@ -85,9 +88,12 @@ class PredictorCorrector(AbstractWrappedSolver):
         """The wrapped solver (``solver``), the predictor."""
         return self.solver
 
+    def _snr(self):
+        return check_traced_non_negative("PredictorCorrector snr", self.snr)
+
     def _step_size(self, sigma, z, score, batch_ndim):
         if self.norms == "expected":
-            return 2.0 * (self.snr * sigma) ** 2
+            return 2.0 * (self._snr() * sigma) ** 2
 
         def per_sample_norm(v):
             axes = tuple(range(batch_ndim, v.ndim))
@@ -96,7 +102,7 @@ class PredictorCorrector(AbstractWrappedSolver):
         ratio = per_sample_norm(z) / per_sample_norm(score)
         if self.norms == "batch":
             ratio = jnp.mean(per_sample_norm(z)) / jnp.mean(per_sample_norm(score))
-        return 2.0 * (self.snr * ratio) ** 2
+        return 2.0 * (self._snr() * ratio) ** 2
 
     def _correct(self, ctx, x):
         batch_ndim = resolve_batch_ndim(self, ctx)

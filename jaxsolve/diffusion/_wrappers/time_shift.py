@@ -91,8 +91,9 @@ class TimeShift(AbstractWrappedSolver):
     batch_ndim: int = 1
 
     def __check_init__(self):
-        check_positive("window", self.window, allow_zero=True)
-        check_positive("cutoff_sigma", self.cutoff_sigma, allow_zero=True)
+        # inf: the whole grid range; a cutoff of inf never shifts.
+        check_positive("window", self.window, allow_zero=True, allow_inf=True)
+        check_positive("cutoff_sigma", self.cutoff_sigma, allow_zero=True, allow_inf=True)
         check_positive("data_variance", self.data_variance, allow_zero=True)
         check_int("batch_ndim", self.batch_ndim, minimum=0)
         require_grid_stepper(

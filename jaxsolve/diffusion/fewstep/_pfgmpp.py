@@ -50,13 +50,13 @@ from .._losses import dsm_loss, edm_weight, lognormal_sigmas
 
 def pfgmpp_radius(sigma: ArrayLike, D: ArrayLike) -> Array:
     r"""The augmented radius aligned with noise level :math:`\sigma`: :math:`r = \sigma\sqrt D`."""
-    check_positive("D", D)
+    check_positive("D", D, allow_inf=True)  # D = inf: the EDM limit
     return as_float(sigma) * jnp.sqrt(as_float(D))
 
 
 def pfgmpp_sigma(r: ArrayLike, D: ArrayLike) -> Array:
     r"""The noise level aligned with augmented radius :math:`r`: :math:`\sigma = r/\sqrt D`."""
-    check_positive("D", D)
+    check_positive("D", D, allow_inf=True)  # D = inf: the EDM limit
     return as_float(r) / jnp.sqrt(as_float(D))
 
 
@@ -103,7 +103,7 @@ def _kernel_noise(key, shape, dtype, D, batch_ndim):
     r"""The unit-scale kernel draw :math:`g\sqrt{(D/2)/G_{D/2}}`: ``g = normal(key, shape)`` (EDM's
     draw for this key) and the gamma variate from ``fold_in(key, 2)``, one per sample (the
     losses' input perturbation takes ``fold_in(key, 1)``)."""
-    check_positive("D", D)
+    check_positive("D", D, allow_inf=True)  # D = inf: the EDM limit
     g = jax.random.normal(key, shape, dtype)
     if is_concrete(D) and math.isinf(float(D)):
         return g
