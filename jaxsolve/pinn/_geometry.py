@@ -58,6 +58,16 @@ def _float_param(name, value, ndim):
     return x
 
 
+def _checked_when_run(params, ok, message):
+    """Traced geometry parameters (a sweep over domains) checked when the program runs, as
+    concrete ones are at construction: a reversed interval or a negative radius samples points
+    outside the domain and flips the sign of the distance, without an error otherwise."""
+    if is_concrete(params):
+        return params
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in params]))
+    return eqx.error_if(params, ~(finite & ok(*params)), message)
+
+
 def _check_points(x, dim):
     x = jnp.asarray(x)
     if x.ndim == 0 or x.shape[-1] != dim:
@@ -195,6 +205,9 @@ class Interval(AbstractGeometry):
         self.b = _float_param("b", b, 0)
         if is_concrete((self.a, self.b)) and not float(self.a) < float(self.b):
             raise ValueError(f"Interval needs a < b; got a={float(self.a)}, b={float(self.b)}.")
+        self.a, self.b = _checked_when_run(
+            (self.a, self.b), lambda a, b: a < b, "Interval needs finite a < b."
+        )
 
     @property
     def dim(self) -> int:
@@ -268,6 +281,11 @@ class Box(AbstractGeometry):
             np.asarray(self.lower) < np.asarray(self.upper)
         ):
             raise ValueError(f"Box needs lower < upper; got {self.lower} and {self.upper}.")
+        self.lower, self.upper = _checked_when_run(
+            (self.lower, self.upper),
+            lambda lo, hi: jnp.all(lo < hi),
+            "Box needs finite lower < upper.",
+        )
 
     @property
     def dim(self) -> int:
@@ -357,6 +375,9 @@ class Disk(AbstractGeometry):
         self.radius = _float_param("radius", radius, 0)
         if is_concrete(self.radius) and not float(self.radius) > 0:
             raise ValueError(f"radius must be positive; got {float(self.radius)}.")
+        self.center, self.radius = _checked_when_run(
+            (self.center, self.radius), lambda c, r: r > 0, "Disk needs a finite radius > 0."
+        )
 
     @property
     def dim(self) -> int:
@@ -457,6 +478,9 @@ class SpaceTime(AbstractGeometry):
             raise ValueError(
                 f"SpaceTime needs t0 < t1; got t0={float(self.t0)}, t1={float(self.t1)}."
             )
+        self.t0, self.t1 = _checked_when_run(
+            (self.t0, self.t1), lambda t0, t1: t0 < t1, "SpaceTime needs finite t0 < t1."
+        )
 
     @property
     def dim(self) -> int:

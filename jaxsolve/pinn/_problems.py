@@ -337,7 +337,8 @@ class PINNProblem(eqx.Module):
     def residuals(
         self, u: Callable, points: Mapping[str, Float[ArrayLike, " _n _d"]]
     ) -> dict[str, Float[Array, " _n *_shape"]]:
-        """Each term's residual at each of its points (``jax.vmap`` over points).
+        """Each term's residual at each of its points (:meth:`AbstractResidual.on_points`, or a
+        plain single-point residual mapped over the points with ``jax.vmap``).
 
         Args:
             u: the single-point network.

@@ -368,10 +368,13 @@ class GaussNewton(AbstractUpdate):
         better = (trial[best] < loss) & jnp.all(jnp.isfinite(delta))
         new_flat = jnp.where(better, flat - etas[best] * delta, flat)
         new_flat = jnp.where(jnp.all(jnp.isfinite(jac)), new_flat, jnp.nan)
+        # Capped at 1 / eps (relative): beyond it the step is below round-off anyway, and an
+        # uncapped damping overflowed to inf after enough failed steps, which no later success
+        # (after a resample) could bring back.
         new_damping = jnp.where(
             better,
             jnp.maximum(damping / self.decrease, self.min_damping),
-            damping * self.increase,
+            jnp.minimum(damping * self.increase, 1 / jnp.finfo(damping.dtype).eps),
         )
         return unravel(new_flat), new_damping.astype(damping.dtype), loss
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxsolve.pinn._geometry import Box, Disk, Interval, SignedDistance, SpaceTime
+from jaxsolve.pinn._sampling import uniform
 
 
 def _key(seed):
@@ -238,3 +239,31 @@ def test_geometry_jits_vmaps_and_grads():
     assert float(d) == 0.0
     np.testing.assert_allclose(grad_d, [-4.0, 0.0], atol=1e-6)
     assert np.all(np.isfinite(grad_phi))
+
+
+def test_traced_geometry_parameters_are_checked_when_run():
+    """A sweep over domains passes traced endpoints and radii: a reversed interval or a
+    negative radius sampled points outside the domain (and flipped the distance's sign) with no
+    error; now the program raises when it runs, as the constructor does for concrete values."""
+    key = jax.random.key(0)
+
+    @jax.jit
+    def sample(a, b, t1, r):
+        interval = uniform(key, Interval(a, b), 8)
+        box = uniform(key, Box(jnp.stack([a, a]), jnp.stack([b, b])), 8)
+        spacetime = uniform(key, SpaceTime(Interval(0.0, 1.0), 0.0, t1), 8)
+        disk = uniform(key, Disk(jnp.zeros(2), r), 8)
+        return interval, box, spacetime, disk
+
+    interval, box, spacetime, disk = sample(0.0, 2.0, 1.0, 0.5)
+    assert np.all((spacetime[:, 0] >= 0) & (spacetime[:, 0] <= 1))
+    assert np.all((interval >= 0) & (interval <= 2)) and np.all((box >= 0) & (box <= 2))
+    assert np.all(np.linalg.norm(disk, axis=1) <= 0.5)
+    for args, what in [
+        ((2.0, 0.0, 1.0, 0.5), "Interval needs finite a < b"),
+        ((0.0, 2.0, -1.0, 0.5), "SpaceTime needs finite t0 < t1"),
+        ((0.0, 2.0, 1.0, -0.5), "Disk needs a finite radius > 0"),
+        ((0.0, np.inf, 1.0, 0.5), "Interval needs finite a < b"),
+    ]:
+        with pytest.raises(Exception, match=what):
+            jax.block_until_ready(sample(*args))

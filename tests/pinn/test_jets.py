@@ -95,15 +95,17 @@ def _problems():
     }
 
 
+def _network(kind, d, key):
+    network = {"mlp": pinn.MLP, "modified_mlp": pinn.ModifiedMLP}[kind]
+    return network(d, "scalar", 10, 2, key=key)
+
+
 @pytest.mark.parametrize("name", list(_problems()))
 @pytest.mark.parametrize("network", ["mlp", "modified_mlp"])
 def test_batched_residuals_equal_single_point_residuals(x64, name, network):
     problem, d = _problems()[name]
     key = jax.random.key(2)
-    if network == "mlp":
-        net = pinn.MLP(d, "scalar", 10, 2, key=key)
-    else:
-        net = pinn.ModifiedMLP(d, "scalar", 10, 2, key=key)
+    net = _network(network, d, key)
     points = jax.random.uniform(key, (9, d), minval=-1.0, maxval=1.0)
     pts = dict.fromkeys(problem.names, points)
     batched = eqx.filter_jit(problem.residuals)(net, pts)
@@ -120,10 +122,7 @@ def test_loss_gradient_through_the_rule_equals_nested_jvps(x64, name, network):
     through nested JVPs (the network hidden behind a plain function)."""
     problem, d = _problems()[name]
     key = jax.random.key(3)
-    if network == "mlp":
-        net = pinn.MLP(d, "scalar", 10, 2, key=key)
-    else:
-        net = pinn.ModifiedMLP(d, "scalar", 10, 2, key=key)
+    net = _network(network, d, key)
     pts = dict.fromkeys(problem.names, jax.random.uniform(key, (9, d), minval=-1.0, maxval=1.0))
     params, static = eqx.partition(net, eqx.is_inexact_array)
 

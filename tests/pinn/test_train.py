@@ -328,3 +328,23 @@ def test_an_optimizer_that_is_not_one_is_named():
             key=jax.random.key(0),
             progress=False,
         )
+
+
+def test_gauss_newton_damping_stays_finite_when_no_step_helps():
+    """At an exact solution (zero loss) no step lowers the loss, so every step raises the
+    damping; it used to grow without bound to inf, after which no step could ever move again."""
+    from jaxsolve.pinn._train import Objective
+
+    problem = pinn.poisson(0.0, 0.0)
+    net = pinn.MLP(2, "scalar", 4, 1, key=jax.random.key(0))
+    net = jax.tree_util.tree_map(lambda a: jnp.zeros_like(a) if eqx.is_array(a) else a, net)
+    params, static = eqx.partition(net, eqx.is_inexact_array)
+    pts = {"pde": jax.random.uniform(jax.random.key(1), (6, 2)), "bc": jnp.zeros((2, 2))}
+    objective = Objective(problem, static, pts, None, {}, None)
+    rule = GaussNewton(1e10, increase=1e6)
+    step = eqx.filter_jit(rule.step)
+    damping = rule.init(params)
+    for _ in range(40):
+        params, damping, loss = step(objective, params, damping)
+    assert float(loss) == 0.0
+    assert np.isfinite(float(damping)) and float(damping) == 1 / np.finfo(damping.dtype).eps
