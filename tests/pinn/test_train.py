@@ -340,7 +340,7 @@ def test_gauss_newton_damping_stays_finite_when_no_step_helps():
     net = jax.tree_util.tree_map(lambda a: jnp.zeros_like(a) if eqx.is_array(a) else a, net)
     params, static = eqx.partition(net, eqx.is_inexact_array)
     pts = {"pde": jax.random.uniform(jax.random.key(1), (6, 2)), "bc": jnp.zeros((2, 2))}
-    objective = Objective(problem, static, pts, None, {}, None)
+    objective = Objective(problem, static, pts, {}, {}, None)
     rule = GaussNewton(1e10, increase=1e6)
     step = eqx.filter_jit(rule.step)
     damping = rule.init(params)
