@@ -568,7 +568,9 @@ class PINNResult(eqx.Module):
         weights: the final term weights.
         history: ``"loss"``: the loss of every step (NumPy, the loss at the parameters the step
             started from); per chunk ``"step"``, ``"phase"`` and ``"term/<name>"`` (the
-            unweighted term losses after the chunk), ``"weight/<name>"``, and the metrics of
+            unweighted term losses after the chunk), ``"weight/<name>"``, for each adaptive
+            sampler ``"shift/<name>"`` (the causal gate's shift :math:`\\gamma` of :class:`R3`)
+            and ``"retained/<name>"`` (the points its last step kept), and the metrics of
             ``eval_fn``.
     """
 
@@ -738,6 +740,10 @@ def train(
                     history.setdefault(f"term/{name}", []).append(float(v))
                 for name, v in state.weights.items():
                     history.setdefault(f"weight/{name}", []).append(float(v))
+                for name, s in state.samplers.items():
+                    # The causal gate's position and the points kept: how R3 is progressing.
+                    history.setdefault(f"shift/{name}", []).append(float(s.shift))
+                    history.setdefault(f"retained/{name}", []).append(int(s.num_retained))
                 if eval_fn is not None:
                     metrics = eval_fn(eqx.combine(state.params, static))
                     for name, v in dict(metrics).items():

@@ -157,6 +157,38 @@ def test_samplers_step_inside_the_loop():
     assert retained.sum() == int(kept.num_retained) and 0 < retained.sum() < 32
 
 
+def test_history_records_the_causal_gate_opening():
+    problem = pinn.convection(2.0)
+    net = pinn.MLP(2, "scalar", 8, 2, key=jax.random.key(0))
+    domain = pinn.Box([0.0, 0.0], [1.0, 2 * np.pi])
+    r3 = pinn.R3(32, causal=True, eta=0.05, clip=0.1)
+    ic = jnp.stack([jnp.zeros(16), jnp.linspace(0.0, 2 * np.pi, 16)], 1)
+    bc = jnp.stack([jnp.linspace(0.0, 1.0, 8), jnp.zeros(8)], 1)
+    pts = {"pde": Collocation(domain, r3, every=1), "ic": ic, "bc": bc}
+    result = train(
+        problem,
+        net,
+        pts,
+        key=jax.random.key(5),
+        optimizer=optax.adam(1e-3),
+        num_steps=12,
+        steps_per_call=4,
+        progress=False,
+    )
+    shift = result.history["shift/pde"]
+    retained = result.history["retained/pde"]
+    assert shift.shape == retained.shape == (3,)
+    # Each step moves the shift up by eta * min(exp(-epsilon L), clip): at most 4 * 0.005 per
+    # chunk of four steps, and never down.
+    increments = np.diff(np.concatenate([[-0.5], shift]))
+    assert np.all(increments > 0) and np.all(increments <= 4 * 0.05 * 0.1 + 1e-12)
+    assert shift[-1] == float(result.samplers["pde"].shift)
+    assert retained[-1] == int(result.samplers["pde"].num_retained)
+    assert np.all((retained > 0) & (retained < 32))
+    # Fixed point sets have no sampler and no entry.
+    assert "shift/ic" not in result.history
+
+
 @pytest.mark.slow
 def test_samplers_step_inside_the_loop_and_chunking_does_not_matter():
     problem, points = _poisson()
