@@ -129,9 +129,9 @@ def test_constraint_and_condition_settings_must_be_finite():
     net = pinn.MLP(2, "scalar", 4, 1, key=jax.random.key(0))
     with pytest.raises(ValueError, match="t0 must be finite"):
         pinn.HardInitial(net, lambda x: 0.0, t0=float("nan"))
-    with pytest.raises(ValueError, match="tau must be .*finite"):
+    with pytest.raises(ValueError, match=r"tau must be .*finite"):
         pinn.HardInitial(net, lambda x: 0.0, tau=float("inf"))
-    with pytest.raises(ValueError, match="periods must be .*finite"):
+    with pytest.raises(ValueError, match=r"periods must be .*finite"):
         pinn.PeriodicEmbedding([None, float("inf")])
     with pytest.raises(ValueError, match="shift must be finite"):
         pinn.periodic(np.array([0.0, np.nan]))
