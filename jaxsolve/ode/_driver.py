@@ -228,7 +228,8 @@ def integrate(
     ys = jtu.tree_map(lambda saved, first: saved.at[0].set(first), ys, y0)
     num_steps = jnp.asarray(sol.stats["num_steps"], jnp.int32)
     result = map_result(sol.result, ys)
-    ys, sums, pick = mark_failed(result, ys, sums, pick, (vector_field, y0, args), adjoint)
+    inputs = (vector_field, closed_over_arrays(vector_field, t0, y0, args), y0, args)
+    ys, sums, pick = mark_failed(result, ys, sums, pick, inputs, adjoint)
     return RawSolve(
         ys=ys,
         sums=sums,
@@ -408,6 +409,17 @@ def _marked_jvp_rule(primals, tangents):
         d_tree,
     )
     return tree, out
+
+
+def closed_over_arrays(fn: Callable, *example_args) -> list:
+    """The floating arrays ``fn`` closes over, beyond its own pytree leaves: the traced
+    ``theta`` of ``lambda t, y, args: -theta * y`` under :func:`jax.grad`. diffrax
+    differentiates through them like any input, so a failed solve's NaN derivative
+    (:func:`nan_derivative_if`) must reach them too. Found by tracing ``fn`` at
+    ``example_args`` (:func:`equinox.filter_closure_convert`); a function without a closure is
+    not traced."""
+    converted = eqx.filter_closure_convert(fn, *example_args)
+    return [leaf for leaf in jtu.tree_leaves(converted) if eqx.is_inexact_array(leaf)]
 
 
 def nan_derivative_if(tree, failed, inputs, *, forward: bool = False):

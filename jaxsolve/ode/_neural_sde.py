@@ -59,7 +59,15 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from .._core import RESULTS, as_float, check_choice, check_int, is_concrete
-from ._driver import DISCRETE_ADJOINTS, RawSolve, check_ts, map_result, mark_failed, nan_if
+from ._driver import (
+    DISCRETE_ADJOINTS,
+    RawSolve,
+    check_ts,
+    closed_over_arrays,
+    map_result,
+    mark_failed,
+    nan_if,
+)
 from ._regularisers import AbstractRegulariser, as_regulariser
 from ._solver_tools import (
     InstrumentedSolver,
@@ -367,8 +375,9 @@ class NeuralSDE(eqx.Module):
         num_steps = jnp.asarray(sol.stats["num_steps"], jnp.int32)
         stages = stages_per_step(self.solver)
         result = map_result(sol.result, ys)
+        closed_over = [closed_over_arrays(f, ts[0], y0, args) for f in (self.drift, self.diffusion)]
         ys, sums, pick = mark_failed(
-            result, ys, extras.get("sums"), pick, (terms, y0, args), self.adjoint
+            result, ys, extras.get("sums"), pick, (terms, closed_over, y0, args), self.adjoint
         )
         return RawSolve(
             ys=ys,

@@ -57,6 +57,34 @@ def test_gradient_through_a_failed_ode_solve_is_nan(x64):
     np.testing.assert_allclose(grad.vector_field.w, np.sum(2 * 2 * y**2 * -TS), rtol=1e-6)
 
 
+def test_parameters_closed_over_by_a_plain_function_get_the_nan_derivative(x64):
+    """A vector field written as a plain function of a traced parameter (not a pytree leaf of
+    the field) got an exact 0 through a failed solve; now NaN, and the successful solve keeps
+    the closed form, also when the failed sample is selected out of a batch."""
+
+    def loss(w, rates, skip):
+        def one(a):
+            node = ode.NeuralODE(
+                lambda t, y, args: -w * args * y,
+                None,
+                dfx.PIDController(rtol=1e-8, atol=1e-8),
+                max_steps=30,
+                throw=False,
+            )
+            return node(jnp.asarray(TS), jnp.ones(2), a)
+
+        sol = jax.vmap(one)(rates)
+        ok = (sol.result == RESULTS.successful)[:, None, None]
+        return jnp.sum(jnp.where(skip & ~ok, 0.0, sol.ys) ** 2)
+
+    grad = jax.jit(jax.grad(loss), static_argnums=2)
+    y = np.exp(-TS)
+    closed_form = np.sum(4 * y**2 * -TS)
+    np.testing.assert_allclose(grad(1.0, jnp.asarray(RATES[:1]), False), closed_form, rtol=1e-6)
+    assert np.isnan(grad(1.0, jnp.asarray(RATES), False))  # was a plausible closed_form
+    np.testing.assert_allclose(grad(1.0, jnp.asarray(RATES), True), closed_form, rtol=1e-6)
+
+
 @pytest.mark.slow
 def test_a_failed_sample_selected_away_keeps_the_others_gradient(x64):
     """Only a cotangent that reaches the failed solve's outputs turns NaN: selecting the failed
