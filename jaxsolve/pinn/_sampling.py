@@ -467,6 +467,10 @@ class R3(AbstractAdaptiveSampler):
     :math:`(\\gamma_{max} - \\gamma_0) / (\\eta c)` steps to open. A shorter run may scale
     ``eta`` up, but a gate that opens before the early times are learned loses its point (on
     harder problems the paper's slow gate is the one that works; ``benchmarks/README.md``).
+    The gate brakes only while the gated residual is large, :math:`L_g > \\ln(1/c)/\\epsilon`,
+    and a network near the trivial solution :math:`u = 0` has a small residual: weight the
+    initial and boundary terms strongly (the paper's commands use 100, with Adam's step decayed
+    by 0.9 every 5000 steps), or the gate opens at its full rate whatever has been learned.
     ``alpha``, ``eta``, ``epsilon``, ``clip`` and the shifts may be traced.
 
     Every hyper-parameter must be finite: concrete values are checked here (``ValueError``
